@@ -1,0 +1,261 @@
+//! The command line: `serve`, `demo`, `keygen`, `public-key`, `seal` and `open`.
+
+use std::io::{Read as _, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use bytes::BytesMut;
+use clap::{Parser, Subcommand, ValueEnum};
+use sha2::Digest as _;
+use zeroize::Zeroizing;
+
+use crate::config::Config;
+use crate::envelope::{self, Prefix, PrivateKey, PublicKey};
+use crate::keys::{self, ServerKey, ServerKeys};
+use crate::BoxError;
+
+/// Exit code for a bad configuration (EX_CONFIG would be 78; 64 is EX_USAGE, as linkerd does).
+pub const EXIT_BAD_CONFIG: u8 = 64;
+
+/// `hpke-gateway`: HPKE payload encryption in front of an existing HTTP API.
+#[derive(Debug, Parser)]
+#[command(name = "hpke-gateway", version, about)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway with a configuration file.
+    Serve {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a self-contained demo: fresh keys, a sample upstream, the gateway, and one
+    /// encrypted round trip.
+    Demo {
+        /// Where the demo gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Exit after the round trip instead of serving until Ctrl-C.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Generate an X25519 private key as PKCS#8 PEM (mode 0600).
+    Keygen {
+        /// The file to create; an existing file is not overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public key of a private key file (or re-encode a public key file).
+    PublicKey {
+        /// A private key (PKCS#8 PEM, encrypted PKCS#8, Tink private keyset) or public key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = KeyFormat::Pem)]
+        format: KeyFormat,
+        /// With tink-json: write a TINK-prefixed keyset with this key id (default: RAW).
+        #[arg(long)]
+        key_id: Option<u32>,
+        /// Passphrase of an encrypted private key.
+        #[command(flatten)]
+        passphrase: Passphrase,
+    },
+    /// Encrypt standard input to a public key; the envelope goes to standard output.
+    Seal {
+        /// The recipient's public key (SPKI PEM, raw base64, or Tink public keyset JSON).
+        #[arg(long)]
+        recipient: PathBuf,
+        /// The HPKE info: the account id.
+        #[arg(long)]
+        info: String,
+    },
+    /// Decrypt an envelope (RAW or TINK-prefixed) from standard input to standard output.
+    Open {
+        /// The private key.
+        #[arg(long)]
+        key: PathBuf,
+        /// The HPKE info: the account id.
+        #[arg(long)]
+        info: String,
+        /// Passphrase of an encrypted private key.
+        #[command(flatten)]
+        passphrase: Passphrase,
+    },
+}
+
+/// Where the passphrase of an encrypted private key comes from.
+#[derive(Debug, clap::Args)]
+pub struct Passphrase {
+    /// Environment variable holding the private key's passphrase.
+    #[arg(long)]
+    passphrase_env: Option<String>,
+    /// File holding the private key's passphrase.
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
+}
+
+/// Public key output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyFormat {
+    /// SPKI PEM.
+    Pem,
+    /// The 32 raw bytes in base64.
+    Raw,
+    /// A Tink public keyset (JSON).
+    TinkJson,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main(args: Args) -> ExitCode {
+    let result = match args.command {
+        Command::Serve { config } => serve(&config),
+        Command::Demo { listen, once } => runtime().and_then(|rt| rt.block_on(crate::demo::run(listen, once))),
+        Command::Keygen { out } => keygen(&out),
+        Command::PublicKey {
+            key,
+            format,
+            key_id,
+            passphrase,
+        } => public_key(&key, format, key_id, &passphrase),
+        Command::Seal { recipient, info } => seal(&recipient, &info),
+        Command::Open {
+            key,
+            info,
+            passphrase,
+        } => open(&key, &info, &passphrase),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hpke-gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, BoxError> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn serve(path: &Path) -> Result<ExitCode, BoxError> {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hpke-gateway: {e}");
+            return Ok(ExitCode::from(EXIT_BAD_CONFIG));
+        }
+    };
+    runtime()?.block_on(crate::server::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keygen(out: &Path) -> Result<ExitCode, BoxError> {
+    let key = PrivateKey::generate();
+    let pem = keys::private_key_pem(&key)?;
+    keys::write_secret_file(out, pem.as_bytes())
+        .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    eprintln!("wrote {} (mode 0600)", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn public_key(
+    path: &Path,
+    format: KeyFormat,
+    key_id: Option<u32>,
+    passphrase: &Passphrase,
+) -> Result<ExitCode, BoxError> {
+    let text = Zeroizing::new(read_file(path)?);
+    let (public, tink_prefix) = match keys::parse_public_key(&text) {
+        Ok((pk, prefix)) => (pk, Some(prefix)),
+        Err(_) => {
+            let pass = passphrase.read()?;
+            let loaded = keys::parse_private_key(&text, pass.as_deref().map(Vec::as_slice))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            (loaded.key.public_key(), loaded.tink_prefix)
+        }
+    };
+    let out = match format {
+        KeyFormat::Pem => keys::public_key_pem(&public)?,
+        KeyFormat::Raw => format!("{}\n", keys::public_key_raw_base64(&public)),
+        KeyFormat::TinkJson => {
+            let prefix = match (key_id, tink_prefix) {
+                (Some(id), _) => Prefix::Tink(id),
+                (None, Some(Prefix::Tink(id))) => Prefix::Tink(id),
+                (None, _) => Prefix::Raw,
+            };
+            format!("{}\n", keys::public_keyset_json(&public, prefix, raw_key_id(&public)))
+        }
+    };
+    std::io::stdout().write_all(out.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A stable key id for a RAW keyset (Tink requires one even when no prefix carries it).
+fn raw_key_id(public: &PublicKey) -> u32 {
+    let digest = sha2::Sha256::digest(public.to_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+}
+
+fn seal(recipient: &Path, info: &str) -> Result<ExitCode, BoxError> {
+    let text = read_file(recipient)?;
+    let (public, prefix) =
+        keys::parse_public_key(&text).map_err(|e| format!("{}: {e}", recipient.display()))?;
+    let plaintext = Zeroizing::new(read_stdin()?);
+    let sealed = envelope::seal(&public, prefix, info.as_bytes(), &plaintext)?;
+    std::io::stdout().write_all(&sealed)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open(key: &Path, info: &str, passphrase: &Passphrase) -> Result<ExitCode, BoxError> {
+    let text = Zeroizing::new(read_file(key)?);
+    let pass = passphrase.read()?;
+    let loaded = keys::parse_private_key(&text, pass.as_deref().map(Vec::as_slice))
+        .map_err(|e| format!("{}: {e}", key.display()))?;
+    let id = match loaded.tink_prefix {
+        Some(Prefix::Tink(id)) => Some(id),
+        _ => None,
+    };
+    let ring = ServerKeys::new(vec![ServerKey::new(id, loaded.key)]);
+    let sealed = BytesMut::from(&read_stdin()?[..]);
+    let plaintext = ring.open(info.as_bytes(), sealed)?;
+    std::io::stdout().write_all(&plaintext)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+impl Passphrase {
+    fn read(&self) -> Result<Option<Zeroizing<Vec<u8>>>, BoxError> {
+        match (&self.passphrase_env, &self.passphrase_file) {
+            (Some(_), Some(_)) => Err("give --passphrase-env or --passphrase-file, not both".into()),
+            (Some(var), None) => std::env::var_os(var)
+                .map(|v| Some(Zeroizing::new(v.into_encoded_bytes())))
+                .ok_or_else(|| format!("environment variable {var} is not set").into()),
+            (None, Some(file)) => {
+                let mut bytes = Zeroizing::new(read_file(file)?);
+                while matches!(bytes.last(), Some(b'\n' | b'\r')) {
+                    bytes.pop();
+                }
+                Ok(Some(bytes))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, BoxError> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()).into())
+}
+
+fn read_stdin() -> Result<Vec<u8>, BoxError> {
+    let mut buf = Vec::new();
+    std::io::stdin().read_to_end(&mut buf)?;
+    Ok(buf)
+}

@@ -1,0 +1,410 @@
+//! The TOML configuration: parsed into [`RawConfig`], then checked once into [`Config`],
+//! with every key file loaded and validated, before any port is bound.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! upstream = "http://127.0.0.1:9000"
+//! account_header = "X-CleverTap-Account-Id"
+//! max_encrypted_body_bytes = 10485760
+//!
+//! [[server_keys]]
+//! id = 1
+//! private_key = "keys/server-1.pem"
+//!
+//! [[accounts]]
+//! id = "ACCT-1"
+//! encryption = true
+//! public_keys = ["keys/acct-1.pub.json"]
+//! ```
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Uri};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::accounts::{Account, Accounts, MAX_PUBLIC_KEYS, RecipientKey};
+use crate::keys::{self, ServerKey, ServerKeys};
+
+/// Default account header, as the vendor's API names it.
+pub const DEFAULT_ACCOUNT_HEADER: &str = "X-CleverTap-Account-Id";
+/// Default limit on an encrypted request body (10 MiB).
+pub const DEFAULT_MAX_ENCRYPTED_BODY_BYTES: u64 = 10 * 1024 * 1024;
+/// Default limit on an upstream response that is to be encrypted (64 MiB).
+pub const DEFAULT_MAX_RESPONSE_BODY_BYTES: u64 = 64 * 1024 * 1024;
+/// Default upstream connect timeout.
+pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Default time to wait for the upstream's response head.
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 30_000;
+/// Default media type of a decrypted body as the upstream sees it.
+pub const DEFAULT_PLAINTEXT_CONTENT_TYPE: &str = "application/json";
+
+/// The configuration file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Public listener address.
+    pub listen: String,
+    /// Base URL of the protected API.
+    pub upstream: String,
+    /// Header carrying the account id.
+    #[serde(default)]
+    pub account_header: Option<String>,
+    /// Largest encrypted request body accepted.
+    #[serde(default)]
+    pub max_encrypted_body_bytes: Option<u64>,
+    /// Largest upstream response the gateway will buffer to encrypt.
+    #[serde(default)]
+    pub max_response_body_bytes: Option<u64>,
+    /// Upstream TCP connect timeout in milliseconds.
+    #[serde(default)]
+    pub upstream_connect_timeout_ms: Option<u64>,
+    /// Time to wait for the upstream's response head, in milliseconds.
+    #[serde(default)]
+    pub upstream_timeout_ms: Option<u64>,
+    /// `Content-Type` (and `Accept`) the upstream sees on a decrypted request.
+    #[serde(default)]
+    pub plaintext_content_type: Option<String>,
+    /// The gateway's private keys.
+    #[serde(default)]
+    pub server_keys: Vec<RawServerKey>,
+    /// Accounts.
+    #[serde(default)]
+    pub accounts: Vec<RawAccount>,
+}
+
+/// One `[[server_keys]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerKey {
+    /// The Tink key id (matched against a ciphertext's 5-byte prefix).
+    pub id: u32,
+    /// Path of the private key file.
+    pub private_key: PathBuf,
+    /// Name of an environment variable holding the passphrase of an encrypted key.
+    #[serde(default)]
+    pub passphrase_env: Option<String>,
+    /// Path of a file holding the passphrase of an encrypted key.
+    #[serde(default)]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// One `[[accounts]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccount {
+    /// The account id (the value of the account header, and the HPKE info).
+    pub id: String,
+    /// Whether encrypted traffic is accepted.
+    #[serde(default)]
+    pub encryption: bool,
+    /// The customer's public key files; the first seals responses.
+    #[serde(default)]
+    pub public_keys: Vec<PathBuf>,
+}
+
+/// A checked configuration with every key loaded.
+#[derive(Debug)]
+pub struct Config {
+    /// Public listener address.
+    pub listen: SocketAddr,
+    /// Base URL of the protected API.
+    pub upstream: Uri,
+    /// Header carrying the account id.
+    pub account_header: HeaderName,
+    /// Largest encrypted request body accepted.
+    pub max_encrypted_body_bytes: u64,
+    /// Largest upstream response the gateway will buffer to encrypt.
+    pub max_response_body_bytes: u64,
+    /// Upstream TCP connect timeout.
+    pub upstream_connect_timeout: Duration,
+    /// Time to wait for the upstream's response head.
+    pub upstream_timeout: Duration,
+    /// `Content-Type` (and `Accept`) the upstream sees on a decrypted request.
+    pub plaintext_content_type: HeaderValue,
+    /// The gateway's private keys.
+    pub server_keys: ServerKeys,
+    /// Accounts.
+    pub accounts: Accounts,
+}
+
+/// Everything wrong with a configuration, one problem per line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration {path}:\n  - {}", problems.join("\n  - "))]
+pub struct ConfigError {
+    /// The configuration file.
+    pub path: String,
+    /// Each problem found.
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    /// Reads, parses and checks a configuration file. Relative paths in it resolve
+    /// against the file's folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let fail = |problem: String| ConfigError {
+            path: path.display().to_string(),
+            problems: vec![problem],
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_raw(raw, base).map_err(|problems| ConfigError {
+            path: path.display().to_string(),
+            problems,
+        })
+    }
+
+    /// Checks a parsed configuration, loading keys relative to `base`. Returns every
+    /// problem found, not just the first.
+    pub fn from_raw(raw: RawConfig, base: &Path) -> Result<Self, Vec<String>> {
+        let mut problems = Vec::new();
+        let p = &mut problems;
+        let listen = take(p, raw.listen.parse::<SocketAddr>().map_err(|e| format!("listen {:?}: {e}", raw.listen)));
+        let upstream = take(p, parse_upstream(&raw.upstream));
+        let header = raw.account_header.as_deref().unwrap_or(DEFAULT_ACCOUNT_HEADER);
+        let account_header = take(
+            p,
+            header
+                .parse::<HeaderName>()
+                .map_err(|_| format!("account_header {header:?} is not a valid header name")),
+        );
+        let plaintext_content_type = take(
+            p,
+            HeaderValue::from_str(
+                raw.plaintext_content_type
+                    .as_deref()
+                    .unwrap_or(DEFAULT_PLAINTEXT_CONTENT_TYPE),
+            )
+            .map_err(|_| "plaintext_content_type is not a valid header value".to_string()),
+        );
+        let max_encrypted_body_bytes = take(
+            p,
+            positive(
+                "max_encrypted_body_bytes",
+                raw.max_encrypted_body_bytes
+                    .unwrap_or(DEFAULT_MAX_ENCRYPTED_BODY_BYTES),
+            ),
+        );
+        let max_response_body_bytes = take(
+            p,
+            positive(
+                "max_response_body_bytes",
+                raw.max_response_body_bytes
+                    .unwrap_or(DEFAULT_MAX_RESPONSE_BODY_BYTES),
+            ),
+        );
+        let connect_ms = take(
+            p,
+            positive(
+                "upstream_connect_timeout_ms",
+                raw.upstream_connect_timeout_ms
+                    .unwrap_or(DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS),
+            ),
+        );
+        let timeout_ms = take(
+            p,
+            positive(
+                "upstream_timeout_ms",
+                raw.upstream_timeout_ms.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS),
+            ),
+        );
+        let server_keys = take_all(p, load_server_keys(&raw.server_keys, base));
+        let accounts = take_all(p, load_accounts(&raw.accounts, base));
+
+        let (
+            Some(listen),
+            Some(upstream),
+            Some(account_header),
+            Some(plaintext_content_type),
+            Some(max_encrypted_body_bytes),
+            Some(max_response_body_bytes),
+            Some(connect_ms),
+            Some(timeout_ms),
+            Some(server_keys),
+            Some(accounts),
+        ) = (
+            listen,
+            upstream,
+            account_header,
+            plaintext_content_type,
+            max_encrypted_body_bytes,
+            max_response_body_bytes,
+            connect_ms,
+            timeout_ms,
+            server_keys,
+            accounts,
+        )
+        else {
+            return Err(problems);
+        };
+        Ok(Config {
+            listen,
+            upstream,
+            account_header,
+            max_encrypted_body_bytes,
+            max_response_body_bytes,
+            upstream_connect_timeout: Duration::from_millis(connect_ms),
+            upstream_timeout: Duration::from_millis(timeout_ms),
+            plaintext_content_type,
+            server_keys,
+            accounts,
+        })
+    }
+}
+
+/// Keeps a value, or records its problem.
+fn take<T>(problems: &mut Vec<String>, r: Result<T, String>) -> Option<T> {
+    r.map_err(|e| problems.push(e)).ok()
+}
+
+/// Keeps a value, or records all its problems.
+fn take_all<T>(problems: &mut Vec<String>, r: Result<T, Vec<String>>) -> Option<T> {
+    r.map_err(|e| problems.extend(e)).ok()
+}
+
+fn positive(name: &str, value: u64) -> Result<u64, String> {
+    if value == 0 {
+        Err(format!("{name} must be greater than 0"))
+    } else {
+        Ok(value)
+    }
+}
+
+fn parse_upstream(text: &str) -> Result<Uri, String> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|e| format!("upstream {text:?}: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "upstream {text:?}: only http:// upstreams are supported"
+        ));
+    }
+    if uri.host().is_none() {
+        return Err(format!("upstream {text:?}: no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("upstream {text:?}: a base URL has no query"));
+    }
+    Ok(uri)
+}
+
+fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+fn load_server_keys(raw: &[RawServerKey], base: &Path) -> Result<ServerKeys, Vec<String>> {
+    let mut problems = Vec::new();
+    if raw.is_empty() {
+        problems.push("server_keys: at least one [[server_keys]] entry is required".into());
+    }
+    let mut ids = HashSet::new();
+    let mut keys = Vec::new();
+    for entry in raw {
+        if !ids.insert(entry.id) {
+            problems.push(format!("server_keys: id {} appears twice", entry.id));
+        }
+        match load_server_key(entry, base) {
+            Ok(key) => keys.push(key),
+            Err(p) => problems.push(format!("server_keys id {}: {p}", entry.id)),
+        }
+    }
+    if problems.is_empty() {
+        Ok(ServerKeys::new(keys))
+    } else {
+        Err(problems)
+    }
+}
+
+fn load_server_key(entry: &RawServerKey, base: &Path) -> Result<ServerKey, String> {
+    let path = resolve(base, &entry.private_key);
+    let passphrase = read_passphrase(entry, base)?;
+    let text = keys::read_secret_file(&path).map_err(|e| e.to_string())?;
+    let loaded = keys::parse_private_key(&text, passphrase.as_deref().map(Vec::as_slice))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(crate::envelope::Prefix::Tink(tink_id)) = loaded.tink_prefix {
+        if tink_id != entry.id {
+            return Err(format!(
+                "{}: the Tink keyset's key id is {tink_id}, not {}",
+                path.display(),
+                entry.id
+            ));
+        }
+    }
+    Ok(ServerKey::new(Some(entry.id), loaded.key))
+}
+
+fn read_passphrase(entry: &RawServerKey, base: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
+    match (&entry.passphrase_env, &entry.passphrase_file) {
+        (Some(_), Some(_)) => Err("set passphrase_env or passphrase_file, not both".into()),
+        (Some(var), None) => std::env::var_os(var)
+            .map(|v| Some(Zeroizing::new(v.into_encoded_bytes())))
+            .ok_or_else(|| format!("passphrase_env: environment variable {var} is not set")),
+        (None, Some(file)) => {
+            let path = resolve(base, file);
+            let mut bytes = keys::read_secret_file(&path).map_err(|e| e.to_string())?;
+            while matches!(bytes.last(), Some(b'\n' | b'\r')) {
+                bytes.pop();
+            }
+            Ok(Some(bytes))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn load_accounts(raw: &[RawAccount], base: &Path) -> Result<Accounts, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut ids = HashSet::new();
+    let mut accounts = Vec::new();
+    for entry in raw {
+        let id = &entry.id;
+        if !ids.insert(id.clone()) {
+            problems.push(format!("accounts: id {id:?} appears twice"));
+        }
+        if !valid_account_id(id) {
+            problems.push(format!(
+                "accounts: id {id:?} must be 1 to {MAX_ACCOUNT_ID_LEN} visible ASCII characters"
+            ));
+        }
+        if entry.public_keys.len() > MAX_PUBLIC_KEYS {
+            problems.push(format!(
+                "accounts {id:?}: {} public keys, at most {MAX_PUBLIC_KEYS} are allowed",
+                entry.public_keys.len()
+            ));
+        }
+        if entry.encryption && entry.public_keys.is_empty() {
+            problems.push(format!(
+                "accounts {id:?}: encryption is on but no public_keys are given to encrypt responses"
+            ));
+        }
+        let mut keys = Vec::new();
+        for file in &entry.public_keys {
+            let path = resolve(base, file);
+            match keys::read_public_file(&path).and_then(|t| keys::parse_public_key(&t)) {
+                Ok((key, prefix)) => keys.push(RecipientKey { key, prefix }),
+                Err(e) => problems.push(format!("accounts {id:?}: {}: {e}", path.display())),
+            }
+        }
+        accounts.push(Account::new(id.clone(), entry.encryption, keys));
+    }
+    if problems.is_empty() {
+        Ok(Accounts::new(accounts))
+    } else {
+        Err(problems)
+    }
+}
+
+/// The longest account id accepted, in bytes.
+pub const MAX_ACCOUNT_ID_LEN: usize = 256;
+
+/// An account id is 1 to [`MAX_ACCOUNT_ID_LEN`] visible ASCII characters.
+pub fn valid_account_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ACCOUNT_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
+}

@@ -1,0 +1,169 @@
+//! The embedded default: `hpke-gateway demo` makes fresh keys in a temporary folder,
+//! starts the built-in sample upstream and the gateway in front of it, does one
+//! encrypted round trip, and prints the commands to try it by hand.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use tokio::net::TcpListener;
+
+use crate::BoxError;
+use crate::config::Config;
+use crate::envelope::{self, Prefix, PrivateKey};
+use crate::keys::{self, ServerKey, ServerKeys};
+
+/// The demo's encrypted account.
+pub const DEMO_ACCOUNT: &str = "ACCT-DEMO";
+/// The demo's passcode (the sample upstream only checks that one is sent).
+pub const DEMO_PASSCODE: &str = "demo-passcode";
+/// The seeds' profile upload payload.
+pub const PROFILE_PAYLOAD: &str = r#"{"d":[{"identity":"18121994201671","type":"profile","profileData":{"Name":"Test Name","Email":"test@example.com","Phone":"+14155551235","Gender":"M","Customer Type":"Gold","KYC Document":"PAN","Game Level":"Intermediate"}}]}"#;
+
+/// Runs the demo. With `once`, stops after the round trip.
+pub async fn run(listen: SocketAddr, once: bool) -> Result<std::process::ExitCode, BoxError> {
+    let dir = tempfile::Builder::new().prefix("hpke-gateway-demo-").tempdir()?;
+    let files = write_keys(dir.path())?;
+
+    let upstream = TcpListener::bind("127.0.0.1:0").await?;
+    let upstream_addr = upstream.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(upstream, crate::sample_upstream::router()).await;
+    });
+
+    let config_path = dir.path().join("gateway.toml");
+    std::fs::write(&config_path, config_text(listen, upstream_addr))?;
+    let config = Config::load(&config_path)?;
+    let listener = TcpListener::bind(listen).await.map_err(|e| {
+        format!("cannot listen on {listen}: {e} (choose another address with --listen)")
+    })?;
+    let listen = listener.local_addr()?;
+    let app = crate::server::app(config)?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::server::serve(listener, app, async move {
+        let _ = stop_rx.await;
+    }));
+
+    println!("hpke-gateway demo");
+    println!("  keys and config in {}", dir.path().display());
+    println!("  sample upstream   http://{upstream_addr}");
+    println!("  gateway           http://{listen}  (account {DEMO_ACCOUNT}, encryption on)\n");
+
+    round_trip(listen, &files).await?;
+    print_walkthrough(listen, &files);
+
+    if !once {
+        println!("\nServing until Ctrl-C.");
+        crate::server::shutdown_signal().await;
+    }
+    let _ = stop_tx.send(());
+    server.await??;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+struct DemoFiles {
+    server_public: PathBuf,
+    customer_private: PathBuf,
+    customer_key: PrivateKey,
+    server_key: PrivateKey,
+}
+
+fn write_keys(dir: &Path) -> Result<DemoFiles, BoxError> {
+    let server_key = PrivateKey::generate();
+    let customer_key = PrivateKey::generate();
+    let server_private = dir.join("server-1.pem");
+    let server_public = dir.join("server-1.tink.json");
+    let customer_private = dir.join("customer.pem");
+    let customer_public = dir.join("customer.pub.pem");
+    keys::write_secret_file(&server_private, keys::private_key_pem(&server_key)?.as_bytes())?;
+    std::fs::write(
+        &server_public,
+        keys::public_keyset_json(&server_key.public_key(), Prefix::Tink(1), 1),
+    )?;
+    keys::write_secret_file(&customer_private, keys::private_key_pem(&customer_key)?.as_bytes())?;
+    std::fs::write(&customer_public, keys::public_key_pem(&customer_key.public_key())?)?;
+    Ok(DemoFiles {
+        server_public,
+        customer_private,
+        customer_key,
+        server_key,
+    })
+}
+
+fn config_text(listen: SocketAddr, upstream: SocketAddr) -> String {
+    format!(
+        r#"listen = "{listen}"
+upstream = "http://{upstream}"
+
+[[server_keys]]
+id = 1
+private_key = "server-1.pem"
+
+[[accounts]]
+id = "{DEMO_ACCOUNT}"
+encryption = true
+public_keys = ["customer.pub.pem"]
+
+[[accounts]]
+id = "ACCT-PLAIN"
+encryption = false
+"#
+    )
+}
+
+async fn round_trip(listen: SocketAddr, files: &DemoFiles) -> Result<(), BoxError> {
+    let sealed = envelope::seal(
+        &files.server_key.public_key(),
+        Prefix::Tink(1),
+        DEMO_ACCOUNT.as_bytes(),
+        PROFILE_PAYLOAD.as_bytes(),
+    )?;
+    println!("1. The client seals the seeds' profile upload ({} bytes of JSON)", PROFILE_PAYLOAD.len());
+    println!("   to the gateway's key 1 with info {DEMO_ACCOUNT}: {} bytes on the wire.", sealed.len());
+    let response = reqwest::Client::new()
+        .post(format!("http://{listen}/1/upload"))
+        .header("Content-Type", crate::HPKE_MEDIA_TYPE)
+        .header("Accept", crate::HPKE_MEDIA_TYPE)
+        .header("X-CleverTap-Account-Id", DEMO_ACCOUNT)
+        .header("X-CleverTap-Passcode", DEMO_PASSCODE)
+        .body(sealed)
+        .send()
+        .await?;
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = response.bytes().await?;
+    println!("2. POST /1/upload answered {status} with {} bytes of {content_type}.", body.len());
+    if content_type != crate::HPKE_MEDIA_TYPE {
+        return Err(format!("expected an encrypted response, got: {}", String::from_utf8_lossy(&body)).into());
+    }
+    let ring = ServerKeys::new(vec![ServerKey::new(None, files.customer_key.clone())]);
+    let plaintext = ring.open(DEMO_ACCOUNT.as_bytes(), body.as_ref().into())?;
+    println!("3. The client opens it with its own private key:");
+    println!("   {}", String::from_utf8_lossy(&plaintext));
+    Ok(())
+}
+
+fn print_walkthrough(listen: SocketAddr, files: &DemoFiles) {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "hpke-gateway".into());
+    println!("\nTry it by hand (in another terminal while the demo runs):\n");
+    println!(
+        "echo -n '{{\"d\":[{{\"identity\":\"1\",\"type\":\"profile\",\"profileData\":{{\"Name\":\"Ada\"}}}}]}}' \\\n  | {exe} seal --recipient {} --info {DEMO_ACCOUNT} \\\n  | curl -sS --data-binary @- \\\n      -H 'Content-Type: {media}' -H 'Accept: {media}' \\\n      -H 'X-CleverTap-Account-Id: {DEMO_ACCOUNT}' -H 'X-CleverTap-Passcode: {DEMO_PASSCODE}' \\\n      http://{listen}/1/upload \\\n  | {exe} open --key {} --info {DEMO_ACCOUNT}",
+        files.server_public.display(),
+        files.customer_private.display(),
+        media = crate::HPKE_MEDIA_TYPE,
+    );
+    println!(
+        "\nAn encrypted response to a GET (no body, only Accept):\n\ncurl -sS -H 'Content-Type: application/json' -H 'Accept: {media}' \\\n    -H 'X-CleverTap-Account-Id: {DEMO_ACCOUNT}' -H 'X-CleverTap-Passcode: {DEMO_PASSCODE}' \\\n    'http://{listen}/1/profile.json?email=jack%40gmail.com' \\\n  | {exe} open --key {} --info {DEMO_ACCOUNT}",
+        files.customer_private.display(),
+        media = crate::HPKE_MEDIA_TYPE,
+    );
+    println!(
+        "\nPlaintext still works, untouched:\n\ncurl -sS -H 'Content-Type: application/json' \\\n    -H 'X-CleverTap-Account-Id: ACCT-PLAIN' -H 'X-CleverTap-Passcode: {DEMO_PASSCODE}' \\\n    --data '{{\"d\":[]}}' http://{listen}/1/upload"
+    );
+}

@@ -1,0 +1,437 @@
+//! The wire envelope: HPKE (RFC 9180) base mode with DHKEM(X25519, HKDF-SHA256),
+//! HKDF-SHA256 and AES-256-GCM, framed exactly as Google Tink's `HybridEncrypt`
+//! frames it.
+//!
+//! ```text
+//! ciphertext = [0x01 || key_id (u32, big-endian)]   only for Tink keys of output prefix TINK
+//!              || enc (32 bytes, the encapsulated X25519 public key)
+//!              || AEAD ciphertext || AEAD tag (16 bytes)
+//! ```
+//!
+//! The AEAD's associated data is always empty and `info` is the account id, as
+//! Tink's `HybridEncrypt::encrypt(plaintext, contextInfo)` does.
+//!
+//! This module is pure: bytes in, bytes out, no I/O and no HTTP types, so test
+//! vectors and fuzzers can call it directly.
+//!
+//! ```
+//! use hpke_gateway::envelope::{self, Prefix, PrivateKey};
+//!
+//! let sk = PrivateKey::generate();
+//! let pk = sk.public_key();
+//! let sealed = envelope::seal(&pk, Prefix::Tink(7), b"ACCT-1", b"{\"d\":[]}").unwrap();
+//! let (prefix, rest) = envelope::split_prefix(&sealed);
+//! assert_eq!(prefix, Prefix::Tink(7));
+//! let mut buf = rest.to_vec();
+//! let plaintext = envelope::open_in_place(&sk, b"ACCT-1", &mut buf).unwrap();
+//! assert_eq!(plaintext, b"{\"d\":[]}");
+//! ```
+
+use std::fmt;
+
+use hpke::aead::{AeadTag, AesGcm256};
+use hpke::kdf::HkdfSha256;
+use hpke::kem::X25519HkdfSha256;
+use hpke::rand_core::CryptoRng;
+use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
+
+type Kem = X25519HkdfSha256;
+type KemPrivateKey = <Kem as hpke::Kem>::PrivateKey;
+type KemPublicKey = <Kem as hpke::Kem>::PublicKey;
+type EncappedKey = <Kem as hpke::Kem>::EncappedKey;
+
+/// Length of the encapsulated key (`Nenc` for DHKEM(X25519), RFC 9180 §7.1).
+pub const ENC_LEN: usize = 32;
+/// Length of the AES-256-GCM tag (`Nt`, RFC 9180 §7.3).
+pub const TAG_LEN: usize = 16;
+/// Length of a Tink `TINK` output prefix: one version byte and a big-endian key id.
+pub const TINK_PREFIX_LEN: usize = 5;
+/// The first byte of a Tink `TINK` output prefix.
+pub const TINK_START_BYTE: u8 = 0x01;
+/// The shortest possible envelope without a prefix: `enc` and a tag around an empty plaintext.
+pub const MIN_SEALED_LEN: usize = ENC_LEN + TAG_LEN;
+/// The longest `info` accepted. RFC 9180 puts `info` inside a 2-byte length, and the
+/// gateway's `info` is an account id; anything near this is not one.
+pub const MAX_INFO_LEN: usize = 4096;
+
+/// The Tink output prefix carried in front of an envelope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Prefix {
+    /// No prefix (Tink output prefix type `RAW`, and plain RFC 9180 clients).
+    Raw,
+    /// `0x01 || key_id` (Tink output prefix type `TINK`).
+    Tink(u32),
+}
+
+impl Prefix {
+    /// Number of bytes this prefix takes on the wire.
+    pub fn len(self) -> usize {
+        match self {
+            Prefix::Raw => 0,
+            Prefix::Tink(_) => TINK_PREFIX_LEN,
+        }
+    }
+
+    /// True for [`Prefix::Raw`].
+    pub fn is_empty(self) -> bool {
+        self == Prefix::Raw
+    }
+
+    fn write(self, out: &mut Vec<u8>) {
+        if let Prefix::Tink(id) = self {
+            out.push(TINK_START_BYTE);
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+    }
+}
+
+/// Splits a Tink `TINK` prefix off a ciphertext, if it has the shape of one.
+///
+/// A RAW ciphertext whose first byte happens to be `0x01` also looks prefixed;
+/// callers that accept both (as Tink's keyset primitive does) try the prefixed
+/// reading first and fall back to the whole input.
+pub fn split_prefix(ciphertext: &[u8]) -> (Prefix, &[u8]) {
+    match ciphertext {
+        [TINK_START_BYTE, a, b, c, d, rest @ ..] => {
+            (Prefix::Tink(u32::from_be_bytes([*a, *b, *c, *d])), rest)
+        }
+        _ => (Prefix::Raw, ciphertext),
+    }
+}
+
+// === impl PrivateKey ===
+
+/// An X25519 private key. Zeroized on drop; never printed.
+#[derive(Clone)]
+pub struct PrivateKey {
+    sk: KemPrivateKey,
+}
+
+impl PrivateKey {
+    /// Generates a fresh key from the operating system's random source.
+    pub fn generate() -> Self {
+        let (sk, _) = Kem::gen_keypair();
+        Self { sk }
+    }
+
+    /// Deterministically derives a key pair from input keying material
+    /// (RFC 9180 §7.1.3 `DeriveKeyPair`).
+    pub fn derive(ikm: &[u8]) -> Self {
+        let (sk, _) = Kem::derive_keypair(ikm);
+        Self { sk }
+    }
+
+    /// Reads a 32-byte X25519 scalar (clamped as RFC 7748 requires).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyLengthError> {
+        KemPrivateKey::from_bytes(bytes)
+            .map(|sk| Self { sk })
+            .map_err(|_| KeyLengthError(bytes.len()))
+    }
+
+    /// The 32 scalar bytes, in a buffer that is zeroized on drop.
+    pub fn to_bytes(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        let mut out = zeroize::Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(&self.sk.to_bytes());
+        out
+    }
+
+    /// The matching public key.
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey {
+            pk: Kem::sk_to_pk(&self.sk),
+        }
+    }
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PrivateKey(<redacted>)")
+    }
+}
+
+// === impl PublicKey ===
+
+/// An X25519 public key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicKey {
+    pk: KemPublicKey,
+}
+
+impl PublicKey {
+    /// Reads a 32-byte X25519 public key, refusing keys of small order
+    /// (those for which every Diffie-Hellman result is all zeros, RFC 9180 §7.1.4).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, PublicKeyError> {
+        let pk = KemPublicKey::from_bytes(bytes).map_err(|_| PublicKeyError::Length(bytes.len()))?;
+        let key = Self { pk };
+        if key.is_low_order() {
+            return Err(PublicKeyError::LowOrder);
+        }
+        Ok(key)
+    }
+
+    /// The 32 public key bytes.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&self.pk.to_bytes());
+        out
+    }
+
+    /// A point of small order gives an all-zero shared secret with every private key.
+    /// Checking with one fixed scalar is enough: X25519 clamping clears the low three
+    /// bits, so any clamped scalar multiplies a point of order dividing 8 to zero, and
+    /// no other point maps to zero.
+    fn is_low_order(&self) -> bool {
+        let probe = x25519_dalek::StaticSecret::from([0x55u8; 32]);
+        let point = x25519_dalek::PublicKey::from(self.to_bytes());
+        !probe.diffie_hellman(&point).was_contributory()
+    }
+}
+
+/// A private key of the wrong length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("an X25519 private key is 32 bytes, got {0}")]
+pub struct KeyLengthError(pub usize);
+
+/// Why a public key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PublicKeyError {
+    /// Not 32 bytes.
+    #[error("an X25519 public key is 32 bytes, got {0}")]
+    Length(usize),
+    /// A point of small order: every shared secret with it is all zeros.
+    #[error("the X25519 public key is a point of small order (all-zero shared secret)")]
+    LowOrder,
+}
+
+// === seal ===
+
+/// Why sealing failed. Sealing only fails on inputs no caller should pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// `info` is longer than [`MAX_INFO_LEN`].
+    #[error("info is longer than {MAX_INFO_LEN} bytes")]
+    InfoTooLong,
+    /// Encapsulation failed (the recipient key gives an all-zero shared secret).
+    #[error("encapsulation to the recipient key failed")]
+    Encap,
+    /// The AEAD refused the message (longer than AES-GCM allows).
+    #[error("the message is too long to seal")]
+    Aead,
+}
+
+// RFC 9180 §6.1
+// def SealBase(pkR, info, aad, pt):
+//   enc, ctx = SetupBaseS(pkR, info)
+//   ct = ctx.Seal(aad, pt)
+//   return enc, ct
+/// Seals `plaintext` to `recipient` with `info`, empty AAD, and the given prefix.
+pub fn seal(
+    recipient: &PublicKey,
+    prefix: Prefix,
+    info: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    seal_with_rng(
+        recipient,
+        prefix,
+        info,
+        plaintext,
+        &mut hpke::rand_core::UnwrapErr(getrandom::SysRng),
+    )
+}
+
+/// [`seal`] with a caller-supplied random source for the ephemeral key (for tests
+/// against published vectors).
+pub fn seal_with_rng(
+    recipient: &PublicKey,
+    prefix: Prefix,
+    info: &[u8],
+    plaintext: &[u8],
+    rng: &mut impl CryptoRng,
+) -> Result<Vec<u8>, SealError> {
+    if info.len() > MAX_INFO_LEN {
+        return Err(SealError::InfoTooLong);
+    }
+    let (enc, mut ctx) = hpke::setup_sender_with_rng::<AesGcm256, HkdfSha256, Kem>(
+        &OpModeS::Base,
+        &recipient.pk,
+        info,
+        rng,
+    )
+    .map_err(|_| SealError::Encap)?;
+
+    let body_start = prefix.len() + ENC_LEN;
+    let mut out = Vec::with_capacity(body_start + plaintext.len() + TAG_LEN);
+    prefix.write(&mut out);
+    out.extend_from_slice(&enc.to_bytes());
+    out.extend_from_slice(plaintext);
+    let tag = ctx
+        .seal_inout_detached((&mut out[body_start..]).into(), &[])
+        .map_err(|_| SealError::Aead)?;
+    out.extend_from_slice(&tag.to_bytes());
+    Ok(out)
+}
+
+// === open ===
+
+/// Why opening failed. Every variant displays the same text, "decryption failed":
+/// the variant is for tests and for the operator's debugging, never for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// Shorter than an encapsulated key plus a tag.
+    #[error("decryption failed")]
+    Truncated,
+    /// The encapsulated key gives an all-zero shared secret (small-order point).
+    #[error("decryption failed")]
+    Decap,
+    /// Tag mismatch: wrong key, wrong info, or a modified byte.
+    #[error("decryption failed")]
+    Authentication,
+    /// `info` is longer than [`MAX_INFO_LEN`].
+    #[error("decryption failed")]
+    InfoTooLong,
+}
+
+// RFC 9180 §6.1
+// def OpenBase(enc, skR, info, aad, ct):
+//   ctx = SetupBaseR(enc, skR, info)
+//   return ctx.Open(aad, ct)
+/// Opens an unprefixed envelope (`enc || ct || tag`) in place and returns the
+/// plaintext, a sub-slice of `sealed`.
+///
+/// On failure `sealed` is left as it was (AES-GCM checks the tag before it decrypts),
+/// so the caller may try another key on the same buffer.
+pub fn open_in_place<'a>(
+    key: &PrivateKey,
+    info: &[u8],
+    sealed: &'a mut [u8],
+) -> Result<&'a mut [u8], OpenError> {
+    if info.len() > MAX_INFO_LEN {
+        return Err(OpenError::InfoTooLong);
+    }
+    if sealed.len() < MIN_SEALED_LEN {
+        return Err(OpenError::Truncated);
+    }
+    let (enc, rest) = sealed.split_at_mut(ENC_LEN);
+    let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+    let enc = EncappedKey::from_bytes(enc).map_err(|_| OpenError::Truncated)?;
+    let tag = AeadTag::<AesGcm256>::from_bytes(tag).map_err(|_| OpenError::Truncated)?;
+    let mut ctx =
+        hpke::setup_receiver::<AesGcm256, HkdfSha256, Kem>(&OpModeR::Base, &key.sk, &enc, info)
+            .map_err(|_| OpenError::Decap)?;
+    ctx.open_inout_detached((&mut *body).into(), &[], &tag)
+        .map_err(|_| OpenError::Authentication)?;
+    Ok(body)
+}
+
+/// Opens an unprefixed envelope into a new buffer.
+pub fn open(key: &PrivateKey, info: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+    let mut buf = sealed.to_vec();
+    let len = open_in_place(key, info, &mut buf)?.len();
+    buf.truncate(ENC_LEN + len);
+    buf.drain(..ENC_LEN);
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (PrivateKey, PublicKey) {
+        let sk = PrivateKey::generate();
+        let pk = sk.public_key();
+        (sk, pk)
+    }
+
+    fn open_prefixed(sk: &PrivateKey, info: &[u8], ct: &[u8]) -> Result<Vec<u8>, OpenError> {
+        let (_, rest) = split_prefix(ct);
+        open(sk, info, rest)
+    }
+
+    #[test]
+    fn round_trip_raw_and_tink() {
+        let (sk, pk) = pair();
+        for prefix in [Prefix::Raw, Prefix::Tink(0xdead_beef)] {
+            for len in [0usize, 1, 15, 16, 17, 1000, 65_536] {
+                let pt: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+                let ct = seal(&pk, prefix, b"ACCT", &pt).unwrap();
+                assert_eq!(ct.len(), prefix.len() + ENC_LEN + len + TAG_LEN);
+                let (got_prefix, rest) = split_prefix(&ct);
+                if prefix != Prefix::Raw {
+                    assert_eq!(got_prefix, prefix);
+                    assert_eq!(&ct[..5], &[1, 0xde, 0xad, 0xbe, 0xef]);
+                }
+                let body = if prefix == Prefix::Raw { &ct[..] } else { rest };
+                assert_eq!(open(&sk, b"ACCT", body).unwrap(), pt);
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_info_wrong_key_tamper_fail() {
+        let (sk, pk) = pair();
+        let (other, _) = pair();
+        let ct = seal(&pk, Prefix::Raw, b"A", b"hello world").unwrap();
+        assert_eq!(open(&sk, b"B", &ct), Err(OpenError::Authentication));
+        assert_eq!(open(&other, b"A", &ct), Err(OpenError::Authentication));
+        for i in 0..ct.len() {
+            let mut bad = ct.clone();
+            bad[i] ^= 0x01;
+            assert!(open(&sk, b"A", &bad).is_err(), "flipped byte {i} still opened");
+        }
+    }
+
+    #[test]
+    fn every_truncation_fails_without_panic() {
+        let (sk, pk) = pair();
+        let ct = seal(&pk, Prefix::Tink(3), b"A", b"some payload").unwrap();
+        for n in 0..ct.len() {
+            assert!(open_prefixed(&sk, b"A", &ct[..n]).is_err(), "prefix {n} opened");
+        }
+        assert_eq!(open(&sk, b"A", &[]), Err(OpenError::Truncated));
+        assert_eq!(open(&sk, b"A", &[0u8; 47]), Err(OpenError::Truncated));
+    }
+
+    #[test]
+    fn failed_open_leaves_buffer_untouched() {
+        let (sk, pk) = pair();
+        let (other, _) = pair();
+        let ct = seal(&pk, Prefix::Raw, b"A", b"payload bytes").unwrap();
+        let mut buf = ct.clone();
+        assert!(open_in_place(&other, b"A", &mut buf).is_err());
+        assert_eq!(buf, ct);
+        assert_eq!(open_in_place(&sk, b"A", &mut buf).unwrap(), b"payload bytes");
+    }
+
+    #[test]
+    fn all_zero_encapsulated_key_is_refused() {
+        let (sk, _) = pair();
+        let mut sealed = vec![0u8; MIN_SEALED_LEN + 10];
+        assert_eq!(open_in_place(&sk, b"A", &mut sealed), Err(OpenError::Decap));
+    }
+
+    #[test]
+    fn low_order_public_keys_are_refused() {
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        assert_eq!(PublicKey::from_bytes(&[0u8; 32]), Err(PublicKeyError::LowOrder));
+        assert_eq!(PublicKey::from_bytes(&one), Err(PublicKeyError::LowOrder));
+        assert_eq!(PublicKey::from_bytes(&[9u8; 31]), Err(PublicKeyError::Length(31)));
+        let (_, pk) = pair();
+        assert!(PublicKey::from_bytes(&pk.to_bytes()).is_ok());
+    }
+
+    #[test]
+    fn long_info_is_an_error_not_a_panic() {
+        let (sk, pk) = pair();
+        let info = vec![b'a'; MAX_INFO_LEN + 1];
+        assert_eq!(seal(&pk, Prefix::Raw, &info, b"x"), Err(SealError::InfoTooLong));
+        assert_eq!(open(&sk, &info, &[0u8; 64]), Err(OpenError::InfoTooLong));
+    }
+
+    #[test]
+    fn private_key_debug_is_redacted() {
+        let sk = PrivateKey::derive(&[7u8; 32]);
+        assert_eq!(format!("{sk:?}"), "PrivateKey(<redacted>)");
+    }
+}

@@ -1,0 +1,203 @@
+//! The one place where a failure becomes an HTTP response.
+//!
+//! Every answer the gateway itself gives (as opposed to what the upstream answers)
+//! is built here, in the body shape the vendor's API already uses:
+//!
+//! ```json
+//! {"status":"fail","error":"decryption failed","code":4007}
+//! ```
+//!
+//! Codes are API: they are never renamed or reused. The README's error table lists
+//! them. Upstream and internal detail goes to the log, never into the body.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::HPKE_MEDIA_TYPE;
+
+/// A failure the gateway answers itself.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An encryption header was sent without the account id header.
+    #[error("missing {header} header")]
+    MissingAccountId {
+        /// The configured account header name.
+        header: http::HeaderName,
+    },
+    /// The account id header is not a usable account id.
+    #[error("invalid {header} header")]
+    InvalidAccountId {
+        /// The configured account header name.
+        header: http::HeaderName,
+    },
+    /// `Content-Type: application/octet-stream+hpke` without `Accept: application/octet-stream+hpke`.
+    #[error("missing header Accept: {HPKE_MEDIA_TYPE} (required with an encrypted body)")]
+    MissingAcceptHeader,
+    /// `Accept: application/octet-stream+hpke` on a request with a body, without the matching Content-Type.
+    #[error(
+        "missing header Content-Type: {HPKE_MEDIA_TYPE} (required with Accept: {HPKE_MEDIA_TYPE} on a request with a body)"
+    )]
+    MissingContentTypeHeader,
+    /// Encryption headers sent, but encryption is not enabled for this account.
+    #[error("encryption is not enabled for this account")]
+    EncryptionNotEnabled,
+    /// Encryption headers sent with a body that is not encrypted.
+    #[error("the request body is not encrypted")]
+    BodyNotEncrypted,
+    /// An encrypted body sent without the encryption headers.
+    #[error("the request body is encrypted but the encryption headers are missing")]
+    EncryptedBodyWithoutHeaders,
+    /// The envelope did not open. One message for every cause.
+    #[error("decryption failed")]
+    DecryptionFailed,
+    /// The encrypted body is larger than the configured limit.
+    #[error("the encrypted request body is larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The request body could not be read from the client.
+    #[error("the request body could not be read")]
+    BadRequestBody,
+    /// The upstream could not be reached.
+    #[error("upstream unavailable")]
+    UpstreamUnavailable(#[source] BoxError),
+    /// The upstream did not answer in time.
+    #[error("upstream timeout")]
+    UpstreamTimeout,
+    /// The upstream's response could not be read or was larger than the limit for an
+    /// encrypted response.
+    #[error("invalid upstream response")]
+    BadUpstreamResponse(#[source] BoxError),
+    /// A bug or an impossible state. The body says only "Something went wrong".
+    #[error("Something went wrong")]
+    Internal(#[source] BoxError),
+}
+
+/// A boxed error for causes the client never sees.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The stable code of a gateway answer, carried as a response extension so that
+/// layers above (logging, the middleware) can tell a gateway answer from an upstream one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub u16);
+
+impl Error {
+    /// The HTTP status for this failure.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::MissingAccountId { .. }
+            | Error::InvalidAccountId { .. }
+            | Error::MissingAcceptHeader
+            | Error::MissingContentTypeHeader
+            | Error::BodyNotEncrypted
+            | Error::EncryptedBodyWithoutHeaders
+            | Error::DecryptionFailed
+            | Error::BadRequestBody => StatusCode::BAD_REQUEST,
+            Error::EncryptionNotEnabled => StatusCode::FORBIDDEN,
+            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UpstreamUnavailable(_) | Error::BadUpstreamResponse(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            Error::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable numeric code for this failure (see the README's error table).
+    pub fn code(&self) -> u16 {
+        match self {
+            Error::MissingAccountId { .. } => 4001,
+            Error::InvalidAccountId { .. } => 4002,
+            Error::MissingAcceptHeader => 4003,
+            Error::MissingContentTypeHeader => 4004,
+            Error::EncryptionNotEnabled => 4005,
+            Error::BodyNotEncrypted => 4006,
+            Error::EncryptedBodyWithoutHeaders => 4007,
+            Error::DecryptionFailed => 4008,
+            Error::PayloadTooLarge { .. } => 4009,
+            Error::BadRequestBody => 4010,
+            Error::UpstreamUnavailable(_) => 5001,
+            Error::UpstreamTimeout => 5002,
+            Error::BadUpstreamResponse(_) => 5003,
+            Error::Internal(_) => 5000,
+        }
+    }
+}
+
+/// The JSON body, fields in the vendor's order.
+#[derive(serde::Serialize)]
+struct ErrorBody {
+    status: &'static str,
+    error: String,
+    code: u16,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let code = self.code();
+        if status.is_server_error() {
+            // The cause chain names no key, body or passcode: only I/O and protocol errors.
+            let cause = std::error::Error::source(&self)
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            tracing::warn!(code, %status, error = %self, cause = %cause, "gateway error");
+        } else {
+            tracing::debug!(code, %status, error = %self, "request refused");
+        }
+        let body = serde_json::to_string(&ErrorBody {
+            status: "fail",
+            error: self.to_string(),
+            code,
+        })
+        .unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response.extensions_mut().insert(ErrorCode(code));
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique() {
+        let all = [
+            Error::MissingAccountId {
+                header: http::HeaderName::from_static("x"),
+            },
+            Error::InvalidAccountId {
+                header: http::HeaderName::from_static("x"),
+            },
+            Error::MissingAcceptHeader,
+            Error::MissingContentTypeHeader,
+            Error::EncryptionNotEnabled,
+            Error::BodyNotEncrypted,
+            Error::EncryptedBodyWithoutHeaders,
+            Error::DecryptionFailed,
+            Error::PayloadTooLarge { limit: 1 },
+            Error::BadRequestBody,
+            Error::UpstreamUnavailable("x".into()),
+            Error::UpstreamTimeout,
+            Error::BadUpstreamResponse("x".into()),
+            Error::Internal("x".into()),
+        ];
+        let mut codes: Vec<u16> = all.iter().map(Error::code).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len());
+    }
+
+    #[test]
+    fn internal_detail_stays_out_of_the_body() {
+        let r = Error::UpstreamUnavailable("connection refused to 10.0.0.1".into()).into_response();
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(r.extensions().get::<ErrorCode>(), Some(&ErrorCode(5001)));
+    }
+}

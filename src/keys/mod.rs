@@ -1,0 +1,476 @@
+//! Key files: reading, validating and writing the formats operators and clients use,
+//! and the server's keyring.
+//!
+//! Private keys: PKCS#8 PEM as `openssl genpkey -algorithm X25519` writes it,
+//! passphrase-encrypted PKCS#8 PEM (`-----BEGIN ENCRYPTED PRIVATE KEY-----`), or a
+//! cleartext Tink private keyset JSON.
+//!
+//! Public keys: SPKI PEM, the raw 32 bytes in base64, or a Tink public keyset JSON.
+
+mod tink;
+
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::{Bytes, BytesMut};
+use der::asn1::{BitStringRef, OctetStringRef};
+use der::{Decode as _, Encode as _, EncodePem as _, pem::LineEnding};
+use pkcs8::{EncryptedPrivateKeyInfoRef, PrivateKeyInfoRef};
+use spki::{AlgorithmIdentifierRef, ObjectIdentifier, SubjectPublicKeyInfoRef};
+use zeroize::Zeroizing;
+
+pub use tink::public_keyset_json;
+
+use crate::envelope::{
+    self, ENC_LEN, OpenError, Prefix, PrivateKey, PublicKey, PublicKeyError, TINK_PREFIX_LEN,
+};
+
+/// `id-X25519` (RFC 8410).
+const X25519_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.110");
+
+/// Why a key could not be used. Messages name the problem, never key bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A private key or passphrase file that group or others can read.
+    #[error(
+        "{path} is readable by group or others (mode {mode:o}); run: chmod 600 {path}"
+    )]
+    Permissions {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// None of the accepted formats.
+    #[error("unrecognised key format (expected {expected})")]
+    Format {
+        /// The formats that would have been accepted.
+        expected: &'static str,
+    },
+    /// PEM or DER that does not decode.
+    #[error("malformed {what}: {detail}")]
+    Malformed {
+        /// What was being read.
+        what: &'static str,
+        /// The decoder's complaint.
+        detail: String,
+    },
+    /// A key for another algorithm.
+    #[error("the key is not an X25519 key (algorithm {0})")]
+    WrongAlgorithm(String),
+    /// An encrypted private key and no passphrase configured.
+    #[error(
+        "the private key is encrypted; configure passphrase_env or passphrase_file for it"
+    )]
+    PassphraseRequired,
+    /// The passphrase did not decrypt the key.
+    #[error("the passphrase does not decrypt the private key (or its encryption scheme is not supported)")]
+    BadPassphrase,
+    /// A bad public key value.
+    #[error(transparent)]
+    PublicKey(#[from] PublicKeyError),
+    /// A Tink keyset problem.
+    #[error("Tink keyset: {0}")]
+    Tink(String),
+    /// A Tink key for another HPKE suite.
+    #[error("unsupported HPKE parameters: {0}")]
+    UnsupportedParameters(String),
+}
+
+const PRIVATE_FORMATS: &str =
+    "PKCS#8 PEM, encrypted PKCS#8 PEM, or a Tink private keyset JSON";
+const PUBLIC_FORMATS: &str =
+    "SPKI PEM, 32 raw bytes in base64, or a Tink public keyset JSON";
+
+// === reading files ===
+
+/// Reads a file that holds a secret, refusing it if group or others may read it.
+pub fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    check_private_permissions(path)?;
+    std::fs::read(path)
+        .map(Zeroizing::new)
+        .map_err(|source| io_error(path, source))
+}
+
+/// Reads a public, non-secret file.
+pub fn read_public_file(path: &Path) -> Result<Vec<u8>, KeyError> {
+    std::fs::read(path).map_err(|source| io_error(path, source))
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> KeyError {
+    KeyError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Writes a secret to a new file readable by its owner only (mode 0600). Refuses to
+/// overwrite an existing file.
+pub fn write_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+#[cfg(unix)]
+fn check_private_permissions(path: &Path) -> Result<(), KeyError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(path).map_err(|source| io_error(path, source))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Permissions {
+            path: path.display().to_string(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private_permissions(_path: &Path) -> Result<(), KeyError> {
+    Ok(())
+}
+
+// === private keys ===
+
+/// A private key as read from a file, with the Tink prefix its keyset declares (if any).
+#[derive(Debug)]
+pub struct LoadedPrivateKey {
+    /// The key.
+    pub key: PrivateKey,
+    /// For a Tink keyset: its output prefix. `None` for PEM files, which carry no id.
+    pub tink_prefix: Option<Prefix>,
+}
+
+/// Parses a private key in any accepted format. `passphrase` is used only for
+/// encrypted PKCS#8.
+pub fn parse_private_key(
+    text: &[u8],
+    passphrase: Option<&[u8]>,
+) -> Result<LoadedPrivateKey, KeyError> {
+    let trimmed = text.trim_ascii();
+    if trimmed.starts_with(b"{") {
+        let (key, prefix) = tink::parse_private_keyset(trimmed)?;
+        return Ok(LoadedPrivateKey {
+            key,
+            tink_prefix: Some(prefix),
+        });
+    }
+    let pem = std::str::from_utf8(trimmed).map_err(|_| KeyError::Format {
+        expected: PRIVATE_FORMATS,
+    })?;
+    let (label, doc) = pkcs8::SecretDocument::from_pem(pem).map_err(|_| KeyError::Format {
+        expected: PRIVATE_FORMATS,
+    })?;
+    let key = match label {
+        "PRIVATE KEY" => private_key_from_pkcs8(doc.as_bytes())?,
+        "ENCRYPTED PRIVATE KEY" => {
+            let passphrase = passphrase.ok_or(KeyError::PassphraseRequired)?;
+            let encrypted =
+                EncryptedPrivateKeyInfoRef::try_from(doc.as_bytes()).map_err(|e| {
+                    KeyError::Malformed {
+                        what: "encrypted PKCS#8",
+                        detail: e.to_string(),
+                    }
+                })?;
+            let plain = encrypted
+                .decrypt(passphrase)
+                .map_err(|_| KeyError::BadPassphrase)?;
+            private_key_from_pkcs8(plain.as_bytes())?
+        }
+        _ => {
+            return Err(KeyError::Format {
+                expected: PRIVATE_FORMATS,
+            });
+        }
+    };
+    Ok(LoadedPrivateKey {
+        key,
+        tink_prefix: None,
+    })
+}
+
+fn private_key_from_pkcs8(der: &[u8]) -> Result<PrivateKey, KeyError> {
+    let info = PrivateKeyInfoRef::try_from(der).map_err(|e| KeyError::Malformed {
+        what: "PKCS#8",
+        detail: e.to_string(),
+    })?;
+    if info.algorithm.oid != X25519_OID {
+        return Err(KeyError::WrongAlgorithm(info.algorithm.oid.to_string()));
+    }
+    // RFC 8410 §7: CurvePrivateKey ::= OCTET STRING, inside the PKCS#8 privateKey OCTET STRING.
+    let inner = <&OctetStringRef>::from_der(info.private_key.as_bytes()).map_err(|e| {
+        KeyError::Malformed {
+            what: "X25519 private key",
+            detail: e.to_string(),
+        }
+    })?;
+    let key = PrivateKey::from_bytes(inner.as_bytes()).map_err(|e| KeyError::Malformed {
+        what: "X25519 private key",
+        detail: e.to_string(),
+    })?;
+    if let Some(public) = info.public_key {
+        // PKCS#8 v2 (OneAsymmetricKey) may carry the public key: it must match.
+        if public.as_bytes() != Some(key.public_key().to_bytes().as_slice()) {
+            return Err(KeyError::Malformed {
+                what: "PKCS#8",
+                detail: "the embedded public key does not match the private key".into(),
+            });
+        }
+    }
+    Ok(key)
+}
+
+/// Writes a private key as unencrypted PKCS#8 PEM, the form `openssl genpkey -algorithm X25519` writes.
+pub fn private_key_pem(key: &PrivateKey) -> Result<Zeroizing<String>, KeyError> {
+    let scalar = key.to_bytes();
+    let inner = Zeroizing::new(
+        OctetStringRef::new(scalar.as_slice())
+            .and_then(|o| o.to_der())
+            .map_err(der_error)?,
+    );
+    let info = PrivateKeyInfoRef::new(
+        AlgorithmIdentifierRef {
+            oid: X25519_OID,
+            parameters: None,
+        },
+        OctetStringRef::new(&inner).map_err(der_error)?,
+    );
+    info.to_pem(LineEnding::LF)
+        .map(Zeroizing::new)
+        .map_err(der_error)
+}
+
+fn der_error(e: der::Error) -> KeyError {
+    KeyError::Malformed {
+        what: "DER",
+        detail: e.to_string(),
+    }
+}
+
+// === public keys ===
+
+/// Parses a public key in any accepted format. The prefix is `Raw` unless the key is
+/// a Tink keyset of output prefix `TINK`.
+pub fn parse_public_key(text: &[u8]) -> Result<(PublicKey, Prefix), KeyError> {
+    let trimmed = text.trim_ascii();
+    if trimmed.starts_with(b"{") {
+        return tink::parse_public_keyset(trimmed);
+    }
+    if trimmed.starts_with(b"-----BEGIN") {
+        let pem = std::str::from_utf8(trimmed).map_err(|_| KeyError::Format {
+            expected: PUBLIC_FORMATS,
+        })?;
+        let (label, doc) = der::Document::from_pem(pem).map_err(|e| KeyError::Malformed {
+            what: "PEM",
+            detail: e.to_string(),
+        })?;
+        if label != "PUBLIC KEY" {
+            return Err(KeyError::Format {
+                expected: PUBLIC_FORMATS,
+            });
+        }
+        let spki = SubjectPublicKeyInfoRef::try_from(doc.as_bytes()).map_err(|e| {
+            KeyError::Malformed {
+                what: "SPKI",
+                detail: e.to_string(),
+            }
+        })?;
+        if spki.algorithm.oid != X25519_OID {
+            return Err(KeyError::WrongAlgorithm(spki.algorithm.oid.to_string()));
+        }
+        let bytes = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or(KeyError::Malformed {
+                what: "SPKI",
+                detail: "the public key bit string has unused bits".into(),
+            })?;
+        return Ok((PublicKey::from_bytes(bytes)?, Prefix::Raw));
+    }
+    let text = std::str::from_utf8(trimmed).map_err(|_| KeyError::Format {
+        expected: PUBLIC_FORMATS,
+    })?;
+    let raw = STANDARD.decode(text).map_err(|_| KeyError::Format {
+        expected: PUBLIC_FORMATS,
+    })?;
+    Ok((PublicKey::from_bytes(&raw)?, Prefix::Raw))
+}
+
+/// Writes a public key as SPKI PEM.
+pub fn public_key_pem(key: &PublicKey) -> Result<String, KeyError> {
+    let bytes = key.to_bytes();
+    let spki = SubjectPublicKeyInfoRef {
+        algorithm: AlgorithmIdentifierRef {
+            oid: X25519_OID,
+            parameters: None,
+        },
+        subject_public_key: BitStringRef::from_bytes(&bytes).map_err(der_error)?,
+    };
+    spki.to_pem(LineEnding::LF).map_err(der_error)
+}
+
+/// Writes a public key as base64 of its 32 raw bytes.
+pub fn public_key_raw_base64(key: &PublicKey) -> String {
+    STANDARD.encode(key.to_bytes())
+}
+
+// === the server keyring ===
+
+/// One of the gateway's own key pairs.
+#[derive(Debug)]
+pub struct ServerKey {
+    id: Option<u32>,
+    key: PrivateKey,
+}
+
+impl ServerKey {
+    /// A key with a Tink key id (`None` accepts any id in a Tink prefix, for the CLI).
+    pub fn new(id: Option<u32>, key: PrivateKey) -> Self {
+        Self { id, key }
+    }
+
+    /// The Tink key id.
+    pub fn id(&self) -> Option<u32> {
+        self.id
+    }
+
+    /// The public half.
+    pub fn public_key(&self) -> PublicKey {
+        self.key.public_key()
+    }
+
+    fn matches(&self, id: u32) -> bool {
+        self.id.is_none_or(|own| own == id)
+    }
+}
+
+/// The gateway's active private keys, several during a rotation.
+#[derive(Debug, Default)]
+pub struct ServerKeys {
+    keys: Vec<ServerKey>,
+}
+
+impl ServerKeys {
+    /// A keyring of the given keys.
+    pub fn new(keys: Vec<ServerKey>) -> Self {
+        Self { keys }
+    }
+
+    /// The keys, in configuration order.
+    pub fn iter(&self) -> impl Iterator<Item = &ServerKey> {
+        self.keys.iter()
+    }
+
+    /// True if a key has this Tink key id.
+    pub fn has_id(&self, id: u32) -> bool {
+        self.keys.iter().any(|k| k.id == Some(id))
+    }
+
+    /// Opens a request envelope, as Tink's keyset `HybridDecrypt` does: a ciphertext
+    /// whose first five bytes are a Tink prefix is tried with the keys of that id; then
+    /// the whole ciphertext is tried as RAW against every key. The plaintext is
+    /// decrypted in place and returned as a slice of `sealed`'s allocation.
+    pub fn open(&self, info: &[u8], mut sealed: BytesMut) -> Result<Bytes, OpenError> {
+        let mut last = OpenError::Authentication;
+        if let (Prefix::Tink(id), _) = envelope::split_prefix(&sealed) {
+            for key in self.keys.iter().filter(|k| k.matches(id)) {
+                match envelope::open_in_place(&key.key, info, &mut sealed[TINK_PREFIX_LEN..]) {
+                    Ok(pt) => {
+                        let start = TINK_PREFIX_LEN + ENC_LEN;
+                        let end = start + pt.len();
+                        return Ok(sealed.freeze().slice(start..end));
+                    }
+                    Err(e) => last = e,
+                }
+            }
+        }
+        for key in &self.keys {
+            match envelope::open_in_place(&key.key, info, &mut sealed) {
+                Ok(pt) => {
+                    let end = ENC_LEN + pt.len();
+                    return Ok(sealed.freeze().slice(ENC_LEN..end));
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkcs8_round_trip() {
+        let key = PrivateKey::generate();
+        let pem = private_key_pem(&key).unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+        let loaded = parse_private_key(pem.as_bytes(), None).unwrap();
+        assert_eq!(loaded.key.public_key(), key.public_key());
+        assert_eq!(loaded.tink_prefix, None);
+    }
+
+    #[test]
+    fn spki_and_raw_round_trip() {
+        let pk = PrivateKey::generate().public_key();
+        let pem = public_key_pem(&pk).unwrap();
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
+        assert_eq!(parse_public_key(pem.as_bytes()).unwrap(), (pk.clone(), Prefix::Raw));
+        let raw = public_key_raw_base64(&pk);
+        assert_eq!(parse_public_key(raw.as_bytes()).unwrap(), (pk, Prefix::Raw));
+    }
+
+    #[test]
+    fn garbage_is_refused_with_the_formats_named() {
+        let err = parse_public_key(b"hello").unwrap_err().to_string();
+        assert!(err.contains("SPKI PEM"), "{err}");
+        let err = parse_private_key(b"hello", None).unwrap_err().to_string();
+        assert!(err.contains("PKCS#8"), "{err}");
+        let low = STANDARD.encode([0u8; 32]);
+        assert!(matches!(
+            parse_public_key(low.as_bytes()),
+            Err(KeyError::PublicKey(PublicKeyError::LowOrder))
+        ));
+    }
+
+    #[test]
+    fn keyring_picks_by_prefix_then_tries_raw() {
+        let a = PrivateKey::generate();
+        let b = PrivateKey::generate();
+        let (pa, pb) = (a.public_key(), b.public_key());
+        let ring = ServerKeys::new(vec![ServerKey::new(Some(1), a), ServerKey::new(Some(2), b)]);
+        for (pk, prefix) in [
+            (&pa, Prefix::Tink(1)),
+            (&pb, Prefix::Tink(2)),
+            (&pa, Prefix::Raw),
+            (&pb, Prefix::Raw),
+        ] {
+            let ct = envelope::seal(pk, prefix, b"acct", b"plain").unwrap();
+            let pt = ring.open(b"acct", BytesMut::from(&ct[..])).unwrap();
+            assert_eq!(&pt[..], b"plain");
+        }
+        // A prefix naming key 2 on a ciphertext sealed to key 1 fails.
+        let mut ct = envelope::seal(&pa, Prefix::Tink(1), b"acct", b"plain").unwrap();
+        ct[4] = 2;
+        assert!(ring.open(b"acct", BytesMut::from(&ct[..])).is_err());
+    }
+}

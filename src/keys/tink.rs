@@ -1,0 +1,310 @@
+//! Google Tink keysets in Tink's JSON format, for the one HPKE suite the gateway speaks.
+//!
+//! A keyset is `{"primaryKeyId": N, "key": [{"keyData": {"typeUrl", "value", "keyMaterialType"},
+//! "status", "keyId", "outputPrefixType"}]}` where `value` is the base64 of a serialized
+//! `google.crypto.tink.HpkePublicKey` or `HpkePrivateKey` protobuf (Tink's `proto/hpke.proto`).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::KeyError;
+use crate::envelope::{Prefix, PrivateKey, PublicKey};
+
+const PUBLIC_TYPE_URL: &str = "type.googleapis.com/google.crypto.tink.HpkePublicKey";
+const PRIVATE_TYPE_URL: &str = "type.googleapis.com/google.crypto.tink.HpkePrivateKey";
+
+// Enum values from Tink's proto/hpke.proto.
+const KEM_X25519_HKDF_SHA256: i32 = 1;
+const KDF_HKDF_SHA256: i32 = 1;
+const AEAD_AES_256_GCM: i32 = 2;
+
+/// `google.crypto.tink.HpkeParams`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HpkeParams {
+    #[prost(int32, tag = "1")]
+    kem: i32,
+    #[prost(int32, tag = "2")]
+    kdf: i32,
+    #[prost(int32, tag = "3")]
+    aead: i32,
+}
+
+/// `google.crypto.tink.HpkePublicKey`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HpkePublicKey {
+    #[prost(uint32, tag = "1")]
+    version: u32,
+    #[prost(message, optional, tag = "2")]
+    params: Option<HpkeParams>,
+    #[prost(bytes = "vec", tag = "3")]
+    public_key: Vec<u8>,
+}
+
+/// `google.crypto.tink.HpkePrivateKey`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HpkePrivateKey {
+    #[prost(uint32, tag = "1")]
+    version: u32,
+    #[prost(message, optional, tag = "2")]
+    public_key: Option<HpkePublicKey>,
+    #[prost(bytes = "vec", tag = "3")]
+    private_key: Vec<u8>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Keyset {
+    #[serde(default)]
+    primary_key_id: Option<i64>,
+    key: Vec<KeysetKey>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KeysetKey {
+    key_data: KeyData,
+    status: String,
+    key_id: i64,
+    output_prefix_type: String,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyData {
+    type_url: String,
+    value: String,
+    key_material_type: String,
+}
+
+/// Reads the primary key of a Tink public keyset.
+pub(crate) fn parse_public_keyset(json: &[u8]) -> Result<(PublicKey, Prefix), KeyError> {
+    let (key, prefix) = primary_key(json, PUBLIC_TYPE_URL)?;
+    let proto = HpkePublicKey::decode(decode_value(&key.key_data.value)?.as_slice())
+        .map_err(|e| tink_error(format!("HpkePublicKey does not decode: {e}")))?;
+    let public = check_public(&proto)?;
+    Ok((public, prefix))
+}
+
+/// Reads the primary key of a cleartext Tink private keyset.
+pub(crate) fn parse_private_keyset(json: &[u8]) -> Result<(PrivateKey, Prefix), KeyError> {
+    let (key, prefix) = primary_key(json, PRIVATE_TYPE_URL)?;
+    let bytes = Zeroizing::new(decode_value(&key.key_data.value)?);
+    let mut proto = HpkePrivateKey::decode(bytes.as_slice())
+        .map_err(|_| tink_error("HpkePrivateKey does not decode".into()))?;
+    let private_bytes = Zeroizing::new(std::mem::take(&mut proto.private_key));
+    let public = proto
+        .public_key
+        .as_ref()
+        .ok_or_else(|| tink_error("HpkePrivateKey has no public_key".into()))
+        .and_then(check_public)?;
+    let private = PrivateKey::from_bytes(&private_bytes).map_err(|e| tink_error(e.to_string()))?;
+    if private.public_key() != public {
+        return Err(tink_error(
+            "the private key does not match the public key stored beside it".into(),
+        ));
+    }
+    Ok((private, prefix))
+}
+
+/// Writes a one-key Tink public keyset for `public`. `Prefix::Tink(id)` makes a
+/// `TINK` key with that id; `Prefix::Raw` a `RAW` key with `raw_key_id`.
+pub fn public_keyset_json(public: &PublicKey, prefix: Prefix, raw_key_id: u32) -> String {
+    let proto = HpkePublicKey {
+        version: 0,
+        params: Some(HpkeParams {
+            kem: KEM_X25519_HKDF_SHA256,
+            kdf: KDF_HKDF_SHA256,
+            aead: AEAD_AES_256_GCM,
+        }),
+        public_key: public.to_bytes().to_vec(),
+    };
+    let (key_id, prefix_type) = match prefix {
+        Prefix::Tink(id) => (id, "TINK"),
+        Prefix::Raw => (raw_key_id, "RAW"),
+    };
+    let keyset = Keyset {
+        primary_key_id: Some(i64::from(key_id)),
+        key: vec![KeysetKey {
+            key_data: KeyData {
+                type_url: PUBLIC_TYPE_URL.into(),
+                value: STANDARD.encode(proto.encode_to_vec()),
+                key_material_type: "ASYMMETRIC_PUBLIC".into(),
+            },
+            status: "ENABLED".into(),
+            key_id: i64::from(key_id),
+            output_prefix_type: prefix_type.into(),
+        }],
+    };
+    // A struct of strings and integers always serializes.
+    serde_json::to_string_pretty(&keyset).unwrap_or_default()
+}
+
+fn primary_key(json: &[u8], type_url: &str) -> Result<(KeysetKey, Prefix), KeyError> {
+    let keyset: Keyset = serde_json::from_slice(json)
+        .map_err(|e| tink_error(format!("not a Tink JSON keyset: {e}")))?;
+    let count = keyset.key.len();
+    let key = match (keyset.primary_key_id, count) {
+        (_, 0) => return Err(tink_error("the keyset has no key".into())),
+        (Some(primary), _) => keyset
+            .key
+            .into_iter()
+            .find(|k| k.key_id == primary)
+            .ok_or_else(|| tink_error(format!("primaryKeyId {primary} names no key")))?,
+        (None, 1) => keyset.key.into_iter().next().ok_or_else(|| tink_error("empty".into()))?,
+        (None, _) => return Err(tink_error("the keyset has several keys and no primaryKeyId".into())),
+    };
+    if key.key_data.type_url != type_url {
+        return Err(tink_error(format!(
+            "key type {} is not supported here (expected {type_url})",
+            key.key_data.type_url
+        )));
+    }
+    if key.status != "ENABLED" {
+        return Err(tink_error(format!("the primary key's status is {}", key.status)));
+    }
+    let id = u32_key_id(key.key_id)?;
+    let prefix = match key.output_prefix_type.as_str() {
+        "TINK" => Prefix::Tink(id),
+        "RAW" => Prefix::Raw,
+        other => {
+            return Err(tink_error(format!(
+                "output prefix type {other} is not supported (use TINK or RAW)"
+            )));
+        }
+    };
+    Ok((key, prefix))
+}
+
+/// Tink writes key ids as unsigned 32-bit numbers; some writers print them signed.
+fn u32_key_id(id: i64) -> Result<u32, KeyError> {
+    if let Ok(v) = u32::try_from(id) {
+        return Ok(v);
+    }
+    if let Ok(v) = i32::try_from(id) {
+        return Ok(v as u32);
+    }
+    Err(tink_error(format!("keyId {id} is out of range")))
+}
+
+fn check_public(proto: &HpkePublicKey) -> Result<PublicKey, KeyError> {
+    let params = proto
+        .params
+        .as_ref()
+        .ok_or_else(|| tink_error("HpkePublicKey has no params".into()))?;
+    if (params.kem, params.kdf, params.aead)
+        != (KEM_X25519_HKDF_SHA256, KDF_HKDF_SHA256, AEAD_AES_256_GCM)
+    {
+        return Err(KeyError::UnsupportedParameters(format!(
+            "kem {}, kdf {}, aead {}; only DHKEM_X25519_HKDF_SHA256, HKDF_SHA256, AES_256_GCM is supported",
+            kem_name(params.kem),
+            kdf_name(params.kdf),
+            aead_name(params.aead)
+        )));
+    }
+    PublicKey::from_bytes(&proto.public_key).map_err(KeyError::from)
+}
+
+fn decode_value(value: &str) -> Result<Vec<u8>, KeyError> {
+    STANDARD
+        .decode(value.trim())
+        .map_err(|_| tink_error("keyData.value is not base64".into()))
+}
+
+fn tink_error(msg: String) -> KeyError {
+    KeyError::Tink(msg)
+}
+
+fn kem_name(v: i32) -> String {
+    match v {
+        1 => "DHKEM_X25519_HKDF_SHA256".into(),
+        2 => "DHKEM_P256_HKDF_SHA256".into(),
+        3 => "DHKEM_P384_HKDF_SHA384".into(),
+        4 => "DHKEM_P521_HKDF_SHA512".into(),
+        other => format!("KEM_UNKNOWN({other})"),
+    }
+}
+
+fn kdf_name(v: i32) -> String {
+    match v {
+        1 => "HKDF_SHA256".into(),
+        2 => "HKDF_SHA384".into(),
+        3 => "HKDF_SHA512".into(),
+        other => format!("KDF_UNKNOWN({other})"),
+    }
+}
+
+fn aead_name(v: i32) -> String {
+    match v {
+        1 => "AES_128_GCM".into(),
+        2 => "AES_256_GCM".into(),
+        3 => "CHACHA20_POLY1305".into(),
+        other => format!("AEAD_UNKNOWN({other})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyset_with_params(kem: i32, kdf: i32, aead: i32) -> String {
+        let pk = PrivateKey::generate().public_key();
+        let proto = HpkePublicKey {
+            version: 0,
+            params: Some(HpkeParams { kem, kdf, aead }),
+            public_key: pk.to_bytes().to_vec(),
+        };
+        serde_json::json!({
+            "primaryKeyId": 42,
+            "key": [{
+                "keyData": {
+                    "typeUrl": PUBLIC_TYPE_URL,
+                    "value": STANDARD.encode(proto.encode_to_vec()),
+                    "keyMaterialType": "ASYMMETRIC_PUBLIC"
+                },
+                "status": "ENABLED",
+                "keyId": 42,
+                "outputPrefixType": "TINK"
+            }]
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn other_parameters_are_refused_by_name() {
+        let err = parse_public_keyset(keyset_with_params(1, 1, 1).as_bytes()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("AES_128_GCM"), "{msg}");
+        let err = parse_public_keyset(keyset_with_params(2, 1, 2).as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("DHKEM_P256_HKDF_SHA256"));
+        let err = parse_public_keyset(keyset_with_params(1, 3, 3).as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("HKDF_SHA512"));
+        assert!(err.to_string().contains("CHACHA20_POLY1305"));
+    }
+
+    #[test]
+    fn supported_parameters_parse_with_prefix() {
+        let (_, prefix) = parse_public_keyset(keyset_with_params(1, 1, 2).as_bytes()).unwrap();
+        assert_eq!(prefix, Prefix::Tink(42));
+    }
+
+    #[test]
+    fn written_keyset_reads_back() {
+        let pk = PrivateKey::generate().public_key();
+        for prefix in [Prefix::Raw, Prefix::Tink(u32::MAX)] {
+            let json = public_keyset_json(&pk, prefix, 7);
+            let (got, got_prefix) = parse_public_keyset(json.as_bytes()).unwrap();
+            assert_eq!(got, pk);
+            assert_eq!(got_prefix, prefix);
+        }
+    }
+
+    #[test]
+    fn signed_key_ids_are_read_as_unsigned() {
+        assert_eq!(u32_key_id(-1).unwrap(), u32::MAX);
+        assert_eq!(u32_key_id(4_294_967_295).unwrap(), u32::MAX);
+        assert!(u32_key_id(1 << 40).is_err());
+    }
+}

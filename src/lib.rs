@@ -1,0 +1,36 @@
+//! hpke-gateway: a reverse proxy that adds end-to-end HPKE payload encryption
+//! (RFC 9180, in Google Tink's wire format) in front of an existing HTTP API.
+//!
+//! - [`envelope`]: the wire format, pure bytes in and out.
+//! - [`keys`]: key files (PKCS#8, SPKI, raw, Tink keysets) and the server keyring.
+//! - [`accounts`]: which accounts use encryption, and their response keys.
+//! - [`config`]: the TOML file, checked once into a [`config::Config`].
+//! - [`middleware`]: the tower layer that decrypts requests and encrypts responses.
+//! - [`proxy`]: forwarding to the upstream.
+//! - [`error`]: the one place where failures become responses.
+//! - [`server`]: the router and the listener.
+//! - [`sample_upstream`] and [`demo`]: the embedded default.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod accounts;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod envelope;
+pub mod error;
+pub mod keys;
+pub mod middleware;
+pub mod proxy;
+pub mod sample_upstream;
+pub mod server;
+
+pub use server::{app, run};
+
+/// The media type that marks an encrypted body (`Content-Type`) or asks for an
+/// encrypted response (`Accept`).
+pub const HPKE_MEDIA_TYPE: &str = "application/octet-stream+hpke";
+
+/// A boxed error for start-up failures.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,15 @@
+//! The `hpke-gateway` binary: parses the command line and hands over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let args = hpke_gateway::cli::Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    hpke_gateway::cli::main(args)
+}

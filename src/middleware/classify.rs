@@ -1,0 +1,293 @@
+//! Reading what a request asks for: its encryption headers, its account, and whether
+//! a body that came without the headers is in fact an envelope.
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt as _;
+use http::{HeaderMap, HeaderName, header};
+use http_body::Body as _;
+use http_body_util::{BodyExt as _, BodyStream, StreamBody};
+
+use axum::body::Body;
+
+use crate::HPKE_MEDIA_TYPE;
+use crate::config::valid_account_id;
+use crate::envelope::{MIN_SEALED_LEN, Prefix, split_prefix};
+use crate::error::Error;
+use crate::keys::ServerKeys;
+
+/// How many leading bytes of a body are looked at to tell text from an envelope.
+pub(crate) const SNIFF_LEN: usize = 64;
+
+/// The encryption headers a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Negotiation {
+    /// `Content-Type: application/octet-stream+hpke`.
+    pub(crate) encrypted_body: bool,
+    /// `Accept` lists `application/octet-stream+hpke`.
+    pub(crate) encrypted_response: bool,
+}
+
+impl Negotiation {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
+        let encrypted_body = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| is_hpke_media_type(v.split(';').next().unwrap_or_default()));
+        let encrypted_response = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(accepts_hpke);
+        Self {
+            encrypted_body,
+            encrypted_response,
+        }
+    }
+}
+
+fn is_hpke_media_type(s: &str) -> bool {
+    s.trim().eq_ignore_ascii_case(HPKE_MEDIA_TYPE)
+}
+
+/// One `Accept` list element: the HPKE type, not refused with `q=0`.
+fn accepts_hpke(element: &str) -> bool {
+    let mut parts = element.split(';');
+    if !is_hpke_media_type(parts.next().unwrap_or_default()) {
+        return false;
+    }
+    !parts.any(|p| {
+        let p = p.trim();
+        p.len() >= 2
+            && p[..2].eq_ignore_ascii_case("q=")
+            && p[2..].trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+    })
+}
+
+/// The account id header's value.
+pub(crate) fn account_id<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'a str, Error> {
+    let mut values = headers.get_all(name).iter();
+    let value = values.next().ok_or_else(|| Error::MissingAccountId {
+        header: name.clone(),
+    })?;
+    let invalid = || Error::InvalidAccountId {
+        header: name.clone(),
+    };
+    if values.next().is_some() {
+        return Err(invalid());
+    }
+    let id = value.to_str().map_err(|_| invalid())?.trim();
+    if !valid_account_id(id) {
+        return Err(invalid());
+    }
+    Ok(id)
+}
+
+/// True if the first bytes of a body read as text (UTF-8, allowing a character cut
+/// at the end of the sample). JSON, form and CSV bodies do; an envelope, whose first
+/// 32 or 37 bytes are an X25519 point, does not except by a vanishing chance.
+pub(crate) fn looks_like_text(head: &[u8]) -> bool {
+    let sample = &head[..head.len().min(SNIFF_LEN)];
+    match std::str::from_utf8(sample) {
+        Ok(_) => true,
+        Err(e) => e.error_len().is_none() && sample.len() == SNIFF_LEN,
+    }
+}
+
+/// Decides whether a body sent *without* the encryption headers is an envelope.
+///
+/// It is, when either:
+/// 1. it starts with a Tink prefix (`0x01` and a key id) naming one of the gateway's
+///    server keys, and is long enough to hold an envelope; or
+/// 2. its declared `Content-Type` is textual (JSON, text, form, or none at all), it is
+///    long enough to hold an envelope, and its first bytes are not text.
+///
+/// A RAW envelope declared as a binary type (`application/octet-stream`, images...)
+/// cannot be told from a binary upload: it passes through as the plaintext it claims to be.
+pub(crate) fn looks_encrypted(
+    head: &[u8],
+    total_at_least: usize,
+    headers: &HeaderMap,
+    keys: &ServerKeys,
+) -> bool {
+    if total_at_least < MIN_SEALED_LEN {
+        return false;
+    }
+    if let (Prefix::Tink(id), _) = split_prefix(head) {
+        if keys.has_id(id) {
+            return true;
+        }
+    }
+    declared_textual(headers) && !looks_like_text(head)
+}
+
+fn declared_textual(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return true;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let media = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    media.starts_with("text/")
+        || media == "application/json"
+        || media.ends_with("+json")
+        || media == "application/x-www-form-urlencoded"
+        || media == "application/xml"
+        || media.ends_with("+xml")
+}
+
+/// The first bytes of a body, and the body with those bytes put back in front.
+pub(crate) struct Peeked {
+    /// At least `want` bytes, or the whole body if it is shorter.
+    pub(crate) head: Bytes,
+    /// True if `head` is the whole body.
+    pub(crate) complete: bool,
+    /// The whole body again, for forwarding.
+    pub(crate) body: Body,
+}
+
+/// Reads frames until `want` bytes are seen or the body ends, without reading further.
+pub(crate) async fn peek(mut body: Body, want: usize) -> Result<Peeked, Error> {
+    if body.is_end_stream() {
+        return Ok(Peeked {
+            head: Bytes::new(),
+            complete: true,
+            body,
+        });
+    }
+    let mut frames = Vec::new();
+    let mut head = BytesMut::new();
+    let mut complete = false;
+    while head.len() < want {
+        match body.frame().await {
+            None => {
+                complete = true;
+                break;
+            }
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    head.extend_from_slice(data);
+                }
+                frames.push(frame);
+            }
+            Some(Err(_)) => return Err(Error::BadRequestBody),
+        }
+    }
+    let complete = complete || body.is_end_stream();
+    let replay = futures_util::stream::iter(frames.into_iter().map(Ok));
+    let body = if complete {
+        Body::new(StreamBody::new(replay))
+    } else {
+        Body::new(StreamBody::new(replay.chain(BodyStream::new(body))))
+    };
+    Ok(Peeked {
+        head: head.freeze(),
+        complete,
+        body,
+    })
+}
+
+/// Reads a whole body into one buffer, failing with `too_large` past `limit` bytes.
+pub(crate) async fn collect_limited(
+    mut body: Body,
+    limit: u64,
+    too_large: impl Fn() -> Error,
+    read_error: impl Fn(axum::Error) -> Error,
+) -> Result<BytesMut, Error> {
+    let hint = body.size_hint();
+    if hint.lower() > limit {
+        return Err(too_large());
+    }
+    let capacity = usize::try_from(hint.exact().unwrap_or(hint.lower()).min(limit)).unwrap_or(0);
+    let mut buf = BytesMut::with_capacity(capacity);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(&read_error)?;
+        if let Some(data) = frame.data_ref() {
+            if (buf.len() + data.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(data);
+        }
+    }
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn negotiation_reads_both_headers() {
+        let n = Negotiation::from_headers(&headers(&[
+            ("content-type", "Application/Octet-Stream+HPKE"),
+            ("accept", "application/json;q=0.5, application/octet-stream+hpke"),
+        ]));
+        assert!(n.encrypted_body && n.encrypted_response);
+        let n = Negotiation::from_headers(&headers(&[
+            ("content-type", "application/json"),
+            ("accept", "application/octet-stream+hpke;q=0"),
+        ]));
+        assert!(!n.encrypted_body && !n.encrypted_response);
+        let n = Negotiation::from_headers(&headers(&[("accept", "*/*")]));
+        assert!(!n.encrypted_response);
+    }
+
+    #[test]
+    fn account_id_rules() {
+        let name = HeaderName::from_static("x-account");
+        assert!(matches!(
+            account_id(&headers(&[]), &name),
+            Err(Error::MissingAccountId { .. })
+        ));
+        assert_eq!(account_id(&headers(&[("x-account", "A-1")]), &name).unwrap(), "A-1");
+        assert!(matches!(
+            account_id(&headers(&[("x-account", "a b")]), &name),
+            Err(Error::InvalidAccountId { .. })
+        ));
+        assert!(matches!(
+            account_id(&headers(&[("x-account", "a"), ("x-account", "b")]), &name),
+            Err(Error::InvalidAccountId { .. })
+        ));
+    }
+
+    #[test]
+    fn text_detection() {
+        assert!(looks_like_text(br#"{"d":[{"identity":"1"}]}"#));
+        assert!(looks_like_text("é".repeat(40).as_bytes()));
+        // A multi-byte character cut by the sample's end is still text.
+        let mut s = "a".repeat(SNIFF_LEN - 1).into_bytes();
+        s.extend_from_slice("é".as_bytes());
+        assert!(looks_like_text(&s));
+        assert!(!looks_like_text(&[0xff; 64]));
+    }
+
+    #[tokio::test]
+    async fn peek_puts_bytes_back() {
+        let chunks: Vec<Result<_, std::io::Error>> = vec![
+            Ok(http_body::Frame::data(Bytes::from_static(b"hello "))),
+            Ok(http_body::Frame::data(Bytes::from_static(b"world, "))),
+            Ok(http_body::Frame::data(Bytes::from_static(b"and more"))),
+        ];
+        let body = Body::new(StreamBody::new(futures_util::stream::iter(chunks)));
+        let p = peek(body, 8).await.unwrap();
+        assert_eq!(&p.head[..], b"hello world, ");
+        assert!(!p.complete);
+        let all = p.body.collect().await.unwrap().to_bytes();
+        assert_eq!(&all[..], b"hello world, and more");
+    }
+}

@@ -1,0 +1,356 @@
+//! The HPKE middleware: a tower [`Layer`] that decrypts encrypted request bodies,
+//! hands the plaintext to the inner service, and encrypts its responses to the
+//! account's own public key.
+//!
+//! | encryption headers | encryption enabled | body encrypted | result |
+//! |---|---|---|---|
+//! | yes | yes | yes | decrypted, forwarded, response encrypted |
+//! | yes | yes | no  | 400 `body not encrypted` (4006) |
+//! | yes | no  | any | 403 `encryption not enabled` (4005) |
+//! | no  | any | yes | 400 `encrypted body without headers` (4007) |
+//! | no  | any | no  | passed through untouched |
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use axum::body::Body;
+//! use http::{Request, Response};
+//! use hpke_gateway::middleware::{HpkeLayer, HpkeState};
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! # tokio_test::block_on(async {
+//! let state = HpkeState::new(Default::default(), Default::default());
+//! let echo = service_fn(|req: Request<Body>| async move {
+//!     Ok::<_, Infallible>(Response::new(req.into_body()))
+//! });
+//! let svc = HpkeLayer::new(state).layer(echo);
+//! // Plaintext passes through untouched.
+//! let res = svc.oneshot(Request::new(Body::from("{}"))).await.unwrap();
+//! assert_eq!(res.status(), 200);
+//! # });
+//! ```
+
+mod classify;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::response::IntoResponse as _;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use tower::{Layer, Service};
+
+use crate::HPKE_MEDIA_TYPE;
+use crate::accounts::{Accounts, ResponseSealer};
+use crate::config::{self, Config};
+use crate::error::{Error, ErrorCode};
+use crate::keys::ServerKeys;
+
+use classify::{Negotiation, SNIFF_LEN};
+
+/// What the middleware needs to know: keys, accounts and limits.
+#[derive(Debug)]
+pub struct HpkeState {
+    server_keys: ServerKeys,
+    accounts: Accounts,
+    account_header: HeaderName,
+    max_encrypted_body_bytes: u64,
+    max_response_body_bytes: u64,
+    plaintext_content_type: HeaderValue,
+}
+
+impl HpkeState {
+    /// State with the default header, limits and plaintext content type.
+    pub fn new(server_keys: ServerKeys, accounts: Accounts) -> Self {
+        Self {
+            server_keys,
+            accounts,
+            account_header: HeaderName::from_static("x-clevertap-account-id"),
+            max_encrypted_body_bytes: config::DEFAULT_MAX_ENCRYPTED_BODY_BYTES,
+            max_response_body_bytes: config::DEFAULT_MAX_RESPONSE_BODY_BYTES,
+            plaintext_content_type: HeaderValue::from_static(
+                config::DEFAULT_PLAINTEXT_CONTENT_TYPE,
+            ),
+        }
+    }
+
+    /// State from a checked configuration.
+    pub fn from_config(config: Config) -> Self {
+        Self {
+            server_keys: config.server_keys,
+            accounts: config.accounts,
+            account_header: config.account_header,
+            max_encrypted_body_bytes: config.max_encrypted_body_bytes,
+            max_response_body_bytes: config.max_response_body_bytes,
+            plaintext_content_type: config.plaintext_content_type,
+        }
+    }
+
+    /// The sealer for an account that may use encryption.
+    fn sealer(&self, account_id: &str) -> Result<ResponseSealer, Error> {
+        self.accounts
+            .get(account_id)
+            .and_then(|a| a.response_sealer())
+            .ok_or(Error::EncryptionNotEnabled)
+    }
+
+    fn sealer_for(&self, req: &Request<Body>) -> Result<ResponseSealer, Error> {
+        let id = classify::account_id(req.headers(), &self.account_header)?;
+        self.sealer(id)
+    }
+}
+
+// === impl HpkeLayer ===
+
+/// Wraps a service in [`Hpke`].
+#[derive(Debug, Clone)]
+pub struct HpkeLayer {
+    state: Arc<HpkeState>,
+}
+
+impl HpkeLayer {
+    /// A layer over the given state.
+    pub fn new(state: HpkeState) -> Self {
+        Self {
+            state: Arc::new(state),
+        }
+    }
+}
+
+impl<S> Layer<S> for HpkeLayer {
+    type Service = Hpke<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Hpke {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+// === impl Hpke ===
+
+/// The middleware service. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Hpke<S> {
+    inner: S,
+    state: Arc<HpkeState>,
+}
+
+impl<S> Service<Request<Body>> for Hpke<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        // The clone is the one left for the next call; this call uses the ready one.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let state = self.state.clone();
+        Box::pin(async move {
+            Ok(handle(state, inner, req)
+                .await
+                .unwrap_or_else(|e| e.into_response()))
+        })
+    }
+}
+
+async fn handle<S>(
+    state: Arc<HpkeState>,
+    inner: S,
+    req: Request<Body>,
+) -> Result<Response<Body>, Error>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    let negotiation = Negotiation::from_headers(req.headers());
+    match (negotiation.encrypted_body, negotiation.encrypted_response) {
+        (true, false) => Err(Error::MissingAcceptHeader),
+        (true, true) => encrypted_request(&state, inner, req).await,
+        (false, true) => {
+            let sealer = state.sealer_for(&req)?;
+            let (parts, body) = req.into_parts();
+            let peeked = classify::peek(body, 1).await?;
+            if !peeked.head.is_empty() {
+                return Err(Error::MissingContentTypeHeader);
+            }
+            let req = Request::from_parts(parts, peeked.body);
+            forward_for_encrypted_response(&state, inner, req, sealer).await
+        }
+        (false, false) => plaintext_request(&state, inner, req).await,
+    }
+}
+
+/// Both headers: decrypt, forward, encrypt the answer.
+async fn encrypted_request<S>(
+    state: &HpkeState,
+    inner: S,
+    req: Request<Body>,
+) -> Result<Response<Body>, Error>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    let sealer = state.sealer_for(&req)?;
+    let limit = state.max_encrypted_body_bytes;
+    if content_length(req.headers()).is_some_and(|n| n > limit) {
+        return Err(Error::PayloadTooLarge { limit });
+    }
+    let (mut parts, body) = req.into_parts();
+    let sealed = classify::collect_limited(
+        body,
+        limit,
+        || Error::PayloadTooLarge { limit },
+        |_| Error::BadRequestBody,
+    )
+    .await?;
+
+    let plaintext = if sealed.is_empty() {
+        if !is_bodyless_method(&parts.method) {
+            return Err(Error::BodyNotEncrypted);
+        }
+        Bytes::new()
+    } else {
+        if classify::looks_like_text(&sealed[..sealed.len().min(SNIFF_LEN)]) {
+            return Err(Error::BodyNotEncrypted);
+        }
+        state
+            .server_keys
+            .open(sealer.info(), sealed)
+            .map_err(|e| {
+                tracing::debug!(reason = ?e, "request envelope did not open");
+                Error::DecryptionFailed
+            })?
+    };
+
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, state.plaintext_content_type.clone());
+    parts.headers.insert(header::CONTENT_LENGTH, plaintext.len().into());
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    let req = Request::from_parts(parts, Body::from(plaintext));
+    forward_for_encrypted_response(state, inner, req, sealer).await
+}
+
+/// Forwards a request whose answer is to be encrypted, and encrypts it.
+async fn forward_for_encrypted_response<S>(
+    state: &HpkeState,
+    mut inner: S,
+    mut req: Request<Body>,
+    sealer: ResponseSealer,
+) -> Result<Response<Body>, Error>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    let headers = req.headers_mut();
+    headers.insert(header::ACCEPT, state.plaintext_content_type.clone());
+    // The body is encrypted whole; ask for it unencoded so the client gets what it decrypts.
+    headers.remove(header::ACCEPT_ENCODING);
+    let head = req.method() == Method::HEAD;
+    let response = match inner.call(req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    if response.extensions().get::<ErrorCode>().is_some() {
+        // The gateway's own answer (upstream down, timeout...): plaintext JSON.
+        return Ok(response);
+    }
+    seal_response(state, response, &sealer, head).await
+}
+
+async fn seal_response(
+    state: &HpkeState,
+    response: Response<Body>,
+    sealer: &ResponseSealer,
+    head: bool,
+) -> Result<Response<Body>, Error> {
+    let (mut parts, body) = response.into_parts();
+    let status = parts.status;
+    if head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(Response::from_parts(parts, body));
+    }
+    let limit = state.max_response_body_bytes;
+    let plaintext = classify::collect_limited(
+        body,
+        limit,
+        || Error::BadUpstreamResponse(format!("response body larger than {limit} bytes").into()),
+        |e| Error::BadUpstreamResponse(e.into()),
+    )
+    .await?;
+    let sealed = sealer
+        .seal(&plaintext)
+        .map_err(|e| Error::Internal(e.into()))?;
+    let headers = &mut parts.headers;
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(HPKE_MEDIA_TYPE),
+    );
+    headers.insert(header::CONTENT_LENGTH, sealed.len().into());
+    Ok(Response::from_parts(parts, Body::from(sealed)))
+}
+
+/// No encryption headers: refuse an envelope, pass anything else through untouched.
+async fn plaintext_request<S>(
+    state: &HpkeState,
+    mut inner: S,
+    req: Request<Body>,
+) -> Result<Response<Body>, Error>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    let (parts, body) = req.into_parts();
+    let peeked = classify::peek(body, SNIFF_LEN).await?;
+    let total_at_least = if peeked.complete {
+        peeked.head.len()
+    } else {
+        let declared = content_length(&parts.headers).unwrap_or(0);
+        peeked.head.len().max(usize::try_from(declared).unwrap_or(usize::MAX))
+    };
+    if classify::looks_encrypted(
+        &peeked.head,
+        total_at_least,
+        &parts.headers,
+        &state.server_keys,
+    ) {
+        return Err(Error::EncryptedBodyWithoutHeaders);
+    }
+    let req = Request::from_parts(parts, peeked.body);
+    match inner.call(req).await {
+        Ok(r) => Ok(r),
+        Err(never) => match never {},
+    }
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Methods whose requests normally carry no body: with both headers and an empty body
+/// they are treated as asking only for an encrypted response.
+fn is_bodyless_method(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS
+    )
+}

@@ -1,0 +1,183 @@
+//! The reverse proxy: forwards a request to the configured upstream base URL and
+//! streams the answer back.
+//!
+//! Method, path, query and end-to-end headers (authentication headers included) go
+//! through untouched; hop-by-hop headers (RFC 9110 §7.6.1) are dropped both ways and
+//! `Host` becomes the upstream's. Bodies stream in both directions.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::IntoResponse as _;
+use http::uri::{PathAndQuery, Uri};
+use http::{HeaderMap, HeaderName, Request, Response, Version, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tower::Service;
+
+use crate::error::Error;
+
+/// Forwards requests to one upstream.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    client: Client<HttpConnector, Body>,
+    upstream: Arc<Upstream>,
+    timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Upstream {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// The base URL's path without a trailing slash ("" for the root).
+    base_path: String,
+}
+
+impl Proxy {
+    /// A proxy to `upstream` (an `http://` base URL), with a connect timeout and a
+    /// timeout for the response head.
+    pub fn new(upstream: &Uri, connect_timeout: Duration, timeout: Duration) -> Result<Self, Error> {
+        let (Some(scheme), Some(authority)) = (upstream.scheme(), upstream.authority()) else {
+            return Err(Error::Internal("upstream URL has no scheme or host".into()));
+        };
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        Ok(Self {
+            client,
+            upstream: Arc::new(Upstream {
+                scheme: scheme.clone(),
+                authority: authority.clone(),
+                base_path: upstream.path().trim_end_matches('/').to_owned(),
+            }),
+            timeout,
+        })
+    }
+
+    async fn forward(self, mut req: Request<Body>) -> Result<Response<Body>, Error> {
+        *req.uri_mut() = self.upstream.uri_for(req.uri())?;
+        *req.version_mut() = Version::HTTP_11;
+        let headers = req.headers_mut();
+        remove_hop_by_hop(headers);
+        headers.remove(header::HOST);
+
+        let response = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => return Err(Error::UpstreamTimeout),
+            Ok(Err(e)) => return Err(Error::UpstreamUnavailable(e.into())),
+            Ok(Ok(r)) => r,
+        };
+        let (mut parts, body) = response.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+}
+
+impl Upstream {
+    fn uri_for(&self, original: &Uri) -> Result<Uri, Error> {
+        let pq = original
+            .path_and_query()
+            .map(PathAndQuery::as_str)
+            .unwrap_or("/");
+        let path_and_query = format!("{}{}", self.base_path, pq);
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| Error::Internal(e.into()))
+    }
+}
+
+impl Service<Request<Body>> for Proxy {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            Ok(this
+                .forward(req)
+                .await
+                .unwrap_or_else(|e| e.into_response()))
+        })
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), plus any the `Connection` header names.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    // Transfer-Encoding is hop-by-hop too; hyper frames bodies itself.
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joins_base_path_and_query() {
+        let p = Proxy::new(
+            &"http://127.0.0.1:9/api/".parse().unwrap(),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let uri = p.upstream.uri_for(&"/1/events.json?cursor=a%2Fb".parse().unwrap()).unwrap();
+        assert_eq!(uri, "http://127.0.0.1:9/api/1/events.json?cursor=a%2Fb");
+        let p = Proxy::new(
+            &"http://127.0.0.1:9".parse().unwrap(),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let uri = p.upstream.uri_for(&"/1/upload".parse().unwrap()).unwrap();
+        assert_eq!(uri, "http://127.0.0.1:9/1/upload");
+    }
+
+    #[test]
+    fn drops_hop_by_hop_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, x-secret-hop".parse().unwrap());
+        h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-clevertap-passcode", "p".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-clevertap-passcode"));
+    }
+}
