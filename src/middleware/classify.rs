@@ -83,15 +83,20 @@ pub(crate) fn account_id<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Resul
     Ok(id)
 }
 
-/// True if the first bytes of a body read as text (UTF-8, allowing a character cut
-/// at the end of the sample). JSON, form and CSV bodies do; an envelope, whose first
-/// 32 or 37 bytes are an X25519 point, does not except by a vanishing chance.
+/// True if the first bytes of a body read as text: UTF-8 (allowing a character cut at
+/// the end of the sample) with no control characters but tab, CR and LF. JSON, form and
+/// CSV bodies do; an envelope does not, since a Tink prefix starts with `0x01` and the
+/// 32 bytes of an X25519 point read as text only by a vanishing chance.
 pub(crate) fn looks_like_text(head: &[u8]) -> bool {
     let sample = &head[..head.len().min(SNIFF_LEN)];
-    match std::str::from_utf8(sample) {
+    let valid = match std::str::from_utf8(sample) {
         Ok(_) => true,
         Err(e) => e.error_len().is_none() && sample.len() == SNIFF_LEN,
-    }
+    };
+    valid
+        && !sample
+            .iter()
+            .any(|&b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7f)
 }
 
 /// Decides whether a body sent *without* the encryption headers is an envelope.
@@ -274,6 +279,8 @@ mod tests {
         s.extend_from_slice("é".as_bytes());
         assert!(looks_like_text(&s));
         assert!(!looks_like_text(&[0xff; 64]));
+        assert!(!looks_like_text(&[0x01, 0, 0, 0, 1]));
+        assert!(looks_like_text(b"a,b\r\n1,2\n\tx"));
     }
 
     #[tokio::test]

@@ -1,0 +1,538 @@
+//! The gateway end to end: the real router on 127.0.0.1 in front of a real recording
+//! upstream, driven over HTTP. Covers every row of the error matrix, Tink-prefixed
+//! and RAW envelopes, two server keys, bodyless requests, limits, bad envelopes and a
+//! failing upstream; after each bad request a good one must still succeed.
+
+mod support;
+
+use hpke_gateway::envelope::{self, Prefix, PrivateKey};
+use support::{ACCOUNT_HEADER, Gateway, MEDIA, Options, PASSCODE, error_code, open_with};
+
+const PROFILE: &[u8] = br#"{"d":[{"identity":"18121994201671","type":"profile","profileData":{"Name":"Test Name"}}]}"#;
+
+// === row 1: headers, encryption on, encrypted body: success ===
+
+#[tokio::test]
+async fn encrypted_round_trip_with_tink_prefix() {
+    let gw = Gateway::start().await;
+    let res = gw
+        .encrypted_post("/1/upload?x=1", "ACCT-1", gw.seal(1, true, "ACCT-1", PROFILE))
+        .header("X-Request-Extra", "kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], MEDIA);
+    let declared: usize = res.headers()["content-length"].to_str().unwrap().parse().unwrap();
+    let body = res.bytes().await.unwrap();
+    assert_eq!(declared, body.len());
+    // The response is sealed to ACCT-1's key (SPKI PEM, so RAW: no prefix).
+    assert_eq!(body.len(), 32 + PROFILE.len() + 16);
+    assert_eq!(open_with(&gw.keys.acct1, "ACCT-1", &body), PROFILE);
+
+    let seen = gw.upstream.last();
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.uri, "/1/upload?x=1");
+    assert_eq!(&seen.body[..], PROFILE, "upstream sees the exact plaintext");
+    assert_eq!(seen.headers["content-type"], "application/json");
+    assert_eq!(seen.headers["content-length"], PROFILE.len().to_string().as_str());
+    assert_eq!(seen.headers["x-clevertap-passcode"], PASSCODE, "auth header untouched");
+    assert_eq!(seen.headers[ACCOUNT_HEADER], "ACCT-1");
+    assert_eq!(seen.headers["x-request-extra"], "kept");
+}
+
+#[tokio::test]
+async fn raw_envelopes_and_both_server_keys_work() {
+    let gw = Gateway::start().await;
+    for (id, tink) in [(1, false), (2, false), (2, true)] {
+        let pt = format!(r#"{{"key":{id},"tink":{tink}}}"#);
+        let res = gw
+            .encrypted_post("/1/upload", "ACCT-1", gw.seal(id, tink, "ACCT-1", pt.as_bytes()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "key {id} tink {tink}");
+        let body = res.bytes().await.unwrap();
+        assert_eq!(open_with(&gw.keys.acct1, "ACCT-1", &body), pt.as_bytes());
+        assert_eq!(&gw.upstream.last().body[..], pt.as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn response_to_a_tink_keyset_carries_its_prefix() {
+    let gw = Gateway::start().await;
+    let res = gw
+        .encrypted_post("/echo", "ACCT-TINK", gw.seal(1, true, "ACCT-TINK", PROFILE))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.bytes().await.unwrap();
+    assert_eq!(&body[..5], &[0x01, 0, 0, 0, 77], "Tink prefix of the customer's key 77");
+    let (prefix, rest) = envelope::split_prefix(&body);
+    assert_eq!(prefix, Prefix::Tink(77));
+    assert_eq!(envelope::open(&gw.keys.acct_tink, b"ACCT-TINK", rest).unwrap(), PROFILE);
+}
+
+#[tokio::test]
+async fn upstream_status_and_headers_are_kept_and_body_encrypted() {
+    let gw = Gateway::start().await;
+    let res = gw
+        .encrypted_post("/status/418", "ACCT-1", gw.seal(1, true, "ACCT-1", b"{}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 418);
+    assert_eq!(res.headers()["x-upstream"], "yes");
+    assert_eq!(res.headers()["content-type"], MEDIA);
+    let body = res.bytes().await.unwrap();
+    assert_eq!(open_with(&gw.keys.acct1, "ACCT-1", &body), br#"{"status":418}"#);
+}
+
+#[tokio::test]
+async fn one_mebibyte_each_way() {
+    let gw = Gateway::start().await;
+    let pt: Vec<u8> = (0..1024 * 1024).map(|i| (i * 7 % 256) as u8).collect();
+    let res = gw
+        .encrypted_post("/echo", "ACCT-1", gw.seal(2, true, "ACCT-1", &pt))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.bytes().await.unwrap();
+    assert_eq!(open_with(&gw.keys.acct1, "ACCT-1", &body), pt);
+    assert_eq!(gw.upstream.last().body.len(), pt.len());
+}
+
+// === bodyless requests: Accept alone asks for an encrypted response ===
+
+#[tokio::test]
+async fn bodyless_get_gets_an_encrypted_response() {
+    let gw = Gateway::start().await;
+    let res = gw
+        .client
+        .get(format!("{}/1/profile.json?email=jack%40gmail.com", gw.url))
+        .header("Content-Type", "application/json")
+        .header("Accept", MEDIA)
+        .header(ACCOUNT_HEADER, "ACCT-1")
+        .header("X-CleverTap-Passcode", PASSCODE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], MEDIA);
+    let body = res.bytes().await.unwrap();
+    let pt = open_with(&gw.keys.acct1, "ACCT-1", &body);
+    assert_eq!(
+        pt,
+        br#"{"method":"GET","uri":"/1/profile.json?email=jack%40gmail.com"}"#
+    );
+    let seen = gw.upstream.last();
+    assert_eq!(seen.headers["accept"], "application/json", "upstream is asked for JSON");
+    assert!(seen.body.is_empty());
+}
+
+#[tokio::test]
+async fn empty_bodies() {
+    let gw = Gateway::start().await;
+    // Both headers and an empty POST body: the headers promise an envelope that is not there.
+    let res = gw.encrypted_post("/1/upload", "ACCT-1", Vec::new()).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(error_code(res).await.0, 4006);
+    // Both headers on a GET with no body: only an encrypted response is asked for.
+    let res = gw
+        .client
+        .get(format!("{}/x", gw.url))
+        .header("Content-Type", MEDIA)
+        .header("Accept", MEDIA)
+        .header(ACCOUNT_HEADER, "ACCT-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.bytes().await.unwrap();
+    assert_eq!(open_with(&gw.keys.acct1, "ACCT-1", &body), br#"{"method":"GET","uri":"/x"}"#);
+    // A sealed empty plaintext is a valid envelope: the upstream gets an empty body.
+    let res = gw
+        .encrypted_post("/empty", "ACCT-1", gw.seal(1, false, "ACCT-1", b""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(gw.upstream.last().body.is_empty());
+    assert_eq!(gw.upstream.last().headers["content-length"], "0");
+    gw.assert_good_request_works().await;
+}
+
+// === the failing rows ===
+
+#[tokio::test]
+async fn row2_headers_and_encryption_on_but_plaintext_body() {
+    let gw = Gateway::start().await;
+    let res = gw.encrypted_post("/1/upload", "ACCT-1", PROFILE.to_vec()).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    let (code, msg) = error_code(res).await;
+    assert_eq!((code, msg.as_str()), (4006, "the request body is not encrypted"));
+    assert_eq!(gw.upstream.count(), 0, "nothing reaches the upstream");
+    gw.assert_good_request_works().await;
+}
+
+#[tokio::test]
+async fn row3_and_row4_headers_but_encryption_off() {
+    let gw = Gateway::start().await;
+    for body in [gw.seal(1, true, "ACCT-OFF", PROFILE), PROFILE.to_vec()] {
+        for account in ["ACCT-OFF", "ACCT-UNKNOWN"] {
+            let res = gw.encrypted_post("/1/upload", account, body.clone()).send().await.unwrap();
+            assert_eq!(res.status(), 403);
+            assert_eq!(error_code(res).await.0, 4005);
+        }
+    }
+    // Accept alone on a bodyless request, encryption off: the same refusal.
+    let res = gw
+        .client
+        .get(format!("{}/1/profile.json", gw.url))
+        .header("Accept", MEDIA)
+        .header(ACCOUNT_HEADER, "ACCT-OFF")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(res).await.0, 4005);
+    assert_eq!(gw.upstream.count(), 0);
+    gw.assert_good_request_works().await;
+}
+
+#[tokio::test]
+async fn row5_and_row6_encrypted_body_without_headers() {
+    let gw = Gateway::start().await;
+    for account in ["ACCT-1", "ACCT-OFF"] {
+        let cases = [
+            (gw.seal(1, true, account, PROFILE), Some("application/json")),
+            (gw.seal(2, true, account, PROFILE), Some("application/octet-stream")),
+            (gw.seal(1, false, account, PROFILE), Some("application/json")),
+            (gw.seal(1, false, account, PROFILE), None),
+        ];
+        for (body, content_type) in cases {
+            let mut req = gw
+                .client
+                .post(format!("{}/1/upload", gw.url))
+                .header(ACCOUNT_HEADER, account)
+                .body(body);
+            if let Some(ct) = content_type {
+                req = req.header("Content-Type", ct);
+            }
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), 400, "{account} {content_type:?}");
+            assert_eq!(error_code(res).await.0, 4007);
+        }
+    }
+    assert_eq!(gw.upstream.count(), 0);
+    gw.assert_good_request_works().await;
+}
+
+#[tokio::test]
+async fn raw_envelope_declared_binary_cannot_be_told_and_passes_through() {
+    // A RAW envelope (no Tink prefix) sent as application/octet-stream without the
+    // encryption headers looks like any binary upload: the gateway forwards it as the
+    // plaintext it claims to be, and the client gets whatever the upstream answers.
+    let gw = Gateway::start().await;
+    let sealed = gw.seal(1, false, "ACCT-1", PROFILE);
+    let res = gw
+        .client
+        .post(format!("{}/echo", gw.url))
+        .header("Content-Type", "application/octet-stream")
+        .header(ACCOUNT_HEADER, "ACCT-1")
+        .body(sealed.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.unwrap(), sealed, "the upstream's echo, unencrypted");
+    assert_eq!(gw.upstream.last().body, sealed);
+}
+
+#[tokio::test]
+async fn row7_plaintext_passes_through_untouched() {
+    let gw = Gateway::start().await;
+    for account in ["ACCT-1", "ACCT-OFF", "ACCT-UNKNOWN"] {
+        let res = gw
+            .client
+            .post(format!("{}/1/upload", gw.url))
+            .header("Content-Type", "application/json")
+            .header(ACCOUNT_HEADER, account)
+            .header("X-CleverTap-Passcode", PASSCODE)
+            .body(PROFILE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], "application/json");
+        assert_eq!(res.bytes().await.unwrap(), PROFILE, "response not encrypted");
+        let seen = gw.upstream.last();
+        assert_eq!(&seen.body[..], PROFILE);
+        assert_eq!(seen.headers["x-clevertap-passcode"], PASSCODE);
+    }
+    // No account header at all: plaintext is not the gateway's business.
+    let res = gw.client.get(format!("{}/health", gw.url)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    // A large plaintext body streams through whole.
+    let big = "x".repeat(3 * 1024 * 1024);
+    let res = gw
+        .client
+        .post(format!("{}/echo", gw.url))
+        .header("Content-Type", "text/plain")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.unwrap().len(), big.len());
+    assert_eq!(gw.upstream.last().body.len(), big.len());
+}
+
+#[tokio::test]
+async fn only_one_header_says_which_is_missing() {
+    let gw = Gateway::start().await;
+    let res = gw
+        .client
+        .post(format!("{}/1/upload", gw.url))
+        .header("Content-Type", MEDIA)
+        .header(ACCOUNT_HEADER, "ACCT-1")
+        .body(gw.seal(1, true, "ACCT-1", PROFILE))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let (code, msg) = error_code(res).await;
+    assert_eq!(code, 4003);
+    assert!(msg.contains("Accept: application/octet-stream+hpke"), "{msg}");
+
+    let res = gw
+        .client
+        .post(format!("{}/1/upload", gw.url))
+        .header("Content-Type", "application/json")
+        .header("Accept", MEDIA)
+        .header(ACCOUNT_HEADER, "ACCT-1")
+        .body(PROFILE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let (code, msg) = error_code(res).await;
+    assert_eq!(code, 4004);
+    assert!(msg.contains("Content-Type: application/octet-stream+hpke"), "{msg}");
+    assert_eq!(gw.upstream.count(), 0);
+    gw.assert_good_request_works().await;
+}
+
+#[tokio::test]
+async fn account_header_missing_or_invalid() {
+    let gw = Gateway::start().await;
+    let res = gw
+        .client
+        .post(format!("{}/1/upload", gw.url))
+        .header("Content-Type", MEDIA)
+        .header("Accept", MEDIA)
+        .body(gw.seal(1, true, "ACCT-1", PROFILE))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let (code, msg) = error_code(res).await;
+    assert_eq!(code, 4001);
+    assert!(msg.to_ascii_lowercase().contains("x-clevertap-account-id"), "{msg}");
+    let res = gw
+        .encrypted_post("/1/upload", "ACCT 1", gw.seal(1, true, "ACCT 1", PROFILE))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(res).await.0, 4002);
+    gw.assert_good_request_works().await;
+}
+
+// === bad envelopes ===
+
+#[tokio::test]
+async fn truncated_garbage_tampered_and_misaddressed_envelopes_fail_alike() {
+    let gw = Gateway::start().await;
+    let good = gw.seal(1, true, "ACCT-1", PROFILE);
+    let mut bad_bodies: Vec<(String, Vec<u8>)> = Vec::new();
+    for n in [1, 4, 5, 6, 36, 37, 52, good.len() - 1] {
+        bad_bodies.push((format!("truncated to {n}"), good[..n].to_vec()));
+    }
+    for i in [0, 1, 5, 20, 40, good.len() - 1] {
+        let mut b = good.clone();
+        b[i] ^= 0x80;
+        bad_bodies.push((format!("flipped byte {i}"), b));
+    }
+    bad_bodies.push(("random bytes".into(), (0..300).map(|i| (i * 151 % 256) as u8 | 0x80).collect()));
+    bad_bodies.push(("other account's info".into(), gw.seal(1, true, "ACCT-TINK", PROFILE)));
+    bad_bodies.push((
+        "sealed to an unknown key".into(),
+        envelope::seal(&PrivateKey::generate().public_key(), Prefix::Tink(1), b"ACCT-1", PROFILE).unwrap(),
+    ));
+    let mut zero_enc = vec![0x01, 0, 0, 0, 1];
+    zero_enc.extend_from_slice(&[0u8; 32]);
+    zero_enc.extend_from_slice(&[0x99; 40]);
+    bad_bodies.push(("all-zero encapsulated key".into(), zero_enc));
+
+    let tries = bad_bodies.len();
+    for (what, body) in bad_bodies {
+        let res = gw.encrypted_post("/1/upload", "ACCT-1", body).send().await.unwrap();
+        assert_eq!(res.status(), 400, "{what}");
+        let (code, msg) = error_code(res).await;
+        assert_eq!((code, msg.as_str()), (4008, "decryption failed"), "{what}");
+        gw.assert_good_request_works().await;
+    }
+    assert_eq!(gw.upstream.count(), tries, "only the good requests got through");
+}
+
+// === limits ===
+
+#[tokio::test]
+async fn oversize_bodies_get_413_before_the_upstream() {
+    let gw = Gateway::start_with(Options {
+        max_encrypted_body_bytes: 64 * 1024,
+        ..Options::default()
+    })
+    .await;
+    let big = gw.seal(1, true, "ACCT-1", &vec![b'a'; 64 * 1024]);
+    let res = gw.encrypted_post("/1/upload", "ACCT-1", big.clone()).send().await.unwrap();
+    assert_eq!(res.status(), 413);
+    assert_eq!(error_code(res).await.0, 4009);
+    // Without a Content-Length (chunked), the limit holds while reading.
+    let stream = futures_util::stream::iter(
+        big.chunks(8192).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>(),
+    );
+    let res = gw
+        .client
+        .post(format!("{}/1/upload", gw.url))
+        .header("Content-Type", MEDIA)
+        .header("Accept", MEDIA)
+        .header(ACCOUNT_HEADER, "ACCT-1")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    assert_eq!(error_code(res).await.0, 4009);
+    // Just under the limit works.
+    let fits = gw.seal(1, true, "ACCT-1", &vec![b'a'; 64 * 1024 - 53]);
+    assert_eq!(fits.len(), 64 * 1024);
+    let res = gw.encrypted_post("/echo", "ACCT-1", fits).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(gw.upstream.count(), 1);
+    gw.assert_good_request_works().await;
+}
+
+#[tokio::test]
+async fn an_upstream_response_over_the_limit_is_a_502() {
+    let gw = Gateway::start_with(Options {
+        max_response_body_bytes: 1000,
+        ..Options::default()
+    })
+    .await;
+    let res = gw
+        .encrypted_post("/big/1001", "ACCT-1", gw.seal(1, true, "ACCT-1", b"{}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 502);
+    assert_eq!(error_code(res).await.0, 5003);
+    let res = gw
+        .encrypted_post("/big/1000", "ACCT-1", gw.seal(1, true, "ACCT-1", b"{}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    gw.assert_good_request_works().await;
+}
+
+// === upstream failures ===
+
+#[tokio::test]
+async fn upstream_down_is_a_502_json_error() {
+    let gw = Gateway::start_with(Options {
+        upstream_down: true,
+        ..Options::default()
+    })
+    .await;
+    let res = gw
+        .encrypted_post("/1/upload", "ACCT-1", gw.seal(1, true, "ACCT-1", PROFILE))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 502);
+    let (code, msg) = error_code(res).await;
+    assert_eq!((code, msg.as_str()), (5001, "upstream unavailable"));
+    let res = gw.client.get(format!("{}/plain", gw.url)).send().await.unwrap();
+    assert_eq!(res.status(), 502);
+    assert_eq!(error_code(res).await.0, 5001);
+}
+
+#[tokio::test]
+async fn slow_upstream_is_a_504_and_the_next_request_succeeds() {
+    let gw = Gateway::start_with(Options {
+        upstream_timeout_ms: 300,
+        ..Options::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let res = gw
+        .encrypted_post("/slow", "ACCT-1", gw.seal(1, true, "ACCT-1", PROFILE))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 504);
+    assert_eq!(error_code(res).await.0, 5002);
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "did not wait for the upstream");
+    gw.assert_good_request_works().await;
+}
+
+// === hop-by-hop headers ===
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_dropped() {
+    let gw = Gateway::start().await;
+    let res = gw
+        .encrypted_post("/1/upload", "ACCT-1", gw.seal(1, true, "ACCT-1", PROFILE))
+        .header("Connection", "keep-alive, X-Hop")
+        .header("X-Hop", "1")
+        .header("Proxy-Authorization", "Basic Zm9vOmJhcg==")
+        .header("Authorization", "Bearer end-to-end")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let seen = gw.upstream.last();
+    assert!(seen.headers.get("x-hop").is_none());
+    assert!(seen.headers.get("proxy-authorization").is_none());
+    assert_eq!(seen.headers["authorization"], "Bearer end-to-end");
+}
+
+// === many at once ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_encrypted_requests_all_succeed() {
+    let gw = std::sync::Arc::new(Gateway::start().await);
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                let pt = format!(r#"{{"n":{i}}}"#);
+                let id = if i % 2 == 0 { 1 } else { 2 };
+                let res = gw
+                    .encrypted_post("/echo", "ACCT-1", gw.seal(id, i % 3 == 0, "ACCT-1", pt.as_bytes()))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 200);
+                let body = res.bytes().await.unwrap();
+                assert_eq!(open_with(&gw.keys.acct1, "ACCT-1", &body), pt.as_bytes());
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(gw.upstream.count(), 32);
+}
