@@ -1,0 +1,283 @@
+//! The binary itself: key commands, seal/open over pipes, `serve` with real and bad
+//! configurations, and the demo.
+
+mod support;
+
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use hpke_gateway::envelope::Prefix;
+use hpke_gateway::keys;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hpke-gateway");
+
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok(args: &[&str], stdin: &[u8]) -> Vec<u8> {
+    let out = run(args, stdin);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+fn keygen(dir: &Path, name: &str) -> String {
+    let path = dir.join(name);
+    ok(&["keygen", "--out", path.to_str().unwrap()], b"");
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn keygen_writes_an_owner_only_pkcs8_file_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = keygen(dir.path(), "k.pem");
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read(&path).unwrap();
+    assert!(text.starts_with(b"-----BEGIN PRIVATE KEY-----\n"));
+    assert!(keys::parse_private_key(&text, None).is_ok());
+    let out = run(&["keygen", "--out", &path], b"");
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read(&path).unwrap(), text, "existing key untouched");
+}
+
+#[test]
+fn keygen_output_is_what_openssl_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = keygen(dir.path(), "k.pem");
+    let openssl = Command::new("openssl")
+        .args(["pkey", "-in", &path, "-pubout"])
+        .output()
+        .expect("openssl is installed by .ci/run");
+    assert!(openssl.status.success(), "{}", String::from_utf8_lossy(&openssl.stderr));
+    let ours = ok(&["public-key", "--key", &path, "--format", "pem"], b"");
+    assert_eq!(ours, openssl.stdout, "our SPKI PEM is byte-identical to OpenSSL's");
+}
+
+#[test]
+fn public_key_formats_read_back_as_the_same_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = keygen(dir.path(), "k.pem");
+    let expected = keys::parse_private_key(&std::fs::read(&path).unwrap(), None)
+        .unwrap()
+        .key
+        .public_key();
+    for (format, key_id, prefix) in [
+        ("pem", None, Prefix::Raw),
+        ("raw", None, Prefix::Raw),
+        ("tink-json", None, Prefix::Raw),
+        ("tink-json", Some("9"), Prefix::Tink(9)),
+    ] {
+        let mut args = vec!["public-key", "--key", &path, "--format", format];
+        if let Some(id) = key_id {
+            args.extend(["--key-id", id]);
+        }
+        let out = ok(&args, b"");
+        let (pk, got_prefix) = keys::parse_public_key(&out).unwrap();
+        assert_eq!(pk, expected, "{format}");
+        assert_eq!(got_prefix, prefix, "{format}");
+    }
+}
+
+#[test]
+fn seal_and_open_pipe_binary_data_both_framings() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "k.pem");
+    let all_bytes: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    for (name, extra) in [("raw.json", vec![]), ("tink.json", vec!["--key-id", "4242"])] {
+        let mut args = vec!["public-key", "--key", &key, "--format", "tink-json"];
+        args.extend(extra.iter().copied());
+        let pub_path = dir.path().join(name);
+        std::fs::write(&pub_path, ok(&args, b"")).unwrap();
+        let sealed = ok(
+            &["seal", "--recipient", pub_path.to_str().unwrap(), "--info", "ACCT-9"],
+            &all_bytes,
+        );
+        if name == "tink.json" {
+            assert_eq!(&sealed[..5], &[1, 0, 0, 0x10, 0x92]);
+        }
+        assert_eq!(sealed.len(), all_bytes.len() + 48 + if name == "tink.json" { 5 } else { 0 });
+        let opened = ok(&["open", "--key", &key, "--info", "ACCT-9"], &sealed);
+        assert_eq!(opened, all_bytes, "{name}");
+    }
+}
+
+#[test]
+fn open_failures_write_nothing_to_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "k.pem");
+    let pub_pem = ok(&["public-key", "--key", &key], b"");
+    let pub_path = dir.path().join("k.pub.pem");
+    std::fs::write(&pub_path, pub_pem).unwrap();
+    let sealed = ok(&["seal", "--recipient", pub_path.to_str().unwrap(), "--info", "A"], b"secret");
+    for (info, input) in [("B", sealed.clone()), ("A", sealed[..40].to_vec()), ("A", b"garbage".to_vec())] {
+        let out = run(&["open", "--key", &key, "--info", info], &input);
+        assert!(!out.status.success());
+        assert!(out.stdout.is_empty());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("decryption failed"), "{err}");
+    }
+    let out = run(&["seal", "--recipient", "/nonexistent.pem", "--info", "A"], b"x");
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn encrypted_pkcs8_opens_with_the_passphrase_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "k.pem");
+    let enc = dir.path().join("k.enc.pem");
+    let status = Command::new("openssl")
+        .args(["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-passout", "pass:hunter22"])
+        .args(["-in", &key, "-out", enc.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let enc = enc.to_str().unwrap();
+    let pub_path = dir.path().join("p.pem");
+    std::fs::write(&pub_path, ok(&["public-key", "--key", &key], b"")).unwrap();
+    let sealed = ok(&["seal", "--recipient", pub_path.to_str().unwrap(), "--info", "A"], b"hi");
+    let out = Command::new(BIN)
+        .args(["open", "--key", enc, "--info", "A", "--passphrase-env", "KEY_PASS"])
+        .env("KEY_PASS", "hunter22")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(&sealed)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"hi");
+    let out = run(&["open", "--key", enc, "--info", "A"], &sealed);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("passphrase"));
+    assert!(!out.status.success());
+}
+
+fn write_config(dir: &Path, upstream: &str, listen: &str) -> std::path::PathBuf {
+    let server = hpke_gateway::envelope::PrivateKey::generate();
+    support::write_private(dir, "server.pem", &server);
+    let customer = hpke_gateway::envelope::PrivateKey::generate();
+    support::write_private(dir, "customer.pem", &customer);
+    std::fs::write(dir.join("server.pub.pem"), keys::public_key_pem(&server.public_key()).unwrap()).unwrap();
+    std::fs::write(dir.join("customer.pub.pem"), keys::public_key_pem(&customer.public_key()).unwrap()).unwrap();
+    let path = dir.join("gateway.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"listen = "{listen}"
+upstream = "{upstream}"
+[[server_keys]]
+id = 1
+private_key = "server.pem"
+[[accounts]]
+id = "ACCT-1"
+encryption = true
+public_keys = ["customer.pub.pem"]
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn serve_refuses_bad_configs_with_exit_64_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:9", "127.0.0.1:0");
+    // A private key readable by others.
+    std::fs::set_permissions(dir.path().join("server.pem"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(&["serve", "--config", config.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.pem") && err.contains("readable by group or others"), "{err}");
+
+    // Several problems at once are all reported.
+    std::fs::write(
+        &config,
+        "listen = \"nowhere\"\nupstream = \"ftp://x\"\nbogus = 1\n",
+    )
+    .unwrap();
+    let out = run(&["serve", "--config", config.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
+    std::fs::write(&config, "listen = \"nowhere\"\nupstream = \"ftp://x\"\n").unwrap();
+    let out = run(&["serve", "--config", config.to_str().unwrap()], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64));
+    for needle in ["listen", "upstream", "server_keys"] {
+        assert!(err.contains(needle), "{needle} missing in: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_the_gateway_and_stops_on_sigterm() {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(upstream, hpke_gateway::sample_upstream::router()).await });
+    let listen = support::closed_port().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &format!("http://{up_addr}"), &listen.to_string());
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://{listen}/1/upload");
+    let server_pub = dir.path().join("server.pub.pem");
+    let sealed = ok(
+        &["seal", "--recipient", server_pub.to_str().unwrap(), "--info", "ACCT-1"],
+        br#"{"d":[{"identity":"1"},{"identity":"2"}]}"#,
+    );
+    let client = reqwest::Client::new();
+    let mut response = None;
+    for _ in 0..100 {
+        let sent = client
+            .post(&url)
+            .header("Content-Type", support::MEDIA)
+            .header("Accept", support::MEDIA)
+            .header("X-CleverTap-Account-Id", "ACCT-1")
+            .header("X-CleverTap-Passcode", "p")
+            .body(sealed.clone())
+            .send()
+            .await;
+        if let Ok(r) = sent {
+            response = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let response = response.expect("gateway did not come up");
+    assert_eq!(response.status(), 200);
+    let body = response.bytes().await.unwrap();
+    let customer = dir.path().join("customer.pem");
+    let opened = ok(&["open", "--key", customer.to_str().unwrap(), "--info", "ACCT-1"], &body);
+    assert_eq!(opened, br#"{"processed":2,"status":"success","unprocessed":[]}"#);
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert_eq!(exit.code(), Some(0), "graceful exit on SIGTERM");
+}
+
+#[test]
+fn demo_once_does_a_round_trip_and_exits() {
+    let out = run(&["demo", "--once", "--listen", "127.0.0.1:0"], b"");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("answered 200 OK"), "{stdout}");
+    assert!(stdout.contains(r#"{"processed":1,"status":"success","unprocessed":[]}"#), "{stdout}");
+    assert!(stdout.contains("curl"), "{stdout}");
+}
