@@ -10,10 +10,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sha2::Digest as _;
 use zeroize::Zeroizing;
 
+use crate::BoxError;
 use crate::config::Config;
 use crate::envelope::{self, Prefix, PrivateKey, PublicKey};
 use crate::keys::{self, ServerKey, ServerKeys};
-use crate::BoxError;
 
 /// Exit code for a bad configuration (EX_CONFIG would be 78; 64 is EX_USAGE, as linkerd does).
 pub const EXIT_BAD_CONFIG: u8 = 64;
@@ -116,7 +116,9 @@ pub enum KeyFormat {
 pub fn main(args: Args) -> ExitCode {
     let result = match args.command {
         Command::Serve { config } => serve(&config),
-        Command::Demo { listen, once } => runtime().and_then(|rt| rt.block_on(crate::demo::run(listen, once))),
+        Command::Demo { listen, once } => {
+            runtime().and_then(|rt| rt.block_on(crate::demo::run(listen, once)))
+        }
         Command::Keygen { out } => keygen(&out),
         Command::PublicKey {
             key,
@@ -192,7 +194,10 @@ fn public_key(
                 (None, Some(Prefix::Tink(id))) => Prefix::Tink(id),
                 (None, _) => Prefix::Raw,
             };
-            format!("{}\n", keys::public_keyset_json(&public, prefix, raw_key_id(&public)))
+            format!(
+                "{}\n",
+                keys::public_keyset_json(&public, prefix, raw_key_id(&public))
+            )
         }
     };
     std::io::stdout().write_all(out.as_bytes())?;
@@ -234,7 +239,9 @@ fn open(key: &Path, info: &str, passphrase: &Passphrase) -> Result<ExitCode, Box
 impl Passphrase {
     fn read(&self) -> Result<Option<Zeroizing<Vec<u8>>>, BoxError> {
         match (&self.passphrase_env, &self.passphrase_file) {
-            (Some(_), Some(_)) => Err("give --passphrase-env or --passphrase-file, not both".into()),
+            (Some(_), Some(_)) => {
+                Err("give --passphrase-env or --passphrase-file, not both".into())
+            }
             (Some(var), None) => std::env::var_os(var)
                 .map(|v| Some(Zeroizing::new(v.into_encoded_bytes())))
                 .ok_or_else(|| format!("environment variable {var} is not set").into()),

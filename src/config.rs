@@ -163,9 +163,17 @@ impl Config {
     pub fn from_raw(raw: RawConfig, base: &Path) -> Result<Self, Vec<String>> {
         let mut problems = Vec::new();
         let p = &mut problems;
-        let listen = take(p, raw.listen.parse::<SocketAddr>().map_err(|e| format!("listen {:?}: {e}", raw.listen)));
+        let listen = take(
+            p,
+            raw.listen
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("listen {:?}: {e}", raw.listen)),
+        );
         let upstream = take(p, parse_upstream(&raw.upstream));
-        let header = raw.account_header.as_deref().unwrap_or(DEFAULT_ACCOUNT_HEADER);
+        let header = raw
+            .account_header
+            .as_deref()
+            .unwrap_or(DEFAULT_ACCOUNT_HEADER);
         let account_header = take(
             p,
             header
@@ -209,7 +217,8 @@ impl Config {
             p,
             positive(
                 "upstream_timeout_ms",
-                raw.upstream_timeout_ms.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS),
+                raw.upstream_timeout_ms
+                    .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS),
             ),
         );
         let server_keys = take_all(p, load_server_keys(&raw.server_keys, base));
@@ -329,19 +338,22 @@ fn load_server_key(entry: &RawServerKey, base: &Path) -> Result<ServerKey, Strin
     let text = keys::read_secret_file(&path).map_err(|e| e.to_string())?;
     let loaded = keys::parse_private_key(&text, passphrase.as_deref().map(Vec::as_slice))
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    if let Some(crate::envelope::Prefix::Tink(tink_id)) = loaded.tink_prefix {
-        if tink_id != entry.id {
-            return Err(format!(
-                "{}: the Tink keyset's key id is {tink_id}, not {}",
-                path.display(),
-                entry.id
-            ));
-        }
+    if let Some(crate::envelope::Prefix::Tink(tink_id)) = loaded.tink_prefix
+        && tink_id != entry.id
+    {
+        return Err(format!(
+            "{}: the Tink keyset's key id is {tink_id}, not {}",
+            path.display(),
+            entry.id
+        ));
     }
     Ok(ServerKey::new(Some(entry.id), loaded.key))
 }
 
-fn read_passphrase(entry: &RawServerKey, base: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
+fn read_passphrase(
+    entry: &RawServerKey,
+    base: &Path,
+) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
     match (&entry.passphrase_env, &entry.passphrase_file) {
         (Some(_), Some(_)) => Err("set passphrase_env or passphrase_file, not both".into()),
         (Some(var), None) => std::env::var_os(var)

@@ -21,7 +21,9 @@ pub const PROFILE_PAYLOAD: &str = r#"{"d":[{"identity":"18121994201671","type":"
 
 /// Runs the demo. With `once`, stops after the round trip.
 pub async fn run(listen: SocketAddr, once: bool) -> Result<std::process::ExitCode, BoxError> {
-    let dir = tempfile::Builder::new().prefix("hpke-gateway-demo-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("hpke-gateway-demo-")
+        .tempdir()?;
     let files = write_keys(dir.path())?;
 
     let upstream = TcpListener::bind("127.0.0.1:0").await?;
@@ -74,13 +76,22 @@ fn write_keys(dir: &Path) -> Result<DemoFiles, BoxError> {
     let server_public = dir.join("server-1.tink.json");
     let customer_private = dir.join("customer.pem");
     let customer_public = dir.join("customer.pub.pem");
-    keys::write_secret_file(&server_private, keys::private_key_pem(&server_key)?.as_bytes())?;
+    keys::write_secret_file(
+        &server_private,
+        keys::private_key_pem(&server_key)?.as_bytes(),
+    )?;
     std::fs::write(
         &server_public,
         keys::public_keyset_json(&server_key.public_key(), Prefix::Tink(1), 1),
     )?;
-    keys::write_secret_file(&customer_private, keys::private_key_pem(&customer_key)?.as_bytes())?;
-    std::fs::write(&customer_public, keys::public_key_pem(&customer_key.public_key())?)?;
+    keys::write_secret_file(
+        &customer_private,
+        keys::private_key_pem(&customer_key)?.as_bytes(),
+    )?;
+    std::fs::write(
+        &customer_public,
+        keys::public_key_pem(&customer_key.public_key())?,
+    )?;
     Ok(DemoFiles {
         server_public,
         customer_private,
@@ -117,8 +128,14 @@ async fn round_trip(listen: SocketAddr, files: &DemoFiles) -> Result<(), BoxErro
         DEMO_ACCOUNT.as_bytes(),
         PROFILE_PAYLOAD.as_bytes(),
     )?;
-    println!("1. The client seals the seeds' profile upload ({} bytes of JSON)", PROFILE_PAYLOAD.len());
-    println!("   to the gateway's key 1 with info {DEMO_ACCOUNT}: {} bytes on the wire.", sealed.len());
+    println!(
+        "1. The client seals the seeds' profile upload ({} bytes of JSON)",
+        PROFILE_PAYLOAD.len()
+    );
+    println!(
+        "   to the gateway's key 1 with info {DEMO_ACCOUNT}: {} bytes on the wire.",
+        sealed.len()
+    );
     let response = reqwest::Client::new()
         .post(format!("http://{listen}/1/upload"))
         .header("Content-Type", crate::HPKE_MEDIA_TYPE)
@@ -136,9 +153,16 @@ async fn round_trip(listen: SocketAddr, files: &DemoFiles) -> Result<(), BoxErro
         .unwrap_or_default()
         .to_owned();
     let body = response.bytes().await?;
-    println!("2. POST /1/upload answered {status} with {} bytes of {content_type}.", body.len());
+    println!(
+        "2. POST /1/upload answered {status} with {} bytes of {content_type}.",
+        body.len()
+    );
     if content_type != crate::HPKE_MEDIA_TYPE {
-        return Err(format!("expected an encrypted response, got: {}", String::from_utf8_lossy(&body)).into());
+        return Err(format!(
+            "expected an encrypted response, got: {}",
+            String::from_utf8_lossy(&body)
+        )
+        .into());
     }
     let ring = ServerKeys::new(vec![ServerKey::new(None, files.customer_key.clone())]);
     let plaintext = ring.open(DEMO_ACCOUNT.as_bytes(), body.as_ref().into())?;

@@ -161,7 +161,8 @@ impl PublicKey {
     /// Reads a 32-byte X25519 public key, refusing keys of small order
     /// (those for which every Diffie-Hellman result is all zeros, RFC 9180 §7.1.4).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, PublicKeyError> {
-        let pk = KemPublicKey::from_bytes(bytes).map_err(|_| PublicKeyError::Length(bytes.len()))?;
+        let pk =
+            KemPublicKey::from_bytes(bytes).map_err(|_| PublicKeyError::Length(bytes.len()))?;
         let key = Self { pk };
         if key.is_low_order() {
             return Err(PublicKeyError::LowOrder);
@@ -377,7 +378,10 @@ mod tests {
         for i in 0..ct.len() {
             let mut bad = ct.clone();
             bad[i] ^= 0x01;
-            assert!(open(&sk, b"A", &bad).is_err(), "flipped byte {i} still opened");
+            assert!(
+                open(&sk, b"A", &bad).is_err(),
+                "flipped byte {i} still opened"
+            );
         }
     }
 
@@ -386,7 +390,10 @@ mod tests {
         let (sk, pk) = pair();
         let ct = seal(&pk, Prefix::Tink(3), b"A", b"some payload").unwrap();
         for n in 0..ct.len() {
-            assert!(open_prefixed(&sk, b"A", &ct[..n]).is_err(), "prefix {n} opened");
+            assert!(
+                open_prefixed(&sk, b"A", &ct[..n]).is_err(),
+                "prefix {n} opened"
+            );
         }
         assert_eq!(open(&sk, b"A", &[]), Err(OpenError::Truncated));
         assert_eq!(open(&sk, b"A", &[0u8; 47]), Err(OpenError::Truncated));
@@ -400,7 +407,10 @@ mod tests {
         let mut buf = ct.clone();
         assert!(open_in_place(&other, b"A", &mut buf).is_err());
         assert_eq!(buf, ct);
-        assert_eq!(open_in_place(&sk, b"A", &mut buf).unwrap(), b"payload bytes");
+        assert_eq!(
+            open_in_place(&sk, b"A", &mut buf).unwrap(),
+            b"payload bytes"
+        );
     }
 
     #[test]
@@ -414,9 +424,15 @@ mod tests {
     fn low_order_public_keys_are_refused() {
         let mut one = [0u8; 32];
         one[0] = 1;
-        assert_eq!(PublicKey::from_bytes(&[0u8; 32]), Err(PublicKeyError::LowOrder));
+        assert_eq!(
+            PublicKey::from_bytes(&[0u8; 32]),
+            Err(PublicKeyError::LowOrder)
+        );
         assert_eq!(PublicKey::from_bytes(&one), Err(PublicKeyError::LowOrder));
-        assert_eq!(PublicKey::from_bytes(&[9u8; 31]), Err(PublicKeyError::Length(31)));
+        assert_eq!(
+            PublicKey::from_bytes(&[9u8; 31]),
+            Err(PublicKeyError::Length(31))
+        );
         let (_, pk) = pair();
         assert!(PublicKey::from_bytes(&pk.to_bytes()).is_ok());
     }
@@ -425,7 +441,10 @@ mod tests {
     fn long_info_is_an_error_not_a_panic() {
         let (sk, pk) = pair();
         let info = vec![b'a'; MAX_INFO_LEN + 1];
-        assert_eq!(seal(&pk, Prefix::Raw, &info, b"x"), Err(SealError::InfoTooLong));
+        assert_eq!(
+            seal(&pk, Prefix::Raw, &info, b"x"),
+            Err(SealError::InfoTooLong)
+        );
         assert_eq!(open(&sk, &info, &[0u8; 64]), Err(OpenError::InfoTooLong));
     }
 

@@ -8,8 +8,11 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let args = hpke_gateway::cli::Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     hpke_gateway::cli::main(args)
 }

@@ -42,7 +42,11 @@ struct Upstream {
 impl Proxy {
     /// A proxy to `upstream` (an `http://` base URL), with a connect timeout and a
     /// timeout for the response head.
-    pub fn new(upstream: &Uri, connect_timeout: Duration, timeout: Duration) -> Result<Self, Error> {
+    pub fn new(
+        upstream: &Uri,
+        connect_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
         let (Some(scheme), Some(authority)) = (upstream.scheme(), upstream.authority()) else {
             return Err(Error::Internal("upstream URL has no scheme or host".into()));
         };
@@ -156,7 +160,10 @@ mod tests {
             Duration::from_secs(1),
         )
         .unwrap();
-        let uri = p.upstream.uri_for(&"/1/events.json?cursor=a%2Fb".parse().unwrap()).unwrap();
+        let uri = p
+            .upstream
+            .uri_for(&"/1/events.json?cursor=a%2Fb".parse().unwrap())
+            .unwrap();
         assert_eq!(uri, "http://127.0.0.1:9/api/1/events.json?cursor=a%2Fb");
         let p = Proxy::new(
             &"http://127.0.0.1:9".parse().unwrap(),
@@ -171,7 +178,10 @@ mod tests {
     #[test]
     fn drops_hop_by_hop_and_connection_named_headers() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, "keep-alive, x-secret-hop".parse().unwrap());
+        h.insert(
+            header::CONNECTION,
+            "keep-alive, x-secret-hop".parse().unwrap(),
+        );
         h.insert("x-secret-hop", "1".parse().unwrap());
         h.insert("keep-alive", "timeout=5".parse().unwrap());
         h.insert("x-clevertap-passcode", "p".parse().unwrap());

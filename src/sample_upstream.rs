@@ -23,16 +23,16 @@ pub fn router() -> Router {
 }
 
 /// Every route requires the vendor's two authentication headers, in plaintext.
-fn authenticate(headers: &HeaderMap) -> Result<(), Response> {
+fn authenticate(headers: &HeaderMap) -> Result<(), Box<Response>> {
     let present = |name: &str| headers.get(name).is_some_and(|v| !v.is_empty());
     if present("x-clevertap-account-id") && present("x-clevertap-passcode") {
         Ok(())
     } else {
-        Err((
+        Err(Box::new((
             StatusCode::UNAUTHORIZED,
             Json(json!({"status": "fail", "error": "Account ID or Passcode missing", "code": 401})),
         )
-            .into_response())
+            .into_response()))
     }
 }
 
@@ -46,7 +46,7 @@ fn bad_json() -> Response {
 
 async fn upload(headers: HeaderMap, body: axum::body::Bytes) -> Response {
     if let Err(r) = authenticate(&headers) {
-        return r;
+        return *r;
     }
     let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
         return bad_json();
@@ -54,14 +54,18 @@ async fn upload(headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let Some(records) = payload.get("d").and_then(Value::as_array) else {
         return bad_json();
     };
-    Json(json!({"status": "success", "processed": records.len(), "unprocessed": []})).into_response()
+    Json(json!({"status": "success", "processed": records.len(), "unprocessed": []}))
+        .into_response()
 }
 
 async fn profile(headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
     if let Err(r) = authenticate(&headers) {
-        return r;
+        return *r;
     }
-    let email = q.get("email").cloned().unwrap_or_else(|| "jack@gmail.com".into());
+    let email = q
+        .get("email")
+        .cloned()
+        .unwrap_or_else(|| "jack@gmail.com".into());
     Json(json!({
         "status": "success",
         "record": {
@@ -83,7 +87,7 @@ async fn profile(headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -
 
 async fn events_cursor(headers: HeaderMap, body: axum::body::Bytes) -> Response {
     if let Err(r) = authenticate(&headers) {
-        return r;
+        return *r;
     }
     match serde_json::from_slice::<Value>(&body) {
         Ok(q) if q.get("event_name").is_some() => {
@@ -95,7 +99,7 @@ async fn events_cursor(headers: HeaderMap, body: axum::body::Bytes) -> Response 
 
 async fn events_page(headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
     if let Err(r) = authenticate(&headers) {
-        return r;
+        return *r;
     }
     if !q.contains_key("cursor") {
         return (

@@ -28,7 +28,11 @@ fn run(args: &[&str], stdin: &[u8]) -> Output {
 
 fn ok(args: &[&str], stdin: &[u8]) -> Vec<u8> {
     let out = run(args, stdin);
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -49,7 +53,11 @@ fn keygen_writes_an_owner_only_pkcs8_file_and_never_overwrites() {
     assert!(keys::parse_private_key(&text, None).is_ok());
     let out = run(&["keygen", "--out", &path], b"");
     assert!(!out.status.success());
-    assert_eq!(std::fs::read(&path).unwrap(), text, "existing key untouched");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        text,
+        "existing key untouched"
+    );
 }
 
 #[test]
@@ -60,9 +68,16 @@ fn keygen_output_is_what_openssl_reads() {
         .args(["pkey", "-in", &path, "-pubout"])
         .output()
         .expect("openssl is installed by .ci/run");
-    assert!(openssl.status.success(), "{}", String::from_utf8_lossy(&openssl.stderr));
+    assert!(
+        openssl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&openssl.stderr)
+    );
     let ours = ok(&["public-key", "--key", &path, "--format", "pem"], b"");
-    assert_eq!(ours, openssl.stdout, "our SPKI PEM is byte-identical to OpenSSL's");
+    assert_eq!(
+        ours, openssl.stdout,
+        "our SPKI PEM is byte-identical to OpenSSL's"
+    );
 }
 
 #[test]
@@ -95,19 +110,31 @@ fn seal_and_open_pipe_binary_data_both_framings() {
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path(), "k.pem");
     let all_bytes: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
-    for (name, extra) in [("raw.json", vec![]), ("tink.json", vec!["--key-id", "4242"])] {
+    for (name, extra) in [
+        ("raw.json", vec![]),
+        ("tink.json", vec!["--key-id", "4242"]),
+    ] {
         let mut args = vec!["public-key", "--key", &key, "--format", "tink-json"];
         args.extend(extra.iter().copied());
         let pub_path = dir.path().join(name);
         std::fs::write(&pub_path, ok(&args, b"")).unwrap();
         let sealed = ok(
-            &["seal", "--recipient", pub_path.to_str().unwrap(), "--info", "ACCT-9"],
+            &[
+                "seal",
+                "--recipient",
+                pub_path.to_str().unwrap(),
+                "--info",
+                "ACCT-9",
+            ],
             &all_bytes,
         );
         if name == "tink.json" {
             assert_eq!(&sealed[..5], &[1, 0, 0, 0x10, 0x92]);
         }
-        assert_eq!(sealed.len(), all_bytes.len() + 48 + if name == "tink.json" { 5 } else { 0 });
+        assert_eq!(
+            sealed.len(),
+            all_bytes.len() + 48 + if name == "tink.json" { 5 } else { 0 }
+        );
         let opened = ok(&["open", "--key", &key, "--info", "ACCT-9"], &sealed);
         assert_eq!(opened, all_bytes, "{name}");
     }
@@ -120,15 +147,31 @@ fn open_failures_write_nothing_to_stdout() {
     let pub_pem = ok(&["public-key", "--key", &key], b"");
     let pub_path = dir.path().join("k.pub.pem");
     std::fs::write(&pub_path, pub_pem).unwrap();
-    let sealed = ok(&["seal", "--recipient", pub_path.to_str().unwrap(), "--info", "A"], b"secret");
-    for (info, input) in [("B", sealed.clone()), ("A", sealed[..40].to_vec()), ("A", b"garbage".to_vec())] {
+    let sealed = ok(
+        &[
+            "seal",
+            "--recipient",
+            pub_path.to_str().unwrap(),
+            "--info",
+            "A",
+        ],
+        b"secret",
+    );
+    for (info, input) in [
+        ("B", sealed.clone()),
+        ("A", sealed[..40].to_vec()),
+        ("A", b"garbage".to_vec()),
+    ] {
         let out = run(&["open", "--key", &key, "--info", info], &input);
         assert!(!out.status.success());
         assert!(out.stdout.is_empty());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("decryption failed"), "{err}");
     }
-    let out = run(&["seal", "--recipient", "/nonexistent.pem", "--info", "A"], b"x");
+    let out = run(
+        &["seal", "--recipient", "/nonexistent.pem", "--info", "A"],
+        b"x",
+    );
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
 }
@@ -139,7 +182,14 @@ fn encrypted_pkcs8_opens_with_the_passphrase_only() {
     let key = keygen(dir.path(), "k.pem");
     let enc = dir.path().join("k.enc.pem");
     let status = Command::new("openssl")
-        .args(["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-passout", "pass:hunter22"])
+        .args([
+            "pkcs8",
+            "-topk8",
+            "-v2",
+            "aes-256-cbc",
+            "-passout",
+            "pass:hunter22",
+        ])
         .args(["-in", &key, "-out", enc.to_str().unwrap()])
         .status()
         .unwrap();
@@ -147,9 +197,26 @@ fn encrypted_pkcs8_opens_with_the_passphrase_only() {
     let enc = enc.to_str().unwrap();
     let pub_path = dir.path().join("p.pem");
     std::fs::write(&pub_path, ok(&["public-key", "--key", &key], b"")).unwrap();
-    let sealed = ok(&["seal", "--recipient", pub_path.to_str().unwrap(), "--info", "A"], b"hi");
+    let sealed = ok(
+        &[
+            "seal",
+            "--recipient",
+            pub_path.to_str().unwrap(),
+            "--info",
+            "A",
+        ],
+        b"hi",
+    );
     let out = Command::new(BIN)
-        .args(["open", "--key", enc, "--info", "A", "--passphrase-env", "KEY_PASS"])
+        .args([
+            "open",
+            "--key",
+            enc,
+            "--info",
+            "A",
+            "--passphrase-env",
+            "KEY_PASS",
+        ])
         .env("KEY_PASS", "hunter22")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -171,8 +238,16 @@ fn write_config(dir: &Path, upstream: &str, listen: &str) -> std::path::PathBuf 
     support::write_private(dir, "server.pem", &server);
     let customer = hpke_gateway::envelope::PrivateKey::generate();
     support::write_private(dir, "customer.pem", &customer);
-    std::fs::write(dir.join("server.pub.pem"), keys::public_key_pem(&server.public_key()).unwrap()).unwrap();
-    std::fs::write(dir.join("customer.pub.pem"), keys::public_key_pem(&customer.public_key()).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("server.pub.pem"),
+        keys::public_key_pem(&server.public_key()).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("customer.pub.pem"),
+        keys::public_key_pem(&customer.public_key()).unwrap(),
+    )
+    .unwrap();
     let path = dir.join("gateway.toml");
     std::fs::write(
         &path,
@@ -198,11 +273,18 @@ fn serve_refuses_bad_configs_with_exit_64_naming_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "http://127.0.0.1:9", "127.0.0.1:0");
     // A private key readable by others.
-    std::fs::set_permissions(dir.path().join("server.pem"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("server.pem"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let out = run(&["serve", "--config", config.to_str().unwrap()], b"");
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("server.pem") && err.contains("readable by group or others"), "{err}");
+    assert!(
+        err.contains("server.pem") && err.contains("readable by group or others"),
+        "{err}"
+    );
 
     // Several problems at once are all reported.
     std::fs::write(
@@ -226,10 +308,16 @@ fn serve_refuses_bad_configs_with_exit_64_naming_the_problem() {
 async fn serve_runs_the_gateway_and_stops_on_sigterm() {
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up_addr = upstream.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(upstream, hpke_gateway::sample_upstream::router()).await });
+    tokio::spawn(
+        async move { axum::serve(upstream, hpke_gateway::sample_upstream::router()).await },
+    );
     let listen = support::closed_port().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &format!("http://{up_addr}"), &listen.to_string());
+    let config = write_config(
+        dir.path(),
+        &format!("http://{up_addr}"),
+        &listen.to_string(),
+    );
     let mut child = Command::new(BIN)
         .args(["serve", "--config", config.to_str().unwrap()])
         .stderr(Stdio::piped())
@@ -238,7 +326,13 @@ async fn serve_runs_the_gateway_and_stops_on_sigterm() {
     let url = format!("http://{listen}/1/upload");
     let server_pub = dir.path().join("server.pub.pem");
     let sealed = ok(
-        &["seal", "--recipient", server_pub.to_str().unwrap(), "--info", "ACCT-1"],
+        &[
+            "seal",
+            "--recipient",
+            server_pub.to_str().unwrap(),
+            "--info",
+            "ACCT-1",
+        ],
         br#"{"d":[{"identity":"1"},{"identity":"2"}]}"#,
     );
     let client = reqwest::Client::new();
@@ -263,12 +357,30 @@ async fn serve_runs_the_gateway_and_stops_on_sigterm() {
     assert_eq!(response.status(), 200);
     let body = response.bytes().await.unwrap();
     let customer = dir.path().join("customer.pem");
-    let opened = ok(&["open", "--key", customer.to_str().unwrap(), "--info", "ACCT-1"], &body);
-    assert_eq!(opened, br#"{"processed":2,"status":"success","unprocessed":[]}"#);
+    let opened = ok(
+        &[
+            "open",
+            "--key",
+            customer.to_str().unwrap(),
+            "--info",
+            "ACCT-1",
+        ],
+        &body,
+    );
+    assert_eq!(
+        opened,
+        br#"{"processed":2,"status":"success","unprocessed":[]}"#
+    );
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(exit.code(), Some(0), "graceful exit on SIGTERM");
 }
 
@@ -276,8 +388,85 @@ async fn serve_runs_the_gateway_and_stops_on_sigterm() {
 fn demo_once_does_a_round_trip_and_exits() {
     let out = run(&["demo", "--once", "--listen", "127.0.0.1:0"], b"");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("answered 200 OK"), "{stdout}");
-    assert!(stdout.contains(r#"{"processed":1,"status":"success","unprocessed":[]}"#), "{stdout}");
+    assert!(
+        stdout.contains(r#"{"processed":1,"status":"success","unprocessed":[]}"#),
+        "{stdout}"
+    );
     assert!(stdout.contains("curl"), "{stdout}");
+}
+
+#[test]
+fn serve_reads_the_key_passphrase_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:9", "127.0.0.1:0");
+    let plain = dir.path().join("server.pem");
+    let encrypted = dir.path().join("server.enc.pem");
+    let status = Command::new("openssl")
+        .args([
+            "pkcs8",
+            "-topk8",
+            "-v2",
+            "aes-256-cbc",
+            "-passout",
+            "pass:from env",
+        ])
+        .args([
+            "-in",
+            plain.to_str().unwrap(),
+            "-out",
+            encrypted.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::rename(&encrypted, &plain).unwrap();
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "private_key = \"server.pem\"",
+            "private_key = \"server.pem\"\npassphrase_env = \"GW_KEY_PASS\"",
+        ),
+    )
+    .unwrap();
+
+    let serve = |pass: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_remove("GW_KEY_PASS");
+        if let Some(p) = pass {
+            cmd.env("GW_KEY_PASS", p);
+        }
+        cmd.spawn().unwrap()
+    };
+    for (pass, needle) in [
+        (None, "environment variable GW_KEY_PASS is not set"),
+        (Some("wrong one"), "passphrase does not decrypt"),
+    ] {
+        let out = serve(pass).wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{err}");
+        assert!(err.contains(needle), "{err}");
+        assert!(
+            !err.contains("wrong one"),
+            "the passphrase is never printed"
+        );
+    }
+    // With the right passphrase it starts and says so on stderr.
+    let mut child = serve(Some("from env"));
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    assert!(line.contains("hpke-gateway listening"), "{line}");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -8,7 +8,8 @@ mod support;
 use hpke_gateway::envelope::{self, Prefix, PrivateKey};
 use support::{ACCOUNT_HEADER, Gateway, MEDIA, Options, PASSCODE, error_code, open_with};
 
-const PROFILE: &[u8] = br#"{"d":[{"identity":"18121994201671","type":"profile","profileData":{"Name":"Test Name"}}]}"#;
+const PROFILE: &[u8] =
+    br#"{"d":[{"identity":"18121994201671","type":"profile","profileData":{"Name":"Test Name"}}]}"#;
 
 // === row 1: headers, encryption on, encrypted body: success ===
 
@@ -16,14 +17,22 @@ const PROFILE: &[u8] = br#"{"d":[{"identity":"18121994201671","type":"profile","
 async fn encrypted_round_trip_with_tink_prefix() {
     let gw = Gateway::start().await;
     let res = gw
-        .encrypted_post("/1/upload?x=1", "ACCT-1", gw.seal(1, true, "ACCT-1", PROFILE))
+        .encrypted_post(
+            "/1/upload?x=1",
+            "ACCT-1",
+            gw.seal(1, true, "ACCT-1", PROFILE),
+        )
         .header("X-Request-Extra", "kept")
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], MEDIA);
-    let declared: usize = res.headers()["content-length"].to_str().unwrap().parse().unwrap();
+    let declared: usize = res.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let body = res.bytes().await.unwrap();
     assert_eq!(declared, body.len());
     // The response is sealed to ACCT-1's key (SPKI PEM, so RAW: no prefix).
@@ -35,8 +44,14 @@ async fn encrypted_round_trip_with_tink_prefix() {
     assert_eq!(seen.uri, "/1/upload?x=1");
     assert_eq!(&seen.body[..], PROFILE, "upstream sees the exact plaintext");
     assert_eq!(seen.headers["content-type"], "application/json");
-    assert_eq!(seen.headers["content-length"], PROFILE.len().to_string().as_str());
-    assert_eq!(seen.headers["x-clevertap-passcode"], PASSCODE, "auth header untouched");
+    assert_eq!(
+        seen.headers["content-length"],
+        PROFILE.len().to_string().as_str()
+    );
+    assert_eq!(
+        seen.headers["x-clevertap-passcode"], PASSCODE,
+        "auth header untouched"
+    );
     assert_eq!(seen.headers[ACCOUNT_HEADER], "ACCT-1");
     assert_eq!(seen.headers["x-request-extra"], "kept");
 }
@@ -47,7 +62,11 @@ async fn raw_envelopes_and_both_server_keys_work() {
     for (id, tink) in [(1, false), (2, false), (2, true)] {
         let pt = format!(r#"{{"key":{id},"tink":{tink}}}"#);
         let res = gw
-            .encrypted_post("/1/upload", "ACCT-1", gw.seal(id, tink, "ACCT-1", pt.as_bytes()))
+            .encrypted_post(
+                "/1/upload",
+                "ACCT-1",
+                gw.seal(id, tink, "ACCT-1", pt.as_bytes()),
+            )
             .send()
             .await
             .unwrap();
@@ -68,10 +87,17 @@ async fn response_to_a_tink_keyset_carries_its_prefix() {
         .unwrap();
     assert_eq!(res.status(), 200);
     let body = res.bytes().await.unwrap();
-    assert_eq!(&body[..5], &[0x01, 0, 0, 0, 77], "Tink prefix of the customer's key 77");
+    assert_eq!(
+        &body[..5],
+        &[0x01, 0, 0, 0, 77],
+        "Tink prefix of the customer's key 77"
+    );
     let (prefix, rest) = envelope::split_prefix(&body);
     assert_eq!(prefix, Prefix::Tink(77));
-    assert_eq!(envelope::open(&gw.keys.acct_tink, b"ACCT-TINK", rest).unwrap(), PROFILE);
+    assert_eq!(
+        envelope::open(&gw.keys.acct_tink, b"ACCT-TINK", rest).unwrap(),
+        PROFILE
+    );
 }
 
 #[tokio::test]
@@ -86,7 +112,10 @@ async fn upstream_status_and_headers_are_kept_and_body_encrypted() {
     assert_eq!(res.headers()["x-upstream"], "yes");
     assert_eq!(res.headers()["content-type"], MEDIA);
     let body = res.bytes().await.unwrap();
-    assert_eq!(open_with(&gw.keys.acct1, "ACCT-1", &body), br#"{"status":418}"#);
+    assert_eq!(
+        open_with(&gw.keys.acct1, "ACCT-1", &body),
+        br#"{"status":418}"#
+    );
 }
 
 #[tokio::test]
@@ -128,7 +157,10 @@ async fn bodyless_get_gets_an_encrypted_response() {
         br#"{"method":"GET","uri":"/1/profile.json?email=jack%40gmail.com"}"#
     );
     let seen = gw.upstream.last();
-    assert_eq!(seen.headers["accept"], "application/json", "upstream is asked for JSON");
+    assert_eq!(
+        seen.headers["accept"], "application/json",
+        "upstream is asked for JSON"
+    );
     assert!(seen.body.is_empty());
 }
 
@@ -136,7 +168,11 @@ async fn bodyless_get_gets_an_encrypted_response() {
 async fn empty_bodies() {
     let gw = Gateway::start().await;
     // Both headers and an empty POST body: the headers promise an envelope that is not there.
-    let res = gw.encrypted_post("/1/upload", "ACCT-1", Vec::new()).send().await.unwrap();
+    let res = gw
+        .encrypted_post("/1/upload", "ACCT-1", Vec::new())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
     assert_eq!(error_code(res).await.0, 4006);
     // Both headers on a GET with no body: only an encrypted response is asked for.
@@ -151,7 +187,10 @@ async fn empty_bodies() {
         .unwrap();
     assert_eq!(res.status(), 200);
     let body = res.bytes().await.unwrap();
-    assert_eq!(open_with(&gw.keys.acct1, "ACCT-1", &body), br#"{"method":"GET","uri":"/x"}"#);
+    assert_eq!(
+        open_with(&gw.keys.acct1, "ACCT-1", &body),
+        br#"{"method":"GET","uri":"/x"}"#
+    );
     // A sealed empty plaintext is a valid envelope: the upstream gets an empty body.
     let res = gw
         .encrypted_post("/empty", "ACCT-1", gw.seal(1, false, "ACCT-1", b""))
@@ -169,10 +208,17 @@ async fn empty_bodies() {
 #[tokio::test]
 async fn row2_headers_and_encryption_on_but_plaintext_body() {
     let gw = Gateway::start().await;
-    let res = gw.encrypted_post("/1/upload", "ACCT-1", PROFILE.to_vec()).send().await.unwrap();
+    let res = gw
+        .encrypted_post("/1/upload", "ACCT-1", PROFILE.to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
     let (code, msg) = error_code(res).await;
-    assert_eq!((code, msg.as_str()), (4006, "the request body is not encrypted"));
+    assert_eq!(
+        (code, msg.as_str()),
+        (4006, "the request body is not encrypted")
+    );
     assert_eq!(gw.upstream.count(), 0, "nothing reaches the upstream");
     gw.assert_good_request_works().await;
 }
@@ -182,7 +228,11 @@ async fn row3_and_row4_headers_but_encryption_off() {
     let gw = Gateway::start().await;
     for body in [gw.seal(1, true, "ACCT-OFF", PROFILE), PROFILE.to_vec()] {
         for account in ["ACCT-OFF", "ACCT-UNKNOWN"] {
-            let res = gw.encrypted_post("/1/upload", account, body.clone()).send().await.unwrap();
+            let res = gw
+                .encrypted_post("/1/upload", account, body.clone())
+                .send()
+                .await
+                .unwrap();
             assert_eq!(res.status(), 403);
             assert_eq!(error_code(res).await.0, 4005);
         }
@@ -207,8 +257,14 @@ async fn row5_and_row6_encrypted_body_without_headers() {
     for account in ["ACCT-1", "ACCT-OFF"] {
         let cases = [
             (gw.seal(1, true, account, PROFILE), Some("application/json")),
-            (gw.seal(2, true, account, PROFILE), Some("application/octet-stream")),
-            (gw.seal(1, false, account, PROFILE), Some("application/json")),
+            (
+                gw.seal(2, true, account, PROFILE),
+                Some("application/octet-stream"),
+            ),
+            (
+                gw.seal(1, false, account, PROFILE),
+                Some("application/json"),
+            ),
             (gw.seal(1, false, account, PROFILE), None),
         ];
         for (body, content_type) in cases {
@@ -246,7 +302,11 @@ async fn raw_envelope_declared_binary_cannot_be_told_and_passes_through() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(res.bytes().await.unwrap(), sealed, "the upstream's echo, unencrypted");
+    assert_eq!(
+        res.bytes().await.unwrap(),
+        sealed,
+        "the upstream's echo, unencrypted"
+    );
     assert_eq!(gw.upstream.last().body, sealed);
 }
 
@@ -266,13 +326,22 @@ async fn row7_plaintext_passes_through_untouched() {
             .unwrap();
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["content-type"], "application/json");
-        assert_eq!(res.bytes().await.unwrap(), PROFILE, "response not encrypted");
+        assert_eq!(
+            res.bytes().await.unwrap(),
+            PROFILE,
+            "response not encrypted"
+        );
         let seen = gw.upstream.last();
         assert_eq!(&seen.body[..], PROFILE);
         assert_eq!(seen.headers["x-clevertap-passcode"], PASSCODE);
     }
     // No account header at all: plaintext is not the gateway's business.
-    let res = gw.client.get(format!("{}/health", gw.url)).send().await.unwrap();
+    let res = gw
+        .client
+        .get(format!("{}/health", gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     // A large plaintext body streams through whole.
     let big = "x".repeat(3 * 1024 * 1024);
@@ -304,7 +373,10 @@ async fn only_one_header_says_which_is_missing() {
     assert_eq!(res.status(), 400);
     let (code, msg) = error_code(res).await;
     assert_eq!(code, 4003);
-    assert!(msg.contains("Accept: application/octet-stream+hpke"), "{msg}");
+    assert!(
+        msg.contains("Accept: application/octet-stream+hpke"),
+        "{msg}"
+    );
 
     let res = gw
         .client
@@ -319,7 +391,10 @@ async fn only_one_header_says_which_is_missing() {
     assert_eq!(res.status(), 400);
     let (code, msg) = error_code(res).await;
     assert_eq!(code, 4004);
-    assert!(msg.contains("Content-Type: application/octet-stream+hpke"), "{msg}");
+    assert!(
+        msg.contains("Content-Type: application/octet-stream+hpke"),
+        "{msg}"
+    );
     assert_eq!(gw.upstream.count(), 0);
     gw.assert_good_request_works().await;
 }
@@ -339,7 +414,10 @@ async fn account_header_missing_or_invalid() {
     assert_eq!(res.status(), 400);
     let (code, msg) = error_code(res).await;
     assert_eq!(code, 4001);
-    assert!(msg.to_ascii_lowercase().contains("x-clevertap-account-id"), "{msg}");
+    assert!(
+        msg.to_ascii_lowercase().contains("x-clevertap-account-id"),
+        "{msg}"
+    );
     let res = gw
         .encrypted_post("/1/upload", "ACCT 1", gw.seal(1, true, "ACCT 1", PROFILE))
         .send()
@@ -364,11 +442,23 @@ async fn truncated_garbage_tampered_and_misaddressed_envelopes_fail_alike() {
         b[i] ^= 0x80;
         bad_bodies.push((format!("flipped byte {i}"), b));
     }
-    bad_bodies.push(("random bytes".into(), (0..300).map(|i| (i * 151 % 256) as u8 | 0x80).collect()));
-    bad_bodies.push(("other account's info".into(), gw.seal(1, true, "ACCT-TINK", PROFILE)));
+    bad_bodies.push((
+        "random bytes".into(),
+        (0..300).map(|i| (i * 151 % 256) as u8 | 0x80).collect(),
+    ));
+    bad_bodies.push((
+        "other account's info".into(),
+        gw.seal(1, true, "ACCT-TINK", PROFILE),
+    ));
     bad_bodies.push((
         "sealed to an unknown key".into(),
-        envelope::seal(&PrivateKey::generate().public_key(), Prefix::Tink(1), b"ACCT-1", PROFILE).unwrap(),
+        envelope::seal(
+            &PrivateKey::generate().public_key(),
+            Prefix::Tink(1),
+            b"ACCT-1",
+            PROFILE,
+        )
+        .unwrap(),
     ));
     let mut zero_enc = vec![0x01, 0, 0, 0, 1];
     zero_enc.extend_from_slice(&[0u8; 32]);
@@ -377,13 +467,21 @@ async fn truncated_garbage_tampered_and_misaddressed_envelopes_fail_alike() {
 
     let tries = bad_bodies.len();
     for (what, body) in bad_bodies {
-        let res = gw.encrypted_post("/1/upload", "ACCT-1", body).send().await.unwrap();
+        let res = gw
+            .encrypted_post("/1/upload", "ACCT-1", body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 400, "{what}");
         let (code, msg) = error_code(res).await;
         assert_eq!((code, msg.as_str()), (4008, "decryption failed"), "{what}");
         gw.assert_good_request_works().await;
     }
-    assert_eq!(gw.upstream.count(), tries, "only the good requests got through");
+    assert_eq!(
+        gw.upstream.count(),
+        tries,
+        "only the good requests got through"
+    );
 }
 
 // === limits ===
@@ -396,12 +494,18 @@ async fn oversize_bodies_get_413_before_the_upstream() {
     })
     .await;
     let big = gw.seal(1, true, "ACCT-1", &vec![b'a'; 64 * 1024]);
-    let res = gw.encrypted_post("/1/upload", "ACCT-1", big.clone()).send().await.unwrap();
+    let res = gw
+        .encrypted_post("/1/upload", "ACCT-1", big.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 413);
     assert_eq!(error_code(res).await.0, 4009);
     // Without a Content-Length (chunked), the limit holds while reading.
     let stream = futures_util::stream::iter(
-        big.chunks(8192).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>(),
+        big.chunks(8192)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
     );
     let res = gw
         .client
@@ -418,7 +522,11 @@ async fn oversize_bodies_get_413_before_the_upstream() {
     // Just under the limit works.
     let fits = gw.seal(1, true, "ACCT-1", &vec![b'a'; 64 * 1024 - 53]);
     assert_eq!(fits.len(), 64 * 1024);
-    let res = gw.encrypted_post("/echo", "ACCT-1", fits).send().await.unwrap();
+    let res = gw
+        .encrypted_post("/echo", "ACCT-1", fits)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(gw.upstream.count(), 1);
     gw.assert_good_request_works().await;
@@ -464,7 +572,12 @@ async fn upstream_down_is_a_502_json_error() {
     assert_eq!(res.status(), 502);
     let (code, msg) = error_code(res).await;
     assert_eq!((code, msg.as_str()), (5001, "upstream unavailable"));
-    let res = gw.client.get(format!("{}/plain", gw.url)).send().await.unwrap();
+    let res = gw
+        .client
+        .get(format!("{}/plain", gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 502);
     assert_eq!(error_code(res).await.0, 5001);
 }
@@ -484,7 +597,10 @@ async fn slow_upstream_is_a_504_and_the_next_request_succeeds() {
         .unwrap();
     assert_eq!(res.status(), 504);
     assert_eq!(error_code(res).await.0, 5002);
-    assert!(started.elapsed() < std::time::Duration::from_secs(3), "did not wait for the upstream");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "did not wait for the upstream"
+    );
     gw.assert_good_request_works().await;
 }
 
@@ -521,7 +637,11 @@ async fn concurrent_encrypted_requests_all_succeed() {
                 let pt = format!(r#"{{"n":{i}}}"#);
                 let id = if i % 2 == 0 { 1 } else { 2 };
                 let res = gw
-                    .encrypted_post("/echo", "ACCT-1", gw.seal(id, i % 3 == 0, "ACCT-1", pt.as_bytes()))
+                    .encrypted_post(
+                        "/echo",
+                        "ACCT-1",
+                        gw.seal(id, i % 3 == 0, "ACCT-1", pt.as_bytes()),
+                    )
                     .send()
                     .await
                     .unwrap();

@@ -41,9 +41,7 @@ pub enum KeyError {
         source: std::io::Error,
     },
     /// A private key or passphrase file that group or others can read.
-    #[error(
-        "{path} is readable by group or others (mode {mode:o}); run: chmod 600 {path}"
-    )]
+    #[error("{path} is readable by group or others (mode {mode:o}); run: chmod 600 {path}")]
     Permissions {
         /// The file.
         path: String,
@@ -68,12 +66,12 @@ pub enum KeyError {
     #[error("the key is not an X25519 key (algorithm {0})")]
     WrongAlgorithm(String),
     /// An encrypted private key and no passphrase configured.
-    #[error(
-        "the private key is encrypted; configure passphrase_env or passphrase_file for it"
-    )]
+    #[error("the private key is encrypted; configure passphrase_env or passphrase_file for it")]
     PassphraseRequired,
     /// The passphrase did not decrypt the key.
-    #[error("the passphrase does not decrypt the private key (or its encryption scheme is not supported)")]
+    #[error(
+        "the passphrase does not decrypt the private key (or its encryption scheme is not supported)"
+    )]
     BadPassphrase,
     /// A bad public key value.
     #[error(transparent)]
@@ -86,10 +84,8 @@ pub enum KeyError {
     UnsupportedParameters(String),
 }
 
-const PRIVATE_FORMATS: &str =
-    "PKCS#8 PEM, encrypted PKCS#8 PEM, or a Tink private keyset JSON";
-const PUBLIC_FORMATS: &str =
-    "SPKI PEM, 32 raw bytes in base64, or a Tink public keyset JSON";
+const PRIVATE_FORMATS: &str = "PKCS#8 PEM, encrypted PKCS#8 PEM, or a Tink private keyset JSON";
+const PUBLIC_FORMATS: &str = "SPKI PEM, 32 raw bytes in base64, or a Tink public keyset JSON";
 
 // === reading files ===
 
@@ -183,13 +179,12 @@ pub fn parse_private_key(
         "PRIVATE KEY" => private_key_from_pkcs8(doc.as_bytes())?,
         "ENCRYPTED PRIVATE KEY" => {
             let passphrase = passphrase.ok_or(KeyError::PassphraseRequired)?;
-            let encrypted =
-                EncryptedPrivateKeyInfoRef::try_from(doc.as_bytes()).map_err(|e| {
-                    KeyError::Malformed {
-                        what: "encrypted PKCS#8",
-                        detail: e.to_string(),
-                    }
-                })?;
+            let encrypted = EncryptedPrivateKeyInfoRef::try_from(doc.as_bytes()).map_err(|e| {
+                KeyError::Malformed {
+                    what: "encrypted PKCS#8",
+                    detail: e.to_string(),
+                }
+            })?;
             let plain = encrypted
                 .decrypt(passphrase)
                 .map_err(|_| KeyError::BadPassphrase)?;
@@ -287,12 +282,11 @@ pub fn parse_public_key(text: &[u8]) -> Result<(PublicKey, Prefix), KeyError> {
                 expected: PUBLIC_FORMATS,
             });
         }
-        let spki = SubjectPublicKeyInfoRef::try_from(doc.as_bytes()).map_err(|e| {
-            KeyError::Malformed {
+        let spki =
+            SubjectPublicKeyInfoRef::try_from(doc.as_bytes()).map_err(|e| KeyError::Malformed {
                 what: "SPKI",
                 detail: e.to_string(),
-            }
-        })?;
+            })?;
         if spki.algorithm.oid != X25519_OID {
             return Err(KeyError::WrongAlgorithm(spki.algorithm.oid.to_string()));
         }
@@ -434,7 +428,10 @@ mod tests {
         let pk = PrivateKey::generate().public_key();
         let pem = public_key_pem(&pk).unwrap();
         assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
-        assert_eq!(parse_public_key(pem.as_bytes()).unwrap(), (pk.clone(), Prefix::Raw));
+        assert_eq!(
+            parse_public_key(pem.as_bytes()).unwrap(),
+            (pk.clone(), Prefix::Raw)
+        );
         let raw = public_key_raw_base64(&pk);
         assert_eq!(parse_public_key(raw.as_bytes()).unwrap(), (pk, Prefix::Raw));
     }

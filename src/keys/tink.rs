@@ -153,8 +153,16 @@ fn primary_key(json: &[u8], type_url: &str) -> Result<(KeysetKey, Prefix), KeyEr
             .into_iter()
             .find(|k| k.key_id == primary)
             .ok_or_else(|| tink_error(format!("primaryKeyId {primary} names no key")))?,
-        (None, 1) => keyset.key.into_iter().next().ok_or_else(|| tink_error("empty".into()))?,
-        (None, _) => return Err(tink_error("the keyset has several keys and no primaryKeyId".into())),
+        (None, 1) => keyset
+            .key
+            .into_iter()
+            .next()
+            .ok_or_else(|| tink_error("empty".into()))?,
+        (None, _) => {
+            return Err(tink_error(
+                "the keyset has several keys and no primaryKeyId".into(),
+            ));
+        }
     };
     if key.key_data.type_url != type_url {
         return Err(tink_error(format!(
@@ -163,7 +171,10 @@ fn primary_key(json: &[u8], type_url: &str) -> Result<(KeysetKey, Prefix), KeyEr
         )));
     }
     if key.status != "ENABLED" {
-        return Err(tink_error(format!("the primary key's status is {}", key.status)));
+        return Err(tink_error(format!(
+            "the primary key's status is {}",
+            key.status
+        )));
     }
     let id = u32_key_id(key.key_id)?;
     let prefix = match key.output_prefix_type.as_str() {

@@ -118,10 +118,10 @@ pub(crate) fn looks_encrypted(
     if total_at_least < MIN_SEALED_LEN {
         return false;
     }
-    if let (Prefix::Tink(id), _) = split_prefix(head) {
-        if keys.has_id(id) {
-            return true;
-        }
+    if let (Prefix::Tink(id), _) = split_prefix(head)
+        && keys.has_id(id)
+    {
+        return true;
     }
     declared_textual(headers) && !looks_like_text(head)
 }
@@ -240,7 +240,10 @@ mod tests {
     fn negotiation_reads_both_headers() {
         let n = Negotiation::from_headers(&headers(&[
             ("content-type", "Application/Octet-Stream+HPKE"),
-            ("accept", "application/json;q=0.5, application/octet-stream+hpke"),
+            (
+                "accept",
+                "application/json;q=0.5, application/octet-stream+hpke",
+            ),
         ]));
         assert!(n.encrypted_body && n.encrypted_response);
         let n = Negotiation::from_headers(&headers(&[
@@ -259,7 +262,10 @@ mod tests {
             account_id(&headers(&[]), &name),
             Err(Error::MissingAccountId { .. })
         ));
-        assert_eq!(account_id(&headers(&[("x-account", "A-1")]), &name).unwrap(), "A-1");
+        assert_eq!(
+            account_id(&headers(&[("x-account", "A-1")]), &name).unwrap(),
+            "A-1"
+        );
         assert!(matches!(
             account_id(&headers(&[("x-account", "a b")]), &name),
             Err(Error::InvalidAccountId { .. })

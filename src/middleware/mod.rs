@@ -17,7 +17,8 @@
 //! use hpke_gateway::middleware::{HpkeLayer, HpkeState};
 //! use tower::{Layer, ServiceExt, service_fn};
 //!
-//! # tokio_test::block_on(async {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
 //! let state = HpkeState::new(Default::default(), Default::default());
 //! let echo = service_fn(|req: Request<Body>| async move {
 //!     Ok::<_, Infallible>(Response::new(req.into_body()))
@@ -26,7 +27,7 @@
 //! // Plaintext passes through untouched.
 //! let res = svc.oneshot(Request::new(Body::from("{}"))).await.unwrap();
 //! assert_eq!(res.status(), 200);
-//! # });
+//! # }
 //! ```
 
 mod classify;
@@ -227,19 +228,18 @@ where
         if classify::looks_like_text(&sealed[..sealed.len().min(SNIFF_LEN)]) {
             return Err(Error::BodyNotEncrypted);
         }
-        state
-            .server_keys
-            .open(sealer.info(), sealed)
-            .map_err(|e| {
-                tracing::debug!(reason = ?e, "request envelope did not open");
-                Error::DecryptionFailed
-            })?
+        state.server_keys.open(sealer.info(), sealed).map_err(|e| {
+            tracing::debug!(reason = ?e, "request envelope did not open");
+            Error::DecryptionFailed
+        })?
     };
 
     parts
         .headers
         .insert(header::CONTENT_TYPE, state.plaintext_content_type.clone());
-    parts.headers.insert(header::CONTENT_LENGTH, plaintext.len().into());
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, plaintext.len().into());
     parts.headers.remove(header::TRANSFER_ENCODING);
     let req = Request::from_parts(parts, Body::from(plaintext));
     forward_for_encrypted_response(state, inner, req, sealer).await
@@ -322,7 +322,10 @@ where
         peeked.head.len()
     } else {
         let declared = content_length(&parts.headers).unwrap_or(0);
-        peeked.head.len().max(usize::try_from(declared).unwrap_or(usize::MAX))
+        peeked
+            .head
+            .len()
+            .max(usize::try_from(declared).unwrap_or(usize::MAX))
     };
     if classify::looks_encrypted(
         &peeked.head,

@@ -12,10 +12,10 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt as _;
 use hpke_gateway::config::Config;
 use hpke_gateway::envelope::{self, Prefix, PrivateKey};
 use hpke_gateway::keys::{self, ServerKey, ServerKeys};
+use http_body_util::BodyExt as _;
 use tokio::net::TcpListener;
 
 pub const MEDIA: &str = "application/octet-stream+hpke";
@@ -60,7 +60,12 @@ impl Upstream {
     }
 
     pub fn last(&self) -> Recorded {
-        self.seen.lock().unwrap().last().cloned().expect("upstream saw no request")
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("upstream saw no request")
     }
 }
 
@@ -79,7 +84,12 @@ async fn record(State(up): State<Upstream>, req: Request) -> Response {
     }
     if let Some(code) = path.strip_prefix("/status/") {
         let status = StatusCode::from_u16(code.parse().unwrap()).unwrap();
-        return (status, [("x-upstream", "yes")], format!("{{\"status\":{code}}}")).into_response();
+        return (
+            status,
+            [("x-upstream", "yes")],
+            format!("{{\"status\":{code}}}"),
+        )
+            .into_response();
     }
     if let Some(n) = path.strip_prefix("/big/") {
         let n: usize = n.parse().unwrap();
@@ -149,7 +159,11 @@ impl Gateway {
 
     pub async fn start_with(opts: Options) -> Self {
         let (upstream, up_addr) = Upstream::start().await;
-        let up_addr = if opts.upstream_down { closed_port().await } else { up_addr };
+        let up_addr = if opts.upstream_down {
+            closed_port().await
+        } else {
+            up_addr
+        };
         let dir = tempfile::tempdir().unwrap();
         let keys = Keys {
             server: vec![(1, PrivateKey::generate()), (2, PrivateKey::generate())],
@@ -226,17 +240,32 @@ public_keys = ["acct-off.pub.b64"]
     }
 
     pub fn server_public(&self, id: u32) -> envelope::PublicKey {
-        self.keys.server.iter().find(|(i, _)| *i == id).unwrap().1.public_key()
+        self.keys
+            .server
+            .iter()
+            .find(|(i, _)| *i == id)
+            .unwrap()
+            .1
+            .public_key()
     }
 
     /// Seals to server key `id`, with a Tink prefix or RAW.
     pub fn seal(&self, id: u32, tink_prefix: bool, info: &str, plaintext: &[u8]) -> Vec<u8> {
-        let prefix = if tink_prefix { Prefix::Tink(id) } else { Prefix::Raw };
+        let prefix = if tink_prefix {
+            Prefix::Tink(id)
+        } else {
+            Prefix::Raw
+        };
         envelope::seal(&self.server_public(id), prefix, info.as_bytes(), plaintext).unwrap()
     }
 
     /// An encrypted POST with both headers, account and passcode.
-    pub fn encrypted_post(&self, path: &str, account: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+    pub fn encrypted_post(
+        &self,
+        path: &str,
+        account: &str,
+        body: Vec<u8>,
+    ) -> reqwest::RequestBuilder {
         self.client
             .post(format!("{}{path}", self.url))
             .header("Content-Type", MEDIA)

@@ -1,0 +1,241 @@
+//! Loading configuration files: every key format through the config, passphrases,
+//! limits on accounts, and problems reported all at once.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::Command;
+
+use hpke_gateway::config::Config;
+use hpke_gateway::envelope::{Prefix, PrivateKey};
+use hpke_gateway::keys;
+
+fn load(dir: &Path, text: &str) -> Result<Config, String> {
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    Config::load(&path).map_err(|e| e.to_string())
+}
+
+fn base(extra: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:8080\"\nupstream = \"http://127.0.0.1:9000\"\n\n[[server_keys]]\nid = 1\nprivate_key = \"server-1.pem\"\n{extra}"
+    )
+}
+
+fn with_server_key(dir: &Path) -> PrivateKey {
+    let k = PrivateKey::generate();
+    support::write_private(dir, "server-1.pem", &k);
+    k
+}
+
+fn write_public(dir: &Path, name: &str) {
+    std::fs::write(
+        dir.join(name),
+        keys::public_key_pem(&PrivateKey::generate().public_key()).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn the_documented_example_loads_with_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    let example = std::fs::read_to_string("deploy/gateway.example.toml").unwrap();
+    // The example names these files; make them.
+    support::write_private(
+        &dir.path().join("keys"),
+        "server-1.pem",
+        &PrivateKey::generate(),
+    );
+    std::fs::write(
+        dir.path().join("keys/acct-1.pub.json"),
+        keys::public_keyset_json(&PrivateKey::generate().public_key(), Prefix::Tink(5), 0),
+    )
+    .unwrap();
+    let config = load(dir.path(), &example).unwrap();
+    assert_eq!(config.account_header.as_str(), "x-clevertap-account-id");
+    assert_eq!(config.max_encrypted_body_bytes, 10_485_760);
+    assert_eq!(config.upstream.to_string(), "http://127.0.0.1:9000/");
+    let acct = config.accounts.get("ACCT-1").unwrap();
+    assert!(acct.encryption_enabled());
+    assert_eq!(acct.public_keys()[0].prefix, Prefix::Tink(5));
+}
+
+#[test]
+fn at_most_twenty_public_keys_per_account() {
+    let dir = tempfile::tempdir().unwrap();
+    with_server_key(dir.path());
+    let mut names = Vec::new();
+    for i in 0..21 {
+        let name = format!("k{i}.pem");
+        write_public(dir.path(), &name);
+        names.push(format!("\"{name}\""));
+    }
+    let twenty = base(&format!(
+        "[[accounts]]\nid = \"A\"\nencryption = true\npublic_keys = [{}]\n",
+        names[..20].join(", ")
+    ));
+    let config = load(dir.path(), &twenty).unwrap();
+    assert_eq!(config.accounts.get("A").unwrap().public_keys().len(), 20);
+    let twenty_one = base(&format!(
+        "[[accounts]]\nid = \"A\"\nencryption = true\npublic_keys = [{}]\n",
+        names.join(", ")
+    ));
+    let err = load(dir.path(), &twenty_one).unwrap_err();
+    assert!(err.contains("21 public keys, at most 20"), "{err}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    with_server_key(dir.path());
+    write_public(dir.path(), "a.pem");
+    std::fs::write(
+        dir.path().join("p256.json"),
+        include_str!("fixtures/interop/tink-aes128-public.json"),
+    )
+    .unwrap();
+    let text = base(
+        "[[server_keys]]\nid = 1\nprivate_key = \"missing.pem\"\n\
+         [[accounts]]\nid = \"A\"\nencryption = true\n\
+         [[accounts]]\nid = \"B\"\nencryption = true\npublic_keys = [\"a.pem\", \"nope.pem\", \"p256.json\"]\n\
+         [[accounts]]\nid = \"B\"\n\
+         [[accounts]]\nid = \"has space\"\n",
+    );
+    let err = load(dir.path(), &text).unwrap_err();
+    for needle in [
+        "id 1 appears twice",
+        "missing.pem",
+        "\"A\": encryption is on but no public_keys",
+        "nope.pem",
+        "AES_128_GCM",
+        "id \"B\" appears twice",
+        "\"has space\" must be",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in:\n{err}");
+    }
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    with_server_key(dir.path());
+    let err = load(dir.path(), &base("tls = true\n")).unwrap_err();
+    assert!(err.contains("tls"), "{err}");
+    let err = load(
+        dir.path(),
+        &base("").replace("http://127.0.0.1:9000", "https://x"),
+    )
+    .unwrap_err();
+    assert!(err.contains("only http://"), "{err}");
+    let err = load(
+        dir.path(),
+        &base("max_encrypted_body_bytes = 0\n").replacen(
+            "[[server_keys]]",
+            "max_encrypted_body_bytes = 0\n[[server_keys]]",
+            1,
+        ),
+    )
+    .unwrap_err();
+    assert!(err.contains("max_encrypted_body_bytes"), "{err}");
+}
+
+#[test]
+fn private_keys_must_be_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    with_server_key(dir.path());
+    for mode in [0o640, 0o604, 0o644] {
+        std::fs::set_permissions(
+            dir.path().join("server-1.pem"),
+            std::fs::Permissions::from_mode(mode),
+        )
+        .unwrap();
+        let err = load(dir.path(), &base("")).unwrap_err();
+        assert!(
+            err.contains("server-1.pem is readable by group or others"),
+            "{err}"
+        );
+    }
+    std::fs::set_permissions(
+        dir.path().join("server-1.pem"),
+        std::fs::Permissions::from_mode(0o400),
+    )
+    .unwrap();
+    assert!(load(dir.path(), &base("")).is_ok());
+}
+
+pub(crate) fn openssl_encrypt(dir: &Path, key: &PrivateKey, pass: &str) {
+    let plain = dir.join("plain.pem");
+    support::write_private(dir, "plain.pem", key);
+    let out = dir.join("server-1.pem");
+    let _ = std::fs::remove_file(&out);
+    let status = Command::new("openssl")
+        .args([
+            "pkcs8",
+            "-topk8",
+            "-v2",
+            "aes-256-cbc",
+            "-passout",
+            &format!("pass:{pass}"),
+        ])
+        .args([
+            "-in",
+            plain.to_str().unwrap(),
+            "-out",
+            out.to_str().unwrap(),
+        ])
+        .status()
+        .expect("openssl is installed by .ci/run");
+    assert!(status.success());
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(plain).unwrap();
+}
+
+#[test]
+fn encrypted_private_key_with_passphrase_from_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = PrivateKey::generate();
+    openssl_encrypt(dir.path(), &key, "open sesame");
+
+    let err = load(dir.path(), &base("")).unwrap_err();
+    assert!(
+        err.contains("encrypted; configure passphrase_env or passphrase_file"),
+        "{err}"
+    );
+
+    let pass_file = dir.path().join("pass.txt");
+    keys::write_secret_file(&pass_file, b"open sesame\n").unwrap();
+    let text = base("passphrase_file = \"pass.txt\"\n");
+    let config = load(dir.path(), &text).unwrap();
+    let loaded = config.server_keys.iter().next().unwrap().public_key();
+    assert_eq!(loaded, key.public_key());
+
+    std::fs::set_permissions(&pass_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = load(dir.path(), &base("passphrase_file = \"pass.txt\"\n")).unwrap_err();
+    assert!(
+        err.contains("pass.txt is readable by group or others"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tink_private_keyset_as_server_key_must_match_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let keyset = include_bytes!("fixtures/interop/tink-tink-private.json");
+    let (_, id) = match keys::parse_private_key(keyset, None).unwrap().tink_prefix {
+        Some(Prefix::Tink(id)) => ((), id),
+        other => panic!("fixture is a TINK keyset, got {other:?}"),
+    };
+    keys::write_secret_file(&dir.path().join("tink.json"), keyset).unwrap();
+    let text = format!(
+        "listen = \"127.0.0.1:8080\"\nupstream = \"http://127.0.0.1:9000\"\n[[server_keys]]\nid = {id}\nprivate_key = \"tink.json\"\n"
+    );
+    assert!(load(dir.path(), &text).is_ok());
+    let wrong = text.replace(
+        &format!("id = {id}"),
+        &format!("id = {}", id.wrapping_add(1)),
+    );
+    let err = load(dir.path(), &wrong).unwrap_err();
+    assert!(err.contains(&format!("key id is {id}")), "{err}");
+}
