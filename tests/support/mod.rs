@@ -128,6 +128,8 @@ pub struct Options {
     pub upstream_timeout_ms: u64,
     /// Point the gateway at a closed port instead of the recording upstream.
     pub upstream_down: bool,
+    /// Point the gateway at this upstream instead of the recording one.
+    pub upstream: Option<SocketAddr>,
 }
 
 impl Default for Options {
@@ -137,6 +139,7 @@ impl Default for Options {
             max_response_body_bytes: 64 * 1024 * 1024,
             upstream_timeout_ms: 30_000,
             upstream_down: false,
+            upstream: None,
         }
     }
 }
@@ -159,10 +162,10 @@ impl Gateway {
 
     pub async fn start_with(opts: Options) -> Self {
         let (upstream, up_addr) = Upstream::start().await;
-        let up_addr = if opts.upstream_down {
-            closed_port().await
-        } else {
-            up_addr
+        let up_addr = match (opts.upstream, opts.upstream_down) {
+            (Some(addr), _) => addr,
+            (None, true) => closed_port().await,
+            (None, false) => up_addr,
         };
         let dir = tempfile::tempdir().unwrap();
         let keys = Keys {
