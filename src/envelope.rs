@@ -250,27 +250,80 @@ pub fn seal_with_rng(
     plaintext: &[u8],
     rng: &mut impl CryptoRng,
 ) -> Result<Vec<u8>, SealError> {
+    let (enc, mut ctx) = setup_sender_with_rng(recipient, info, rng)?;
+    let body_start = prefix.len() + ENC_LEN;
+    let mut out = Vec::with_capacity(body_start + plaintext.len() + TAG_LEN);
+    prefix.write(&mut out);
+    out.extend_from_slice(&enc);
+    out.extend_from_slice(plaintext);
+    let tag = ctx.seal_in_place(&[], &mut out[body_start..])?;
+    out.extend_from_slice(&tag);
+    Ok(out)
+}
+
+// RFC 9180 §5.1.1
+// def SetupBaseS(pkR, info):
+//   shared_secret, enc = Encap(pkR)
+//   return enc, KeyScheduleS(mode_base, shared_secret, info,
+//                            default_psk, default_psk_id)
+/// Sets up a base-mode sender context (RFC 9180 §5.1.1) and returns the encapsulated
+/// key with it. The gateway seals one message per context; the context type exists so
+/// that published multi-message vectors run through this module.
+pub fn setup_sender_with_rng(
+    recipient: &PublicKey,
+    info: &[u8],
+    rng: &mut impl CryptoRng,
+) -> Result<([u8; ENC_LEN], SenderContext), SealError> {
     if info.len() > MAX_INFO_LEN {
         return Err(SealError::InfoTooLong);
     }
-    let (enc, mut ctx) = hpke::setup_sender_with_rng::<AesGcm256, HkdfSha256, Kem>(
+    let (enc, ctx) = hpke::setup_sender_with_rng::<AesGcm256, HkdfSha256, Kem>(
         &OpModeS::Base,
         &recipient.pk,
         info,
         rng,
     )
     .map_err(|_| SealError::Encap)?;
+    let mut enc_bytes = [0u8; ENC_LEN];
+    enc_bytes.copy_from_slice(&enc.to_bytes());
+    Ok((enc_bytes, SenderContext { ctx }))
+}
 
-    let body_start = prefix.len() + ENC_LEN;
-    let mut out = Vec::with_capacity(body_start + plaintext.len() + TAG_LEN);
-    prefix.write(&mut out);
-    out.extend_from_slice(&enc.to_bytes());
-    out.extend_from_slice(plaintext);
-    let tag = ctx
-        .seal_inout_detached((&mut out[body_start..]).into(), &[])
-        .map_err(|_| SealError::Aead)?;
-    out.extend_from_slice(&tag.to_bytes());
-    Ok(out)
+/// An HPKE sender context: seals messages in sequence (RFC 9180 §5.2).
+pub struct SenderContext {
+    ctx: hpke::aead::AeadCtxS<AesGcm256, HkdfSha256, Kem>,
+}
+
+impl SenderContext {
+    /// Encrypts `buffer` in place with the next sequence number and returns the tag.
+    pub fn seal_in_place(
+        &mut self,
+        aad: &[u8],
+        buffer: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], SealError> {
+        let tag = self
+            .ctx
+            .seal_inout_detached(buffer.into(), aad)
+            .map_err(|_| SealError::Aead)?;
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(&tag.to_bytes());
+        Ok(out)
+    }
+
+    /// Returns `ciphertext || tag` for the next message.
+    pub fn seal(&mut self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        let mut out = Vec::with_capacity(plaintext.len() + TAG_LEN);
+        out.extend_from_slice(plaintext);
+        let tag = self.seal_in_place(aad, &mut out)?;
+        out.extend_from_slice(&tag);
+        Ok(out)
+    }
+}
+
+impl fmt::Debug for SenderContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SenderContext(<redacted>)")
+    }
 }
 
 // === open ===
@@ -307,22 +360,73 @@ pub fn open_in_place<'a>(
     info: &[u8],
     sealed: &'a mut [u8],
 ) -> Result<&'a mut [u8], OpenError> {
-    if info.len() > MAX_INFO_LEN {
-        return Err(OpenError::InfoTooLong);
-    }
     if sealed.len() < MIN_SEALED_LEN {
         return Err(OpenError::Truncated);
     }
     let (enc, rest) = sealed.split_at_mut(ENC_LEN);
-    let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+    let mut ctx = setup_receiver(key, enc, info)?;
+    ctx.open_in_place(&[], rest)
+}
+
+// RFC 9180 §5.1.1
+// def SetupBaseR(enc, skR, info):
+//   shared_secret = Decap(enc, skR)
+//   return KeyScheduleR(mode_base, shared_secret, info,
+//                       default_psk, default_psk_id)
+/// Sets up a base-mode receiver context from an encapsulated key (RFC 9180 §5.1.1).
+/// An `enc` of small order (all-zero shared secret) is refused here, before any context exists.
+pub fn setup_receiver(
+    key: &PrivateKey,
+    enc: &[u8],
+    info: &[u8],
+) -> Result<ReceiverContext, OpenError> {
+    if info.len() > MAX_INFO_LEN {
+        return Err(OpenError::InfoTooLong);
+    }
     let enc = EncappedKey::from_bytes(enc).map_err(|_| OpenError::Truncated)?;
-    let tag = AeadTag::<AesGcm256>::from_bytes(tag).map_err(|_| OpenError::Truncated)?;
-    let mut ctx =
+    let ctx =
         hpke::setup_receiver::<AesGcm256, HkdfSha256, Kem>(&OpModeR::Base, &key.sk, &enc, info)
             .map_err(|_| OpenError::Decap)?;
-    ctx.open_inout_detached((&mut *body).into(), &[], &tag)
-        .map_err(|_| OpenError::Authentication)?;
-    Ok(body)
+    Ok(ReceiverContext { ctx })
+}
+
+/// An HPKE receiver context: opens messages in sequence (RFC 9180 §5.2).
+pub struct ReceiverContext {
+    ctx: hpke::aead::AeadCtxR<AesGcm256, HkdfSha256, Kem>,
+}
+
+impl ReceiverContext {
+    /// Decrypts `ciphertext || tag` in place with the next sequence number and returns
+    /// the plaintext, a sub-slice of `sealed`. On failure `sealed` is unchanged.
+    pub fn open_in_place<'a>(
+        &mut self,
+        aad: &[u8],
+        sealed: &'a mut [u8],
+    ) -> Result<&'a mut [u8], OpenError> {
+        if sealed.len() < TAG_LEN {
+            return Err(OpenError::Truncated);
+        }
+        let (body, tag) = sealed.split_at_mut(sealed.len() - TAG_LEN);
+        let tag = AeadTag::<AesGcm256>::from_bytes(tag).map_err(|_| OpenError::Truncated)?;
+        self.ctx
+            .open_inout_detached((&mut *body).into(), aad, &tag)
+            .map_err(|_| OpenError::Authentication)?;
+        Ok(body)
+    }
+
+    /// Decrypts `ciphertext || tag` into a new buffer.
+    pub fn open(&mut self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+        let mut buf = sealed.to_vec();
+        let len = self.open_in_place(aad, &mut buf)?.len();
+        buf.truncate(len);
+        Ok(buf)
+    }
+}
+
+impl fmt::Debug for ReceiverContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReceiverContext(<redacted>)")
+    }
 }
 
 /// Opens an unprefixed envelope into a new buffer.
