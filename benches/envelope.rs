@@ -1,0 +1,123 @@
+//! The envelope against its crypto floor, in the same run: seal and open at 64 B to
+//! 16 MiB beside one X25519 scalar multiplication and raw AES-256-GCM of the same size,
+//! then the ratios `open / (1 DH + AES-GCM)` and `seal / (2 DH + AES-GCM)`.
+//!
+//! `cargo bench --bench envelope` (add `-- --quick` for a fast, rougher run).
+
+use std::hint::black_box;
+
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use hpke_gateway::envelope::{self, Prefix, PrivateKey};
+
+const SIZES: [(usize, &str); 5] = [
+    (64, "64B"),
+    (1024, "1KiB"),
+    (64 * 1024, "64KiB"),
+    (1024 * 1024, "1MiB"),
+    (16 * 1024 * 1024, "16MiB"),
+];
+
+fn baselines(c: &mut Criterion) {
+    let secret = x25519_dalek::StaticSecret::from([7u8; 32]);
+    let point = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from([9u8; 32]));
+    c.bench_function("baseline/x25519_dh", |b| {
+        b.iter(|| black_box(secret.diffie_hellman(black_box(&point))))
+    });
+    let mut group = c.benchmark_group("baseline/aes256gcm");
+    let cipher = Aes256Gcm::new_from_slice(&[3u8; 32]).unwrap();
+    let nonce = Nonce::from([1u8; 12]);
+    for (size, name) in SIZES {
+        group.throughput(Throughput::Bytes(size as u64));
+        let mut buf = vec![0u8; size];
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| {
+                black_box(
+                    cipher
+                        .encrypt_inout_detached(&nonce, &[], buf.as_mut_slice().into())
+                        .unwrap(),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+fn envelope_ops(c: &mut Criterion) {
+    let sk = PrivateKey::derive(&[1u8; 32]);
+    let pk = sk.public_key();
+    let mut seal = c.benchmark_group("envelope/seal");
+    for (size, name) in SIZES {
+        seal.throughput(Throughput::Bytes(size as u64));
+        let pt = vec![0x42u8; size];
+        seal.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| black_box(envelope::seal(&pk, Prefix::Tink(1), b"ACCT-1", &pt).unwrap()))
+        });
+    }
+    seal.finish();
+    let mut open = c.benchmark_group("envelope/open");
+    for (size, name) in SIZES {
+        open.throughput(Throughput::Bytes(size as u64));
+        let sealed = envelope::seal(&pk, Prefix::Raw, b"ACCT-1", &vec![0x42u8; size]).unwrap();
+        let mut buf = sealed.clone();
+        open.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| {
+                // In place, as the gateway does; restore the ciphertext for the next round.
+                let n = envelope::open_in_place(&sk, b"ACCT-1", &mut buf)
+                    .unwrap()
+                    .len();
+                black_box(n);
+                buf.copy_from_slice(&sealed);
+            })
+        });
+    }
+    open.finish();
+}
+
+/// Median of a finished benchmark, in nanoseconds, from criterion's own estimates.
+fn median_ns(id: &str) -> Option<f64> {
+    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let path = format!("{dir}/criterion/{id}/new/estimates.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    v["median"]["point_estimate"].as_f64()
+}
+
+fn print_ratios() {
+    let Some(dh) = median_ns("baseline_x25519_dh") else {
+        return;
+    };
+    println!(
+        "\nenvelope vs crypto floor (medians of this run; copy overhead for open included: see bench source)"
+    );
+    println!(
+        "{:>6}  {:>12} {:>12} {:>12}  {:>22} {:>22}",
+        "size", "AES-GCM", "open", "seal", "open/(1 DH + AES-GCM)", "seal/(2 DH + AES-GCM)"
+    );
+    for (_, name) in SIZES {
+        let (Some(aes), Some(open), Some(seal)) = (
+            median_ns(&format!("baseline_aes256gcm/{name}")),
+            median_ns(&format!("envelope_open/{name}")),
+            median_ns(&format!("envelope_seal/{name}")),
+        ) else {
+            continue;
+        };
+        println!(
+            "{name:>6}  {:>10.1}µs {:>10.1}µs {:>10.1}µs  {:>22.2} {:>22.2}",
+            aes / 1e3,
+            open / 1e3,
+            seal / 1e3,
+            open / (dh + aes),
+            seal / (2.0 * dh + aes)
+        );
+    }
+    println!("(one X25519 DH: {:.1} µs)", dh / 1e3);
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    baselines(&mut c);
+    envelope_ops(&mut c);
+    c.final_summary();
+    print_ratios();
+}
