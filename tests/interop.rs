@@ -1,0 +1,414 @@
+//! Interoperability with client libraries nobody on this project wrote: Google Tink
+//! (Python), pyhpke (Python) and @hpke/core (JavaScript) drive the real
+//! `hpke-gateway serve` binary over HTTP on 127.0.0.1, in front of a real upstream
+//! that records what it received and what it answered.
+//!
+//! The clients live in tests/interop/{python,js}; `.ci/run` installs their pinned
+//! dependencies. If they are missing this test fails (it never skips) and says how to
+//! install them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::post;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use http_body_util::BodyExt as _;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hpke-gateway");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const PASSCODE: &str = "interop-passcode";
+const CASES: [&str; 8] = [
+    "upload",
+    "events_cursor",
+    "events_page",
+    "profile_get",
+    "echo_1mib",
+    "err_plaintext_body",
+    "err_tampered",
+    "err_encryption_off",
+];
+
+#[derive(Debug, Clone)]
+struct Exchange {
+    case: String,
+    method: String,
+    passcode: Option<String>,
+    content_type: Option<String>,
+    request_body: Bytes,
+    response_body: Bytes,
+}
+
+type Log = Arc<Mutex<Vec<Exchange>>>;
+
+/// Records each request and the upstream's answer, keyed by `X-Interop-Case`.
+async fn record(State(log): State<Log>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let request_body = body.collect().await.unwrap().to_bytes();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let case = header("x-interop-case").unwrap_or_default();
+    let passcode = header("x-clevertap-passcode");
+    let content_type = header("content-type");
+    let method = parts.method.to_string();
+    let response = next
+        .run(Request::from_parts(parts, Body::from(request_body.clone())))
+        .await;
+    let (rparts, rbody) = response.into_parts();
+    let response_body = rbody.collect().await.unwrap().to_bytes();
+    log.lock().unwrap().push(Exchange {
+        case,
+        method,
+        passcode,
+        content_type,
+        request_body,
+        response_body: response_body.clone(),
+    });
+    Response::from_parts(rparts, Body::from(response_body))
+}
+
+async fn start_upstream() -> (Log, SocketAddr) {
+    let log: Log = Arc::default();
+    let app = Router::new()
+        .merge(hpke_gateway::sample_upstream::router())
+        .route("/echo", post(|body: Bytes| async move { body }))
+        .layer(middleware::from_fn_with_state(log.clone(), record));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (log, addr)
+}
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn run_ok(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn check_clients_installed() {
+    let py = Command::new(python())
+        .args(["-c", "import tink, pyhpke, cryptography"])
+        .output();
+    assert!(
+        py.is_ok_and(|o| o.status.success()),
+        "the Python interop clients need their packages: pip install -r tests/interop/python/requirements.txt"
+    );
+    assert!(
+        Path::new(ROOT)
+            .join("tests/interop/js/node_modules/@hpke/core")
+            .exists(),
+        "the JavaScript interop client needs its packages: (cd tests/interop/js && npm ci)"
+    );
+}
+
+fn python_client(name: &str) -> Command {
+    let mut c = Command::new(python());
+    c.arg(Path::new(ROOT).join("tests/interop/python").join(name));
+    c
+}
+
+fn js_client() -> Command {
+    let mut c = Command::new("node");
+    c.arg(Path::new(ROOT).join("tests/interop/js/client.mjs"));
+    c
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn write_config(dir: &Path, listen: SocketAddr, upstream: SocketAddr) -> PathBuf {
+    let path = dir.join("gateway.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"listen = "{listen}"
+upstream = "http://{upstream}"
+
+[[server_keys]]
+id = 1
+private_key = "server-1.pem"
+
+[[accounts]]
+id = "ACCT-TINK"
+encryption = true
+public_keys = ["tink-tink-public.json"]
+
+[[accounts]]
+id = "ACCT-TINKRAW"
+encryption = true
+public_keys = ["tink-raw-public.json"]
+
+[[accounts]]
+id = "ACCT-PYHPKE"
+encryption = true
+public_keys = ["pyhpke-customer.pub.pem"]
+
+[[accounts]]
+id = "ACCT-PYHPKE-RAW"
+encryption = true
+public_keys = ["pyhpke-customer.pub.b64"]
+
+[[accounts]]
+id = "ACCT-JS"
+encryption = true
+public_keys = ["js-customer.pub.b64"]
+
+[[accounts]]
+id = "ACCT-OFF"
+encryption = false
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn wait_until_listening(addr: SocketAddr) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("the gateway did not start listening on {addr}");
+}
+
+/// Checks one client run's lines against what the upstream recorded.
+fn verify(run_name: &str, stdout: &[u8], log: &Log) -> usize {
+    let lines: Vec<Value> = std::str::from_utf8(stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{run_name}: {e}: {l}")))
+        .collect();
+    let cases: Vec<&str> = lines.iter().map(|l| l["case"].as_str().unwrap()).collect();
+    assert_eq!(cases, CASES, "{run_name}: every case ran, in order");
+    let log = log.lock().unwrap().clone();
+    for line in &lines {
+        let case = line["case"].as_str().unwrap();
+        let key = format!("{run_name}:{case}");
+        let seen: Vec<&Exchange> = log.iter().filter(|e| e.case == key).collect();
+        let status = line["status"].as_u64().unwrap();
+        if let Some(expected) = case.strip_prefix("err_") {
+            let (want_status, want_code) = match expected {
+                "plaintext_body" => (400, 4006),
+                "tampered" => (400, 4008),
+                "encryption_off" => (403, 4005),
+                other => panic!("unknown case {other}"),
+            };
+            assert_eq!(
+                (status, line["error_code"].as_u64()),
+                (want_status, Some(want_code)),
+                "{key}"
+            );
+            assert!(
+                seen.is_empty(),
+                "{key}: a refused request must not reach the upstream"
+            );
+            continue;
+        }
+        assert_eq!(status, 200, "{key}");
+        assert_eq!(seen.len(), 1, "{key}: the upstream saw it once");
+        let ex = seen[0];
+        let sent = B64.decode(line["sent_b64"].as_str().unwrap()).unwrap();
+        let got = B64
+            .decode(line["response_plaintext_b64"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            ex.request_body.as_ref(),
+            sent.as_slice(),
+            "{key}: upstream saw the exact plaintext"
+        );
+        assert_eq!(
+            got.as_slice(),
+            ex.response_body.as_ref(),
+            "{key}: client decrypted the exact upstream answer"
+        );
+        assert_eq!(
+            ex.passcode.as_deref(),
+            Some(PASSCODE),
+            "{key}: auth header untouched"
+        );
+        if sent.is_empty() {
+            assert_eq!(ex.method, "GET", "{key}");
+        } else {
+            assert_eq!(
+                ex.content_type.as_deref(),
+                Some("application/json"),
+                "{key}"
+            );
+        }
+        if case == "echo_1mib" {
+            assert_eq!(sent.len(), 1 << 20, "{key}");
+        }
+    }
+    lines.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tink_pyhpke_and_hpke_js_clients_against_the_real_binary() {
+    check_clients_installed();
+    let (log, upstream) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |name: &str| d.join(name).to_str().unwrap().to_owned();
+
+    // The gateway's key and its public forms, made by the binary.
+    run_ok(Command::new(BIN).args(["keygen", "--out", &p("server-1.pem")]));
+    for (file, args) in [
+        (
+            "server-1.tink.json",
+            vec!["--format", "tink-json", "--key-id", "1"],
+        ),
+        ("server-1.raw-keyset.json", vec!["--format", "tink-json"]),
+        ("server-1.pub.pem", vec!["--format", "pem"]),
+        ("server-1.pub.b64", vec!["--format", "raw"]),
+    ] {
+        let out = run_ok(
+            Command::new(BIN)
+                .args(["public-key", "--key", &p("server-1.pem")])
+                .args(args),
+        );
+        std::fs::write(d.join(file), out).unwrap();
+    }
+    // The customers' keys, made by each client library.
+    run_ok(python_client("tink_client.py").args(["keys", "--dir", &p("")]));
+    run_ok(python_client("pyhpke_client.py").args(["keys", "--dir", &p("")]));
+    run_ok(js_client().args(["keys", "--dir", &p("")]));
+
+    let listen = free_port();
+    let config = write_config(d, listen, upstream);
+    let _server = Server(
+        Command::new(BIN)
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until_listening(listen);
+    let url = format!("http://{listen}");
+
+    let runs: Vec<(&str, Command)> = vec![
+        ("tink-tinkprefix", {
+            let mut c = python_client("tink_client.py");
+            c.args([
+                "run",
+                "--server-public",
+                &p("server-1.tink.json"),
+                "--customer-private",
+                &p("tink-tink-private.json"),
+                "--account",
+                "ACCT-TINK",
+            ]);
+            c
+        }),
+        ("tink-raw", {
+            let mut c = python_client("tink_client.py");
+            c.args([
+                "run",
+                "--server-public",
+                &p("server-1.raw-keyset.json"),
+                "--customer-private",
+                &p("tink-raw-private.json"),
+                "--account",
+                "ACCT-TINKRAW",
+            ]);
+            c
+        }),
+        ("pyhpke-pem", {
+            let mut c = python_client("pyhpke_client.py");
+            c.args([
+                "run",
+                "--server-public",
+                &p("server-1.pub.pem"),
+                "--customer-private",
+                &p("pyhpke-customer.pem"),
+                "--account",
+                "ACCT-PYHPKE",
+            ]);
+            c
+        }),
+        ("pyhpke-raw", {
+            let mut c = python_client("pyhpke_client.py");
+            c.args([
+                "run",
+                "--server-public",
+                &p("server-1.pub.b64"),
+                "--customer-private",
+                &p("pyhpke-customer.pem"),
+                "--account",
+                "ACCT-PYHPKE-RAW",
+            ]);
+            c
+        }),
+        ("hpke-js-raw", {
+            let mut c = js_client();
+            c.args([
+                "run",
+                "--server-public",
+                &p("server-1.pub.b64"),
+                "--customer-private",
+                &p("js-customer.private.b64"),
+                "--account",
+                "ACCT-JS",
+            ]);
+            c
+        }),
+        ("hpke-js-pem", {
+            let mut c = js_client();
+            c.args([
+                "run",
+                "--server-public",
+                &p("server-1.pub.pem"),
+                "--customer-private",
+                &p("js-customer.private.b64"),
+                "--account",
+                "ACCT-JS",
+            ]);
+            c
+        }),
+    ];
+    let mut total = 0;
+    for (name, mut cmd) in runs {
+        cmd.args(["--url", &url, "--off-account", "ACCT-OFF", "--name", name]);
+        let stdout = tokio::task::spawn_blocking(move || run_ok(&mut cmd))
+            .await
+            .unwrap();
+        total += verify(name, &stdout, &log);
+    }
+    assert_eq!(total, 6 * CASES.len());
+}

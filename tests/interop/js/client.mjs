@@ -1,0 +1,277 @@
+#!/usr/bin/env node
+// An hpke-gateway client as a customer would write it, on @hpke/core (RFC 9180):
+// DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / AES-256-GCM, base mode, empty AAD,
+// info = the account id. Envelope, both ways: enc (32 bytes) || ciphertext || tag.
+//
+//   node client.mjs keys --dir DIR
+//       writes DIR/js-customer.private.b64 and DIR/js-customer.pub.b64 (raw 32 bytes, base64)
+//   node client.mjs run --url URL --server-public FILE --customer-private FILE \
+//       --account ACCT --off-account ACCT_OFF --name NAME
+//       runs the interop cases against a gateway, one JSON line per case on stdout;
+//       exits 1 if any expectation fails. FILE for --server-public: raw base64 or SPKI PEM.
+
+// --- snippet: begin ---
+import { Aes256Gcm, CipherSuite, HkdfSha256 } from "@hpke/core";
+import { DhkemX25519HkdfSha256 } from "@hpke/dhkem-x25519";
+
+const HPKE = "application/octet-stream+hpke";
+const suite = new CipherSuite({
+  kem: new DhkemX25519HkdfSha256(),
+  kdf: new HkdfSha256(),
+  aead: new Aes256Gcm(),
+});
+
+// Seal a request body to the gateway's public key: enc || ciphertext || tag, raw bytes.
+async function sealRequest(serverPublicKey, account, plaintext) {
+  const info = new TextEncoder().encode(account); // HPKE info = the account id
+  const { enc, ct } = await suite.seal({ recipientPublicKey: serverPublicKey, info }, plaintext);
+  return Buffer.concat([new Uint8Array(enc), new Uint8Array(ct)]);
+}
+
+// Open a response envelope with the customer's private key: the first 32 bytes are enc.
+async function openResponse(customerPrivateKey, account, envelope) {
+  const info = new TextEncoder().encode(account);
+  const enc = envelope.subarray(0, 32);
+  const plaintext = await suite.open({ recipientKey: customerPrivateKey, enc, info }, envelope.subarray(32));
+  return new Uint8Array(plaintext);
+}
+
+// POST an encrypted body (e.g. to `${gateway}/1/upload`) and decrypt the encrypted answer.
+// serverPublicKey:    await suite.kem.importKey("raw", gatewayPublicKeyBytes, true)
+// customerPrivateKey: await suite.kem.deserializePrivateKey(yourPrivateKeyBytes)
+async function postEncrypted(url, { serverPublicKey, customerPrivateKey, account, passcode, headers }, plaintext) {
+  const res = await fetch(url, {
+    method: "POST",
+    headers: {
+      "Content-Type": HPKE,
+      "Accept": HPKE,
+      "X-CleverTap-Account-Id": account,
+      "X-CleverTap-Passcode": passcode,
+      ...headers,
+    },
+    body: await sealRequest(serverPublicKey, account, plaintext),
+  });
+  const body = new Uint8Array(await res.arrayBuffer()); // bytes, never res.text()
+  if (!isHpke(res)) return { status: res.status, error: body }; // gateway errors are plain JSON
+  const answer = await openResponse(customerPrivateKey, account, body).catch((cause) => {
+    throw Object.assign(new Error(`HTTP ${res.status}: the response does not decrypt`, { cause }), { status: res.status });
+  });
+  return { status: res.status, plaintext: answer };
+}
+
+const isHpke = (res) => (res.headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase() === HPKE;
+// --- snippet: end ---
+
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+
+const PASSCODE = "interop-passcode";
+const UPLOAD_JSON =
+  '{"d":[{"identity":"18121994201671","type":"profile","profileData":{"Name":"Test Name","Email":"test@example.com"}}]}';
+const EVENTS_JSON = '{"event_name":"App Launched","from":20240101,"to":20240131}';
+const ECHO_BYTES = 1024 * 1024;
+// DER prefix of an X25519 SubjectPublicKeyInfo: SEQUENCE { SEQUENCE { OID 1.3.101.110 }, BIT STRING (32 bytes) }
+const X25519_SPKI_PREFIX = Buffer.from("302a300506032b656e032100", "hex");
+
+const utf8 = (s) => new TextEncoder().encode(s);
+const b64 = (bytes) => Buffer.from(bytes ?? []).toString("base64");
+const text = (bytes) => (bytes ? new TextDecoder().decode(bytes) : "");
+
+function decodeBase64Key(text, what) {
+  const s = text.trim();
+  const bytes = Buffer.from(s, "base64");
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(s) || bytes.length !== 32) {
+    throw new Error(`${what}: expected 32 bytes in standard base64, got ${JSON.stringify(s.slice(0, 60))}`);
+  }
+  return new Uint8Array(bytes);
+}
+
+// The gateway's public key: raw base64 (`public-key --format raw`) or SPKI PEM (`--format pem`).
+async function loadServerPublicKey(file) {
+  const text = await readFile(file, "utf8");
+  let raw;
+  if (text.includes("-----BEGIN")) {
+    const m = /-----BEGIN PUBLIC KEY-----([\s\S]*?)-----END PUBLIC KEY-----/.exec(text);
+    if (!m) throw new Error(`${file}: expected a "PUBLIC KEY" PEM block`);
+    const der = Buffer.from(m[1].replace(/\s+/g, ""), "base64");
+    if (der.length !== 44 || !der.subarray(0, 12).equals(X25519_SPKI_PREFIX)) {
+      throw new Error(`${file}: not an X25519 SubjectPublicKeyInfo (${der.length} bytes of DER)`);
+    }
+    raw = new Uint8Array(der.subarray(der.length - 32));
+  } else {
+    raw = decodeBase64Key(text, file);
+  }
+  return suite.kem.importKey("raw", raw.buffer.slice(raw.byteOffset, raw.byteOffset + 32), true);
+}
+
+async function loadCustomerPrivateKey(file) {
+  return suite.kem.deserializePrivateKey(decodeBase64Key(await readFile(file, "utf8"), file));
+}
+
+async function keys({ dir }) {
+  if (!dir) throw new Error("keys: --dir DIR is required");
+  await mkdir(dir, { recursive: true });
+  const { privateKey, publicKey } = await suite.kem.generateKeyPair();
+  const sk = new Uint8Array(await suite.kem.serializePrivateKey(privateKey));
+  const pk = new Uint8Array(await suite.kem.serializePublicKey(publicKey));
+  await writeFile(join(dir, "js-customer.private.b64"), b64(sk) + "\n", { mode: 0o600 });
+  await writeFile(join(dir, "js-customer.pub.b64"), b64(pk) + "\n", { mode: 0o644 });
+}
+
+function randomBytes(n) {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, Math.min(i + 65536, n)));
+  return out;
+}
+
+async function run(opts) {
+  for (const k of ["url", "server-public", "customer-private", "account", "off-account", "name"]) {
+    if (!opts[k]) throw new Error(`run: --${k} is required`);
+  }
+  const base = opts.url.replace(/\/+$/, "");
+  const name = opts.name;
+  const ctx = {
+    serverPublicKey: await loadServerPublicKey(opts["server-public"]),
+    customerPrivateKey: await loadCustomerPrivateKey(opts["customer-private"]),
+    account: opts.account,
+    passcode: PASSCODE,
+  };
+  const failures = [];
+  const caseHeaders = (c) => ({ "X-Interop-Case": `${name}:${c}` });
+
+  // One JSON line per case; `check` records a failed expectation without stopping the run.
+  const report = (c, status, sent, plaintext, errorCode) =>
+    process.stdout.write(JSON.stringify({
+      client: name, case: c, status, sent_b64: b64(sent),
+      response_plaintext_b64: b64(plaintext), error_code: errorCode,
+    }) + "\n");
+  const check = (c, ok, msg) => { if (!ok) failures.push(`${c}: ${msg}`); return ok; };
+  const errorCodeOf = (bytes) => {
+    try { return JSON.parse(text(bytes)).code ?? null; } catch { return null; }
+  };
+
+  // A success case: 200 and an encrypted answer that decrypts. `exchange` resolves to
+  // { status, plaintext } or { status, error } (a plain JSON answer), or rejects with
+  // an error carrying `status` when the answer does not decrypt.
+  async function expectOk(c, sent, exchange) {
+    let r;
+    try {
+      r = await exchange;
+    } catch (e) {
+      if (e.status === undefined) throw e;
+      r = { status: e.status, failure: `${e.message} (${e.cause})` };
+    }
+    report(c, r.status, sent, r.plaintext, r.error ? errorCodeOf(r.error) : null);
+    check(c, r.status === 200, `status ${r.status}, expected 200`);
+    check(c, r.plaintext, r.failure ?? `response not ${HPKE}: ${text(r.error)}`);
+    return r.plaintext;
+  }
+
+  const okPost = (c, path, sent) =>
+    expectOk(c, sent, postEncrypted(base + path, { ...ctx, headers: caseHeaders(c) }, sent));
+
+  // A bodyless GET: Accept alone asks for an encrypted answer (Content-Type as the vendor's docs send it).
+  const okGet = (c, path) => expectOk(c, null, (async () => {
+    const res = await fetch(base + path, {
+      headers: {
+        "Content-Type": "application/json",
+        "Accept": HPKE,
+        "X-CleverTap-Account-Id": ctx.account,
+        "X-CleverTap-Passcode": PASSCODE,
+        ...caseHeaders(c),
+      },
+    });
+    const body = new Uint8Array(await res.arrayBuffer());
+    if (!isHpke(res)) return { status: res.status, error: body };
+    const plaintext = await openResponse(ctx.customerPrivateKey, ctx.account, body).catch((cause) => {
+      throw Object.assign(new Error(`HTTP ${res.status}: the response does not decrypt`, { cause }), { status: res.status });
+    });
+    return { status: res.status, plaintext };
+  })());
+
+  // A request the gateway must refuse with a JSON error.
+  async function refused(c, account, body, sent, wantStatus, wantCode) {
+    const res = await fetch(base + "/1/upload", {
+      method: "POST",
+      headers: {
+        "Content-Type": HPKE,
+        "Accept": HPKE,
+        "X-CleverTap-Account-Id": account,
+        "X-CleverTap-Passcode": PASSCODE,
+        ...caseHeaders(c),
+      },
+      body,
+    });
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    const code = errorCodeOf(bytes);
+    report(c, res.status, sent, null, code);
+    check(c, res.status === wantStatus && code === wantCode,
+      `got ${res.status} ${JSON.stringify(text(bytes).slice(0, 200))}, expected ${wantStatus} code ${wantCode}`);
+  }
+
+  const cases = [
+    ["upload", () => okPost("upload", "/1/upload", utf8(UPLOAD_JSON))],
+    ["events_cursor", async () => {
+      const pt = await okPost("events_cursor", "/1/events.json?batch_size=50", utf8(EVENTS_JSON));
+      ctx.cursor = pt && JSON.parse(text(pt)).cursor;
+      check("events_cursor", typeof ctx.cursor === "string" && ctx.cursor, "no cursor in the response");
+    }],
+    ["events_page", async () => {
+      if (!ctx.cursor) return check("events_page", false, "skipped: no cursor from events_cursor");
+      await okGet("events_page", `/1/events.json?cursor=${encodeURIComponent(ctx.cursor)}`);
+    }],
+    ["profile_get", () => okGet("profile_get", "/1/profile.json?email=jack%40gmail.com")],
+    ["echo_1mib", async () => {
+      const sent = randomBytes(ECHO_BYTES);
+      const pt = await okPost("echo_1mib", "/echo", sent);
+      if (pt) check("echo_1mib", Buffer.from(pt).equals(Buffer.from(sent)), `echo differs (${pt.length} bytes back)`);
+    }],
+    ["err_plaintext_body", () => {
+      const sent = utf8(UPLOAD_JSON);
+      return refused("err_plaintext_body", ctx.account, sent, sent, 400, 4006);
+    }],
+    ["err_tampered", async () => {
+      const sent = utf8(UPLOAD_JSON);
+      const envelope = await sealRequest(ctx.serverPublicKey, ctx.account, sent);
+      envelope[envelope.length - 1] ^= 0x01;
+      await refused("err_tampered", ctx.account, envelope, sent, 400, 4008);
+    }],
+    ["err_encryption_off", async () => {
+      const sent = utf8(UPLOAD_JSON);
+      const off = opts["off-account"];
+      await refused("err_encryption_off", off, await sealRequest(ctx.serverPublicKey, off, sent), sent, 403, 4005);
+    }],
+  ];
+  for (const [c, fn] of cases) {
+    try {
+      await fn();
+    } catch (e) {
+      // "fetch failed" and the like say what happened in `cause`; anything else is a bug here.
+      failures.push(`${c}: ${e?.cause ? `${e.message} (${e.cause})` : (e?.stack ?? e)}`);
+    }
+  }
+  if (failures.length) {
+    for (const f of failures) console.error(`FAIL ${f}`);
+    process.exitCode = 1;
+  }
+}
+
+const USAGE = `usage:
+  node client.mjs keys --dir DIR
+  node client.mjs run --url URL --server-public FILE --customer-private FILE --account ACCT --off-account ACCT_OFF --name NAME`;
+
+try {
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    options: Object.fromEntries(
+      ["dir", "url", "server-public", "customer-private", "account", "off-account", "name"].map((k) => [k, { type: "string" }]),
+    ),
+  });
+  const command = { keys, run }[positionals[0]];
+  if (!command || positionals.length !== 1) throw new Error(USAGE);
+  await command(values);
+} catch (e) {
+  console.error(`${e?.message ?? e}${e?.cause ? ` (cause: ${e.cause})` : ""}`);
+  process.exitCode = 2;
+}

@@ -1,0 +1,51 @@
+//! The README's client snippets are the code the interop suite runs: each block
+//! marked `<!-- snippet: PATH -->` must equal the region of PATH between its
+//! `snippet: begin` and `snippet: end` marker lines.
+
+const README: &str = include_str!("../README.md");
+
+fn region(path: &str) -> String {
+    let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.contains("--- snippet: begin ---"))
+        .unwrap_or_else(|| panic!("{path} has no snippet: begin marker"));
+    let end = lines
+        .iter()
+        .position(|l| l.contains("--- snippet: end ---"))
+        .unwrap_or_else(|| panic!("{path} has no snippet: end marker"));
+    lines[start + 1..end].join("\n")
+}
+
+#[test]
+fn readme_snippets_match_the_interop_clients() {
+    let mut checked = Vec::new();
+    let mut rest = README;
+    while let Some(at) = rest.find("<!-- snippet: ") {
+        let after = &rest[at + "<!-- snippet: ".len()..];
+        let path = after[..after.find(" -->").unwrap()].trim();
+        let fence_start = after.find("```").unwrap();
+        let code_start = fence_start + after[fence_start..].find('\n').unwrap() + 1;
+        let code_len = after[code_start..].find("\n```").unwrap();
+        let code = &after[code_start..code_start + code_len];
+        assert_eq!(
+            code,
+            region(path),
+            "README snippet of {path} is out of date"
+        );
+        checked.push(path.to_owned());
+        rest = &after[code_start + code_len..];
+    }
+    checked.sort();
+    assert_eq!(
+        checked,
+        [
+            "tests/interop/js/client.mjs",
+            "tests/interop/python/pyhpke_client.py",
+            "tests/interop/python/tink_client.py",
+        ],
+        "each interop client has its snippet in the README"
+    );
+}
