@@ -1,0 +1,431 @@
+#!/usr/bin/env python3
+"""Load harness: the gateway against the crypto floor and against nginx, in one run.
+
+    python3 bench/load.py            # full run (about 2 minutes)
+    python3 bench/load.py --quick    # CI: short runs, checks 2xx and decrypted replies only
+
+On 127.0.0.1 only, it starts a fast upstream (examples/bench_upstream.rs: plain hyper,
+a fixed reply that echoes nothing), nginx as a reverse proxy in front of it (keepalive to
+the upstream), and the gateway in front of it. It installs nginx and wrk from Debian if
+they are missing. The same wrk settings drive six scenarios:
+
+  1 upstream directly                  4 gateway, encrypted 1 KiB request and response
+  2 nginx -> upstream, plaintext       5 gateway, encrypted 1 MiB request and response
+  3 gateway -> upstream, plaintext     6 gateway, 16 concurrent 16 MiB encrypted requests
+
+Encrypted scenarios send a pool of pre-sealed requests (sealed before the run by
+`hpke-gateway seal`), so the load generator's own crypto is not measured. The gateway's
+CPU time comes from /proc/PID/stat, its peak RSS from VmHWM (reset before each scenario
+through /proc/PID/clear_refs). The crypto floor per encrypted request is read from the
+envelope bench (`cargo bench --bench envelope`; run here if its results are missing):
+3 X25519 multiplications (1 decapsulation + 1 encapsulation) + AES-256-GCM of both bodies.
+
+Writes bench/results/load.json and bench/results/load.png, and prints one table.
+"""
+
+import argparse
+import base64
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+GATEWAY = os.path.join(TARGET, "release", "hpke-gateway")
+UPSTREAM = os.path.join(TARGET, "release", "examples", "bench_upstream")
+HPKE = "application/octet-stream+hpke"
+ACCOUNT = "ACCT-BENCH"
+KIB, MIB = 1024, 1024 * 1024
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_tools():
+    missing = [p for p, b in (("nginx", "nginx"), ("wrk", "wrk")) if shutil.which(b) is None]
+    if missing:
+        log(f"installing {' '.join(missing)} from Debian")
+        run(["apt-get", "update", "-qq"])
+        run(["apt-get", "install", "-y", "-qq", *missing], stdout=subprocess.DEVNULL)
+    log("building the gateway and the bench upstream (release)")
+    run(["cargo", "build", "--release", "--locked", "--bin", "hpke-gateway",
+         "--example", "bench_upstream"], cwd=ROOT)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, what):
+    for _ in range(400):
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.025)
+    raise SystemExit(f"{what} did not listen on {port}")
+
+
+# === processes ===
+
+def start_upstream(port):
+    p = subprocess.Popen([UPSTREAM, f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
+    wait_port(port, p, "upstream")
+    return p
+
+
+def start_nginx(work, port, upstream_port):
+    conf = os.path.join(work, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""
+worker_processes auto;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/nginx-body;
+    proxy_temp_path {work}/nginx-proxy;
+    client_max_body_size 64m;
+    upstream api {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://api;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+""")
+    p = subprocess.Popen(["nginx", "-c", conf, "-p", work], stderr=subprocess.DEVNULL)
+    wait_port(port, p, "nginx")
+    return p
+
+
+def make_keys(work):
+    server = os.path.join(work, "server-1.pem")
+    customer = os.path.join(work, "customer.pem")
+    run([GATEWAY, "keygen", "--out", server], stderr=subprocess.DEVNULL)
+    run([GATEWAY, "keygen", "--out", customer], stderr=subprocess.DEVNULL)
+    for key, out in ((server, "server-1.pub.pem"), (customer, "customer.pub.pem")):
+        with open(os.path.join(work, out), "wb") as f:
+            f.write(run([GATEWAY, "public-key", "--key", key], capture_output=True).stdout)
+    return server, customer
+
+
+def start_gateway(work, port, upstream_port):
+    config = os.path.join(work, "gateway.toml")
+    with open(config, "w") as f:
+        f.write(f"""listen = "127.0.0.1:{port}"
+upstream = "http://127.0.0.1:{upstream_port}"
+max_encrypted_body_bytes = {64 * MIB}
+max_response_body_bytes = {64 * MIB}
+
+[[server_keys]]
+id = 1
+private_key = "server-1.pem"
+
+[[accounts]]
+id = "{ACCOUNT}"
+encryption = true
+public_keys = ["customer.pub.pem"]
+""")
+    p = subprocess.Popen([GATEWAY, "serve", "--config", config],
+                         stderr=open(os.path.join(work, "gateway.log"), "w"),
+                         env={**os.environ, "RUST_LOG": "warn"})
+    wait_port(port, p, "gateway")
+    return p
+
+
+# === /proc ===
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def reset_peak_rss(pid):
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
+def rss_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+# === wrk ===
+
+LUA = r"""
+local files = {FILES}
+local bodies = {}
+local n = 0
+init = function(args)
+  for i, path in ipairs(files) do
+    local f = io.open(path, "rb"); bodies[i] = f:read("*a"); f:close()
+  end
+end
+request = function()
+  n = n + 1
+  local body = nil
+  if #bodies > 0 then body = bodies[(n % #bodies) + 1] end
+  return wrk.format("{METHOD}", "{PATH}", {HEADERS}, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format(
+    '\nRESULT {"requests":%d,"duration_us":%d,"non2xx":%d,"errors":%d,"p50_us":%d,"p99_us":%d,"p999_us":%d}\n',
+    summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+end
+"""
+
+
+def lua_table(items):
+    return "{" + ", ".join(items) + "}"
+
+
+def wrk(work, name, port, path, connections, duration, files=(), encrypted=False):
+    headers = {"X-CleverTap-Account-Id": ACCOUNT, "X-CleverTap-Passcode": "bench"}
+    if encrypted:
+        headers.update({"Content-Type": HPKE, "Accept": HPKE})
+    elif files:
+        headers["Content-Type"] = "application/json"
+    script = LUA.replace("{FILES}", lua_table(json.dumps(f) for f in files)) \
+        .replace("{METHOD}", "POST" if files else "GET") \
+        .replace("{PATH}", path) \
+        .replace("{HEADERS}", lua_table(f'["{k}"] = "{v}"' for k, v in headers.items()))
+    script_path = os.path.join(work, f"{name}.lua")
+    with open(script_path, "w") as f:
+        f.write(script)
+    threads = min(2, connections)
+    out = run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "60s",
+               "-s", script_path, f"http://127.0.0.1:{port}{path}"],
+              capture_output=True, text=True).stdout
+    m = re.search(r"^RESULT (\{.*\})$", out, re.M)
+    if not m:
+        raise SystemExit(f"{name}: wrk printed no result:\n{out}")
+    return json.loads(m.group(1))
+
+
+def seal_pool(work, name, size, count, server_pub):
+    files = []
+    for i in range(count):
+        plain = os.urandom(size)
+        sealed = run([GATEWAY, "seal", "--recipient", server_pub, "--info", ACCOUNT],
+                     input=plain, capture_output=True).stdout
+        path = os.path.join(work, f"{name}-{i}.bin")
+        with open(path, "wb") as f:
+            f.write(sealed)
+        files.append(path)
+    return files
+
+
+def check_decrypted_reply(port, path, body_file, customer_key, size):
+    """One request outside the load: the reply must be sealed to the customer and decrypt."""
+    with open(body_file, "rb") as f:
+        body = f.read()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="POST",
+                                 headers={"Content-Type": HPKE, "Accept": HPKE,
+                                          "X-CleverTap-Account-Id": ACCOUNT,
+                                          "X-CleverTap-Passcode": "bench"})
+    with urllib.request.urlopen(req, timeout=60) as res:
+        assert res.status == 200 and res.headers["Content-Type"] == HPKE, res.status
+        sealed = res.read()
+    plain = run([GATEWAY, "open", "--key", customer_key, "--info", ACCOUNT],
+                input=sealed, capture_output=True).stdout
+    assert len(plain) == size and plain.startswith(b'{"status":"success"'), len(plain)
+
+
+# === the crypto floor ===
+
+def criterion_median_ns(bench_id):
+    path = os.path.join(TARGET, "criterion", bench_id, "new", "estimates.json")
+    try:
+        with open(path) as f:
+            return json.load(f)["median"]["point_estimate"]
+    except OSError:
+        return None
+
+
+def crypto_floor_us(sizes, quick):
+    ids = ["baseline_x25519_dh"] + [f"baseline_aes256gcm/{n}" for n in sizes]
+    if any(criterion_median_ns(i) is None for i in ids):
+        if quick:
+            return None
+        log("running the envelope bench for the crypto floor")
+        run(["cargo", "bench", "--locked", "--bench", "envelope", "--", "--quick", "baseline"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dh = criterion_median_ns("baseline_x25519_dh")
+    return {n: (3 * dh + 2 * criterion_median_ns(f"baseline_aes256gcm/{n}")) / 1e3 for n in sizes}
+
+
+# === the run ===
+
+SCENARIOS = [
+    # name, target, path, body size, encrypted, connections (full), duration (full)
+    ("1 upstream direct", "upstream", "/1/upload?size=1024", 1 * KIB, False, 64, 10),
+    ("2 nginx plaintext", "nginx", "/1/upload?size=1024", 1 * KIB, False, 64, 10),
+    ("3 gateway plaintext", "gateway", "/1/upload?size=1024", 1 * KIB, False, 64, 10),
+    ("4 gateway encrypted 1KiB", "gateway", "/1/upload?size=1024", 1 * KIB, True, 64, 10),
+    ("5 gateway encrypted 1MiB", "gateway", f"/1/upload?size={MIB}", MIB, True, 8, 10),
+    ("6 gateway 16x16MiB encrypted", "gateway", f"/1/upload?size={16 * MIB}", 16 * MIB, True, 16, 10),
+]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short runs; check 2xx and decrypted replies only")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    args = ap.parse_args()
+
+    ensure_tools()
+    work = tempfile.mkdtemp(prefix="hpke-load-")
+    procs = []
+    try:
+        ports = {k: free_port() for k in ("upstream", "nginx", "gateway")}
+        procs.append(start_upstream(ports["upstream"]))
+        procs.append(start_nginx(work, ports["nginx"], ports["upstream"]))
+        server_key, customer_key = make_keys(work)
+        gateway = start_gateway(work, ports["gateway"], ports["upstream"])
+        procs.append(gateway)
+        time.sleep(0.3)
+        idle_rss_kib = rss_kib(gateway.pid, "VmRSS")
+        server_pub = os.path.join(work, "server-1.pub.pem")
+        plain_1k = os.path.join(work, "plain-1k.json")
+        with open(plain_1k, "wb") as f:
+            f.write(b'{"d":[' + b'{"identity":"1"},' * 60 + b'{"identity":"2"}]}')
+
+        rows = []
+        for name, target, path, size, encrypted, conns, dur in SCENARIOS:
+            if args.quick:
+                conns, dur = min(conns, 4), 1
+            pool = []
+            if encrypted:
+                count = 4 if size >= 16 * MIB or args.quick else 32
+                pool = seal_pool(work, f"s{name[0]}", size, count, server_pub)
+            elif path.startswith("/1/upload"):
+                pool = [plain_1k]
+            cpu0 = cpu_seconds(gateway.pid)
+            reset_peak_rss(gateway.pid)
+            log(f"{name}: wrk -c{conns} -d{dur}s")
+            r = wrk(work, f"s{name[0]}", ports[target], path, conns, dur, pool, encrypted)
+            cpu = cpu_seconds(gateway.pid) - cpu0
+            peak = rss_kib(gateway.pid, "VmHWM")
+            if r["requests"] == 0 or r["non2xx"] or r["errors"]:
+                raise SystemExit(f"{name}: {r['requests']} requests, {r['non2xx']} non-2xx, {r['errors']} errors")
+            if encrypted:
+                check_decrypted_reply(ports["gateway"], path, pool[0], customer_key, size)
+            secs = r["duration_us"] / 1e6
+            rows.append({
+                "scenario": name, "target": target, "body_bytes": size, "encrypted": encrypted,
+                "connections": conns, "requests": r["requests"], "rps": r["requests"] / secs,
+                "p50_ms": r["p50_us"] / 1e3, "p99_ms": r["p99_us"] / 1e3, "p999_ms": r["p999_us"] / 1e3,
+                "gateway_cpu_us_per_req": (cpu / r["requests"] * 1e6) if target == "gateway" else None,
+                "gateway_peak_rss_mib": peak / 1024 if target == "gateway" else None,
+            })
+        report(args, rows, idle_rss_kib)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(args, rows, idle_rss_kib):
+    by = {r["scenario"][0]: r for r in rows}
+    floor = crypto_floor_us(["1KiB", "1MiB", "16MiB"], args.quick)
+    ratios = {
+        "gateway_plain_vs_nginx_rps": by["3"]["rps"] / by["2"]["rps"],
+        "gateway_plain_vs_nginx_p99": by["3"]["p99_ms"] / by["2"]["p99_ms"],
+        "gateway_encrypted_1KiB_vs_plain_rps": by["4"]["rps"] / by["3"]["rps"],
+    }
+    if floor:
+        ratios["cpu_per_encrypted_1KiB_vs_crypto_floor"] = by["4"]["gateway_cpu_us_per_req"] / floor["1KiB"]
+        ratios["crypto_floor_us"] = floor
+    # 16 MiB each way per request: payload throughput of scenario 6, both directions.
+    ratios["encrypted_16MiB_payload_MBps"] = by["6"]["rps"] * 2 * 16 * MIB / 1e6
+    in_flight_mib = 16 * 16 * 2  # 16 requests, 16 MiB each way
+    ratios["peak_rss_16x16MiB_limit_mib"] = 20 + 1.5 * in_flight_mib
+
+    print(f"\n{'scenario':32} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'p99.9 ms':>9} {'CPU µs/req':>11} {'peak RSS MiB':>13}")
+    for r in rows:
+        cpu = f"{r['gateway_cpu_us_per_req']:.1f}" if r["gateway_cpu_us_per_req"] is not None else "-"
+        rss = f"{r['gateway_peak_rss_mib']:.1f}" if r["gateway_peak_rss_mib"] is not None else "-"
+        print(f"{r['scenario']:32} {r['rps']:>10.0f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {r['p999_ms']:>9.2f} {cpu:>11} {rss:>13}")
+    print(f"\ngateway idle RSS: {idle_rss_kib / 1024:.1f} MiB")
+    for k, v in ratios.items():
+        if isinstance(v, float):
+            print(f"{k}: {v:.2f}")
+    if floor:
+        print("crypto floor per encrypted request (3 DH + AES-GCM both ways), µs: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in floor.items()))
+    if args.quick:
+        print("\nquick mode: every scenario answered 2xx and encrypted replies decrypted (timings not meaningful)")
+        return
+    os.makedirs(args.out, exist_ok=True)
+    result = {"machine": machine(), "idle_rss_mib": idle_rss_kib / 1024, "rows": rows, "ratios": ratios}
+    with open(os.path.join(args.out, "load.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    chart(rows, os.path.join(args.out, "load.png"))
+    print(f"\nwrote {os.path.join(args.out, 'load.json')} and load.png")
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    return {"cpu": cpu, "cores": os.cpu_count(), "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+
+
+def chart(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is missing (pip install matplotlib): no chart")
+        return
+    fig, ax = plt.subplots(figsize=(10, 5))
+    names = [r["scenario"] for r in rows]
+    width = 0.27
+    for i, (key, label) in enumerate((("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9"))):
+        ax.bar([x + (i - 1) * width for x in range(len(rows))], [r[key] for r in rows], width, label=label)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("latency (ms, log scale)")
+    ax.set_title("hpke-gateway load harness: latency percentiles per scenario")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
