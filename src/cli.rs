@@ -156,7 +156,7 @@ fn serve(path: &Path) -> Result<ExitCode, BoxError> {
             return Ok(ExitCode::from(EXIT_BAD_CONFIG));
         }
     };
-    runtime()?.block_on(crate::server::run(config))?;
+    crate::server::run(config)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -27,6 +27,7 @@ use crate::error::Error;
 #[derive(Debug, Clone)]
 pub struct Proxy {
     client: Client<HttpConnector, Body>,
+    connect_timeout: Duration,
     upstream: Arc<Upstream>,
     timeout: Duration,
 }
@@ -50,14 +51,9 @@ impl Proxy {
         let (Some(scheme), Some(authority)) = (upstream.scheme(), upstream.authority()) else {
             return Err(Error::Internal("upstream URL has no scheme or host".into()));
         };
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
         Ok(Self {
-            client,
+            client: client(connect_timeout),
+            connect_timeout,
             upstream: Arc::new(Upstream {
                 scheme: scheme.clone(),
                 authority: authority.clone(),
@@ -65,6 +61,14 @@ impl Proxy {
             }),
             timeout,
         })
+    }
+
+    /// The same proxy with a connection pool of its own (clones share one pool).
+    pub fn fresh_pool(&self) -> Self {
+        Self {
+            client: client(self.connect_timeout),
+            ..self.clone()
+        }
     }
 
     async fn forward(self, mut req: Request<Body>) -> Result<Response<Body>, Error> {
@@ -83,6 +87,15 @@ impl Proxy {
         remove_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, Body::new(body)))
     }
+}
+
+fn client(connect_timeout: Duration) -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(connector)
 }
 
 impl Upstream {

@@ -1,6 +1,14 @@
 //! Wiring: the router `serve` runs, and running it until a shutdown signal.
+//!
+//! `run` serves with one single-threaded runtime per core, each with its own listening
+//! socket on the same address (`SO_REUSEPORT`: the kernel spreads connections) and its own
+//! upstream connection pool, as nginx runs one worker per core. A request then stays on
+//! one thread from accept to upstream and back, with no cross-thread wake-ups; the keys
+//! and accounts are shared, read-only.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -13,13 +21,20 @@ use crate::proxy::Proxy;
 
 /// The gateway's router: the HPKE middleware in front of the proxy to the upstream.
 pub fn app(config: Config) -> Result<Router, Error> {
-    let proxy = Proxy::new(
+    let proxy = proxy_for(&config)?;
+    Ok(router(Arc::new(HpkeState::from_config(config)), proxy))
+}
+
+fn proxy_for(config: &Config) -> Result<Proxy, Error> {
+    Proxy::new(
         &config.upstream,
         config.upstream_connect_timeout,
         config.upstream_timeout,
-    )?;
-    let service = HpkeLayer::new(HpkeState::from_config(config)).layer(proxy);
-    Ok(Router::new().fallback_service(service))
+    )
+}
+
+fn router(state: Arc<HpkeState>, proxy: Proxy) -> Router {
+    Router::new().fallback_service(HpkeLayer::from_shared(state).layer(proxy))
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets in-flight
@@ -29,25 +44,83 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    // Small responses go out at once: no Nagle delay on accepted connections.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
 
-/// Binds the configured listener and serves until SIGINT or SIGTERM.
-pub async fn run(config: Config) -> Result<(), crate::BoxError> {
+/// Binds the configured listener and serves until SIGINT or SIGTERM, with one worker
+/// thread per core (see the module docs).
+pub fn run(config: Config) -> Result<(), crate::BoxError> {
     let listen = config.listen;
-    let accounts = config.accounts.len();
-    let keys = config.server_keys.iter().count();
-    let upstream = config.upstream.to_string();
-    let app = app(config)?;
-    let listener = TcpListener::bind(listen)
-        .await
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    tracing::info!(
+        %listen,
+        upstream = %config.upstream,
+        server_keys = config.server_keys.iter().count(),
+        accounts = config.accounts.len(),
+        workers,
+        "hpke-gateway listening"
+    );
+    let proxy = proxy_for(&config)?;
+    let state = Arc::new(HpkeState::from_config(config));
+    // Bind every socket before serving, so a bad address fails at once.
+    let sockets = (0..workers)
+        .map(|_| reuseport_socket(listen))
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    tracing::info!(%listen, %upstream, server_keys = keys, accounts, "hpke-gateway listening");
-    serve(listener, app, shutdown_signal()).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let threads: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, socket)| {
+            let (state, proxy, mut stop) = (state.clone(), proxy.clone(), stop_rx.clone());
+            std::thread::Builder::new()
+                .name(format!("hpke-gateway-{i}"))
+                .spawn(move || -> std::io::Result<()> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    rt.block_on(async move {
+                        let listener = TcpListener::from_std(socket)?;
+                        // A fresh client per worker: its pooled connections live on this thread.
+                        let proxy = proxy.fresh_pool();
+                        let shutdown = async move {
+                            let _ = stop.wait_for(|stopped| *stopped).await;
+                        };
+                        serve(listener, router(state, proxy), shutdown).await
+                    })
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    let signals = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    signals.block_on(shutdown_signal());
+    tracing::info!("shutting down: draining in-flight requests");
+    let _ = stop_tx.send(true);
+    for t in threads {
+        t.join().map_err(|_| "a worker thread panicked")??;
+    }
     tracing::info!("hpke-gateway stopped");
     Ok(())
+}
+
+fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

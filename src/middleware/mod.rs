@@ -115,9 +115,12 @@ pub struct HpkeLayer {
 impl HpkeLayer {
     /// A layer over the given state.
     pub fn new(state: HpkeState) -> Self {
-        Self {
-            state: Arc::new(state),
-        }
+        Self::from_shared(Arc::new(state))
+    }
+
+    /// A layer over state shared with other layers (one per worker thread).
+    pub fn from_shared(state: Arc<HpkeState>) -> Self {
+        Self { state }
     }
 }
 
