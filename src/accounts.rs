@@ -90,6 +90,16 @@ impl ResponseSealer {
             plaintext,
         )
     }
+
+    /// Bytes to reserve in front of a body for [`ResponseSealer::seal_in_place`].
+    pub fn header_len(&self) -> usize {
+        envelope::header_len(self.recipient.prefix)
+    }
+
+    /// Seals `buf` (`header_len()` reserved bytes, then the body) in place.
+    pub fn seal_in_place(&self, buf: &mut Vec<u8>) -> Result<(), SealError> {
+        envelope::seal_in_place(&self.recipient.key, self.recipient.prefix, &self.info, buf)
+    }
 }
 
 /// All configured accounts, by id. An account that is not configured has encryption off.

@@ -215,6 +215,9 @@ pub enum SealError {
     /// Encapsulation failed (the recipient key gives an all-zero shared secret).
     #[error("encapsulation to the recipient key failed")]
     Encap,
+    /// [`seal_in_place`] was given fewer reserved bytes than [`header_len`].
+    #[error("no room reserved for the envelope header")]
+    NoHeaderRoom,
     /// The AEAD refused the message (longer than AES-GCM allows).
     #[error("the message is too long to seal")]
     Aead,
@@ -250,15 +253,55 @@ pub fn seal_with_rng(
     plaintext: &[u8],
     rng: &mut impl CryptoRng,
 ) -> Result<Vec<u8>, SealError> {
+    let mut buf = Vec::with_capacity(header_len(prefix) + plaintext.len() + TAG_LEN);
+    buf.resize(header_len(prefix), 0);
+    buf.extend_from_slice(plaintext);
+    seal_in_place_with_rng(recipient, prefix, info, &mut buf, rng)?;
+    Ok(buf)
+}
+
+/// How many bytes [`seal_in_place`] needs reserved in front of the plaintext.
+pub fn header_len(prefix: Prefix) -> usize {
+    prefix.len() + ENC_LEN
+}
+
+/// Seals without copying the body: `buf` holds [`header_len`] reserved bytes followed
+/// by the plaintext, and becomes the envelope (header written, body encrypted in place,
+/// tag appended; reserve `TAG_LEN` more capacity to avoid a reallocation).
+pub fn seal_in_place(
+    recipient: &PublicKey,
+    prefix: Prefix,
+    info: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<(), SealError> {
+    seal_in_place_with_rng(
+        recipient,
+        prefix,
+        info,
+        buf,
+        &mut hpke::rand_core::UnwrapErr(getrandom::SysRng),
+    )
+}
+
+fn seal_in_place_with_rng(
+    recipient: &PublicKey,
+    prefix: Prefix,
+    info: &[u8],
+    buf: &mut Vec<u8>,
+    rng: &mut impl CryptoRng,
+) -> Result<(), SealError> {
+    let body_start = header_len(prefix);
+    if buf.len() < body_start {
+        return Err(SealError::NoHeaderRoom);
+    }
     let (enc, mut ctx) = setup_sender_with_rng(recipient, info, rng)?;
-    let body_start = prefix.len() + ENC_LEN;
-    let mut out = Vec::with_capacity(body_start + plaintext.len() + TAG_LEN);
-    prefix.write(&mut out);
-    out.extend_from_slice(&enc);
-    out.extend_from_slice(plaintext);
-    let tag = ctx.seal_in_place(&[], &mut out[body_start..])?;
-    out.extend_from_slice(&tag);
-    Ok(out)
+    let mut header = Vec::with_capacity(body_start);
+    prefix.write(&mut header);
+    header.extend_from_slice(&enc);
+    buf[..body_start].copy_from_slice(&header);
+    let tag = ctx.seal_in_place(&[], &mut buf[body_start..])?;
+    buf.extend_from_slice(&tag);
+    Ok(())
 }
 
 // RFC 9180 §5.1.1
@@ -550,6 +593,21 @@ mod tests {
             Err(SealError::InfoTooLong)
         );
         assert_eq!(open(&sk, &info, &[0u8; 64]), Err(OpenError::InfoTooLong));
+    }
+
+    #[test]
+    fn seal_in_place_needs_its_header_room_and_opens() {
+        let (sk, pk) = pair();
+        let mut short = vec![0u8; ENC_LEN];
+        assert_eq!(
+            seal_in_place(&pk, Prefix::Tink(9), b"A", &mut short),
+            Err(SealError::NoHeaderRoom)
+        );
+        let mut buf = vec![0u8; header_len(Prefix::Tink(9))];
+        buf.extend_from_slice(b"in place");
+        seal_in_place(&pk, Prefix::Tink(9), b"A", &mut buf).unwrap();
+        assert_eq!(&buf[..5], &[1, 0, 0, 0, 9]);
+        assert_eq!(open(&sk, b"A", &buf[5..]).unwrap(), b"in place");
     }
 
     #[test]

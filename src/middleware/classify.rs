@@ -11,7 +11,7 @@ use axum::body::Body;
 
 use crate::HPKE_MEDIA_TYPE;
 use crate::config::valid_account_id;
-use crate::envelope::{MIN_SEALED_LEN, Prefix, split_prefix};
+use crate::envelope::{MIN_SEALED_LEN, Prefix, TAG_LEN, split_prefix};
 use crate::error::Error;
 use crate::keys::ServerKeys;
 
@@ -198,23 +198,27 @@ pub(crate) async fn peek(mut body: Body, want: usize) -> Result<Peeked, Error> {
     })
 }
 
-/// Reads a whole body into one buffer, failing with `too_large` past `limit` bytes.
+/// Reads a whole body into one buffer after `headroom` zero bytes (room for an
+/// envelope header, so sealing needs no second copy), failing with `too_large` past
+/// `limit` body bytes. Capacity for a tag is reserved too.
 pub(crate) async fn collect_limited(
     mut body: Body,
     limit: u64,
+    headroom: usize,
     too_large: impl Fn() -> Error,
     read_error: impl Fn(axum::Error) -> Error,
-) -> Result<BytesMut, Error> {
+) -> Result<Vec<u8>, Error> {
     let hint = body.size_hint();
     if hint.lower() > limit {
         return Err(too_large());
     }
-    let capacity = usize::try_from(hint.exact().unwrap_or(hint.lower()).min(limit)).unwrap_or(0);
-    let mut buf = BytesMut::with_capacity(capacity);
+    let expected = usize::try_from(hint.exact().unwrap_or(hint.lower()).min(limit)).unwrap_or(0);
+    let mut buf = Vec::with_capacity(headroom + expected + TAG_LEN);
+    buf.resize(headroom, 0);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(&read_error)?;
         if let Some(data) = frame.data_ref() {
-            if (buf.len() + data.len()) as u64 > limit {
+            if (buf.len() - headroom + data.len()) as u64 > limit {
                 return Err(too_large());
             }
             buf.extend_from_slice(data);

@@ -40,7 +40,7 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::response::IntoResponse as _;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use tower::{Layer, Service};
 
@@ -217,10 +217,15 @@ where
     let sealed = classify::collect_limited(
         body,
         limit,
+        0,
         || Error::PayloadTooLarge { limit },
         |_| Error::BadRequestBody,
     )
     .await?;
+    // Vec -> Bytes -> BytesMut takes over the allocation without copying.
+    let sealed = Bytes::from(sealed)
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
 
     let plaintext = if sealed.is_empty() {
         if !is_bodyless_method(&parts.method) {
@@ -290,15 +295,16 @@ async fn seal_response(
         return Ok(Response::from_parts(parts, body));
     }
     let limit = state.max_response_body_bytes;
-    let plaintext = classify::collect_limited(
+    let mut sealed = classify::collect_limited(
         body,
         limit,
+        sealer.header_len(),
         || Error::BadUpstreamResponse(format!("response body larger than {limit} bytes").into()),
         |e| Error::BadUpstreamResponse(e.into()),
     )
     .await?;
-    let sealed = sealer
-        .seal(&plaintext)
+    sealer
+        .seal_in_place(&mut sealed)
         .map_err(|e| Error::Internal(e.into()))?;
     let headers = &mut parts.headers;
     headers.remove(header::TRANSFER_ENCODING);
