@@ -47,7 +47,7 @@ fn baselines(c: &mut Criterion) {
 fn envelope_ops(c: &mut Criterion) {
     let sk = PrivateKey::derive(&[1u8; 32]);
     let pk = sk.public_key();
-    let mut seal = c.benchmark_group("envelope/seal");
+    let mut seal = c.benchmark_group(format!("envelope/seal/{}", envelope::BACKEND));
     for (size, name) in SIZES {
         seal.throughput(Throughput::Bytes(size as u64));
         let pt = vec![0x42u8; size];
@@ -56,7 +56,7 @@ fn envelope_ops(c: &mut Criterion) {
         });
     }
     seal.finish();
-    let mut open = c.benchmark_group("envelope/open");
+    let mut open = c.benchmark_group(format!("envelope/open/{}", envelope::BACKEND));
     for (size, name) in SIZES {
         open.throughput(Throughput::Bytes(size as u64));
         let sealed = envelope::seal(&pk, Prefix::Raw, b"ACCT-1", &vec![0x42u8; size]).unwrap();
@@ -88,30 +88,44 @@ fn print_ratios() {
         return;
     };
     println!(
-        "\nenvelope vs crypto floor (medians of this run; copy overhead for open included: see bench source)"
+        "\nenvelope vs crypto floor, per backend (medians; a backend appears once its bench has run:"
     );
     println!(
-        "{:>6}  {:>12} {:>12} {:>12}  {:>22} {:>22}",
-        "size", "AES-GCM", "open", "seal", "open/(1 DH + AES-GCM)", "seal/(2 DH + AES-GCM)"
+        "`cargo bench --bench envelope` and `cargo bench --bench envelope --features aws-lc`)"
     );
-    for (_, name) in SIZES {
-        let (Some(aes), Some(open), Some(seal)) = (
-            median_ns(&format!("baseline_aes256gcm/{name}")),
-            median_ns(&format!("envelope_open/{name}")),
-            median_ns(&format!("envelope_seal/{name}")),
-        ) else {
-            continue;
-        };
-        println!(
-            "{name:>6}  {:>10.1}µs {:>10.1}µs {:>10.1}µs  {:>22.2} {:>22.2}",
-            aes / 1e3,
-            open / 1e3,
-            seal / 1e3,
-            open / (dh + aes),
-            seal / (2.0 * dh + aes)
-        );
+    println!(
+        "{:>9} {:>6}  {:>11} {:>11} {:>11}  {:>21} {:>21}",
+        "backend",
+        "size",
+        "AES-GCM",
+        "open",
+        "seal",
+        "open/(1 DH + AES-GCM)",
+        "seal/(2 DH + AES-GCM)"
+    );
+    for backend in ["rust-hpke", "aws-lc"] {
+        for (_, name) in SIZES {
+            let (Some(aes), Some(open), Some(seal)) = (
+                median_ns(&format!("baseline_aes256gcm/{name}")),
+                median_ns(&format!("envelope_open_{backend}/{name}")),
+                median_ns(&format!("envelope_seal_{backend}/{name}")),
+            ) else {
+                continue;
+            };
+            println!(
+                "{backend:>9} {name:>6}  {:>9.1}µs {:>9.1}µs {:>9.1}µs  {:>21.2} {:>21.2}",
+                aes / 1e3,
+                open / 1e3,
+                seal / 1e3,
+                open / (dh + aes),
+                seal / (2.0 * dh + aes)
+            );
+        }
     }
-    println!("(one X25519 DH: {:.1} µs)", dh / 1e3);
+    println!(
+        "(one X25519 DH, x25519-dalek: {:.1} µs; AES-GCM baseline: RustCrypto aes-gcm)",
+        dh / 1e3
+    );
 }
 
 fn main() {

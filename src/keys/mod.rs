@@ -383,26 +383,34 @@ impl ServerKeys {
     /// the whole ciphertext is tried as RAW against every key. The plaintext is
     /// decrypted in place and returned as a slice of `sealed`'s allocation.
     pub fn open(&self, info: &[u8], mut sealed: BytesMut) -> Result<Bytes, OpenError> {
-        let mut last = OpenError::Authentication;
+        let mut attempts: Vec<(&ServerKey, usize)> = Vec::with_capacity(self.keys.len() + 1);
         if let (Prefix::Tink(id), _) = envelope::split_prefix(&sealed) {
-            for key in self.keys.iter().filter(|k| k.matches(id)) {
-                match envelope::open_in_place(&key.key, info, &mut sealed[TINK_PREFIX_LEN..]) {
-                    Ok(pt) => {
-                        let start = TINK_PREFIX_LEN + ENC_LEN;
-                        let end = start + pt.len();
-                        return Ok(sealed.freeze().slice(start..end));
-                    }
-                    Err(e) => last = e,
-                }
-            }
+            attempts.extend(
+                self.keys
+                    .iter()
+                    .filter(|k| k.matches(id))
+                    .map(|k| (k, TINK_PREFIX_LEN)),
+            );
         }
-        for key in &self.keys {
-            match envelope::open_in_place(&key.key, info, &mut sealed) {
+        attempts.extend(self.keys.iter().map(|k| (k, 0)));
+        // A backend that may write into the buffer on a failed open gets a pristine copy
+        // back before the next try (only when there is a next try).
+        let pristine =
+            (!envelope::OPEN_KEEPS_INPUT_ON_FAILURE && attempts.len() > 1).then(|| sealed.to_vec());
+        let mut last = OpenError::Authentication;
+        for (i, (key, offset)) in attempts.iter().enumerate() {
+            match envelope::open_in_place(&key.key, info, &mut sealed[*offset..]) {
                 Ok(pt) => {
-                    let end = ENC_LEN + pt.len();
-                    return Ok(sealed.freeze().slice(ENC_LEN..end));
+                    let start = offset + ENC_LEN;
+                    let end = start + pt.len();
+                    return Ok(sealed.freeze().slice(start..end));
                 }
                 Err(e) => last = e,
+            }
+            if let Some(copy) = &pristine
+                && i + 1 < attempts.len()
+            {
+                sealed.copy_from_slice(copy);
             }
         }
         Err(last)

@@ -29,16 +29,21 @@
 
 use std::fmt;
 
-use hpke::aead::{AeadTag, AesGcm256};
-use hpke::kdf::HkdfSha256;
-use hpke::kem::X25519HkdfSha256;
 use hpke::rand_core::CryptoRng;
-use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
 
-type Kem = X25519HkdfSha256;
-type KemPrivateKey = <Kem as hpke::Kem>::PrivateKey;
-type KemPublicKey = <Kem as hpke::Kem>::PublicKey;
-type EncappedKey = <Kem as hpke::Kem>::EncappedKey;
+// The one seam between the wire format and the primitives: a backend provides a
+// private key type, base-mode sender/receiver setup (RFC 9180 §5.1), and in-place AEAD.
+#[cfg(feature = "aws-lc")]
+#[path = "aws_lc.rs"]
+mod backend;
+#[cfg(not(feature = "aws-lc"))]
+#[path = "rust_hpke.rs"]
+mod backend;
+
+/// The crypto backend this build uses: `rust-hpke` (default) or `aws-lc` (cargo feature).
+pub const BACKEND: &str = backend::NAME;
+/// Whether a failed open leaves the buffer as it was (so another key may be tried on it).
+pub const OPEN_KEEPS_INPUT_ON_FAILURE: bool = backend::OPEN_KEEPS_INPUT_ON_FAILURE;
 
 /// Length of the encapsulated key (`Nenc` for DHKEM(X25519), RFC 9180 §7.1).
 pub const ENC_LEN: usize = 32;
@@ -101,45 +106,50 @@ pub fn split_prefix(ciphertext: &[u8]) -> (Prefix, &[u8]) {
 
 // === impl PrivateKey ===
 
-/// An X25519 private key. Zeroized on drop; never printed.
+/// An X25519 private key, with its public key computed once. Zeroized on drop; never printed.
 #[derive(Clone)]
 pub struct PrivateKey {
-    sk: KemPrivateKey,
+    sk: backend::SecretKey,
+    public: [u8; 32],
 }
 
 impl PrivateKey {
+    fn from_secret(sk: backend::SecretKey) -> Self {
+        let public = sk.public();
+        Self { sk, public }
+    }
+
     /// Generates a fresh key from the operating system's random source.
     pub fn generate() -> Self {
-        let (sk, _) = Kem::gen_keypair();
-        Self { sk }
+        let mut ikm = zeroize::Zeroizing::new([0u8; 32]);
+        hpke::rand_core::Rng::fill_bytes(
+            &mut hpke::rand_core::UnwrapErr(getrandom::SysRng),
+            &mut *ikm,
+        );
+        Self::derive(&*ikm)
     }
 
     /// Deterministically derives a key pair from input keying material
     /// (RFC 9180 §7.1.3 `DeriveKeyPair`).
     pub fn derive(ikm: &[u8]) -> Self {
-        let (sk, _) = Kem::derive_keypair(ikm);
-        Self { sk }
+        Self::from_secret(backend::SecretKey::derive(ikm))
     }
 
     /// Reads a 32-byte X25519 scalar (clamped as RFC 7748 requires).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyLengthError> {
-        KemPrivateKey::from_bytes(bytes)
-            .map(|sk| Self { sk })
-            .map_err(|_| KeyLengthError(bytes.len()))
+        backend::SecretKey::from_bytes(bytes)
+            .map(Self::from_secret)
+            .ok_or(KeyLengthError(bytes.len()))
     }
 
-    /// The 32 scalar bytes, in a buffer that is zeroized on drop.
+    /// The 32 scalar bytes (clamped), in a buffer that is zeroized on drop.
     pub fn to_bytes(&self) -> zeroize::Zeroizing<[u8; 32]> {
-        let mut out = zeroize::Zeroizing::new([0u8; 32]);
-        out.copy_from_slice(&self.sk.to_bytes());
-        out
+        self.sk.to_bytes()
     }
 
     /// The matching public key.
     pub fn public_key(&self) -> PublicKey {
-        PublicKey {
-            pk: Kem::sk_to_pk(&self.sk),
-        }
+        PublicKey { pk: self.public }
     }
 }
 
@@ -154,15 +164,16 @@ impl fmt::Debug for PrivateKey {
 /// An X25519 public key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublicKey {
-    pk: KemPublicKey,
+    pk: [u8; 32],
 }
 
 impl PublicKey {
     /// Reads a 32-byte X25519 public key, refusing keys of small order
     /// (those for which every Diffie-Hellman result is all zeros, RFC 9180 §7.1.4).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, PublicKeyError> {
-        let pk =
-            KemPublicKey::from_bytes(bytes).map_err(|_| PublicKeyError::Length(bytes.len()))?;
+        let pk: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| PublicKeyError::Length(bytes.len()))?;
         let key = Self { pk };
         if key.is_low_order() {
             return Err(PublicKeyError::LowOrder);
@@ -172,9 +183,7 @@ impl PublicKey {
 
     /// The 32 public key bytes.
     pub fn to_bytes(&self) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(&self.pk.to_bytes());
-        out
+        self.pk
     }
 
     /// A point of small order gives an all-zero shared secret with every private key.
@@ -183,7 +192,7 @@ impl PublicKey {
     /// no other point maps to zero.
     fn is_low_order(&self) -> bool {
         let probe = x25519_dalek::StaticSecret::from([0x55u8; 32]);
-        let point = x25519_dalek::PublicKey::from(self.to_bytes());
+        let point = x25519_dalek::PublicKey::from(self.pk);
         !probe.diffie_hellman(&point).was_contributory()
     }
 }
@@ -320,21 +329,14 @@ pub fn setup_sender_with_rng(
     if info.len() > MAX_INFO_LEN {
         return Err(SealError::InfoTooLong);
     }
-    let (enc, ctx) = hpke::setup_sender_with_rng::<AesGcm256, HkdfSha256, Kem>(
-        &OpModeS::Base,
-        &recipient.pk,
-        info,
-        rng,
-    )
-    .map_err(|_| SealError::Encap)?;
-    let mut enc_bytes = [0u8; ENC_LEN];
-    enc_bytes.copy_from_slice(&enc.to_bytes());
-    Ok((enc_bytes, SenderContext { ctx }))
+    let (enc, ctx) =
+        backend::setup_sender(&recipient.pk, info, rng).map_err(|()| SealError::Encap)?;
+    Ok((enc, SenderContext { ctx }))
 }
 
 /// An HPKE sender context: seals messages in sequence (RFC 9180 §5.2).
 pub struct SenderContext {
-    ctx: hpke::aead::AeadCtxS<AesGcm256, HkdfSha256, Kem>,
+    ctx: backend::Sender,
 }
 
 impl SenderContext {
@@ -344,13 +346,9 @@ impl SenderContext {
         aad: &[u8],
         buffer: &mut [u8],
     ) -> Result<[u8; TAG_LEN], SealError> {
-        let tag = self
-            .ctx
-            .seal_inout_detached(buffer.into(), aad)
-            .map_err(|_| SealError::Aead)?;
-        let mut out = [0u8; TAG_LEN];
-        out.copy_from_slice(&tag.to_bytes());
-        Ok(out)
+        self.ctx
+            .seal_in_place(aad, buffer)
+            .map_err(|()| SealError::Aead)
     }
 
     /// Returns `ciphertext || tag` for the next message.
@@ -396,8 +394,8 @@ pub enum OpenError {
 /// Opens an unprefixed envelope (`enc || ct || tag`) in place and returns the
 /// plaintext, a sub-slice of `sealed`.
 ///
-/// On failure `sealed` is left as it was (AES-GCM checks the tag before it decrypts),
-/// so the caller may try another key on the same buffer.
+/// On failure `sealed` is left as it was if [`OPEN_KEEPS_INPUT_ON_FAILURE`] (the
+/// default backend's AES-GCM checks the tag before it decrypts).
 pub fn open_in_place<'a>(
     key: &PrivateKey,
     info: &[u8],
@@ -426,21 +424,21 @@ pub fn setup_receiver(
     if info.len() > MAX_INFO_LEN {
         return Err(OpenError::InfoTooLong);
     }
-    let enc = EncappedKey::from_bytes(enc).map_err(|_| OpenError::Truncated)?;
+    let enc: &[u8; ENC_LEN] = enc.try_into().map_err(|_| OpenError::Truncated)?;
     let ctx =
-        hpke::setup_receiver::<AesGcm256, HkdfSha256, Kem>(&OpModeR::Base, &key.sk, &enc, info)
-            .map_err(|_| OpenError::Decap)?;
+        backend::setup_receiver(&key.sk, &key.public, enc, info).map_err(|()| OpenError::Decap)?;
     Ok(ReceiverContext { ctx })
 }
 
 /// An HPKE receiver context: opens messages in sequence (RFC 9180 §5.2).
 pub struct ReceiverContext {
-    ctx: hpke::aead::AeadCtxR<AesGcm256, HkdfSha256, Kem>,
+    ctx: backend::Receiver,
 }
 
 impl ReceiverContext {
     /// Decrypts `ciphertext || tag` in place with the next sequence number and returns
-    /// the plaintext, a sub-slice of `sealed`. On failure `sealed` is unchanged.
+    /// the plaintext, a sub-slice of `sealed`. On failure `sealed` is unchanged if
+    /// [`OPEN_KEEPS_INPUT_ON_FAILURE`].
     pub fn open_in_place<'a>(
         &mut self,
         aad: &[u8],
@@ -450,10 +448,9 @@ impl ReceiverContext {
             return Err(OpenError::Truncated);
         }
         let (body, tag) = sealed.split_at_mut(sealed.len() - TAG_LEN);
-        let tag = AeadTag::<AesGcm256>::from_bytes(tag).map_err(|_| OpenError::Truncated)?;
         self.ctx
-            .open_inout_detached((&mut *body).into(), aad, &tag)
-            .map_err(|_| OpenError::Authentication)?;
+            .open_in_place(aad, body, tag)
+            .map_err(|()| OpenError::Authentication)?;
         Ok(body)
     }
 
@@ -553,7 +550,11 @@ mod tests {
         let ct = seal(&pk, Prefix::Raw, b"A", b"payload bytes").unwrap();
         let mut buf = ct.clone();
         assert!(open_in_place(&other, b"A", &mut buf).is_err());
-        assert_eq!(buf, ct);
+        if OPEN_KEEPS_INPUT_ON_FAILURE {
+            assert_eq!(buf, ct);
+        } else {
+            buf.copy_from_slice(&ct);
+        }
         assert_eq!(
             open_in_place(&sk, b"A", &mut buf).unwrap(),
             b"payload bytes"
