@@ -55,14 +55,15 @@ def run(cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
 
-def ensure_tools():
+def ensure_tools(features):
     missing = [p for p, b in (("nginx", "nginx"), ("wrk", "wrk")) if shutil.which(b) is None]
     if missing:
         log(f"installing {' '.join(missing)} from Debian")
         run(["apt-get", "update", "-qq"])
         run(["apt-get", "install", "-y", "-qq", *missing], stdout=subprocess.DEVNULL)
     log("building the gateway and the bench upstream (release)")
-    run(["cargo", "build", "--release", "--locked", "--bin", "hpke-gateway",
+    extra = ["--features", features] if features else []
+    run(["cargo", "build", "--release", "--locked", *extra, "--bin", "hpke-gateway",
          "--example", "bench_upstream"], cwd=ROOT)
 
 
@@ -155,6 +156,43 @@ public_keys = ["customer.pub.pem"]
                          env={**os.environ, "RUST_LOG": "warn"})
     wait_port(port, p, "gateway")
     return p
+
+
+def startup_ms(work, upstream_port):
+    """Exec to accepting connections, with 20 accounts and 3 server keys (median of 5)."""
+    d = os.path.join(work, "startup")
+    os.makedirs(d)
+    text = f'listen = "127.0.0.1:{{port}}"\nupstream = "http://127.0.0.1:{upstream_port}"\n'
+    for i in range(1, 4):
+        run([GATEWAY, "keygen", "--out", os.path.join(d, f"s{i}.pem")], stderr=subprocess.DEVNULL)
+        text += f'[[server_keys]]\nid = {i}\nprivate_key = "s{i}.pem"\n'
+    for i in range(20):
+        key = os.path.join(d, f"a{i}.pem")
+        run([GATEWAY, "keygen", "--out", key], stderr=subprocess.DEVNULL)
+        fmt = ("pem", "raw", "tink-json")[i % 3]
+        with open(os.path.join(d, f"a{i}.pub"), "wb") as f:
+            f.write(run([GATEWAY, "public-key", "--key", key, "--format", fmt], capture_output=True).stdout)
+        text += f'[[accounts]]\nid = "A{i}"\nencryption = true\npublic_keys = ["a{i}.pub"]\n'
+    times = []
+    for _ in range(5):
+        port = free_port()
+        config = os.path.join(d, "gateway.toml")
+        with open(config, "w") as f:
+            f.write(text.replace("{port}", str(port)))
+        t0 = time.perf_counter()
+        p = subprocess.Popen([GATEWAY, "serve", "--config", config], stderr=subprocess.DEVNULL)
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if p.poll() is not None or time.perf_counter() - t0 > 10:
+                    raise SystemExit("the start-up measurement's gateway did not come up")
+                time.sleep(0.0005)
+        times.append((time.perf_counter() - t0) * 1e3)
+        p.terminate()
+        p.wait()
+    return sorted(times)[len(times) // 2]
 
 
 # === /proc ===
@@ -301,9 +339,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short runs; check 2xx and decrypted replies only")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    ap.add_argument("--features", default="", help="cargo features of the gateway build, e.g. aws-lc")
     args = ap.parse_args()
 
-    ensure_tools()
+    ensure_tools(args.features)
     work = tempfile.mkdtemp(prefix="hpke-load-")
     procs = []
     try:
@@ -348,7 +387,8 @@ def main():
                 "gateway_cpu_us_per_req": (cpu / r["requests"] * 1e6) if target == "gateway" else None,
                 "gateway_peak_rss_mib": peak / 1024 if target == "gateway" else None,
             })
-        report(args, rows, idle_rss_kib)
+        start_ms = startup_ms(work, ports["upstream"])
+        report(args, rows, idle_rss_kib, start_ms)
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -360,7 +400,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(args, rows, idle_rss_kib):
+def report(args, rows, idle_rss_kib, start_ms):
     by = {r["scenario"][0]: r for r in rows}
     floor = crypto_floor_us(["1KiB", "1MiB", "16MiB"], args.quick)
     ratios = {
@@ -382,6 +422,7 @@ def report(args, rows, idle_rss_kib):
         rss = f"{r['gateway_peak_rss_mib']:.1f}" if r["gateway_peak_rss_mib"] is not None else "-"
         print(f"{r['scenario']:32} {r['rps']:>10.0f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {r['p999_ms']:>9.2f} {cpu:>11} {rss:>13}")
     print(f"\ngateway idle RSS: {idle_rss_kib / 1024:.1f} MiB")
+    print(f"start-up to accepting connections, 20 accounts and 3 server keys: {start_ms:.1f} ms (median of 5)")
     for k, v in ratios.items():
         if isinstance(v, float):
             print(f"{k}: {v:.2f}")
@@ -392,11 +433,12 @@ def report(args, rows, idle_rss_kib):
         print("\nquick mode: every scenario answered 2xx and encrypted replies decrypted (timings not meaningful)")
         return
     os.makedirs(args.out, exist_ok=True)
-    result = {"machine": machine(), "idle_rss_mib": idle_rss_kib / 1024, "rows": rows, "ratios": ratios}
-    with open(os.path.join(args.out, "load.json"), "w") as f:
+    result = {"machine": machine(), "features": args.features, "idle_rss_mib": idle_rss_kib / 1024, "startup_ms": start_ms, "rows": rows, "ratios": ratios}
+    stem = "load" + (f"-{args.features}" if args.features else "")
+    with open(os.path.join(args.out, f"{stem}.json"), "w") as f:
         json.dump(result, f, indent=2)
-    chart(rows, os.path.join(args.out, "load.png"))
-    print(f"\nwrote {os.path.join(args.out, 'load.json')} and load.png")
+    chart(rows, os.path.join(args.out, f"{stem}.png"))
+    print(f"\nwrote {os.path.join(args.out, stem)}.json and .png")
 
 
 def machine():
