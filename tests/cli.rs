@@ -181,19 +181,7 @@ fn encrypted_pkcs8_opens_with_the_passphrase_only() {
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path(), "k.pem");
     let enc = dir.path().join("k.enc.pem");
-    let status = Command::new("openssl")
-        .args([
-            "pkcs8",
-            "-topk8",
-            "-v2",
-            "aes-256-cbc",
-            "-passout",
-            "pass:hunter22",
-        ])
-        .args(["-in", &key, "-out", enc.to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    support::openssl_encrypt_pkcs8(Path::new(&key), &enc, "hunter22");
     let enc = enc.to_str().unwrap();
     let pub_path = dir.path().join("p.pem");
     std::fs::write(&pub_path, ok(&["public-key", "--key", &key], b"")).unwrap();
@@ -407,24 +395,7 @@ fn serve_reads_the_key_passphrase_from_the_environment() {
     let config = write_config(dir.path(), "http://127.0.0.1:9", "127.0.0.1:0");
     let plain = dir.path().join("server.pem");
     let encrypted = dir.path().join("server.enc.pem");
-    let status = Command::new("openssl")
-        .args([
-            "pkcs8",
-            "-topk8",
-            "-v2",
-            "aes-256-cbc",
-            "-passout",
-            "pass:from env",
-        ])
-        .args([
-            "-in",
-            plain.to_str().unwrap(),
-            "-out",
-            encrypted.to_str().unwrap(),
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    support::openssl_encrypt_pkcs8(&plain, &encrypted, "from env");
     std::fs::rename(&encrypted, &plain).unwrap();
     std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o600)).unwrap();
     let text = std::fs::read_to_string(&config).unwrap();

@@ -5,7 +5,6 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::Command;
 
 use hpke_gateway::config::Config;
 use hpke_gateway::envelope::{Prefix, PrivateKey};
@@ -165,30 +164,11 @@ fn private_keys_must_be_owner_only() {
     assert!(load(dir.path(), &base("")).is_ok());
 }
 
-pub(crate) fn openssl_encrypt(dir: &Path, key: &PrivateKey, pass: &str) {
-    let plain = dir.join("plain.pem");
-    support::write_private(dir, "plain.pem", key);
+fn openssl_encrypt(dir: &Path, key: &PrivateKey, pass: &str) {
+    let plain = support::write_private(dir, "plain.pem", key);
     let out = dir.join("server-1.pem");
     let _ = std::fs::remove_file(&out);
-    let status = Command::new("openssl")
-        .args([
-            "pkcs8",
-            "-topk8",
-            "-v2",
-            "aes-256-cbc",
-            "-passout",
-            &format!("pass:{pass}"),
-        ])
-        .args([
-            "-in",
-            plain.to_str().unwrap(),
-            "-out",
-            out.to_str().unwrap(),
-        ])
-        .status()
-        .expect("openssl is installed by .ci/run");
-    assert!(status.success());
-    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o600)).unwrap();
+    support::openssl_encrypt_pkcs8(&plain, &out, pass);
     std::fs::remove_file(plain).unwrap();
 }
 

@@ -150,6 +150,23 @@ pub fn write_private(dir: &Path, name: &str, key: &PrivateKey) -> PathBuf {
     path
 }
 
+/// Encrypts a PKCS#8 PEM key file with OpenSSL (PBES2, AES-256-CBC, as `openssl pkcs8
+/// -topk8 -v2 aes-256-cbc` writes it); the output is mode 0600.
+pub fn openssl_encrypt_pkcs8(input: &Path, output: &Path, passphrase: &str) {
+    let status = std::process::Command::new("openssl")
+        .args(["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-passout"])
+        .arg(format!("pass:{passphrase}"))
+        .arg("-in")
+        .arg(input)
+        .arg("-out")
+        .arg(output)
+        .status()
+        .expect("openssl is installed by .ci/run");
+    assert!(status.success());
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(output, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 pub async fn closed_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     l.local_addr().unwrap()
