@@ -3,9 +3,9 @@
 //! `hpke-gateway serve` binary over HTTP on 127.0.0.1, in front of a real upstream
 //! that records what it received and what it answered.
 //!
-//! The clients live in tests/interop/{python,js}; `.ci/run` installs their pinned
-//! dependencies. If they are missing this test fails (it never skips) and says how to
-//! install them.
+//! The clients live in tests/interop/{python,js}. Their pinned packages are installed
+//! by `.ci/run`, or by this test itself when missing; if that fails, the test fails (it
+//! never skips) and says how to install them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -107,18 +107,48 @@ fn run_ok(cmd: &mut Command) -> Vec<u8> {
     out.stdout
 }
 
-fn check_clients_installed() {
-    let py = Command::new(python())
+fn python_clients_ready() -> bool {
+    Command::new(python())
         .args(["-c", "import tink, pyhpke, cryptography"])
-        .output();
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn js_client_ready() -> bool {
+    Path::new(ROOT)
+        .join("tests/interop/js/node_modules/@hpke/core")
+        .exists()
+}
+
+/// Installs the clients' pinned packages when they are missing, so that `cargo test`
+/// works on a fresh machine (the registries are reachable); fails, never skips, if
+/// that does not help.
+fn ensure_clients_installed() {
+    if !python_clients_ready() {
+        let _ = Command::new(python())
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(Path::new(ROOT).join("tests/interop/python/requirements.txt"))
+            .status();
+    }
     assert!(
-        py.is_ok_and(|o| o.status.success()),
+        python_clients_ready(),
         "the Python interop clients need their packages: pip install -r tests/interop/python/requirements.txt"
     );
+    if !js_client_ready() {
+        let _ = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(Path::new(ROOT).join("tests/interop/js"))
+            .status();
+    }
     assert!(
-        Path::new(ROOT)
-            .join("tests/interop/js/node_modules/@hpke/core")
-            .exists(),
+        js_client_ready(),
         "the JavaScript interop client needs its packages: (cd tests/interop/js && npm ci)"
     );
 }
@@ -281,7 +311,7 @@ fn verify(run_name: &str, stdout: &[u8], log: &Log) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tink_pyhpke_and_hpke_js_clients_against_the_real_binary() {
-    check_clients_installed();
+    ensure_clients_installed();
     let (log, upstream) = start_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
