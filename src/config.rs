@@ -39,6 +39,8 @@ pub const DEFAULT_MAX_RESPONSE_BODY_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 5_000;
 /// Default time to wait for the upstream's response head.
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 30_000;
+/// Default time to receive a whole request body that must be buffered (encrypted).
+pub const DEFAULT_REQUEST_BODY_TIMEOUT_MS: u64 = 30_000;
 /// Default media type of a decrypted body as the upstream sees it.
 pub const DEFAULT_PLAINTEXT_CONTENT_TYPE: &str = "application/json";
 
@@ -65,6 +67,9 @@ pub struct RawConfig {
     /// Time to wait for the upstream's response head, in milliseconds.
     #[serde(default)]
     pub upstream_timeout_ms: Option<u64>,
+    /// Time to receive a request body the gateway must buffer, in milliseconds.
+    #[serde(default)]
+    pub request_body_timeout_ms: Option<u64>,
     /// `Content-Type` (and `Accept`) the upstream sees on a decrypted request.
     #[serde(default)]
     pub plaintext_content_type: Option<String>,
@@ -121,8 +126,10 @@ pub struct Config {
     pub max_response_body_bytes: u64,
     /// Upstream TCP connect timeout.
     pub upstream_connect_timeout: Duration,
-    /// Time to wait for the upstream's response head.
+    /// Time to wait for the upstream's response head, and for a response body to encrypt.
     pub upstream_timeout: Duration,
+    /// Time to receive a request body the gateway must buffer.
+    pub request_body_timeout: Duration,
     /// `Content-Type` (and `Accept`) the upstream sees on a decrypted request.
     pub plaintext_content_type: HeaderValue,
     /// The gateway's private keys.
@@ -221,6 +228,14 @@ impl Config {
                     .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS),
             ),
         );
+        let body_timeout_ms = take(
+            p,
+            positive(
+                "request_body_timeout_ms",
+                raw.request_body_timeout_ms
+                    .unwrap_or(DEFAULT_REQUEST_BODY_TIMEOUT_MS),
+            ),
+        );
         let server_keys = take_all(p, load_server_keys(&raw.server_keys, base));
         let accounts = take_all(p, load_accounts(&raw.accounts, base));
 
@@ -233,6 +248,7 @@ impl Config {
             Some(max_response_body_bytes),
             Some(connect_ms),
             Some(timeout_ms),
+            Some(body_timeout_ms),
             Some(server_keys),
             Some(accounts),
         ) = (
@@ -244,6 +260,7 @@ impl Config {
             max_response_body_bytes,
             connect_ms,
             timeout_ms,
+            body_timeout_ms,
             server_keys,
             accounts,
         )
@@ -258,6 +275,7 @@ impl Config {
             max_response_body_bytes,
             upstream_connect_timeout: Duration::from_millis(connect_ms),
             upstream_timeout: Duration::from_millis(timeout_ms),
+            request_body_timeout: Duration::from_millis(body_timeout_ms),
             plaintext_content_type,
             server_keys,
             accounts,

@@ -59,6 +59,9 @@ pub enum Error {
     /// The request body could not be read from the client.
     #[error("the request body could not be read")]
     BadRequestBody,
+    /// The client did not send the body in time.
+    #[error("the request body was not received in time")]
+    RequestTimeout,
     /// The upstream could not be reached.
     #[error("upstream unavailable")]
     UpstreamUnavailable(#[source] BoxError),
@@ -95,6 +98,7 @@ impl Error {
             | Error::DecryptionFailed
             | Error::BadRequestBody => StatusCode::BAD_REQUEST,
             Error::EncryptionNotEnabled => StatusCode::FORBIDDEN,
+            Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UpstreamUnavailable(_) | Error::BadUpstreamResponse(_) => {
                 StatusCode::BAD_GATEWAY
@@ -117,6 +121,7 @@ impl Error {
             Error::DecryptionFailed => 4008,
             Error::PayloadTooLarge { .. } => 4009,
             Error::BadRequestBody => 4010,
+            Error::RequestTimeout => 4011,
             Error::UpstreamUnavailable(_) => 5001,
             Error::UpstreamTimeout => 5002,
             Error::BadUpstreamResponse(_) => 5003,
@@ -183,6 +188,7 @@ mod tests {
             Error::DecryptionFailed,
             Error::PayloadTooLarge { limit: 1 },
             Error::BadRequestBody,
+            Error::RequestTimeout,
             Error::UpstreamUnavailable("x".into()),
             Error::UpstreamTimeout,
             Error::BadUpstreamResponse("x".into()),

@@ -5,6 +5,7 @@
 
 mod support;
 
+use futures_util::StreamExt as _;
 use hpke_gateway::envelope::{self, Prefix, PrivateKey};
 use support::{ACCOUNT_HEADER, Gateway, MEDIA, Options, PASSCODE, error_code, open_with};
 
@@ -601,6 +602,59 @@ async fn slow_upstream_is_a_504_and_the_next_request_succeeds() {
         started.elapsed() < std::time::Duration::from_secs(3),
         "did not wait for the upstream"
     );
+    gw.assert_good_request_works().await;
+}
+
+#[tokio::test]
+async fn an_upstream_body_that_never_comes_is_a_504() {
+    let gw = Gateway::start_with(Options {
+        upstream_timeout_ms: 300,
+        ..Options::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let res = gw
+        .encrypted_post("/slowbody", "ACCT-1", gw.seal(1, true, "ACCT-1", PROFILE))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 504);
+    assert_eq!(error_code(res).await.0, 5002);
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    gw.assert_good_request_works().await;
+}
+
+#[tokio::test]
+async fn a_client_body_that_stalls_is_a_408_and_nothing_reaches_the_upstream() {
+    let gw = Gateway::start_with(Options {
+        request_body_timeout_ms: 300,
+        ..Options::default()
+    })
+    .await;
+    let sealed = gw.seal(1, true, "ACCT-1", PROFILE);
+    for encrypted in [true, false] {
+        let first = sealed[..10].to_vec();
+        let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(first)]).chain(
+            futures_util::stream::once(async {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                Ok(vec![0u8; 10])
+            }),
+        );
+        let mut req = gw
+            .client
+            .post(format!("{}/1/upload", gw.url))
+            .header(ACCOUNT_HEADER, "ACCT-1")
+            .body(reqwest::Body::wrap_stream(stream));
+        if encrypted {
+            req = req.header("Content-Type", MEDIA).header("Accept", MEDIA);
+        }
+        let started = std::time::Instant::now();
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 408, "encrypted: {encrypted}");
+        assert_eq!(error_code(res).await.0, 4011);
+        assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    }
+    assert_eq!(gw.upstream.count(), 0);
     gw.assert_good_request_works().await;
 }
 

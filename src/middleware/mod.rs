@@ -37,6 +37,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::IntoResponse as _;
@@ -60,6 +61,8 @@ pub struct HpkeState {
     account_header: HeaderName,
     max_encrypted_body_bytes: u64,
     max_response_body_bytes: u64,
+    request_body_timeout: Duration,
+    upstream_timeout: Duration,
     plaintext_content_type: HeaderValue,
 }
 
@@ -72,6 +75,8 @@ impl HpkeState {
             account_header: HeaderName::from_static("x-clevertap-account-id"),
             max_encrypted_body_bytes: config::DEFAULT_MAX_ENCRYPTED_BODY_BYTES,
             max_response_body_bytes: config::DEFAULT_MAX_RESPONSE_BODY_BYTES,
+            request_body_timeout: Duration::from_millis(config::DEFAULT_REQUEST_BODY_TIMEOUT_MS),
+            upstream_timeout: Duration::from_millis(config::DEFAULT_UPSTREAM_TIMEOUT_MS),
             plaintext_content_type: HeaderValue::from_static(
                 config::DEFAULT_PLAINTEXT_CONTENT_TYPE,
             ),
@@ -86,6 +91,8 @@ impl HpkeState {
             account_header: config.account_header,
             max_encrypted_body_bytes: config.max_encrypted_body_bytes,
             max_response_body_bytes: config.max_response_body_bytes,
+            request_body_timeout: config.request_body_timeout,
+            upstream_timeout: config.upstream_timeout,
             plaintext_content_type: config.plaintext_content_type,
         }
     }
@@ -96,6 +103,13 @@ impl HpkeState {
             .get(account_id)
             .and_then(|a| a.response_sealer())
             .ok_or(Error::EncryptionNotEnabled)
+    }
+
+    /// Reading from the client, bounded by the request body timeout.
+    async fn receiving<T>(&self, read: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        tokio::time::timeout(self.request_body_timeout, read)
+            .await
+            .map_err(|_| Error::RequestTimeout)?
     }
 
     fn sealer_for(&self, req: &Request<Body>) -> Result<ResponseSealer, Error> {
@@ -188,7 +202,7 @@ where
         (false, true) => {
             let sealer = state.sealer_for(&req)?;
             let (parts, body) = req.into_parts();
-            let peeked = classify::peek(body, 1).await?;
+            let peeked = state.receiving(classify::peek(body, 1)).await?;
             if !peeked.head.is_empty() {
                 return Err(Error::MissingContentTypeHeader);
             }
@@ -214,14 +228,15 @@ where
         return Err(Error::PayloadTooLarge { limit });
     }
     let (mut parts, body) = req.into_parts();
-    let sealed = classify::collect_limited(
-        body,
-        limit,
-        0,
-        || Error::PayloadTooLarge { limit },
-        |_| Error::BadRequestBody,
-    )
-    .await?;
+    let sealed = state
+        .receiving(classify::collect_limited(
+            body,
+            limit,
+            0,
+            || Error::PayloadTooLarge { limit },
+            |_| Error::BadRequestBody,
+        ))
+        .await?;
     // Vec -> Bytes -> BytesMut takes over the allocation without copying.
     let sealed = Bytes::from(sealed)
         .try_into_mut()
@@ -295,14 +310,16 @@ async fn seal_response(
         return Ok(Response::from_parts(parts, body));
     }
     let limit = state.max_response_body_bytes;
-    let mut sealed = classify::collect_limited(
+    let collect = classify::collect_limited(
         body,
         limit,
         sealer.header_len(),
         || Error::BadUpstreamResponse(format!("response body larger than {limit} bytes").into()),
         |e| Error::BadUpstreamResponse(e.into()),
-    )
-    .await?;
+    );
+    let mut sealed = tokio::time::timeout(state.upstream_timeout, collect)
+        .await
+        .map_err(|_| Error::UpstreamTimeout)??;
     sealer
         .seal_in_place(&mut sealed)
         .map_err(|e| Error::Internal(e.into()))?;
@@ -326,7 +343,7 @@ where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
 {
     let (parts, body) = req.into_parts();
-    let peeked = classify::peek(body, SNIFF_LEN).await?;
+    let peeked = state.receiving(classify::peek(body, SNIFF_LEN)).await?;
     let total_at_least = if peeked.complete {
         peeked.head.len()
     } else {

@@ -33,7 +33,8 @@ pub struct Recorded {
 
 /// A real HTTP upstream that records every request.
 ///
-/// Routes: `/slow` answers after 3 s; `/status/NNN` answers with that status and an
+/// Routes: `/slow` answers after 3 s; `/slowbody` sends its head at once and its body
+/// 3 s later; `/status/NNN` answers with that status and an
 /// `x-upstream: yes` header; `/big/N` answers N bytes; anything else echoes the
 /// request body, or for an empty body answers a JSON line naming method and URI.
 #[derive(Clone, Default)]
@@ -82,6 +83,14 @@ async fn record(State(up): State<Upstream>, req: Request) -> Response {
     if path == "/slow" {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
+    if path == "/slowbody" {
+        // The head at once, the body 3 s later.
+        let body = futures_util::stream::once(async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Ok::<_, std::io::Error>(Bytes::from_static(b"{\"late\":true}"))
+        });
+        return axum::body::Body::from_stream(body).into_response();
+    }
     if let Some(code) = path.strip_prefix("/status/") {
         let status = StatusCode::from_u16(code.parse().unwrap()).unwrap();
         return (
@@ -126,6 +135,7 @@ pub struct Options {
     pub max_encrypted_body_bytes: u64,
     pub max_response_body_bytes: u64,
     pub upstream_timeout_ms: u64,
+    pub request_body_timeout_ms: u64,
     /// Point the gateway at a closed port instead of the recording upstream.
     pub upstream_down: bool,
     /// Point the gateway at this upstream instead of the recording one.
@@ -138,6 +148,7 @@ impl Default for Options {
             max_encrypted_body_bytes: 10 * 1024 * 1024,
             max_response_body_bytes: 64 * 1024 * 1024,
             upstream_timeout_ms: 30_000,
+            request_body_timeout_ms: 30_000,
             upstream_down: false,
             upstream: None,
         }
@@ -215,6 +226,7 @@ upstream = "http://{up_addr}"
 max_encrypted_body_bytes = {max_body}
 max_response_body_bytes = {max_resp}
 upstream_timeout_ms = {timeout}
+request_body_timeout_ms = {body_timeout}
 
 [[server_keys]]
 id = 1
@@ -242,6 +254,7 @@ public_keys = ["acct-off.pub.b64"]
             max_body = opts.max_encrypted_body_bytes,
             max_resp = opts.max_response_body_bytes,
             timeout = opts.upstream_timeout_ms,
+            body_timeout = opts.request_body_timeout_ms,
         );
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config).unwrap();
