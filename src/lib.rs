@@ -8,12 +8,14 @@
 //! - [`middleware`]: the tower layer that decrypts requests and encrypts responses.
 //! - [`proxy`]: forwarding to the upstream.
 //! - [`error`]: the one place where failures become responses.
+//! - [`access`]: the per-request log line and request id.
 //! - [`server`]: the router and the listener.
 //! - [`sample_upstream`] and [`demo`]: the embedded default.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod access;
 pub mod accounts;
 pub mod cli;
 pub mod config;

@@ -14,15 +14,22 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tower::Layer as _;
 
+use crate::access::AccessLogLayer;
 use crate::config::Config;
 use crate::error::Error;
 use crate::middleware::{HpkeLayer, HpkeState};
 use crate::proxy::Proxy;
+use http::HeaderName;
 
 /// The gateway's router: the HPKE middleware in front of the proxy to the upstream.
 pub fn app(config: Config) -> Result<Router, Error> {
     let proxy = proxy_for(&config)?;
-    Ok(router(Arc::new(HpkeState::from_config(config)), proxy))
+    let header = config.account_header.clone();
+    Ok(router(
+        Arc::new(HpkeState::from_config(config)),
+        proxy,
+        header,
+    ))
 }
 
 fn proxy_for(config: &Config) -> Result<Proxy, Error> {
@@ -33,8 +40,9 @@ fn proxy_for(config: &Config) -> Result<Proxy, Error> {
     )
 }
 
-fn router(state: Arc<HpkeState>, proxy: Proxy) -> Router {
-    Router::new().fallback_service(HpkeLayer::from_shared(state).layer(proxy))
+fn router(state: Arc<HpkeState>, proxy: Proxy, account_header: HeaderName) -> Router {
+    let hpke = HpkeLayer::from_shared(state).layer(proxy);
+    Router::new().fallback_service(AccessLogLayer::new(account_header).layer(hpke))
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets in-flight
@@ -68,6 +76,7 @@ pub fn run(config: Config) -> Result<(), crate::BoxError> {
         "hpke-gateway listening"
     );
     let proxy = proxy_for(&config)?;
+    let account_header = config.account_header.clone();
     let state = Arc::new(HpkeState::from_config(config));
     // Bind every socket before serving, so a bad address fails at once.
     let sockets = (0..workers)
@@ -80,6 +89,7 @@ pub fn run(config: Config) -> Result<(), crate::BoxError> {
         .enumerate()
         .map(|(i, socket)| {
             let (state, proxy, mut stop) = (state.clone(), proxy.clone(), stop_rx.clone());
+            let account_header = account_header.clone();
             std::thread::Builder::new()
                 .name(format!("hpke-gateway-{i}"))
                 .spawn(move || -> std::io::Result<()> {
@@ -93,7 +103,7 @@ pub fn run(config: Config) -> Result<(), crate::BoxError> {
                         let shutdown = async move {
                             let _ = stop.wait_for(|stopped| *stopped).await;
                         };
-                        serve(listener, router(state, proxy), shutdown).await
+                        serve(listener, router(state, proxy, account_header), shutdown).await
                     })
                 })
         })

@@ -441,3 +441,142 @@ fn serve_reads_the_key_passphrase_from_the_environment() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_have_one_line_per_request_and_no_secrets() {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = upstream.local_addr().unwrap();
+    tokio::spawn(
+        async move { axum::serve(upstream, hpke_gateway::sample_upstream::router()).await },
+    );
+    let listen = support::closed_port().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("http://{up_addr}"),
+        &listen.to_string(),
+    );
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--log-format",
+            "json",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .env("RUST_LOG", "debug")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server_pub = dir.path().join("server.pub.pem");
+    const PASSCODE: &str = "SECRET-PASSCODE-4242";
+    const MARKER: &str = "PLAINTEXT-MARKER-7731";
+    let body = format!(r#"{{"d":[{{"identity":"{MARKER}"}}]}}"#);
+    let sealed = ok(
+        &[
+            "seal",
+            "--recipient",
+            server_pub.to_str().unwrap(),
+            "--info",
+            "ACCT-1",
+        ],
+        body.as_bytes(),
+    );
+    let client = reqwest::Client::new();
+    let url = format!("http://{listen}");
+    let mut up = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(listen).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "gateway did not come up");
+    let mut tampered = sealed.clone();
+    *tampered.last_mut().unwrap() ^= 1;
+    let requests = [
+        (
+            sealed.clone(),
+            true,
+            "/1/upload",
+            Some("client-chosen-id-1"),
+        ),
+        (tampered, true, "/1/upload", None),
+        (body.clone().into_bytes(), false, "/1/upload", None),
+        (
+            Vec::new(),
+            false,
+            "/1/profile.json?email=jack.secret%40example.com",
+            None,
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (payload, encrypted, path, id) in requests {
+        let mut req = client
+            .post(format!("{url}{path}"))
+            .header("X-CleverTap-Account-Id", "ACCT-1")
+            .header("X-CleverTap-Passcode", PASSCODE)
+            .body(payload);
+        if encrypted {
+            req = req
+                .header("Content-Type", support::MEDIA)
+                .header("Accept", support::MEDIA);
+        }
+        if let Some(id) = id {
+            req = req.header("X-Request-Id", id);
+        }
+        let res = req.send().await.unwrap();
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        ids.push(id);
+    }
+    assert_eq!(
+        ids[0], "client-chosen-id-1",
+        "a client's request id is kept"
+    );
+    assert_eq!(ids[1].len(), 32, "a fresh id is 16 random bytes in hex");
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut s).unwrap();
+        child.wait().unwrap();
+        s
+    })
+    .await
+    .unwrap();
+
+    let key_pem = std::fs::read_to_string(dir.path().join("server.pem")).unwrap();
+    let key_body: String = key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    for secret in [PASSCODE, MARKER, "jack.secret", &key_body] {
+        assert!(!out.contains(secret), "{secret:?} reached the log:\n{out}");
+    }
+    let access: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "hpke_gateway::access")
+        .collect();
+    assert_eq!(access.len(), 4, "one line per request:\n{out}");
+    for (line, id) in access.iter().zip(&ids) {
+        assert_eq!(line["request_id"], id.as_str());
+        assert_eq!(line["account"], "ACCT-1");
+    }
+    assert_eq!(
+        (access[0]["status"].as_u64(), access[0]["code"].as_u64()),
+        (Some(200), Some(0))
+    );
+    assert_eq!(
+        (access[1]["status"].as_u64(), access[1]["code"].as_u64()),
+        (Some(400), Some(4008))
+    );
+    assert_eq!(
+        access[3]["path"], "/1/profile.json",
+        "the query is never logged"
+    );
+}

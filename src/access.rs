@@ -1,0 +1,116 @@
+//! One log line per request, and a request id that follows the request upstream.
+//!
+//! The id is the client's `X-Request-Id` when it sends a usable one, otherwise 16
+//! random bytes in hex; the upstream sees it, and the response carries it back. The line
+//! (target `hpke_gateway::access`, level info) names the request id, method, path (never
+//! the query, which may hold personal data such as an email), account, status, the
+//! gateway's error code if it answered itself, and the duration. No body, key or header
+//! value other than the account id is ever logged.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use http::{HeaderName, HeaderValue, Request, Response};
+use tower::{Layer, Service};
+
+use crate::error::ErrorCode;
+
+/// The request id header.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Adds [`AccessLog`] around a service.
+#[derive(Debug, Clone)]
+pub struct AccessLogLayer {
+    account_header: HeaderName,
+}
+
+impl AccessLogLayer {
+    /// A layer that logs the account id found in `account_header`.
+    pub fn new(account_header: HeaderName) -> Self {
+        Self { account_header }
+    }
+}
+
+impl<S> Layer<S> for AccessLogLayer {
+    type Service = AccessLog<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessLog {
+            inner,
+            account_header: self.account_header.clone(),
+        }
+    }
+}
+
+/// The access log service. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct AccessLog<S> {
+    inner: S,
+    account_header: HeaderName,
+}
+
+impl<S> Service<Request<Body>> for AccessLog<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let started = Instant::now();
+        let id = request_id(&req);
+        req.headers_mut().insert(REQUEST_ID, id.clone());
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let account = req
+            .headers()
+            .get(&self.account_header)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| crate::config::valid_account_id(v))
+            .unwrap_or("-")
+            .to_owned();
+        let future = self.inner.call(req);
+        Box::pin(async move {
+            let Ok(mut response) = future.await;
+            let code = response.extensions().get::<ErrorCode>().map_or(0, |c| c.0);
+            tracing::info!(
+                target: "hpke_gateway::access",
+                request_id = id.to_str().unwrap_or("-"),
+                %method,
+                path,
+                account,
+                status = response.status().as_u16(),
+                code,
+                ms = started.elapsed().as_secs_f64() * 1e3,
+            );
+            response.headers_mut().insert(REQUEST_ID, id);
+            Ok(response)
+        })
+    }
+}
+
+/// The client's id if it is short visible ASCII, else a fresh random one.
+fn request_id(req: &Request<Body>) -> HeaderValue {
+    if let Some(v) = req.headers().get(&REQUEST_ID)
+        && !v.is_empty()
+        && v.len() <= 128
+        && v.as_bytes().iter().all(u8::is_ascii_graphic)
+    {
+        return v.clone();
+    }
+    let mut bytes = [0u8; 16];
+    // Not a secret: if the OS random source failed, an all-zero id still works.
+    let _ = getrandom::fill(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    HeaderValue::from_str(&hex).unwrap_or(HeaderValue::from_static("-"))
+}
