@@ -55,7 +55,11 @@ async fn encrypted_round_trip_with_tink_prefix() {
     );
     assert_eq!(seen.headers[ACCOUNT_HEADER], "ACCT-1");
     assert_eq!(seen.headers["x-request-extra"], "kept");
-    assert_eq!(seen.headers["x-request-id"].len(), 32, "a request id goes upstream");
+    assert_eq!(
+        seen.headers["x-request-id"].len(),
+        32,
+        "a request id goes upstream"
+    );
 }
 
 #[tokio::test]
