@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
-"""A Google Tink client of hpke-gateway: Tink's HybridEncrypt/HybridDecrypt, as the
-vendor's Java examples use, with the same wire format.
+"""A Google Tink client of hpke-gateway: Tink's own HybridEncrypt/HybridDecrypt (as in
+the vendor's Java examples), same wire format, standard-library HTTP.
 
-  tink_client.py keys --dir DIR     customer keysets (TINK and RAW prefix), JSON
-  tink_client.py run --url URL --server-public GATEWAY_KEYSET.json \
-      --customer-private CUSTOMER_KEYSET.json --account ACCT --off-account ACCT_OFF --name NAME
+  tink_client.py keys --dir DIR
+      writes customer keysets made by Tink, JSON: tink-tink-{private,public}.json
+      (TINK prefix) and tink-raw-{private,public}.json (RAW prefix)
+  tink_client.py run --url URL --server-public GATEWAY_PUBLIC_KEYSET.json \\
+      --customer-private CUSTOMER_PRIVATE_KEYSET.json --account ACCT --off-account ACCT_OFF --name NAME
+      runs the interop cases (see common.py), one JSON line each
+
+The gateway's public keyset comes from
+`hpke-gateway public-key --key server-1.pem --format tink-json [--key-id N]`.
 """
 
 import argparse
 import os
 import sys
-
-import tink
-from tink import hybrid, secret_key_access
 
 import common
 
@@ -23,61 +26,71 @@ import tink
 from tink import hybrid, secret_key_access
 
 hybrid.register()
+HPKE = "application/octet-stream+hpke"
 
-def post_encrypted(url, gateway_keyset_json, customer_keyset_json, account, passcode, body):
-    """POST an encrypted body to the gateway and return the decrypted answer."""
-    # The gateway's public keyset (hpke-gateway public-key --format tink-json).
+def post_encrypted(url, account, headers, plaintext, gateway_keyset_json, customer_keyset_json):
+    """POST `plaintext` encrypted to the gateway; return (HTTP status, decrypted answer)."""
+    # The gateway's public keyset (hpke-gateway public-key --format tink-json [--key-id N]).
     encrypt = tink.json_proto_keyset_format.parse_without_secret(
         gateway_keyset_json).primitive(hybrid.HybridEncrypt)
-    # Your own private keyset; the gateway has its public half.
+    # Your own private keyset; the gateway's config has its public half for this account.
     decrypt = tink.json_proto_keyset_format.parse(
         customer_keyset_json, secret_key_access.TOKEN).primitive(hybrid.HybridDecrypt)
-    context_info = account.encode("utf-8")  # the account id, in both directions
-    request = urllib.request.Request(url, method="POST", data=encrypt.encrypt(body, context_info), headers={
-        "Content-Type": "application/octet-stream+hpke",
-        "Accept": "application/octet-stream+hpke",
-        "X-CleverTap-Account-Id": account,
-        "X-CleverTap-Passcode": passcode,
-    })
-    with urllib.request.urlopen(request) as response:  # raw bytes both ways, never base64
-        return decrypt.decrypt(response.read(), context_info)
+    info = account.encode("utf-8")  # HPKE info = the account id, in both directions
+    request = urllib.request.Request(url, method="POST", data=encrypt.encrypt(plaintext, info), headers={
+        "Content-Type": HPKE, "Accept": HPKE, "X-CleverTap-Account-Id": account, **headers})
+    # Raw bytes both ways, never base64. A refusal (4xx, plain JSON) raises urllib.error.HTTPError.
+    with urllib.request.urlopen(request, timeout=60) as response:
+        if response.headers.get_content_type() != HPKE:
+            raise ValueError(f"HTTP {response.status}: not encrypted ({response.headers['Content-Type']})")
+        return response.status, decrypt.decrypt(response.read(), info)
+
+# status, answer = post_encrypted("https://gateway.example.com/1/upload", "ACCT-1",
+#     {"X-CleverTap-Passcode": passcode}, upload_json, gateway_keyset_json, customer_keyset_json)
 # --- snippet: end ---
 
 
 def keys(directory):
+    os.makedirs(directory, exist_ok=True)
     templates = hybrid.hybrid_key_templates
     for name, template in [
         ("tink", templates.DHKEM_X25519_HKDF_SHA256_HKDF_SHA256_AES_256_GCM),
         ("raw", templates.DHKEM_X25519_HKDF_SHA256_HKDF_SHA256_AES_256_GCM_RAW),
     ]:
         private = tink.new_keyset_handle(template)
-        path = os.path.join(directory, f"tink-{name}-private.json")
-        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-            f.write(tink.json_proto_keyset_format.serialize(private, secret_key_access.TOKEN))
-        with open(os.path.join(directory, f"tink-{name}-public.json"), "w") as f:
-            f.write(tink.json_proto_keyset_format.serialize_without_secret(private.public_keyset_handle()))
+        public = private.public_keyset_handle()
+        common.write_private(
+            os.path.join(directory, f"tink-{name}-private.json"),
+            tink.json_proto_keyset_format.serialize(private, secret_key_access.TOKEN).encode() + b"\n")
+        common.write_public(
+            os.path.join(directory, f"tink-{name}-public.json"),
+            tink.json_proto_keyset_format.serialize_without_secret(public).encode() + b"\n")
     return 0
 
 
 def run(args):
     with open(args.server_public) as f:
-        encrypt = tink.json_proto_keyset_format.parse_without_secret(f.read()).primitive(
-            hybrid.HybridEncrypt)
+        gateway_json = f.read()
     with open(args.customer_private) as f:
-        decrypt = tink.json_proto_keyset_format.parse(
-            f.read(), secret_key_access.TOKEN).primitive(hybrid.HybridDecrypt)
+        customer_json = f.read()
+    encrypt = tink.json_proto_keyset_format.parse_without_secret(gateway_json).primitive(
+        hybrid.HybridEncrypt)
+    decrypt = tink.json_proto_keyset_format.parse(
+        customer_json, secret_key_access.TOKEN).primitive(hybrid.HybridDecrypt)
     return common.run_cases(
         args,
         seal=lambda account, pt: encrypt.encrypt(pt, account.encode("utf-8")),
         open_=lambda account, ct: decrypt.decrypt(ct, account.encode("utf-8")),
+        post=lambda url, account, headers, pt: post_encrypted(
+            url, account, headers, pt, gateway_json, customer_json),
     )
 
 
 def main():
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("keys").add_argument("--dir", required=True)
-    common.add_run_arguments(sub.add_parser("run"))
+    sub.add_parser("keys", help="write customer keysets").add_argument("--dir", required=True)
+    common.add_run_arguments(sub.add_parser("run", help="run the interop cases against a gateway"))
     args = parser.parse_args()
     return keys(args.dir) if args.command == "keys" else run(args)
 
