@@ -292,8 +292,12 @@ fn serve_refuses_bad_configs_with_exit_64_naming_the_problem() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_runs_the_gateway_and_stops_on_sigterm() {
+/// Starts `hpke-gateway serve` (with `extra` arguments and `RUST_LOG=log_level`) in
+/// front of the sample upstream; returns the child, its address and its folder.
+async fn serve_before_sample_upstream(
+    extra: &[&str],
+    log_level: &str,
+) -> (std::process::Child, std::net::SocketAddr, tempfile::TempDir) {
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up_addr = upstream.local_addr().unwrap();
     tokio::spawn(
@@ -306,11 +310,20 @@ async fn serve_runs_the_gateway_and_stops_on_sigterm() {
         &format!("http://{up_addr}"),
         &listen.to_string(),
     );
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config", config.to_str().unwrap()])
+    let child = Command::new(BIN)
+        .arg("serve")
+        .args(extra)
+        .args(["--config", config.to_str().unwrap()])
+        .env("RUST_LOG", log_level)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    (child, listen, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_the_gateway_and_stops_on_sigterm() {
+    let (mut child, listen, dir) = serve_before_sample_upstream(&[], "info").await;
     let url = format!("http://{listen}/1/upload");
     let server_pub = dir.path().join("server.pub.pem");
     let sealed = ok(
@@ -444,30 +457,8 @@ fn serve_reads_the_key_passphrase_from_the_environment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_have_one_line_per_request_and_no_secrets() {
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up_addr = upstream.local_addr().unwrap();
-    tokio::spawn(
-        async move { axum::serve(upstream, hpke_gateway::sample_upstream::router()).await },
-    );
-    let listen = support::closed_port().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &format!("http://{up_addr}"),
-        &listen.to_string(),
-    );
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--log-format",
-            "json",
-            "--config",
-            config.to_str().unwrap(),
-        ])
-        .env("RUST_LOG", "debug")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut child, listen, dir) =
+        serve_before_sample_upstream(&["--log-format", "json"], "debug").await;
     let server_pub = dir.path().join("server.pub.pem");
     const PASSCODE: &str = "SECRET-PASSCODE-4242";
     const MARKER: &str = "PLAINTEXT-MARKER-7731";
