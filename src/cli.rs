@@ -258,7 +258,8 @@ impl Passphrase {
                 .map(|v| Some(Zeroizing::new(v.into_encoded_bytes())))
                 .ok_or_else(|| format!("environment variable {var} is not set").into()),
             (None, Some(file)) => {
-                let mut bytes = Zeroizing::new(read_file(file)?);
+                // Held to the same rule as the config's passphrase_file: owner-only.
+                let mut bytes = keys::read_secret_file(file)?;
                 while matches!(bytes.last(), Some(b'\n' | b'\r')) {
                     bytes.pop();
                 }

@@ -4,7 +4,7 @@
 //! is built here, in the body shape the vendor's API already uses:
 //!
 //! ```json
-//! {"status":"fail","error":"decryption failed","code":4007}
+//! {"status":"fail","error":"decryption failed","code":4008}
 //! ```
 //!
 //! Codes are API: they are never renamed or reused. The README's error table lists

@@ -67,22 +67,25 @@ pub async fn serve(
 pub fn run(config: Config) -> Result<(), crate::BoxError> {
     let listen = config.listen;
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
-    tracing::info!(
-        %listen,
-        upstream = %config.upstream,
-        server_keys = config.server_keys.iter().count(),
-        accounts = config.accounts.len(),
-        workers,
-        "hpke-gateway listening"
-    );
     let proxy = proxy_for(&config)?;
     let account_header = config.account_header.clone();
+    let state_upstream = config.upstream.clone();
+    let key_count = config.server_keys.iter().count();
+    let account_count = config.accounts.len();
     let state = Arc::new(HpkeState::from_config(config));
     // Bind every socket before serving, so a bad address fails at once.
     let sockets = (0..workers)
         .map(|_| reuseport_socket(listen))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(
+        %listen,
+        upstream = %state_upstream,
+        server_keys = key_count,
+        accounts = account_count,
+        workers,
+        "hpke-gateway listening"
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let threads: Vec<_> = sockets
         .into_iter()

@@ -663,6 +663,71 @@ async fn a_client_body_that_stalls_is_a_408_and_nothing_reaches_the_upstream() {
     gw.assert_good_request_works().await;
 }
 
+#[tokio::test]
+async fn encoded_or_non_utf8_plaintext_is_not_mistaken_for_an_envelope() {
+    let gw = Gateway::start().await;
+    let binaryish: Vec<u8> = (0..200u8).map(|i| i | 0x80).collect();
+    for (content_type, encoding) in [
+        ("application/json", Some("gzip")),
+        ("text/csv; charset=iso-8859-1", None),
+    ] {
+        let mut req = gw
+            .client
+            .post(format!("{}/echo", gw.url))
+            .header("Content-Type", content_type)
+            .header(ACCOUNT_HEADER, "ACCT-1")
+            .body(binaryish.clone());
+        if let Some(e) = encoding {
+            req = req.header("Content-Encoding", e);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 200, "{content_type} {encoding:?}");
+        assert_eq!(gw.upstream.last().body, binaryish);
+    }
+}
+
+#[tokio::test]
+async fn encrypted_answers_drop_plaintext_representation_headers() {
+    let gw = Gateway::start().await;
+    let res = gw
+        .encrypted_post("/1/upload", "ACCT-1", gw.seal(1, true, "ACCT-1", PROFILE))
+        .header("Range", "bytes=0-10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["vary"], "Accept");
+    assert!(
+        gw.upstream.last().headers.get("range").is_none(),
+        "the whole body is asked for"
+    );
+    // HEAD answers what a GET would: the envelope's type and length.
+    let get = gw
+        .client
+        .get(format!("{}/x", gw.url))
+        .header("Accept", MEDIA)
+        .header(ACCOUNT_HEADER, "ACCT-1")
+        .send()
+        .await
+        .unwrap();
+    let get_len = get.bytes().await.unwrap().len();
+    let head = gw
+        .client
+        .head(format!("{}/x", gw.url))
+        .header("Accept", MEDIA)
+        .header(ACCOUNT_HEADER, "ACCT-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.headers()["content-type"], MEDIA);
+    let plain = br#"{"method":"HEAD","uri":"/x"}"#.len();
+    assert_eq!(get_len, br#"{"method":"GET","uri":"/x"}"#.len() + 48);
+    assert_eq!(
+        head.headers()["content-length"],
+        (plain + 48).to_string().as_str()
+    );
+}
+
 // === hop-by-hop headers ===
 
 #[tokio::test]

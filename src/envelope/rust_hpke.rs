@@ -34,7 +34,9 @@ impl SecretKey {
 
     pub(super) fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
         let mut out = Zeroizing::new([0u8; 32]);
-        out.copy_from_slice(&self.0.to_bytes());
+        let mut scalar = self.0.to_bytes();
+        out.copy_from_slice(&scalar);
+        zeroize::Zeroize::zeroize(scalar.as_mut_slice());
         out
     }
 

@@ -90,8 +90,9 @@ pub(crate) fn parse_public_keyset(json: &[u8]) -> Result<(PublicKey, Prefix), Ke
 
 /// Reads the primary key of a cleartext Tink private keyset.
 pub(crate) fn parse_private_keyset(json: &[u8]) -> Result<(PrivateKey, Prefix), KeyError> {
-    let (key, prefix) = primary_key(json, PRIVATE_TYPE_URL)?;
+    let (mut key, prefix) = primary_key(json, PRIVATE_TYPE_URL)?;
     let bytes = Zeroizing::new(decode_value(&key.key_data.value)?);
+    zeroize::Zeroize::zeroize(&mut key.key_data.value);
     let mut proto = HpkePrivateKey::decode(bytes.as_slice())
         .map_err(|_| tink_error("HpkePrivateKey does not decode".into()))?;
     let private_bytes = Zeroizing::new(std::mem::take(&mut proto.private_key));

@@ -126,25 +126,37 @@ pub(crate) fn looks_encrypted(
     declared_textual(headers) && !looks_like_text(head)
 }
 
+/// True when the request says its body is UTF-8 text: a textual media type (or none),
+/// no charset other than UTF-8 (or US-ASCII), and no content coding such as gzip.
 fn declared_textual(headers: &HeaderMap) -> bool {
+    let encoded = headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
+        !v.to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
+    });
+    if encoded {
+        return false;
+    }
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return true;
     };
     let Ok(value) = value.to_str() else {
         return false;
     };
-    let media = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    media.starts_with("text/")
+    let mut parts = value.split(';');
+    let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let utf8 = parts.all(|p| {
+        let p = p.trim().to_ascii_lowercase();
+        match p.strip_prefix("charset=") {
+            Some(cs) => matches!(cs.trim_matches('"'), "utf-8" | "utf8" | "us-ascii"),
+            None => true,
+        }
+    });
+    utf8 && (media.starts_with("text/")
         || media == "application/json"
         || media.ends_with("+json")
         || media == "application/x-www-form-urlencoded"
         || media == "application/xml"
-        || media.ends_with("+xml")
+        || media.ends_with("+xml"))
 }
 
 /// The first bytes of a body, and the body with those bytes put back in front.
@@ -278,6 +290,27 @@ mod tests {
             account_id(&headers(&[("x-account", "a"), ("x-account", "b")]), &name),
             Err(Error::InvalidAccountId { .. })
         ));
+    }
+
+    #[test]
+    fn only_utf8_uncoded_bodies_are_declared_textual() {
+        assert!(declared_textual(&headers(&[])));
+        assert!(declared_textual(&headers(&[(
+            "content-type",
+            "application/json; charset=UTF-8"
+        )])));
+        assert!(!declared_textual(&headers(&[
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip")
+        ])));
+        assert!(!declared_textual(&headers(&[(
+            "content-type",
+            "text/csv; charset=iso-8859-1"
+        )])));
+        assert!(!declared_textual(&headers(&[(
+            "content-type",
+            "application/octet-stream"
+        )])));
     }
 
     #[test]

@@ -280,8 +280,11 @@ where
 {
     let headers = req.headers_mut();
     headers.insert(header::ACCEPT, state.plaintext_content_type.clone());
-    // The body is encrypted whole; ask for it unencoded so the client gets what it decrypts.
+    // The body is encrypted whole; ask for it unencoded and entire, so the client gets
+    // exactly what it decrypts.
     headers.remove(header::ACCEPT_ENCODING);
+    headers.remove(header::RANGE);
+    headers.remove(header::IF_RANGE);
     let head = req.method() == Method::HEAD;
     let response = match inner.call(req).await {
         Ok(r) => r,
@@ -302,11 +305,42 @@ async fn seal_response(
 ) -> Result<Response<Body>, Error> {
     let (mut parts, body) = response.into_parts();
     let status = parts.status;
-    if head
-        || status.is_informational()
+    let headers = &mut parts.headers;
+    // These describe the plaintext representation, not the envelope the client receives.
+    for name in [
+        header::CONTENT_ENCODING,
+        header::CONTENT_RANGE,
+        header::ACCEPT_RANGES,
+        header::ETAG,
+        HeaderName::from_static("digest"),
+        HeaderName::from_static("content-md5"),
+    ] {
+        headers.remove(name);
+    }
+    headers.append(header::VARY, HeaderValue::from_static("Accept"));
+    if status.is_informational()
         || status == StatusCode::NO_CONTENT
+        || status == StatusCode::RESET_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
+        return Ok(Response::from_parts(parts, body));
+    }
+    if head {
+        // What a GET would answer: the envelope's type and length, without the body.
+        let plain_len = content_length(headers);
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(HPKE_MEDIA_TYPE),
+        );
+        match plain_len {
+            Some(n) => {
+                let sealed = n + sealer.header_len() as u64 + crate::envelope::TAG_LEN as u64;
+                headers.insert(header::CONTENT_LENGTH, sealed.into());
+            }
+            None => {
+                headers.remove(header::CONTENT_LENGTH);
+            }
+        }
         return Ok(Response::from_parts(parts, body));
     }
     let limit = state.max_response_body_bytes;
