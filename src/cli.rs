@@ -250,23 +250,10 @@ fn open(key: &Path, info: &str, passphrase: &Passphrase) -> Result<ExitCode, Box
 
 impl Passphrase {
     fn read(&self) -> Result<Option<Zeroizing<Vec<u8>>>, BoxError> {
-        match (&self.passphrase_env, &self.passphrase_file) {
-            (Some(_), Some(_)) => {
-                Err("give --passphrase-env or --passphrase-file, not both".into())
-            }
-            (Some(var), None) => std::env::var_os(var)
-                .map(|v| Some(Zeroizing::new(v.into_encoded_bytes())))
-                .ok_or_else(|| format!("environment variable {var} is not set").into()),
-            (None, Some(file)) => {
-                // Held to the same rule as the config's passphrase_file: owner-only.
-                let mut bytes = keys::read_secret_file(file)?;
-                while matches!(bytes.last(), Some(b'\n' | b'\r')) {
-                    bytes.pop();
-                }
-                Ok(Some(bytes))
-            }
-            (None, None) => Ok(None),
-        }
+        Ok(keys::read_passphrase(
+            self.passphrase_env.as_deref(),
+            self.passphrase_file.as_deref(),
+        )?)
     }
 }
 

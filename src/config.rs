@@ -372,21 +372,9 @@ fn read_passphrase(
     entry: &RawServerKey,
     base: &Path,
 ) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
-    match (&entry.passphrase_env, &entry.passphrase_file) {
-        (Some(_), Some(_)) => Err("set passphrase_env or passphrase_file, not both".into()),
-        (Some(var), None) => std::env::var_os(var)
-            .map(|v| Some(Zeroizing::new(v.into_encoded_bytes())))
-            .ok_or_else(|| format!("passphrase_env: environment variable {var} is not set")),
-        (None, Some(file)) => {
-            let path = resolve(base, file);
-            let mut bytes = keys::read_secret_file(&path).map_err(|e| e.to_string())?;
-            while matches!(bytes.last(), Some(b'\n' | b'\r')) {
-                bytes.pop();
-            }
-            Ok(Some(bytes))
-        }
-        (None, None) => Ok(None),
-    }
+    let file = entry.passphrase_file.as_deref().map(|f| resolve(base, f));
+    keys::read_passphrase(entry.passphrase_env.as_deref(), file.as_deref())
+        .map_err(|e| format!("passphrase: {e}"))
 }
 
 fn load_accounts(raw: &[RawAccount], base: &Path) -> Result<Accounts, Vec<String>> {

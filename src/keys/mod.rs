@@ -68,6 +68,12 @@ pub enum KeyError {
     /// An encrypted private key and no passphrase configured.
     #[error("the private key is encrypted; configure passphrase_env or passphrase_file for it")]
     PassphraseRequired,
+    /// A passphrase environment variable that is not set.
+    #[error("environment variable {0} is not set")]
+    PassphraseEnvUnset(String),
+    /// Both an environment variable and a file were given for one passphrase.
+    #[error("give the passphrase in an environment variable or a file, not both")]
+    PassphraseTwoSources,
     /// The passphrase did not decrypt the key.
     #[error(
         "the passphrase does not decrypt the private key (or its encryption scheme is not supported)"
@@ -123,6 +129,28 @@ pub fn write_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let mut file = options.open(path)?;
     file.write_all(contents)?;
     file.sync_all()
+}
+
+/// Reads a private key's passphrase from an environment variable or an owner-only file
+/// (trailing newlines dropped); `None` when neither is given.
+pub fn read_passphrase(
+    env: Option<&str>,
+    file: Option<&Path>,
+) -> Result<Option<Zeroizing<Vec<u8>>>, KeyError> {
+    match (env, file) {
+        (Some(_), Some(_)) => Err(KeyError::PassphraseTwoSources),
+        (Some(var), None) => std::env::var_os(var)
+            .map(|v| Some(Zeroizing::new(v.into_encoded_bytes())))
+            .ok_or_else(|| KeyError::PassphraseEnvUnset(var.to_owned())),
+        (None, Some(path)) => {
+            let mut bytes = read_secret_file(path)?;
+            while matches!(bytes.last(), Some(b'\n' | b'\r')) {
+                bytes.pop();
+            }
+            Ok(Some(bytes))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 #[cfg(unix)]
