@@ -139,6 +139,7 @@ def start_gateway(work, port, upstream_port):
     with open(config, "w") as f:
         f.write(f"""listen = "127.0.0.1:{port}"
 upstream = "http://127.0.0.1:{upstream_port}"
+admin_listen = "off"
 max_encrypted_body_bytes = {64 * MIB}
 max_response_body_bytes = {64 * MIB}
 
@@ -162,7 +163,7 @@ def startup_ms(work, upstream_port):
     """Exec to accepting connections, with 20 accounts and 3 server keys (median of 5)."""
     d = os.path.join(work, "startup")
     os.makedirs(d)
-    text = f'listen = "127.0.0.1:{{port}}"\nupstream = "http://127.0.0.1:{upstream_port}"\n'
+    text = f'listen = "127.0.0.1:{{port}}"\nupstream = "http://127.0.0.1:{upstream_port}"\nadmin_listen = "off"\n'
     for i in range(1, 4):
         run([GATEWAY, "keygen", "--out", os.path.join(d, f"s{i}.pem")], stderr=subprocess.DEVNULL)
         text += f'[[server_keys]]\nid = {i}\nprivate_key = "s{i}.pem"\n'

@@ -6,10 +6,13 @@
 //! the query, which may hold personal data such as an email), account, status, the
 //! gateway's error code if it answered itself, and the duration. No body, key or header
 //! value other than the account id is ever logged.
+//!
+//! The same layer counts the request in the [`Metrics`] and the body bytes both ways.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -18,6 +21,7 @@ use http::{HeaderName, HeaderValue, Request, Response};
 use tower::{Layer, Service};
 
 use crate::error::ErrorCode;
+use crate::metrics::{Counted, Metrics, Mode};
 
 /// The request id header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -26,12 +30,17 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug, Clone)]
 pub struct AccessLogLayer {
     account_header: HeaderName,
+    metrics: Arc<Metrics>,
 }
 
 impl AccessLogLayer {
-    /// A layer that logs the account id found in `account_header`.
-    pub fn new(account_header: HeaderName) -> Self {
-        Self { account_header }
+    /// A layer that logs the account id found in `account_header` and counts each
+    /// request in `metrics`.
+    pub fn new(account_header: HeaderName, metrics: Arc<Metrics>) -> Self {
+        Self {
+            account_header,
+            metrics,
+        }
     }
 }
 
@@ -42,6 +51,7 @@ impl<S> Layer<S> for AccessLogLayer {
         AccessLog {
             inner,
             account_header: self.account_header.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -51,6 +61,7 @@ impl<S> Layer<S> for AccessLogLayer {
 pub struct AccessLog<S> {
     inner: S,
     account_header: HeaderName,
+    metrics: Arc<Metrics>,
 }
 
 impl<S> Service<Request<Body>> for AccessLog<S>
@@ -66,8 +77,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
         let started = Instant::now();
+        let metrics = self.metrics.clone();
+        let (parts, body) = req.into_parts();
+        let body = Body::new(Counted::new(body, metrics.request_bytes()));
+        let mut req = Request::from_parts(parts, body);
         let id = request_id(&req);
         req.headers_mut().insert(REQUEST_ID, id.clone());
         let method = req.method().clone();
@@ -81,17 +96,34 @@ where
             .to_owned();
         let future = self.inner.call(req);
         Box::pin(async move {
-            let Ok(mut response) = future.await;
+            let Ok(response) = future.await;
             let code = response.extensions().get::<ErrorCode>().map_or(0, |c| c.0);
+            let mode = response
+                .extensions()
+                .get::<Mode>()
+                .copied()
+                .unwrap_or(Mode::Plaintext);
+            let elapsed = started.elapsed();
+            let status = response.status().as_u16();
+            metrics.request(
+                mode,
+                status,
+                code,
+                Some(&account).filter(|a| *a != "-").map(String::as_str),
+                elapsed,
+            );
+            let (parts, body) = response.into_parts();
+            let body = Body::new(Counted::new(body, metrics.response_bytes()));
+            let mut response = Response::from_parts(parts, body);
             tracing::info!(
                 target: "hpke_gateway::access",
                 request_id = id.to_str().unwrap_or("-"),
                 %method,
                 path,
                 account,
-                status = response.status().as_u16(),
+                status,
                 code,
-                ms = started.elapsed().as_secs_f64() * 1e3,
+                ms = elapsed.as_secs_f64() * 1e3,
             );
             response.headers_mut().insert(REQUEST_ID, id);
             Ok(response)

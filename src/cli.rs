@@ -168,7 +168,7 @@ fn serve(path: &Path) -> Result<ExitCode, BoxError> {
             return Ok(ExitCode::from(EXIT_BAD_CONFIG));
         }
     };
-    crate::server::run(config)?;
+    crate::server::run(config, path)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use crate::accounts::{Account, Accounts, MAX_PUBLIC_KEYS, RecipientKey};
-use crate::keys::{self, ServerKey, ServerKeys};
+use crate::keys::{self, KeyState, ServerKey, ServerKeys};
 
 /// Default account header, as the vendor's API names it.
 pub const DEFAULT_ACCOUNT_HEADER: &str = "X-CleverTap-Account-Id";
@@ -43,6 +43,18 @@ pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_REQUEST_BODY_TIMEOUT_MS: u64 = 30_000;
 /// Default media type of a decrypted body as the upstream sees it.
 pub const DEFAULT_PLAINTEXT_CONTENT_TYPE: &str = "application/json";
+/// Default limit on a request's header section (names, values and line overhead).
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
+/// Default limit on requests in flight, all workers together.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: u64 = 1024;
+/// Default time in-flight requests get to finish after SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
+/// Default interval between checks of the config and key files for changes.
+pub const DEFAULT_RELOAD_POLL_MS: u64 = 2_000;
+/// Default upper bound of `Cache-Control: max-age` on the published keys.
+pub const DEFAULT_KEYS_MAX_AGE_S: u64 = 3_600;
+/// Default admin listener (health, readiness, metrics).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 
 /// The configuration file as written.
 #[derive(Debug, Deserialize)]
@@ -73,6 +85,28 @@ pub struct RawConfig {
     /// `Content-Type` (and `Accept`) the upstream sees on a decrypted request.
     #[serde(default)]
     pub plaintext_content_type: Option<String>,
+    /// Largest request header section accepted.
+    #[serde(default)]
+    pub max_header_bytes: Option<u64>,
+    /// Most requests in flight at once; beyond, 503 with `Retry-After`.
+    #[serde(default)]
+    pub max_concurrent_requests: Option<u64>,
+    /// Time in-flight requests get to finish after SIGTERM/SIGINT, in milliseconds.
+    #[serde(default)]
+    pub shutdown_grace_ms: Option<u64>,
+    /// Interval between checks of the config and key files for changes, in
+    /// milliseconds; 0 reloads on SIGHUP only.
+    #[serde(default)]
+    pub reload_poll_ms: Option<u64>,
+    /// Upper bound of `Cache-Control: max-age` on `/.well-known/hpke-keys`, in seconds.
+    #[serde(default)]
+    pub keys_max_age_s: Option<u64>,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`); `"off"` disables it.
+    #[serde(default)]
+    pub admin_listen: Option<String>,
+    /// Label request metrics with the account id (one series per account).
+    #[serde(default)]
+    pub metrics_account_labels: bool,
     /// The gateway's private keys.
     #[serde(default)]
     pub server_keys: Vec<RawServerKey>,
@@ -95,6 +129,12 @@ pub struct RawServerKey {
     /// Path of a file holding the passphrase of an encrypted key.
     #[serde(default)]
     pub passphrase_file: Option<PathBuf>,
+    /// Where the key is in its rotation (default: the first non-retired key is primary).
+    #[serde(default)]
+    pub state: Option<KeyState>,
+    /// End of validity, RFC 3339 (`2027-12-01T00:00:00Z`).
+    #[serde(default)]
+    pub not_after: Option<String>,
 }
 
 /// One `[[accounts]]` entry.
@@ -132,10 +172,48 @@ pub struct Config {
     pub request_body_timeout: Duration,
     /// `Content-Type` (and `Accept`) the upstream sees on a decrypted request.
     pub plaintext_content_type: HeaderValue,
+    /// Operational settings: limits, shutdown, reload, admin listener.
+    pub ops: Ops,
     /// The gateway's private keys.
     pub server_keys: ServerKeys,
     /// Accounts.
     pub accounts: Accounts,
+    /// Every file the configuration was read from (itself, keys, passphrases), for
+    /// change detection.
+    pub files: Vec<PathBuf>,
+}
+
+/// Operational settings.
+#[derive(Debug, Clone)]
+pub struct Ops {
+    /// Largest request header section accepted (431 beyond).
+    pub max_header_bytes: usize,
+    /// Most requests in flight at once (503 beyond).
+    pub max_concurrent_requests: usize,
+    /// Time in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
+    /// Interval between checks of [`Config::files`]; `None`: SIGHUP only.
+    pub reload_poll: Option<Duration>,
+    /// Upper bound of `Cache-Control: max-age` on the published keys.
+    pub keys_max_age: Duration,
+    /// The admin listener, if any.
+    pub admin_listen: Option<SocketAddr>,
+    /// Label request metrics with the account id.
+    pub metrics_account_labels: bool,
+}
+
+impl Default for Ops {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES as usize,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS as usize,
+            shutdown_grace: Duration::from_millis(DEFAULT_SHUTDOWN_GRACE_MS),
+            reload_poll: Some(Duration::from_millis(DEFAULT_RELOAD_POLL_MS)),
+            keys_max_age: Duration::from_secs(DEFAULT_KEYS_MAX_AGE_S),
+            admin_listen: None,
+            metrics_account_labels: false,
+        }
+    }
 }
 
 /// Everything wrong with a configuration, one problem per line.
@@ -159,10 +237,12 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
         let raw: RawConfig = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_raw(raw, base).map_err(|problems| ConfigError {
+        let mut config = Self::from_raw(raw, base).map_err(|problems| ConfigError {
             path: path.display().to_string(),
             problems,
-        })
+        })?;
+        config.files.insert(0, path.to_path_buf());
+        Ok(config)
     }
 
     /// Checks a parsed configuration, loading keys relative to `base`. Returns every
@@ -236,6 +316,7 @@ impl Config {
                     .unwrap_or(DEFAULT_REQUEST_BODY_TIMEOUT_MS),
             ),
         );
+        let ops = take_all(p, ops(&raw));
         let server_keys = take_all(p, load_server_keys(&raw.server_keys, base));
         let accounts = take_all(p, load_accounts(&raw.accounts, base));
 
@@ -249,6 +330,7 @@ impl Config {
             Some(connect_ms),
             Some(timeout_ms),
             Some(body_timeout_ms),
+            Some(ops),
             Some(server_keys),
             Some(accounts),
         ) = (
@@ -261,6 +343,7 @@ impl Config {
             connect_ms,
             timeout_ms,
             body_timeout_ms,
+            ops,
             server_keys,
             accounts,
         )
@@ -277,10 +360,73 @@ impl Config {
             upstream_timeout: Duration::from_millis(timeout_ms),
             request_body_timeout: Duration::from_millis(body_timeout_ms),
             plaintext_content_type,
+            ops,
             server_keys,
             accounts,
+            files: referenced_files(&raw, base),
         })
     }
+}
+
+fn ops(raw: &RawConfig) -> Result<Ops, Vec<String>> {
+    let mut problems = Vec::new();
+    let p = &mut problems;
+    let max_header_bytes = take(
+        p,
+        positive(
+            "max_header_bytes",
+            raw.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+        ),
+    );
+    let max_concurrent_requests = take(
+        p,
+        positive(
+            "max_concurrent_requests",
+            raw.max_concurrent_requests
+                .unwrap_or(DEFAULT_MAX_CONCURRENT_REQUESTS),
+        ),
+    );
+    let admin = raw.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
+    let admin_listen = match admin {
+        "off" => Some(None),
+        text => take(
+            p,
+            text.parse::<SocketAddr>()
+                .map(Some)
+                .map_err(|e| format!("admin_listen {text:?}: {e} (or \"off\")")),
+        ),
+    };
+    let (Some(max_header_bytes), Some(max_concurrent_requests), Some(admin_listen)) =
+        (max_header_bytes, max_concurrent_requests, admin_listen)
+    else {
+        return Err(problems);
+    };
+    let usize_of = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    Ok(Ops {
+        max_header_bytes: usize_of(max_header_bytes),
+        max_concurrent_requests: usize_of(max_concurrent_requests),
+        shutdown_grace: Duration::from_millis(
+            raw.shutdown_grace_ms.unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS),
+        ),
+        reload_poll: match raw.reload_poll_ms.unwrap_or(DEFAULT_RELOAD_POLL_MS) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        },
+        keys_max_age: Duration::from_secs(raw.keys_max_age_s.unwrap_or(DEFAULT_KEYS_MAX_AGE_S)),
+        admin_listen,
+        metrics_account_labels: raw.metrics_account_labels,
+    })
+}
+
+/// The key and passphrase files a configuration names, resolved.
+fn referenced_files(raw: &RawConfig, base: &Path) -> Vec<PathBuf> {
+    let keys = raw
+        .server_keys
+        .iter()
+        .filter(|k| k.state != Some(KeyState::Retired))
+        .flat_map(|k| std::iter::once(&k.private_key).chain(k.passphrase_file.as_ref()));
+    let accounts = raw.accounts.iter().flat_map(|a| a.public_keys.iter());
+    keys.chain(accounts).map(|f| resolve(base, f)).collect()
 }
 
 /// Keeps a value, or records its problem.
@@ -334,12 +480,44 @@ fn load_server_keys(raw: &[RawServerKey], base: &Path) -> Result<ServerKeys, Vec
     }
     let mut ids = HashSet::new();
     let mut keys = Vec::new();
-    for entry in raw {
+    let marked_primary = raw
+        .iter()
+        .filter(|k| k.state == Some(KeyState::Primary))
+        .count();
+    if marked_primary > 1 {
+        problems.push(format!(
+            "server_keys: {marked_primary} keys have state = \"primary\", at most one may"
+        ));
+    }
+    // With no key marked primary, the first one not retired is.
+    let implicit_primary = (marked_primary == 0)
+        .then(|| raw.iter().position(|k| k.state != Some(KeyState::Retired)))
+        .flatten();
+    if raw.iter().all(|k| k.state == Some(KeyState::Retired)) && !raw.is_empty() {
+        problems.push("server_keys: every key is retired; one must be primary".into());
+    }
+    for (i, entry) in raw.iter().enumerate() {
         if !ids.insert(entry.id) {
             problems.push(format!("server_keys: id {} appears twice", entry.id));
         }
+        let state = match entry.state {
+            Some(state) => state,
+            None if implicit_primary == Some(i) => KeyState::Primary,
+            None => KeyState::DecryptOnly,
+        };
+        let not_after = match entry.not_after.as_deref().map(parse_time).transpose() {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!("server_keys id {}: not_after: {e}", entry.id));
+                continue;
+            }
+        };
+        // A retired key is a record only: its file need not exist any more.
+        if state == KeyState::Retired {
+            continue;
+        }
         match load_server_key(entry, base) {
-            Ok(key) => keys.push(key),
+            Ok(key) => keys.push(key.with_lifecycle(state, not_after)),
             Err(p) => problems.push(format!("server_keys id {}: {p}", entry.id)),
         }
     }
@@ -348,6 +526,12 @@ fn load_server_keys(raw: &[RawServerKey], base: &Path) -> Result<ServerKeys, Vec
     } else {
         Err(problems)
     }
+}
+
+/// Parses an RFC 3339 instant such as `2027-12-01T00:00:00Z`.
+pub fn parse_time(text: &str) -> Result<std::time::SystemTime, String> {
+    humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time such as 2027-12-01T00:00:00Z ({e})"))
 }
 
 fn load_server_key(entry: &RawServerKey, base: &Path) -> Result<ServerKey, String> {

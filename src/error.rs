@@ -62,6 +62,15 @@ pub enum Error {
     /// The client did not send the body in time.
     #[error("the request body was not received in time")]
     RequestTimeout,
+    /// The request's header section is larger than the configured limit.
+    #[error("the request headers are larger than {limit} bytes")]
+    HeadersTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The gateway is at its concurrent request limit; the client should retry later.
+    #[error("too many concurrent requests, retry later")]
+    Overloaded,
     /// The upstream could not be reached.
     #[error("upstream unavailable")]
     UpstreamUnavailable(#[source] BoxError),
@@ -100,6 +109,8 @@ impl Error {
             Error::EncryptionNotEnabled => StatusCode::FORBIDDEN,
             Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Error::UpstreamUnavailable(_) | Error::BadUpstreamResponse(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -122,6 +133,8 @@ impl Error {
             Error::PayloadTooLarge { .. } => 4009,
             Error::BadRequestBody => 4010,
             Error::RequestTimeout => 4011,
+            Error::HeadersTooLarge { .. } => 4012,
+            Error::Overloaded => 5004,
             Error::UpstreamUnavailable(_) => 5001,
             Error::UpstreamTimeout => 5002,
             Error::BadUpstreamResponse(_) => 5003,
@@ -162,6 +175,11 @@ impl IntoResponse for Error {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response.extensions_mut().insert(ErrorCode(code));
         response
     }
@@ -189,6 +207,8 @@ mod tests {
             Error::PayloadTooLarge { limit: 1 },
             Error::BadRequestBody,
             Error::RequestTimeout,
+            Error::HeadersTooLarge { limit: 1 },
+            Error::Overloaded,
             Error::UpstreamUnavailable("x".into()),
             Error::UpstreamTimeout,
             Error::BadUpstreamResponse("x".into()),

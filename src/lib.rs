@@ -9,7 +9,11 @@
 //! - [`proxy`]: forwarding to the upstream.
 //! - [`error`]: the one place where failures become responses.
 //! - [`access`]: the per-request log line and request id.
-//! - [`server`]: the router and the listener.
+//! - [`limits`]: header size and concurrency limits.
+//! - [`metrics`]: Prometheus metrics; [`admin`]: the health, readiness and metrics listener.
+//! - [`publish`]: the published keys at `/.well-known/hpke-keys`.
+//! - [`reload`]: swapping in a changed configuration while serving.
+//! - [`server`]: the routers and the listeners.
 //! - [`sample_upstream`] and [`demo`]: the embedded default.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -17,14 +21,19 @@
 
 pub mod access;
 pub mod accounts;
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod envelope;
 pub mod error;
 pub mod keys;
+pub mod limits;
+pub mod metrics;
 pub mod middleware;
 pub mod proxy;
+pub mod publish;
+pub mod reload;
 pub mod sample_upstream;
 pub mod server;
 

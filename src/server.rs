@@ -1,48 +1,114 @@
-//! Wiring: the router `serve` runs, and running it until a shutdown signal.
+//! Wiring: the routers, and running them until a shutdown signal.
 //!
 //! `run` serves with one single-threaded runtime per core, each with its own listening
 //! socket on the same address (`SO_REUSEPORT`: the kernel spreads connections) and its own
 //! upstream connection pool, as nginx runs one worker per core. A request then stays on
-//! one thread from accept to upstream and back, with no cross-thread wake-ups; the keys
-//! and accounts are shared, read-only.
+//! one thread from accept to upstream and back, with no cross-thread wake-ups. The keys
+//! and accounts are shared and swapped whole by a reload; the metrics and the
+//! concurrency budget are shared by all workers. The main thread runs the admin
+//! listener, the reloader and the signal handlers.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use axum::Router;
+use axum::routing::get;
+use http::HeaderName;
 use tokio::net::TcpListener;
 use tower::Layer as _;
 
 use crate::access::AccessLogLayer;
+use crate::admin::{self, Admin};
 use crate::config::Config;
 use crate::error::Error;
-use crate::middleware::{HpkeLayer, HpkeState};
+use crate::limits::LimitsLayer;
+use crate::metrics::Metrics;
+use crate::middleware::{HpkeLayer, HpkeState, SharedState};
 use crate::proxy::Proxy;
-use http::HeaderName;
+use crate::publish;
+use crate::reload::Reloader;
 
-/// The gateway's router: the HPKE middleware in front of the proxy to the upstream.
+/// Everything the public routers of all workers share.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    shared: SharedState,
+    metrics: Arc<Metrics>,
+    limits: LimitsLayer,
+    proxy: Proxy,
+    account_header: HeaderName,
+}
+
+impl Gateway {
+    /// The gateway for a checked configuration.
+    pub fn new(config: Config) -> Result<Self, Error> {
+        let proxy = Proxy::new(
+            &config.upstream,
+            config.upstream_connect_timeout,
+            config.upstream_timeout,
+        )?;
+        let metrics = Arc::new(Metrics::new(config.ops.metrics_account_labels));
+        let limits = LimitsLayer::new(
+            config.ops.max_header_bytes,
+            config.ops.max_concurrent_requests,
+            metrics.clone(),
+        );
+        let account_header = config.account_header.clone();
+        let shared = Arc::new(ArcSwap::from_pointee(HpkeState::from_config(config)));
+        Ok(Self {
+            shared,
+            metrics,
+            limits,
+            proxy,
+            account_header,
+        })
+    }
+
+    /// The live state a reload replaces.
+    pub fn shared(&self) -> &SharedState {
+        &self.shared
+    }
+
+    /// The metrics all routers record into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The public router: the published keys, and everything else through the HPKE
+    /// middleware to the upstream, under the limits and the access log.
+    pub fn router(&self) -> Router {
+        self.router_with(self.proxy.clone())
+    }
+
+    fn router_with(&self, proxy: Proxy) -> Router {
+        let hpke = HpkeLayer::from_shared(self.shared.clone(), self.metrics.clone()).layer(proxy);
+        let routes = Router::new()
+            .route(publish::PATH, get(publish::hpke_keys))
+            .fallback_service(hpke)
+            .with_state(self.shared.clone());
+        let guarded = self.limits.layer(routes);
+        Router::new().fallback_service(
+            AccessLogLayer::new(self.account_header.clone(), self.metrics.clone()).layer(guarded),
+        )
+    }
+
+    /// The admin router (`/healthz`, `/readyz`, `/metrics`).
+    pub fn admin_router(&self, config_upstream: &http::Uri, connect_timeout: Duration) -> Router {
+        admin::router(Admin {
+            shared: self.shared.clone(),
+            metrics: self.metrics.clone(),
+            upstream: config_upstream.clone(),
+            connect_timeout,
+        })
+    }
+}
+
+/// The gateway's public router for a configuration, for tests and embedding.
 pub fn app(config: Config) -> Result<Router, Error> {
-    let proxy = proxy_for(&config)?;
-    let header = config.account_header.clone();
-    Ok(router(
-        Arc::new(HpkeState::from_config(config)),
-        proxy,
-        header,
-    ))
-}
-
-fn proxy_for(config: &Config) -> Result<Proxy, Error> {
-    Proxy::new(
-        &config.upstream,
-        config.upstream_connect_timeout,
-        config.upstream_timeout,
-    )
-}
-
-fn router(state: Arc<HpkeState>, proxy: Proxy, account_header: HeaderName) -> Router {
-    let hpke = HpkeLayer::from_shared(state).layer(proxy);
-    Router::new().fallback_service(AccessLogLayer::new(account_header).layer(hpke))
+    Ok(Gateway::new(config)?.router())
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets in-flight
@@ -62,61 +128,125 @@ pub async fn serve(
         .await
 }
 
-/// Binds the configured listener and serves until SIGINT or SIGTERM, with one worker
-/// thread per core (see the module docs).
-pub fn run(config: Config) -> Result<(), crate::BoxError> {
+/// Binds the configured listeners and serves until SIGINT or SIGTERM, with one worker
+/// thread per core (see the module docs). `path` is the configuration file, reloaded on
+/// SIGHUP and when it or a key file changes.
+pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
     let listen = config.listen;
+    let ops = config.ops.clone();
+    let upstream = config.upstream.clone();
+    let connect_timeout = config.upstream_connect_timeout;
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
-    let proxy = proxy_for(&config)?;
-    let account_header = config.account_header.clone();
-    let state_upstream = config.upstream.clone();
     let key_count = config.server_keys.iter().count();
     let account_count = config.accounts.len();
-    let state = Arc::new(HpkeState::from_config(config));
+    let (files, fixed) = (config.files.clone(), crate::reload::fixed_settings(&config));
+    let gateway = Gateway::new(config)?;
     // Bind every socket before serving, so a bad address fails at once.
     let sockets = (0..workers)
         .map(|_| reuseport_socket(listen))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    tracing::info!(
-        %listen,
-        upstream = %state_upstream,
-        server_keys = key_count,
-        accounts = account_count,
-        workers,
-        "hpke-gateway listening"
+    let admin_socket = ops
+        .admin_listen
+        .map(|addr| {
+            std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|e| format!("cannot listen on admin_listen {addr}: {e}"))
+        })
+        .transpose()?;
+    let main_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let reloader = Reloader::new(
+        path.to_path_buf(),
+        files,
+        fixed,
+        gateway.shared().clone(),
+        gateway.metrics().clone(),
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let threads: Vec<_> = sockets
         .into_iter()
         .enumerate()
         .map(|(i, socket)| {
-            let (state, proxy, mut stop) = (state.clone(), proxy.clone(), stop_rx.clone());
-            let account_header = account_header.clone();
+            let (gateway, mut stop, done) = (gateway.clone(), stop_rx.clone(), done_tx.clone());
             std::thread::Builder::new()
                 .name(format!("hpke-gateway-{i}"))
                 .spawn(move || -> std::io::Result<()> {
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()?;
-                    rt.block_on(async move {
+                    let served = rt.block_on(async move {
                         let listener = TcpListener::from_std(socket)?;
                         // A fresh client per worker: its pooled connections live on this thread.
-                        let proxy = proxy.fresh_pool();
+                        let router = gateway.router_with(gateway.proxy.fresh_pool());
                         let shutdown = async move {
                             let _ = stop.wait_for(|stopped| *stopped).await;
                         };
-                        serve(listener, router(state, proxy, account_header), shutdown).await
-                    })
+                        serve(listener, router, shutdown).await
+                    });
+                    let _ = done.send(());
+                    served
                 })
         })
         .collect::<Result<_, _>>()?;
-    let signals = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    signals.block_on(shutdown_signal());
-    tracing::info!("shutting down: draining in-flight requests");
+    drop(done_tx);
+    main_rt.block_on(async {
+        // Both handlers are in place before "listening" is logged.
+        let stopping = shutdown_signal_installed();
+        let watch = reloader.watch(ops.reload_poll);
+        let admin = match admin_socket {
+            Some(socket) => {
+                let listener = TcpListener::from_std(socket)?;
+                let router = gateway.admin_router(&upstream, connect_timeout);
+                Some(tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, router).await {
+                        tracing::error!(error = %e, "admin listener failed");
+                    }
+                }))
+            }
+            None => None,
+        };
+        tracing::info!(
+            %listen,
+            admin = %ops.admin_listen.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+            upstream = %upstream,
+            server_keys = key_count,
+            accounts = account_count,
+            workers,
+            "hpke-gateway listening"
+        );
+        tokio::select! {
+            () = watch => {},
+            () = stopping => {},
+        }
+        if let Some(admin) = admin {
+            admin.abort();
+        }
+        Ok::<_, std::io::Error>(())
+    })?;
+    tracing::info!(
+        grace_ms = ops.shutdown_grace.as_millis() as u64,
+        "shutting down: no new connections, draining in-flight requests"
+    );
     let _ = stop_tx.send(true);
+    let deadline = Instant::now() + ops.shutdown_grace;
+    let mut finished = 0;
+    while finished < threads.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match done_rx.recv_timeout(left) {
+            Ok(()) => finished += 1,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!(
+                    workers_still_busy = threads.len() - finished,
+                    "grace period over: closing the connections still open"
+                );
+                return Ok(());
+            }
+        }
+    }
     for t in threads {
         t.join().map_err(|_| "a worker thread panicked")??;
     }
@@ -134,6 +264,32 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> 
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
+}
+
+/// Installs the SIGINT and SIGTERM handlers now; the future completes on either.
+fn shutdown_signal_installed() -> impl Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let int = signal(SignalKind::interrupt()).ok();
+        let term = signal(SignalKind::terminate()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(int) => {},
+                () = wait(term) => {},
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    shutdown_signal()
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -245,6 +245,7 @@ fn write_config(dir: &Path, upstream: &str, listen: &str) -> std::path::PathBuf 
         format!(
             r#"listen = "{listen}"
 upstream = "{upstream}"
+admin_listen = "off"
 [[server_keys]]
 id = 1
 private_key = "server.pem"

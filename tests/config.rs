@@ -142,26 +142,35 @@ fn unknown_keys_and_bad_values_are_refused() {
 
 #[test]
 fn private_keys_must_be_owner_only() {
+    use std::os::unix::fs::MetadataExt as _;
     let dir = tempfile::tempdir().unwrap();
     with_server_key(dir.path());
-    for mode in [0o640, 0o604, 0o644] {
-        std::fs::set_permissions(
-            dir.path().join("server-1.pem"),
-            std::fs::Permissions::from_mode(mode),
-        )
-        .unwrap();
+    let key = dir.path().join("server-1.pem");
+    let set = |mode| std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+    let refused = |why: &str| {
         let err = load(dir.path(), &base("")).unwrap_err();
         assert!(
             err.contains("server-1.pem is readable by group or others"),
-            "{err}"
+            "{why}: {err}"
         );
+    };
+    for mode in [0o604, 0o644, 0o660, 0o606] {
+        set(mode);
+        refused(&format!("mode {mode:o}"));
     }
-    std::fs::set_permissions(
-        dir.path().join("server-1.pem"),
-        std::fs::Permissions::from_mode(0o400),
-    )
-    .unwrap();
+    set(0o400);
     assert!(load(dir.path(), &base("")).is_ok());
+    // Group-readable is accepted only when root owns the file (a Kubernetes Secret
+    // volume with fsGroup: 0440 root:<group>), as PostgreSQL accepts for its keys.
+    set(0o440);
+    if std::fs::metadata(&key).unwrap().uid() == 0 {
+        assert!(load(dir.path(), &base("")).is_ok(), "0440 owned by root");
+        // Owned by someone else, the same mode is refused.
+        std::os::unix::fs::chown(&key, Some(65_534), None).unwrap();
+        refused("0440 owned by uid 65534");
+    } else {
+        refused("0440 owned by a non-root user");
+    }
 }
 
 fn openssl_encrypt(dir: &Path, key: &PrivateKey, pass: &str) {

@@ -188,6 +188,7 @@ fn write_config(dir: &Path, listen: SocketAddr, upstream: SocketAddr) -> PathBuf
         format!(
             r#"listen = "{listen}"
 upstream = "http://{upstream}"
+admin_listen = "off"
 
 [[server_keys]]
 id = 1

@@ -10,6 +10,7 @@
 mod tink;
 
 use std::path::Path;
+use std::time::SystemTime;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -20,7 +21,7 @@ use pkcs8::{EncryptedPrivateKeyInfoRef, PrivateKeyInfoRef};
 use spki::{AlgorithmIdentifierRef, ObjectIdentifier, SubjectPublicKeyInfoRef};
 use zeroize::Zeroizing;
 
-pub use tink::public_keyset_json;
+pub use tink::{public_keyset_json, public_keyset_json_of};
 
 use crate::envelope::{
     self, ENC_LEN, OpenError, Prefix, PrivateKey, PublicKey, PublicKeyError, TINK_PREFIX_LEN,
@@ -40,8 +41,11 @@ pub enum KeyError {
         /// The cause.
         source: std::io::Error,
     },
-    /// A private key or passphrase file that group or others can read.
-    #[error("{path} is readable by group or others (mode {mode:o}); run: chmod 600 {path}")]
+    /// A private key or passphrase file that group or others can read (group read is
+    /// accepted when root owns the file).
+    #[error(
+        "{path} is readable by group or others (mode {mode:o}); run: chmod 600 {path} (or, owned by root, 640)"
+    )]
     Permissions {
         /// The file.
         path: String,
@@ -155,10 +159,14 @@ pub fn read_passphrase(
 
 #[cfg(unix)]
 fn check_private_permissions(path: &Path) -> Result<(), KeyError> {
+    use std::os::unix::fs::MetadataExt as _;
     use std::os::unix::fs::PermissionsExt as _;
     let meta = std::fs::metadata(path).map_err(|source| io_error(path, source))?;
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    // As PostgreSQL accepts for its keys: owner-only, or also group-readable when root
+    // owns the file (a Kubernetes Secret volume with fsGroup is 0440 root:<fsGroup>).
+    let allowed = if meta.uid() == 0 { 0o040 } else { 0 };
+    if mode & 0o077 & !allowed != 0 {
         return Err(KeyError::Permissions {
             path: path.display().to_string(),
             mode,
@@ -356,17 +364,60 @@ pub fn public_key_raw_base64(key: &PublicKey) -> String {
 
 // === the server keyring ===
 
+/// Where a server key is in its rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyState {
+    /// The key clients should encrypt to: published first, and decrypts.
+    #[default]
+    Primary,
+    /// Still decrypts and is still published (until its `not_after`), but is not the
+    /// one clients should pick: the overlap after a rotation.
+    DecryptOnly,
+    /// Neither decrypts nor is published; kept in the configuration as a record.
+    Retired,
+}
+
+impl KeyState {
+    /// The name used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::DecryptOnly => "decrypt-only",
+            Self::Retired => "retired",
+        }
+    }
+}
+
 /// One of the gateway's own key pairs.
 #[derive(Debug)]
 pub struct ServerKey {
     id: Option<u32>,
     key: PrivateKey,
+    state: KeyState,
+    not_after: Option<SystemTime>,
+    loaded_at: SystemTime,
 }
 
 impl ServerKey {
-    /// A key with a Tink key id (`None` accepts any id in a Tink prefix, for the CLI).
+    /// A primary key with a Tink key id (`None` accepts any id in a Tink prefix, for
+    /// the CLI) and no expiry.
     pub fn new(id: Option<u32>, key: PrivateKey) -> Self {
-        Self { id, key }
+        Self {
+            id,
+            key,
+            state: KeyState::Primary,
+            not_after: None,
+            loaded_at: SystemTime::now(),
+        }
+    }
+
+    /// The same key with a rotation state and an optional end of validity.
+    #[must_use]
+    pub fn with_lifecycle(mut self, state: KeyState, not_after: Option<SystemTime>) -> Self {
+        self.state = state;
+        self.not_after = not_after;
+        self
     }
 
     /// The Tink key id.
@@ -379,12 +430,32 @@ impl ServerKey {
         self.key.public_key()
     }
 
+    /// The rotation state.
+    pub fn state(&self) -> KeyState {
+        self.state
+    }
+
+    /// After this instant the key neither decrypts nor is published.
+    pub fn not_after(&self) -> Option<SystemTime> {
+        self.not_after
+    }
+
+    /// When the key was read from its file.
+    pub fn loaded_at(&self) -> SystemTime {
+        self.loaded_at
+    }
+
+    /// True if the key decrypts at `now`: not retired and not past its `not_after`.
+    pub fn valid_at(&self, now: SystemTime) -> bool {
+        self.state != KeyState::Retired && self.not_after.is_none_or(|end| now < end)
+    }
+
     fn matches(&self, id: u32) -> bool {
         self.id.is_none_or(|own| own == id)
     }
 }
 
-/// The gateway's active private keys, several during a rotation.
+/// The gateway's private keys, several during a rotation.
 #[derive(Debug, Default)]
 pub struct ServerKeys {
     keys: Vec<ServerKey>,
@@ -406,21 +477,41 @@ impl ServerKeys {
         self.keys.iter().any(|k| k.id == Some(id))
     }
 
+    /// The keys to publish at `now`: the primary first, then the other keys that still
+    /// decrypt, in configuration order.
+    pub fn published(&self, now: SystemTime) -> Vec<&ServerKey> {
+        let mut keys: Vec<&ServerKey> = self.keys.iter().filter(|k| k.valid_at(now)).collect();
+        keys.sort_by_key(|k| k.state != KeyState::Primary);
+        keys
+    }
+
     /// Opens a request envelope, as Tink's keyset `HybridDecrypt` does: a ciphertext
     /// whose first five bytes are a Tink prefix is tried with the keys of that id; then
     /// the whole ciphertext is tried as RAW against every key. The plaintext is
     /// decrypted in place and returned as a slice of `sealed`'s allocation.
-    pub fn open(&self, info: &[u8], mut sealed: BytesMut) -> Result<Bytes, OpenError> {
+    ///
+    /// Keys that are retired or past their `not_after` are not tried.
+    pub fn open(&self, info: &[u8], sealed: BytesMut) -> Result<Bytes, OpenError> {
+        self.open_at(SystemTime::now(), info, sealed)
+    }
+
+    /// [`ServerKeys::open`] as of `now`.
+    pub fn open_at(
+        &self,
+        now: SystemTime,
+        info: &[u8],
+        mut sealed: BytesMut,
+    ) -> Result<Bytes, OpenError> {
+        let usable = || self.keys.iter().filter(move |k| k.valid_at(now));
         let mut attempts: Vec<(&ServerKey, usize)> = Vec::with_capacity(self.keys.len() + 1);
         if let (Prefix::Tink(id), _) = envelope::split_prefix(&sealed) {
             attempts.extend(
-                self.keys
-                    .iter()
+                usable()
                     .filter(|k| k.matches(id))
                     .map(|k| (k, TINK_PREFIX_LEN)),
             );
         }
-        attempts.extend(self.keys.iter().map(|k| (k, 0)));
+        attempts.extend(usable().map(|k| (k, 0)));
         // A backend that may write into the buffer on a failed open gets a pristine copy
         // back before the next try (only when there is a next try).
         let pristine =
@@ -502,6 +593,63 @@ mod tests {
             assert_eq!(&pt[..], b"plain");
         }
         // A prefix naming key 2 on a ciphertext sealed to key 1 fails.
+        let mut ct = envelope::seal(&pa, Prefix::Tink(1), b"acct", b"plain").unwrap();
+        ct[4] = 2;
+        assert!(ring.open(b"acct", BytesMut::from(&ct[..])).is_err());
+    }
+
+    #[test]
+    fn retired_and_expired_keys_neither_open_nor_publish() {
+        use std::time::Duration;
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        let keys: Vec<PrivateKey> = (0..4).map(|_| PrivateKey::generate()).collect();
+        let publics: Vec<PublicKey> = keys.iter().map(PrivateKey::public_key).collect();
+        let mut it = keys.into_iter();
+        let mut next = || it.next().unwrap();
+        let ring = ServerKeys::new(vec![
+            ServerKey::new(Some(1), next()).with_lifecycle(KeyState::DecryptOnly, Some(now + day)),
+            ServerKey::new(Some(2), next()).with_lifecycle(KeyState::Primary, None),
+            ServerKey::new(Some(3), next()).with_lifecycle(KeyState::Retired, None),
+            ServerKey::new(Some(4), next()).with_lifecycle(KeyState::DecryptOnly, Some(now - day)),
+        ]);
+        let opens = |at: SystemTime, pk: &PublicKey, prefix| {
+            let ct = envelope::seal(pk, prefix, b"acct", b"plain").unwrap();
+            ring.open_at(at, b"acct", BytesMut::from(&ct[..])).is_ok()
+        };
+        for prefix in [Prefix::Raw, Prefix::Tink(1), Prefix::Tink(2)] {
+            let pk = if prefix == Prefix::Tink(1) {
+                &publics[0]
+            } else {
+                &publics[1]
+            };
+            assert!(opens(now, pk, prefix));
+        }
+        assert!(
+            opens(now, &publics[0], Prefix::Raw),
+            "decrypt-only key in its overlap"
+        );
+        assert!(
+            !opens(now + 2 * day, &publics[0], Prefix::Raw),
+            "past not_after"
+        );
+        assert!(!opens(now, &publics[2], Prefix::Tink(3)), "retired");
+        assert!(!opens(now, &publics[3], Prefix::Raw), "expired");
+        let ids: Vec<_> = ring.published(now).iter().map(|k| k.id()).collect();
+        assert_eq!(ids, [Some(2), Some(1)]);
+        let ids: Vec<_> = ring
+            .published(now + 2 * day)
+            .iter()
+            .map(|k| k.id())
+            .collect();
+        assert_eq!(ids, [Some(2)]);
+    }
+
+    #[test]
+    fn a_tink_prefix_for_another_key_fails() {
+        let a = PrivateKey::generate();
+        let pa = a.public_key();
+        let ring = ServerKeys::new(vec![ServerKey::new(Some(1), a)]);
         let mut ct = envelope::seal(&pa, Prefix::Tink(1), b"acct", b"plain").unwrap();
         ct[4] = 2;
         assert!(ring.open(b"acct", BytesMut::from(&ct[..])).is_err());

@@ -113,31 +113,47 @@ pub(crate) fn parse_private_keyset(json: &[u8]) -> Result<(PrivateKey, Prefix), 
 /// Writes a one-key Tink public keyset for `public`. `Prefix::Tink(id)` makes a
 /// `TINK` key with that id; `Prefix::Raw` a `RAW` key with `raw_key_id`.
 pub fn public_keyset_json(public: &PublicKey, prefix: Prefix, raw_key_id: u32) -> String {
-    let proto = HpkePublicKey {
-        version: 0,
-        params: Some(HpkeParams {
-            kem: KEM_X25519_HKDF_SHA256,
-            kdf: KDF_HKDF_SHA256,
-            aead: AEAD_AES_256_GCM,
-        }),
-        public_key: public.to_bytes().to_vec(),
+    let (key_id, prefix) = match prefix {
+        Prefix::Tink(id) => (id, Prefix::Tink(id)),
+        Prefix::Raw => (raw_key_id, Prefix::Raw),
     };
-    let (key_id, prefix_type) = match prefix {
-        Prefix::Tink(id) => (id, "TINK"),
-        Prefix::Raw => (raw_key_id, "RAW"),
-    };
+    public_keyset_json_of(&[(key_id, public, prefix)], key_id)
+}
+
+/// Writes a Tink public keyset of several keys, each `(key id, key, output prefix)`,
+/// with `primary` as the primary key id.
+pub fn public_keyset_json_of(keys: &[(u32, &PublicKey, Prefix)], primary: u32) -> String {
+    let key = keys
+        .iter()
+        .map(|(key_id, public, prefix)| {
+            let proto = HpkePublicKey {
+                version: 0,
+                params: Some(HpkeParams {
+                    kem: KEM_X25519_HKDF_SHA256,
+                    kdf: KDF_HKDF_SHA256,
+                    aead: AEAD_AES_256_GCM,
+                }),
+                public_key: public.to_bytes().to_vec(),
+            };
+            KeysetKey {
+                key_data: KeyData {
+                    type_url: PUBLIC_TYPE_URL.into(),
+                    value: STANDARD.encode(proto.encode_to_vec()),
+                    key_material_type: "ASYMMETRIC_PUBLIC".into(),
+                },
+                status: "ENABLED".into(),
+                key_id: i64::from(*key_id),
+                output_prefix_type: match prefix {
+                    Prefix::Tink(_) => "TINK",
+                    Prefix::Raw => "RAW",
+                }
+                .into(),
+            }
+        })
+        .collect();
     let keyset = Keyset {
-        primary_key_id: Some(i64::from(key_id)),
-        key: vec![KeysetKey {
-            key_data: KeyData {
-                type_url: PUBLIC_TYPE_URL.into(),
-                value: STANDARD.encode(proto.encode_to_vec()),
-                key_material_type: "ASYMMETRIC_PUBLIC".into(),
-            },
-            status: "ENABLED".into(),
-            key_id: i64::from(key_id),
-            output_prefix_type: prefix_type.into(),
-        }],
+        primary_key_id: Some(i64::from(primary)),
+        key,
     };
     // A struct of strings and integers always serializes.
     serde_json::to_string_pretty(&keyset).unwrap_or_default()

@@ -37,8 +37,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::response::IntoResponse as _;
 use bytes::{Bytes, BytesMut};
@@ -50,6 +51,7 @@ use crate::accounts::{Accounts, ResponseSealer};
 use crate::config::{self, Config};
 use crate::error::{Error, ErrorCode};
 use crate::keys::ServerKeys;
+use crate::metrics::{Metrics, Mode};
 
 use classify::{Negotiation, SNIFF_LEN};
 
@@ -64,7 +66,12 @@ pub struct HpkeState {
     request_body_timeout: Duration,
     upstream_timeout: Duration,
     plaintext_content_type: HeaderValue,
+    keys_max_age: Duration,
 }
+
+/// The state all workers read, swapped whole by a reload: a request keeps the state it
+/// started with to the end.
+pub type SharedState = Arc<ArcSwap<HpkeState>>;
 
 impl HpkeState {
     /// State with the default header, limits and plaintext content type.
@@ -80,6 +87,7 @@ impl HpkeState {
             plaintext_content_type: HeaderValue::from_static(
                 config::DEFAULT_PLAINTEXT_CONTENT_TYPE,
             ),
+            keys_max_age: Duration::from_secs(config::DEFAULT_KEYS_MAX_AGE_S),
         }
     }
 
@@ -94,7 +102,23 @@ impl HpkeState {
             request_body_timeout: config.request_body_timeout,
             upstream_timeout: config.upstream_timeout,
             plaintext_content_type: config.plaintext_content_type,
+            keys_max_age: config.ops.keys_max_age,
         }
+    }
+
+    /// The gateway's private keys.
+    pub fn server_keys(&self) -> &ServerKeys {
+        &self.server_keys
+    }
+
+    /// The accounts.
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
+
+    /// Upper bound of `Cache-Control: max-age` on the published keys.
+    pub fn keys_max_age(&self) -> Duration {
+        self.keys_max_age
     }
 
     /// The sealer for an account that may use encryption.
@@ -123,18 +147,20 @@ impl HpkeState {
 /// Wraps a service in [`Hpke`].
 #[derive(Debug, Clone)]
 pub struct HpkeLayer {
-    state: Arc<HpkeState>,
+    state: SharedState,
+    metrics: Arc<Metrics>,
 }
 
 impl HpkeLayer {
     /// A layer over the given state.
     pub fn new(state: HpkeState) -> Self {
-        Self::from_shared(Arc::new(state))
+        Self::from_shared(Arc::new(ArcSwap::from_pointee(state)), Arc::default())
     }
 
-    /// A layer over state shared with other layers (one per worker thread).
-    pub fn from_shared(state: Arc<HpkeState>) -> Self {
-        Self { state }
+    /// A layer over state shared with other layers (one per worker thread) and
+    /// replaced by reloads, recording into `metrics`.
+    pub fn from_shared(state: SharedState, metrics: Arc<Metrics>) -> Self {
+        Self { state, metrics }
     }
 }
 
@@ -145,6 +171,7 @@ impl<S> Layer<S> for HpkeLayer {
         Hpke {
             inner,
             state: self.state.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -155,7 +182,8 @@ impl<S> Layer<S> for HpkeLayer {
 #[derive(Debug, Clone)]
 pub struct Hpke<S> {
     inner: S,
-    state: Arc<HpkeState>,
+    state: SharedState,
+    metrics: Arc<Metrics>,
 }
 
 impl<S> Service<Request<Body>> for Hpke<S>
@@ -178,27 +206,72 @@ where
         // The clone is the one left for the next call; this call uses the ready one.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let state = self.state.clone();
+        let state = self.state.load_full();
+        let metrics = self.metrics.clone();
+        let negotiation = Negotiation::from_headers(req.headers());
+        let mode = if negotiation.encrypted_body || negotiation.encrypted_response {
+            Mode::Encrypted
+        } else {
+            Mode::Plaintext
+        };
         Box::pin(async move {
-            Ok(handle(state, inner, req)
+            let cx = Cx {
+                state: &state,
+                metrics: &metrics,
+            };
+            let mut response = handle(cx, negotiation, inner, req)
                 .await
-                .unwrap_or_else(|e| e.into_response()))
+                .unwrap_or_else(|e| e.into_response());
+            response.extensions_mut().insert(mode);
+            Ok(response)
         })
     }
 }
 
+/// What one request's handling reads: the state it started with, and the metrics.
+#[derive(Clone, Copy)]
+struct Cx<'a> {
+    state: &'a HpkeState,
+    metrics: &'a Metrics,
+}
+
+impl std::ops::Deref for Cx<'_> {
+    type Target = HpkeState;
+
+    fn deref(&self) -> &HpkeState {
+        self.state
+    }
+}
+
+impl Cx<'_> {
+    /// Calls the upstream service, timing it to the response head.
+    async fn forward<S>(&self, mut inner: S, req: Request<Body>) -> Response<Body>
+    where
+        S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    {
+        let started = Instant::now();
+        let response = match inner.call(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
+        self.metrics.upstream(started.elapsed(), code);
+        response
+    }
+}
+
 async fn handle<S>(
-    state: Arc<HpkeState>,
+    state: Cx<'_>,
+    negotiation: Negotiation,
     inner: S,
     req: Request<Body>,
 ) -> Result<Response<Body>, Error>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
 {
-    let negotiation = Negotiation::from_headers(req.headers());
     match (negotiation.encrypted_body, negotiation.encrypted_response) {
         (true, false) => Err(Error::MissingAcceptHeader),
-        (true, true) => encrypted_request(&state, inner, req).await,
+        (true, true) => encrypted_request(state, inner, req).await,
         (false, true) => {
             let sealer = state.sealer_for(&req)?;
             let (parts, body) = req.into_parts();
@@ -207,15 +280,15 @@ where
                 return Err(Error::MissingContentTypeHeader);
             }
             let req = Request::from_parts(parts, peeked.body);
-            forward_for_encrypted_response(&state, inner, req, sealer).await
+            forward_for_encrypted_response(state, inner, req, sealer).await
         }
-        (false, false) => plaintext_request(&state, inner, req).await,
+        (false, false) => plaintext_request(state, inner, req).await,
     }
 }
 
 /// Both headers: decrypt, forward, encrypt the answer.
 async fn encrypted_request<S>(
-    state: &HpkeState,
+    state: Cx<'_>,
     inner: S,
     req: Request<Body>,
 ) -> Result<Response<Body>, Error>
@@ -251,10 +324,13 @@ where
         if classify::looks_like_text(&sealed[..sealed.len().min(SNIFF_LEN)]) {
             return Err(Error::BodyNotEncrypted);
         }
-        state.server_keys.open(sealer.info(), sealed).map_err(|e| {
+        let started = Instant::now();
+        let opened = state.server_keys.open(sealer.info(), sealed).map_err(|e| {
             tracing::debug!(reason = ?e, "request envelope did not open");
             Error::DecryptionFailed
-        })?
+        });
+        state.metrics.decrypted(started.elapsed());
+        opened?
     };
 
     parts
@@ -270,8 +346,8 @@ where
 
 /// Forwards a request whose answer is to be encrypted, and encrypts it.
 async fn forward_for_encrypted_response<S>(
-    state: &HpkeState,
-    mut inner: S,
+    state: Cx<'_>,
+    inner: S,
     mut req: Request<Body>,
     sealer: ResponseSealer,
 ) -> Result<Response<Body>, Error>
@@ -286,10 +362,7 @@ where
     headers.remove(header::RANGE);
     headers.remove(header::IF_RANGE);
     let head = req.method() == Method::HEAD;
-    let response = match inner.call(req).await {
-        Ok(r) => r,
-        Err(never) => match never {},
-    };
+    let response = state.forward(inner, req).await;
     if response.extensions().get::<ErrorCode>().is_some() {
         // The gateway's own answer (upstream down, timeout...): plaintext JSON.
         return Ok(response);
@@ -298,7 +371,7 @@ where
 }
 
 async fn seal_response(
-    state: &HpkeState,
+    state: Cx<'_>,
     response: Response<Body>,
     sealer: &ResponseSealer,
     head: bool,
@@ -354,9 +427,11 @@ async fn seal_response(
     let mut sealed = tokio::time::timeout(state.upstream_timeout, collect)
         .await
         .map_err(|_| Error::UpstreamTimeout)??;
+    let started = Instant::now();
     sealer
         .seal_in_place(&mut sealed)
         .map_err(|e| Error::Internal(e.into()))?;
+    state.metrics.encrypted(started.elapsed());
     let headers = &mut parts.headers;
     headers.remove(header::TRANSFER_ENCODING);
     headers.insert(
@@ -369,8 +444,8 @@ async fn seal_response(
 
 /// No encryption headers: refuse an envelope, pass anything else through untouched.
 async fn plaintext_request<S>(
-    state: &HpkeState,
-    mut inner: S,
+    state: Cx<'_>,
+    inner: S,
     req: Request<Body>,
 ) -> Result<Response<Body>, Error>
 where
@@ -396,10 +471,7 @@ where
         return Err(Error::EncryptedBodyWithoutHeaders);
     }
     let req = Request::from_parts(parts, peeked.body);
-    match inner.call(req).await {
-        Ok(r) => Ok(r),
-        Err(never) => match never {},
-    }
+    Ok(state.forward(inner, req).await)
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

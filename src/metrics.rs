@@ -1,0 +1,366 @@
+//! Prometheus metrics, served as text on the admin listener's `/metrics`.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `hpke_gateway_requests_total` | counter | `mode` (encrypted / plaintext), `status`, `code` (the gateway's error code, `0` when the upstream answered), `account` (only with `metrics_account_labels = true`) |
+//! | `hpke_gateway_request_duration_seconds` | histogram | `mode` |
+//! | `hpke_gateway_decrypt_duration_seconds` | histogram | |
+//! | `hpke_gateway_encrypt_duration_seconds` | histogram | |
+//! | `hpke_gateway_upstream_duration_seconds` | histogram | (time to the upstream's response head) |
+//! | `hpke_gateway_upstream_errors_total` | counter | `code` (5001 unreachable, 5002 timeout, 5003 bad response) |
+//! | `hpke_gateway_request_bytes_total`, `hpke_gateway_response_bytes_total` | counter | (body bytes from and to clients) |
+//! | `hpke_gateway_in_flight_requests` | gauge | |
+//! | `hpke_gateway_overload_rejections_total` | counter | (503s at `max_concurrent_requests`) |
+//! | `hpke_gateway_server_key_age_seconds` | gauge | `key_id`, `state` (since the key was loaded) |
+//! | `hpke_gateway_server_key_not_after_seconds` | gauge | `key_id` (Unix time; only keys with a `not_after`) |
+//! | `hpke_gateway_reloads_total` | counter | `result` (ok / failed) |
+//!
+//! Account ids are labels only when the operator opts in: each account is a series of
+//! its own, so a gateway with many accounts would otherwise flood Prometheus.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Buf as _;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::keys::ServerKeys;
+
+/// Whether a request used the encryption headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// `Content-Type` or `Accept` named the HPKE media type.
+    Encrypted,
+    /// Neither did.
+    Plaintext,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Encrypted => "encrypted",
+            Mode::Plaintext => "plaintext",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    mode: &'static str,
+    status: u16,
+    code: u16,
+    account: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ModeLabel {
+    mode: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CodeLabel {
+    code: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KeyLabels {
+    key_id: String,
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KeyIdLabel {
+    key_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 10 µs to about 84 s.
+    Histogram::new(exponential_buckets(1e-5, 2.0, 24))
+}
+
+/// Every metric the gateway keeps. One instance lives for the whole process, across
+/// reloads.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    account_labels: bool,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: HistogramFamily<ModeLabel>,
+    decrypt: Histogram,
+    encrypt: Histogram,
+    upstream: Histogram,
+    upstream_errors: Family<CodeLabel, Counter>,
+    request_bytes: Counter,
+    response_bytes: Counter,
+    in_flight: Gauge,
+    overloaded: Counter,
+    key_age: Family<KeyLabels, Gauge>,
+    key_not_after: Family<KeyIdLabel, Gauge>,
+    reloads: Family<ResultLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new(false)
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics; `account_labels` adds the account id to request counts.
+    pub fn new(account_labels: bool) -> Self {
+        let mut registry = Registry::with_prefix("hpke_gateway");
+        let requests = Family::default();
+        let request_duration: HistogramFamily<ModeLabel> =
+            Family::new_with_constructor(latency_histogram);
+        let (decrypt, encrypt, upstream) = (
+            latency_histogram(),
+            latency_histogram(),
+            latency_histogram(),
+        );
+        let upstream_errors = Family::default();
+        let (request_bytes, response_bytes, overloaded) =
+            (Counter::default(), Counter::default(), Counter::default());
+        let in_flight = Gauge::default();
+        let key_age = Family::default();
+        let key_not_after = Family::default();
+        let reloads = Family::default();
+        let r = &mut registry;
+        r.register(
+            "requests",
+            "Requests answered, by mode, status and gateway error code (0: the upstream answered)",
+            requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time from request head to response head",
+            request_duration.clone(),
+        );
+        r.register(
+            "decrypt_duration_seconds",
+            "Time to open a request envelope",
+            decrypt.clone(),
+        );
+        r.register(
+            "encrypt_duration_seconds",
+            "Time to seal a response envelope",
+            encrypt.clone(),
+        );
+        r.register(
+            "upstream_duration_seconds",
+            "Time from forwarding to the upstream's response head",
+            upstream.clone(),
+        );
+        r.register(
+            "upstream_errors",
+            "Upstream failures by gateway error code",
+            upstream_errors.clone(),
+        );
+        r.register(
+            "request_bytes",
+            "Request body bytes received from clients",
+            request_bytes.clone(),
+        );
+        r.register(
+            "response_bytes",
+            "Response body bytes sent to clients",
+            response_bytes.clone(),
+        );
+        r.register(
+            "in_flight_requests",
+            "Requests in flight",
+            in_flight.clone(),
+        );
+        r.register(
+            "overload_rejections",
+            "Requests refused with 503 at max_concurrent_requests",
+            overloaded.clone(),
+        );
+        r.register(
+            "server_key_age_seconds",
+            "Seconds since each server key was loaded",
+            key_age.clone(),
+        );
+        r.register(
+            "server_key_not_after_seconds",
+            "End of validity of each server key that has one, Unix time",
+            key_not_after.clone(),
+        );
+        r.register(
+            "reloads",
+            "Configuration reloads by result",
+            reloads.clone(),
+        );
+        Self {
+            registry,
+            account_labels,
+            requests,
+            request_duration,
+            decrypt,
+            encrypt,
+            upstream,
+            upstream_errors,
+            request_bytes,
+            response_bytes,
+            in_flight,
+            overloaded,
+            key_age,
+            key_not_after,
+            reloads,
+        }
+    }
+
+    /// Counts an answered request.
+    pub fn request(
+        &self,
+        mode: Mode,
+        status: u16,
+        code: u16,
+        account: Option<&str>,
+        elapsed: Duration,
+    ) {
+        let labels = RequestLabels {
+            mode: mode.as_str(),
+            status,
+            code,
+            account: account.filter(|_| self.account_labels).map(str::to_owned),
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.request_duration
+            .get_or_create(&ModeLabel {
+                mode: mode.as_str(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records the time an envelope took to open.
+    pub fn decrypted(&self, elapsed: Duration) {
+        self.decrypt.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records the time an envelope took to seal.
+    pub fn encrypted(&self, elapsed: Duration) {
+        self.encrypt.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records an upstream round trip to the response head; `error_code` when it failed.
+    pub fn upstream(&self, elapsed: Duration, error_code: Option<u16>) {
+        self.upstream.observe(elapsed.as_secs_f64());
+        if let Some(code) = error_code {
+            self.upstream_errors
+                .get_or_create(&CodeLabel { code })
+                .inc();
+        }
+    }
+
+    /// Counts a request refused at the concurrency limit.
+    pub fn overloaded(&self) {
+        self.overloaded.inc();
+    }
+
+    /// The in-flight gauge.
+    pub fn in_flight(&self) -> &Gauge {
+        &self.in_flight
+    }
+
+    /// Counts a reload.
+    pub fn reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.reloads.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// The counter for request body bytes.
+    pub fn request_bytes(&self) -> Counter {
+        self.request_bytes.clone()
+    }
+
+    /// The counter for response body bytes.
+    pub fn response_bytes(&self) -> Counter {
+        self.response_bytes.clone()
+    }
+
+    /// The text exposition of every metric, with the key gauges taken from `keys` now.
+    pub fn render(&self, keys: &ServerKeys) -> String {
+        self.key_age.clear();
+        self.key_not_after.clear();
+        let now = SystemTime::now();
+        for key in keys.iter() {
+            let key_id = key.id().map_or_else(|| "-".into(), |id| id.to_string());
+            let age = now.duration_since(key.loaded_at()).unwrap_or_default();
+            self.key_age
+                .get_or_create(&KeyLabels {
+                    key_id: key_id.clone(),
+                    state: key.state().as_str(),
+                })
+                .set(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
+            if let Some(end) = key.not_after() {
+                let unix = end
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default();
+                self.key_not_after
+                    .get_or_create(&KeyIdLabel { key_id })
+                    .set(i64::try_from(unix.as_secs()).unwrap_or(i64::MAX));
+            }
+        }
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// A body that adds the length of each data frame to a counter.
+#[derive(Debug)]
+pub struct Counted<B> {
+    inner: B,
+    counter: Counter,
+}
+
+impl<B> Counted<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B, counter: Counter) -> Self {
+        Self { inner, counter }
+    }
+}
+
+impl<B> HttpBody for Counted<B>
+where
+    B: HttpBody + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.counter.inc_by(data.remaining() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

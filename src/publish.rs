@@ -1,0 +1,155 @@
+//! Key publication: `GET /.well-known/hpke-keys` on the public listener serves the
+//! public keys clients should encrypt to, the primary first, then the keys that still
+//! decrypt during a rotation's overlap.
+//!
+//! | request | answer |
+//! |---|---|
+//! | default, `?format=tink-json`, or `Accept: application/json` | a Tink public keyset (JSON), every published key as a `TINK` key with its configured id, the primary as `primaryKeyId` |
+//! | `?format=pem` or `Accept: application/x-pem-file` | SPKI PEM blocks, primary first |
+//! | `?format=raw` or `Accept: text/plain` | one base64 raw key per line, primary first |
+//!
+//! `Cache-Control: public, max-age=N` where N is `keys_max_age_s` or, if sooner, the
+//! seconds until the first published key's `not_after`: a client that caches the answer
+//! never holds a key that stopped working.
+
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, header};
+use serde::Deserialize;
+
+use crate::envelope::Prefix;
+use crate::error::Error;
+use crate::keys::{self, ServerKey};
+use crate::middleware::SharedState;
+
+/// The path keys are published at.
+pub const PATH: &str = "/.well-known/hpke-keys";
+
+/// The query string of a key request.
+#[derive(Debug, Deserialize)]
+pub struct KeysQuery {
+    /// `tink-json`, `pem` or `raw`.
+    format: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    TinkJson,
+    Pem,
+    Raw,
+}
+
+impl Format {
+    fn choose(query: Option<&str>, headers: &HeaderMap) -> Option<Self> {
+        if let Some(name) = query {
+            return match name {
+                "tink-json" | "tink" | "json" => Some(Self::TinkJson),
+                "pem" => Some(Self::Pem),
+                "raw" => Some(Self::Raw),
+                _ => None,
+            };
+        }
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let wants = |media: &str| {
+            accept
+                .split(',')
+                .any(|part| part.split(';').next().is_some_and(|m| m.trim() == media))
+        };
+        Some(if wants("application/x-pem-file") {
+            Self::Pem
+        } else if wants("text/plain") && !wants("application/json") {
+            Self::Raw
+        } else {
+            Self::TinkJson
+        })
+    }
+
+    fn media_type(self) -> &'static str {
+        match self {
+            Self::TinkJson => "application/json",
+            Self::Pem => "application/x-pem-file",
+            Self::Raw => "text/plain; charset=utf-8",
+        }
+    }
+}
+
+/// The handler for [`PATH`].
+pub async fn hpke_keys(
+    State(shared): State<SharedState>,
+    Query(query): Query<KeysQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(format) = Format::choose(query.format.as_deref(), &headers) else {
+        return (
+            http::StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"status":"fail","error":"format must be tink-json, pem or raw"}"#,
+        )
+            .into_response();
+    };
+    let state = shared.load();
+    let now = SystemTime::now();
+    let published = state.server_keys().published(now);
+    let Some(primary) = published.first() else {
+        return Error::Internal("no server key is valid now: nothing to publish".into())
+            .into_response();
+    };
+    let body = match render(format, &published, primary) {
+        Ok(body) => body,
+        Err(e) => return Error::Internal(e.into()).into_response(),
+    };
+    let max_age = max_age(state.keys_max_age(), &published, now);
+    let mut response = body.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.media_type()),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_str(&format!("public, max-age={}", max_age.as_secs()))
+            .unwrap_or(HeaderValue::from_static("no-cache")),
+    );
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    response
+}
+
+fn render(format: Format, published: &[&ServerKey], primary: &ServerKey) -> Result<String, String> {
+    Ok(match format {
+        Format::TinkJson => {
+            let publics: Vec<_> = published.iter().map(|k| k.public_key()).collect();
+            let entries: Vec<_> = published
+                .iter()
+                .zip(&publics)
+                .map(|(k, pk)| {
+                    let id = k.id().unwrap_or(0);
+                    (id, pk, Prefix::Tink(id))
+                })
+                .collect();
+            keys::public_keyset_json_of(&entries, primary.id().unwrap_or(0))
+        }
+        Format::Pem => published
+            .iter()
+            .map(|k| keys::public_key_pem(&k.public_key()).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?
+            .concat(),
+        Format::Raw => published
+            .iter()
+            .map(|k| keys::public_key_raw_base64(&k.public_key()) + "\n")
+            .collect(),
+    })
+}
+
+/// The configured bound, shortened to the first `not_after` among the published keys.
+fn max_age(bound: Duration, published: &[&ServerKey], now: SystemTime) -> Duration {
+    published
+        .iter()
+        .filter_map(|k| k.not_after())
+        .map(|end| end.duration_since(now).unwrap_or_default())
+        .fold(bound, Duration::min)
+}

@@ -1,0 +1,181 @@
+//! Reloading the configuration and keys while serving, on SIGHUP and when a file it
+//! names changes (checked every `reload_poll_ms`; a Kubernetes Secret update swaps the
+//! files under a mounted volume, which this notices).
+//!
+//! A reload is atomic: the new configuration is loaded and checked completely, then
+//! swapped in whole. Requests already running finish with the state they started with;
+//! new ones use the new state. An invalid configuration is refused with a log line,
+//! and the old one keeps serving.
+//!
+//! Keys, accounts, body limits, timeouts and the published keys' cache bound reload.
+//! The listeners, the upstream URL and TLS settings, the account header, the header and
+//! concurrency limits need a restart: a reload that changes them logs a warning and
+//! keeps the running values for them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::middleware::{HpkeState, SharedState};
+
+/// Watches one configuration file and swaps the shared state when it changes.
+#[derive(Debug)]
+pub struct Reloader {
+    path: PathBuf,
+    shared: SharedState,
+    metrics: Arc<Metrics>,
+    files: Vec<PathBuf>,
+    stamp: Vec<Option<FileStamp>>,
+    fixed: String,
+}
+
+/// What identifies a file's version without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
+}
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some(FileStamp {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        inode,
+    })
+}
+
+/// The settings a reload cannot change, as text to compare.
+pub fn fixed_settings(config: &Config) -> String {
+    format!(
+        "listen={} upstream={} account_header={} admin_listen={:?} max_header_bytes={} max_concurrent_requests={} metrics_account_labels={}",
+        config.listen,
+        config.upstream,
+        config.account_header,
+        config.ops.admin_listen,
+        config.ops.max_header_bytes,
+        config.ops.max_concurrent_requests,
+        config.ops.metrics_account_labels,
+    )
+}
+
+impl Reloader {
+    /// A reloader for the configuration at `path`.
+    /// `files` and `fixed` come from the running configuration ([`Config::files`],
+    /// [`fixed_settings`]).
+    pub fn new(
+        path: PathBuf,
+        files: Vec<PathBuf>,
+        fixed: String,
+        shared: SharedState,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let stamp = files.iter().map(|f| stamp(f)).collect();
+        Self {
+            path,
+            shared,
+            metrics,
+            files,
+            stamp,
+            fixed,
+        }
+    }
+
+    /// True if a file of the running configuration changed since the last load.
+    pub fn changed(&self) -> bool {
+        self.files
+            .iter()
+            .zip(&self.stamp)
+            .any(|(f, old)| stamp(f) != *old)
+    }
+
+    /// Loads the configuration again and swaps it in if it is valid. Returns whether
+    /// the new configuration is now serving.
+    pub fn reload(&mut self, reason: &str) -> bool {
+        // Stamp before reading, so a change during the load is seen next time.
+        let files_before: Vec<_> = self.files.iter().map(|f| stamp(f)).collect();
+        match Config::load(&self.path) {
+            Ok(config) => {
+                let fixed = fixed_settings(&config);
+                if fixed != self.fixed {
+                    tracing::warn!(
+                        "reload: listen, upstream, account_header, admin_listen, max_header_bytes, \
+                         max_concurrent_requests, metrics_account_labels and tls need a restart; \
+                         the running values stay"
+                    );
+                }
+                let keys = config.server_keys.iter().count();
+                let accounts = config.accounts.len();
+                self.stamp = if config.files == self.files {
+                    files_before
+                } else {
+                    config.files.iter().map(|f| stamp(f)).collect()
+                };
+                self.files = config.files.clone();
+                self.shared.store(Arc::new(HpkeState::from_config(config)));
+                self.metrics.reloaded(true);
+                tracing::info!(
+                    reason,
+                    server_keys = keys,
+                    accounts,
+                    "configuration reloaded"
+                );
+                true
+            }
+            Err(e) => {
+                // Keep watching from here: the same broken files are not retried until
+                // they change again.
+                self.stamp = files_before;
+                self.metrics.reloaded(false);
+                tracing::error!(reason, error = %e, "reload refused; the previous configuration keeps serving");
+                false
+            }
+        }
+    }
+
+    /// Reloads on SIGHUP, and every `poll` when a file changed, until the future is
+    /// dropped. The SIGHUP handler is installed when this is called (inside a runtime),
+    /// so from then on SIGHUP no longer ends the process.
+    pub fn watch(mut self, poll: Option<Duration>) -> impl std::future::Future<Output = ()> {
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        async move {
+            let mut tick = poll.map(tokio::time::interval);
+            loop {
+                let sighup = async {
+                    #[cfg(unix)]
+                    if let Some(h) = hup.as_mut() {
+                        h.recv().await;
+                        return;
+                    }
+                    std::future::pending::<()>().await;
+                };
+                let polled = async {
+                    match tick.as_mut() {
+                        Some(t) => {
+                            t.tick().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    () = sighup => {
+                        self.reload("SIGHUP");
+                    }
+                    () = polled => {
+                        if self.changed() {
+                            self.reload("file changed");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
