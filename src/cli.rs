@@ -58,6 +58,12 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Manage the server keys of a configuration.
+    Keys {
+        /// What to do.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Generate an X25519 private key as PKCS#8 PEM (mode 0600).
     Keygen {
         /// The file to create; an existing file is not overwritten.
@@ -102,6 +108,21 @@ pub enum Command {
     },
 }
 
+/// `keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a new primary server key and demote the current one to decrypt-only until
+    /// the overlap ends. A running gateway picks the change up on its own.
+    Rotate {
+        /// The TOML configuration file (edited in place).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Days the previous key keeps decrypting.
+        #[arg(long, default_value_t = 30)]
+        overlap_days: u64,
+    },
+}
+
 /// Where the passphrase of an encrypted private key comes from.
 #[derive(Debug, clap::Args)]
 pub struct Passphrase {
@@ -131,6 +152,13 @@ pub fn main(args: Args) -> ExitCode {
         Command::Demo { listen, once } => {
             runtime().and_then(|rt| rt.block_on(crate::demo::run(listen, once)))
         }
+        Command::Keys {
+            command:
+                KeysCommand::Rotate {
+                    config,
+                    overlap_days,
+                },
+        } => rotate(&config, overlap_days),
         Command::Keygen { out } => keygen(&out),
         Command::PublicKey {
             key,
@@ -169,6 +197,20 @@ fn serve(path: &Path) -> Result<ExitCode, BoxError> {
         }
     };
     crate::server::run(config, path)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rotate(config: &Path, overlap_days: u64) -> Result<ExitCode, BoxError> {
+    let overlap = std::time::Duration::from_secs(overlap_days.saturating_mul(86_400));
+    let r = crate::rotate::rotate(config, overlap)?;
+    eprintln!(
+        "new primary key id {} in {} (mode 0600); key id {} decrypts until {} (decrypt-only).\n\
+         A running gateway reloads on its next file check or on SIGHUP.",
+        r.new_id,
+        r.new_key_file.display(),
+        r.old_id,
+        humantime::format_rfc3339_seconds(r.old_not_after),
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -12,7 +12,7 @@
 //! - [`limits`]: header size and concurrency limits.
 //! - [`metrics`]: Prometheus metrics; [`admin`]: the health, readiness and metrics listener.
 //! - [`publish`]: the published keys at `/.well-known/hpke-keys`.
-//! - [`reload`]: swapping in a changed configuration while serving.
+//! - [`reload`]: swapping in a changed configuration while serving; [`rotate`]: `keys rotate`.
 //! - [`server`]: the routers and the listeners.
 //! - [`sample_upstream`] and [`demo`]: the embedded default.
 #![forbid(unsafe_code)]
@@ -34,6 +34,7 @@ pub mod middleware;
 pub mod proxy;
 pub mod publish;
 pub mod reload;
+pub mod rotate;
 pub mod sample_upstream;
 pub mod server;
 

@@ -7,6 +7,7 @@ mod support;
 
 use futures_util::StreamExt as _;
 use hpke_gateway::envelope::{self, Prefix, PrivateKey};
+use hpke_gateway::keys;
 use support::{ACCOUNT_HEADER, Gateway, MEDIA, Options, PASSCODE, error_code, open_with};
 
 const PROFILE: &[u8] =
@@ -779,4 +780,166 @@ async fn concurrent_encrypted_requests_all_succeed() {
         t.await.unwrap();
     }
     assert_eq!(gw.upstream.count(), 32);
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431_and_the_next_request_works() {
+    let gw = Gateway::start_with(Options {
+        extra: "max_header_bytes = 2048".into(),
+        ..Options::default()
+    })
+    .await;
+    let res = gw
+        .client
+        .get(format!("{}/1/profile", gw.url))
+        .header("x-big", "a".repeat(3000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 431);
+    assert_eq!(
+        error_code(res).await,
+        (
+            4012,
+            "the request headers are larger than 2048 bytes".into()
+        )
+    );
+    assert_eq!(
+        gw.upstream.count(),
+        0,
+        "a refused request never reaches the upstream"
+    );
+    // Just under the limit passes.
+    let res = gw
+        .client
+        .get(format!("{}/1/profile", gw.url))
+        .header("x-big", "a".repeat(1500))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    gw.assert_good_request_works().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_concurrent_requests_answers_503_with_retry_after() {
+    let gw = Gateway::start_with(Options {
+        extra: "max_concurrent_requests = 1".into(),
+        ..Options::default()
+    })
+    .await;
+    let slow = tokio::spawn({
+        let (client, url) = (gw.client.clone(), format!("{}/slow", gw.url));
+        async move { client.get(url).send().await.unwrap().status() }
+    });
+    // Wait until the slow request has reached the upstream (so it holds the permit).
+    for _ in 0..100 {
+        if gw.upstream.count() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(gw.upstream.count(), 1);
+    let res = gw
+        .client
+        .get(format!("{}/1/profile", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert_eq!(
+        error_code(res).await,
+        (5004, "too many concurrent requests, retry later".into())
+    );
+    assert_eq!(gw.upstream.count(), 1);
+    assert_eq!(slow.await.unwrap(), 200);
+    gw.assert_good_request_works().await;
+}
+
+#[tokio::test]
+async fn the_published_keys_name_the_primary_first_in_every_format() {
+    let gw = Gateway::start().await;
+    let url = format!("{}/.well-known/hpke-keys", gw.url);
+    let (k1, k2) = (gw.server_public(1), gw.server_public(2));
+
+    let res = gw.client.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    assert_eq!(res.headers()["cache-control"], "public, max-age=3600");
+    let json = res.bytes().await.unwrap();
+    // The keyset's primary is key 1 (first in the file, no state given), TINK id 1.
+    assert_eq!(
+        keys::parse_public_key(&json).unwrap(),
+        (k1.clone(), Prefix::Tink(1))
+    );
+    let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(v["primaryKeyId"], 1);
+    let ids: Vec<_> = v["key"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["keyId"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2]);
+    // A client encrypting to the published keyset's primary gets through.
+    let sealed = envelope::seal(&k1, Prefix::Tink(1), b"ACCT-1", b"{}").unwrap();
+    let res = gw
+        .encrypted_post("/1/upload", "ACCT-1", sealed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let pem = gw
+        .client
+        .get(format!("{url}?format=pem"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pem.headers()["content-type"], "application/x-pem-file");
+    let pem = pem.text().await.unwrap();
+    let want = keys::public_key_pem(&k1).unwrap() + &keys::public_key_pem(&k2).unwrap();
+    assert_eq!(pem, want);
+    let by_accept = gw
+        .client
+        .get(&url)
+        .header("accept", "application/x-pem-file")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(by_accept, want);
+
+    let raw = gw
+        .client
+        .get(format!("{url}?format=raw"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        raw,
+        format!(
+            "{}\n{}\n",
+            keys::public_key_raw_base64(&k1),
+            keys::public_key_raw_base64(&k2)
+        )
+    );
+    let bad = gw
+        .client
+        .get(format!("{url}?format=jwk"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(
+        gw.upstream.count(),
+        1,
+        "only the encrypted request went upstream"
+    );
 }

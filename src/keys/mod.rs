@@ -271,22 +271,46 @@ fn private_key_from_pkcs8(der: &[u8]) -> Result<PrivateKey, KeyError> {
 
 /// Writes a private key as unencrypted PKCS#8 PEM, the form `openssl genpkey -algorithm X25519` writes.
 pub fn private_key_pem(key: &PrivateKey) -> Result<Zeroizing<String>, KeyError> {
+    with_private_key_info(key, |info| {
+        info.to_pem(LineEnding::LF)
+            .map(Zeroizing::new)
+            .map_err(der_error)
+    })
+}
+
+/// Writes a private key as encrypted PKCS#8 PEM (PBES2: scrypt and AES-256-CBC), which
+/// `openssl pkey -passin` reads.
+pub fn private_key_encrypted_pem(
+    key: &PrivateKey,
+    passphrase: &[u8],
+) -> Result<Zeroizing<String>, KeyError> {
+    with_private_key_info(key, |info| {
+        let doc = info.encrypt(passphrase).map_err(|e| KeyError::Malformed {
+            what: "encrypted PKCS#8",
+            detail: e.to_string(),
+        })?;
+        doc.to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF)
+            .map_err(der_error)
+    })
+}
+
+fn with_private_key_info<T>(
+    key: &PrivateKey,
+    f: impl FnOnce(PrivateKeyInfoRef<'_>) -> Result<T, KeyError>,
+) -> Result<T, KeyError> {
     let scalar = key.to_bytes();
     let inner = Zeroizing::new(
         OctetStringRef::new(scalar.as_slice())
             .and_then(|o| o.to_der())
             .map_err(der_error)?,
     );
-    let info = PrivateKeyInfoRef::new(
+    f(PrivateKeyInfoRef::new(
         AlgorithmIdentifierRef {
             oid: X25519_OID,
             parameters: None,
         },
         OctetStringRef::new(&inner).map_err(der_error)?,
-    );
-    info.to_pem(LineEnding::LF)
-        .map(Zeroizing::new)
-        .map_err(der_error)
+    ))
 }
 
 fn der_error(e: der::Error) -> KeyError {
@@ -548,6 +572,17 @@ mod tests {
         let loaded = parse_private_key(pem.as_bytes(), None).unwrap();
         assert_eq!(loaded.key.public_key(), key.public_key());
         assert_eq!(loaded.tink_prefix, None);
+    }
+
+    #[test]
+    fn encrypted_pkcs8_round_trip() {
+        let key = PrivateKey::generate();
+        let pem = private_key_encrypted_pem(&key, b"pass phrase").unwrap();
+        assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----\n"));
+        let loaded = parse_private_key(pem.as_bytes(), Some(b"pass phrase")).unwrap();
+        assert_eq!(loaded.key.public_key(), key.public_key());
+        assert!(parse_private_key(pem.as_bytes(), Some(b"other")).is_err());
+        assert!(parse_private_key(pem.as_bytes(), None).is_err());
     }
 
     #[test]

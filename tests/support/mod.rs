@@ -140,6 +140,8 @@ pub struct Options {
     pub upstream_down: bool,
     /// Point the gateway at this upstream instead of the recording one.
     pub upstream: Option<SocketAddr>,
+    /// More top-level configuration lines.
+    pub extra: String,
 }
 
 impl Default for Options {
@@ -151,6 +153,7 @@ impl Default for Options {
             request_body_timeout_ms: 30_000,
             upstream_down: false,
             upstream: None,
+            extra: String::new(),
         }
     }
 }
@@ -227,6 +230,7 @@ max_encrypted_body_bytes = {max_body}
 max_response_body_bytes = {max_resp}
 upstream_timeout_ms = {timeout}
 request_body_timeout_ms = {body_timeout}
+{extra}
 
 [[server_keys]]
 id = 1
@@ -255,6 +259,7 @@ public_keys = ["acct-off.pub.b64"]
             max_resp = opts.max_response_body_bytes,
             timeout = opts.upstream_timeout_ms,
             body_timeout = opts.request_body_timeout_ms,
+            extra = opts.extra,
         );
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config).unwrap();
