@@ -51,13 +51,9 @@ impl Mode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct RequestLabels {
-    mode: &'static str,
-    status: u16,
-    code: u16,
-    account: Option<String>,
-}
+/// `mode`, `status`, `code`, and `account` only when account labels are on (a label
+/// set of fixed fields would print `account=""`).
+type RequestLabels = Vec<(&'static str, String)>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ModeLabel {
@@ -232,12 +228,16 @@ impl Metrics {
         account: Option<&str>,
         elapsed: Duration,
     ) {
-        let labels = RequestLabels {
-            mode: mode.as_str(),
-            status,
-            code,
-            account: account.filter(|_| self.account_labels).map(str::to_owned),
-        };
+        let mut labels: RequestLabels = vec![
+            ("mode", mode.as_str().to_owned()),
+            ("status", status.to_string()),
+            ("code", code.to_string()),
+        ];
+        if self.account_labels
+            && let Some(account) = account
+        {
+            labels.push(("account", account.to_owned()));
+        }
         self.requests.get_or_create(&labels).inc();
         self.request_duration
             .get_or_create(&ModeLabel {
