@@ -20,9 +20,11 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Uri};
+use rustls::sign::CertifiedKey;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -107,12 +109,43 @@ pub struct RawConfig {
     /// Label request metrics with the account id (one series per account).
     #[serde(default)]
     pub metrics_account_labels: bool,
+    /// TLS on the public listener.
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    /// TLS settings for an `https://` upstream.
+    #[serde(default)]
+    pub upstream_tls: Option<RawUpstreamTls>,
     /// The gateway's private keys.
     #[serde(default)]
     pub server_keys: Vec<RawServerKey>,
     /// Accounts.
     #[serde(default)]
     pub accounts: Vec<RawAccount>,
+}
+
+/// The `[tls]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// PEM private key of the leaf certificate (owner-only file).
+    pub private_key: PathBuf,
+}
+
+/// The `[upstream_tls]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// PEM CA certificates to verify the upstream with, instead of the system roots.
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+    /// PEM client certificate chain, for mutual TLS.
+    #[serde(default)]
+    pub client_certificate: Option<PathBuf>,
+    /// PEM private key of the client certificate (owner-only file).
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
 }
 
 /// One `[[server_keys]]` entry.
@@ -174,6 +207,10 @@ pub struct Config {
     pub plaintext_content_type: HeaderValue,
     /// Operational settings: limits, shutdown, reload, admin listener.
     pub ops: Ops,
+    /// The public listener's certificate, when it terminates TLS.
+    pub tls: Option<Arc<CertifiedKey>>,
+    /// The TLS client settings for an `https://` upstream.
+    pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
     /// The gateway's private keys.
     pub server_keys: ServerKeys,
     /// Accounts.
@@ -317,6 +354,20 @@ impl Config {
             ),
         );
         let ops = take_all(p, ops(&raw));
+        let tls = take(
+            p,
+            raw.tls
+                .as_ref()
+                .map(|t| {
+                    crate::tls::load_certified_key(
+                        &resolve(base, &t.certificate),
+                        &resolve(base, &t.private_key),
+                    )
+                    .map_err(|e| format!("tls: {e}"))
+                })
+                .transpose(),
+        );
+        let upstream_tls = take(p, upstream_tls(&raw, base));
         let server_keys = take_all(p, load_server_keys(&raw.server_keys, base));
         let accounts = take_all(p, load_accounts(&raw.accounts, base));
 
@@ -331,6 +382,8 @@ impl Config {
             Some(timeout_ms),
             Some(body_timeout_ms),
             Some(ops),
+            Some(tls),
+            Some(upstream_tls),
             Some(server_keys),
             Some(accounts),
         ) = (
@@ -344,6 +397,8 @@ impl Config {
             timeout_ms,
             body_timeout_ms,
             ops,
+            tls,
+            upstream_tls,
             server_keys,
             accounts,
         )
@@ -361,6 +416,8 @@ impl Config {
             request_body_timeout: Duration::from_millis(body_timeout_ms),
             plaintext_content_type,
             ops,
+            tls,
+            upstream_tls,
             server_keys,
             accounts,
             files: referenced_files(&raw, base),
@@ -418,6 +475,33 @@ fn ops(raw: &RawConfig) -> Result<Ops, Vec<String>> {
     })
 }
 
+fn upstream_tls(raw: &RawConfig, base: &Path) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    let https = raw.upstream.starts_with("https://");
+    let settings = raw.upstream_tls.as_ref();
+    if !https {
+        return match settings {
+            Some(_) => Err("upstream_tls is set but the upstream is not https://".into()),
+            None => Ok(None),
+        };
+    }
+    let ca = settings
+        .and_then(|t| t.ca_bundle.as_deref())
+        .map(|f| resolve(base, f));
+    let client = match settings.map(|t| (&t.client_certificate, &t.client_key)) {
+        Some((Some(cert), Some(key))) => Some((resolve(base, cert), resolve(base, key))),
+        Some((None, None)) | None => None,
+        Some(_) => {
+            return Err("upstream_tls: client_certificate and client_key go together".into());
+        }
+    };
+    crate::tls::upstream_client_config(
+        ca.as_deref(),
+        client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+    )
+    .map(|c| Some(Arc::new(c)))
+    .map_err(|e| format!("upstream_tls: {e}"))
+}
+
 /// The key and passphrase files a configuration names, resolved.
 fn referenced_files(raw: &RawConfig, base: &Path) -> Vec<PathBuf> {
     let keys = raw
@@ -426,7 +510,14 @@ fn referenced_files(raw: &RawConfig, base: &Path) -> Vec<PathBuf> {
         .filter(|k| k.state != Some(KeyState::Retired))
         .flat_map(|k| std::iter::once(&k.private_key).chain(k.passphrase_file.as_ref()));
     let accounts = raw.accounts.iter().flat_map(|a| a.public_keys.iter());
-    keys.chain(accounts).map(|f| resolve(base, f)).collect()
+    let tls = raw
+        .tls
+        .iter()
+        .flat_map(|t| [&t.certificate, &t.private_key]);
+    keys.chain(accounts)
+        .chain(tls)
+        .map(|f| resolve(base, f))
+        .collect()
 }
 
 /// Keeps a value, or records its problem.
@@ -451,9 +542,9 @@ fn parse_upstream(text: &str) -> Result<Uri, String> {
     let uri: Uri = text
         .parse()
         .map_err(|e| format!("upstream {text:?}: {e}"))?;
-    if uri.scheme_str() != Some("http") {
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
         return Err(format!(
-            "upstream {text:?}: only http:// upstreams are supported"
+            "upstream {text:?}: the upstream must be an http:// or https:// URL"
         ));
     }
     if uri.host().is_none() {

@@ -13,7 +13,7 @@
 //! - [`metrics`]: Prometheus metrics; [`admin`]: the health, readiness and metrics listener.
 //! - [`publish`]: the published keys at `/.well-known/hpke-keys`.
 //! - [`reload`]: swapping in a changed configuration while serving; [`rotate`]: `keys rotate`.
-//! - [`server`]: the routers and the listeners.
+//! - [`server`]: the routers and the listeners; [`tls`]: rustls on both sides.
 //! - [`sample_upstream`] and [`demo`]: the embedded default.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -37,6 +37,7 @@ pub mod reload;
 pub mod rotate;
 pub mod sample_upstream;
 pub mod server;
+pub mod tls;
 
 pub use server::{app, run};
 

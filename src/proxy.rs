@@ -16,6 +16,7 @@ use axum::body::Body;
 use axum::response::IntoResponse as _;
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderMap, HeaderName, Request, Response, Version, header};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -26,8 +27,9 @@ use crate::error::Error;
 /// Forwards requests to one upstream.
 #[derive(Debug, Clone)]
 pub struct Proxy {
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
     connect_timeout: Duration,
+    tls: Arc<rustls::ClientConfig>,
     upstream: Arc<Upstream>,
     timeout: Duration,
 }
@@ -41,19 +43,41 @@ struct Upstream {
 }
 
 impl Proxy {
-    /// A proxy to `upstream` (an `http://` base URL), with a connect timeout and a
-    /// timeout for the response head.
+    /// A proxy to `upstream` (an `http://` or `https://` base URL), with a connect
+    /// timeout and a timeout for the response head. `tls` verifies an `https://`
+    /// upstream (and may hold a client certificate); without it, an `https://` upstream
+    /// is refused.
     pub fn new(
         upstream: &Uri,
         connect_timeout: Duration,
         timeout: Duration,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<Self, Error> {
         let (Some(scheme), Some(authority)) = (upstream.scheme(), upstream.authority()) else {
             return Err(Error::Internal("upstream URL has no scheme or host".into()));
         };
+        let tls = match tls {
+            Some(tls) => tls,
+            None if upstream.scheme_str() == Some("https") => {
+                return Err(Error::Internal(
+                    "an https:// upstream needs TLS client settings".into(),
+                ));
+            }
+            // Never used for http://, but the connector type wants one.
+            None => Arc::new(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| Error::Internal(e.into()))?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+            ),
+        };
         Ok(Self {
-            client: client(connect_timeout),
+            client: client(connect_timeout, &tls),
             connect_timeout,
+            tls,
             upstream: Arc::new(Upstream {
                 scheme: scheme.clone(),
                 authority: authority.clone(),
@@ -66,7 +90,7 @@ impl Proxy {
     /// The same proxy with a connection pool of its own (clones share one pool).
     pub fn fresh_pool(&self) -> Self {
         Self {
-            client: client(self.connect_timeout),
+            client: client(self.connect_timeout, &self.tls),
             ..self.clone()
         }
     }
@@ -89,10 +113,19 @@ impl Proxy {
     }
 }
 
-fn client(connect_timeout: Duration) -> Client<HttpConnector, Body> {
+fn client(
+    connect_timeout: Duration,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Client<HttpsConnector<HttpConnector>, Body> {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
+    connector.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((**tls).clone())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .build(connector)
@@ -171,6 +204,7 @@ mod tests {
             &"http://127.0.0.1:9/api/".parse().unwrap(),
             Duration::from_secs(1),
             Duration::from_secs(1),
+            None,
         )
         .unwrap();
         let uri = p
@@ -182,6 +216,7 @@ mod tests {
             &"http://127.0.0.1:9".parse().unwrap(),
             Duration::from_secs(1),
             Duration::from_secs(1),
+            None,
         )
         .unwrap();
         let uri = p.upstream.uri_for(&"/1/upload".parse().unwrap()).unwrap();

@@ -8,7 +8,9 @@
 //! and the old one keeps serving.
 //!
 //! Keys, accounts, body limits, timeouts and the published keys' cache bound reload.
-//! The listeners, the upstream URL and TLS settings, the account header, the header and
+//! The TLS certificate and key of the public listener reload too (new handshakes use
+//! them). The listeners, the upstream URL and its TLS settings, turning TLS on or off,
+//! the account header, the header and
 //! concurrency limits need a restart: a reload that changes them logs a warning and
 //! keeps the running values for them.
 
@@ -19,6 +21,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::middleware::{HpkeState, SharedState};
+use crate::tls::CertResolver;
 
 /// Watches one configuration file and swaps the shared state when it changes.
 #[derive(Debug)]
@@ -29,6 +32,7 @@ pub struct Reloader {
     files: Vec<PathBuf>,
     stamp: Vec<Option<FileStamp>>,
     fixed: String,
+    tls: Option<Arc<CertResolver>>,
 }
 
 /// What identifies a file's version without reading it.
@@ -55,7 +59,7 @@ fn stamp(path: &Path) -> Option<FileStamp> {
 /// The settings a reload cannot change, as text to compare.
 pub fn fixed_settings(config: &Config) -> String {
     format!(
-        "listen={} upstream={} account_header={} admin_listen={:?} max_header_bytes={} max_concurrent_requests={} metrics_account_labels={}",
+        "listen={} upstream={} account_header={} admin_listen={:?} max_header_bytes={} max_concurrent_requests={} metrics_account_labels={} tls={} upstream_tls={}",
         config.listen,
         config.upstream,
         config.account_header,
@@ -63,6 +67,8 @@ pub fn fixed_settings(config: &Config) -> String {
         config.ops.max_header_bytes,
         config.ops.max_concurrent_requests,
         config.ops.metrics_account_labels,
+        config.tls.is_some(),
+        config.upstream_tls.is_some(),
     )
 }
 
@@ -76,6 +82,7 @@ impl Reloader {
         fixed: String,
         shared: SharedState,
         metrics: Arc<Metrics>,
+        tls: Option<Arc<CertResolver>>,
     ) -> Self {
         let stamp = files.iter().map(|f| stamp(f)).collect();
         Self {
@@ -85,6 +92,7 @@ impl Reloader {
             files,
             stamp,
             fixed,
+            tls,
         }
     }
 
@@ -119,6 +127,9 @@ impl Reloader {
                     config.files.iter().map(|f| stamp(f)).collect()
                 };
                 self.files = config.files.clone();
+                if let (Some(resolver), Some(key)) = (&self.tls, &config.tls) {
+                    resolver.replace(key.clone());
+                }
                 self.shared.store(Arc::new(HpkeState::from_config(config)));
                 self.metrics.reloaded(true);
                 tracing::info!(

@@ -31,6 +31,7 @@ use crate::middleware::{HpkeLayer, HpkeState, SharedState};
 use crate::proxy::Proxy;
 use crate::publish;
 use crate::reload::Reloader;
+use crate::tls::CertResolver;
 
 /// Everything the public routers of all workers share.
 #[derive(Debug, Clone)]
@@ -40,6 +41,7 @@ pub struct Gateway {
     limits: LimitsLayer,
     proxy: Proxy,
     account_header: HeaderName,
+    tls: Option<Arc<CertResolver>>,
 }
 
 impl Gateway {
@@ -49,7 +51,12 @@ impl Gateway {
             &config.upstream,
             config.upstream_connect_timeout,
             config.upstream_timeout,
+            config.upstream_tls.clone(),
         )?;
+        let tls = config
+            .tls
+            .clone()
+            .map(|key| Arc::new(CertResolver::new(key)));
         let metrics = Arc::new(Metrics::new(config.ops.metrics_account_labels));
         let limits = LimitsLayer::new(
             config.ops.max_header_bytes,
@@ -64,7 +71,13 @@ impl Gateway {
             limits,
             proxy,
             account_header,
+            tls,
         })
+    }
+
+    /// The public listener's certificate, when it terminates TLS.
+    pub fn tls(&self) -> Option<&Arc<CertResolver>> {
+        self.tls.as_ref()
     }
 
     /// The live state a reload replaces.
@@ -128,6 +141,78 @@ pub async fn serve(
         .await
 }
 
+/// How long a client has to send a request head, and to finish a TLS handshake.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `router` on `listener`, over TLS when `tls` is given (HTTP/2 or HTTP/1.1 by
+/// ALPN; plain connections speak HTTP/1.1, or HTTP/2 with prior knowledge), until
+/// `shutdown` completes; then stops accepting and waits for open connections to finish
+/// their requests.
+pub async fn serve_connections(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT);
+    let builder = Arc::new(builder);
+    let service =
+        TowerToHyperService::new(router.map_request(
+            |req: http::Request<hyper::body::Incoming>| req.map(axum::body::Body::new),
+        ));
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let (builder, service) = (builder.clone(), service.clone());
+        match &tls {
+            None => {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            Some(acceptor) => {
+                let handshake = tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(tcp));
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let Ok(Ok(stream)) = handshake.await else {
+                        return;
+                    };
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
 /// Binds the configured listeners and serves until SIGINT or SIGTERM, with one worker
 /// thread per core (see the module docs). `path` is the configuration file, reloaded on
 /// SIGHUP and when it or a key file changes.
@@ -163,7 +248,12 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
         fixed,
         gateway.shared().clone(),
         gateway.metrics().clone(),
+        gateway.tls().cloned(),
     );
+    let tls_config = gateway
+        .tls()
+        .map(|resolver| crate::tls::server_config(resolver.clone()))
+        .transpose()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let threads: Vec<_> = sockets
@@ -171,6 +261,7 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
         .enumerate()
         .map(|(i, socket)| {
             let (gateway, mut stop, done) = (gateway.clone(), stop_rx.clone(), done_tx.clone());
+            let tls = tls_config.clone().map(tokio_rustls::TlsAcceptor::from);
             std::thread::Builder::new()
                 .name(format!("hpke-gateway-{i}"))
                 .spawn(move || -> std::io::Result<()> {
@@ -184,7 +275,7 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
                         let shutdown = async move {
                             let _ = stop.wait_for(|stopped| *stopped).await;
                         };
-                        serve(listener, router, shutdown).await
+                        serve_connections(listener, router, tls, shutdown).await
                     });
                     let _ = done.send(());
                     served
@@ -210,6 +301,7 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
         };
         tracing::info!(
             %listen,
+            tls = tls_config.is_some(),
             admin = %ops.admin_listen.map_or_else(|| "off".to_owned(), |a| a.to_string()),
             upstream = %upstream,
             server_keys = key_count,

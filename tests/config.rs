@@ -124,10 +124,10 @@ fn unknown_keys_and_bad_values_are_refused() {
     assert!(err.contains("tls"), "{err}");
     let err = load(
         dir.path(),
-        &base("").replace("http://127.0.0.1:9000", "https://x"),
+        &base("").replace("http://127.0.0.1:9000", "ftp://x"),
     )
     .unwrap_err();
-    assert!(err.contains("only http://"), "{err}");
+    assert!(err.contains("must be an http:// or https:// URL"), "{err}");
     let err = load(
         dir.path(),
         &base("max_encrypted_body_bytes = 0\n").replacen(
