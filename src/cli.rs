@@ -204,7 +204,7 @@ fn rotate(config: &Path, overlap_days: u64) -> Result<ExitCode, BoxError> {
     let overlap = std::time::Duration::from_secs(overlap_days.saturating_mul(86_400));
     let r = crate::rotate::rotate(config, overlap)?;
     eprintln!(
-        "new primary key id {} in {} (mode 0600); key id {} decrypts until {} (decrypt-only).\n\
+        "new primary key id {} in {} (owner and mode of the previous key); key id {} decrypts until {} (decrypt-only).\n\
          A running gateway reloads on its next file check or on SIGHUP.",
         r.new_id,
         r.new_key_file.display(),

@@ -2,7 +2,8 @@
 //!
 //! 1. The configuration must load as it is (a broken one is not edited).
 //! 2. A new X25519 key is written next to the current primary's file, as
-//!    `server-<id>.pem` (mode 0600, never overwriting), with the next free key id. If the
+//!    `server-<id>.pem` (never overwriting; the owner, group and mode of the current
+//!    primary's file, at most 0640), with the next free key id. If the
 //!    current primary is passphrase-protected, the new key is encrypted with the same
 //!    passphrase (PKCS#8, scrypt) and its entry names the same passphrase source.
 //! 3. The current primary becomes `decrypt-only` with `not_after` = now + the overlap;
@@ -110,6 +111,10 @@ pub fn rotate(path: &Path, overlap: Duration) -> Result<Rotation, BoxError> {
     };
     keys::write_secret_file(&new_key_file, pem.as_bytes())
         .map_err(|e| format!("cannot create {}: {e}", new_key_file.display()))?;
+    if let Err(e) = same_access(&resolve(base, Path::new(&old_file)), &new_key_file) {
+        let _ = std::fs::remove_file(&new_key_file);
+        return Err(e);
+    }
 
     let mut entry = Table::new();
     entry["id"] = value(i64::from(new_id));
@@ -134,6 +139,31 @@ pub fn rotate(path: &Path, overlap: Duration) -> Result<Rotation, BoxError> {
         old_id,
         old_not_after,
     })
+}
+
+/// Gives `new` the owner, group and mode of `old` (which passed the key file check), so
+/// a gateway running as another user than the one rotating can read it.
+#[cfg(unix)]
+fn same_access(old: &Path, new: &Path) -> Result<(), BoxError> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let (old_meta, new_meta) = (std::fs::metadata(old)?, std::fs::metadata(new)?);
+    if (old_meta.uid(), old_meta.gid()) != (new_meta.uid(), new_meta.gid()) {
+        std::os::unix::fs::chown(new, Some(old_meta.uid()), Some(old_meta.gid())).map_err(|e| {
+            format!(
+                "cannot give {} the owner of {} ({e}); run keys rotate as root or as the key's owner",
+                new.display(),
+                old.display()
+            )
+        })?;
+    }
+    let mode = old_meta.permissions().mode() & 0o640;
+    std::fs::set_permissions(new, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn same_access(_old: &Path, _new: &Path) -> Result<(), BoxError> {
+    Ok(())
 }
 
 /// Writes `text` beside `path`, checks that it loads, then renames it over `path`,

@@ -533,3 +533,82 @@ async fn readiness_fails_while_the_upstream_is_down_and_account_labels_are_opt_i
         "{m}"
     );
 }
+
+#[test]
+fn rotating_a_passphrase_protected_key_encrypts_the_new_one_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = write_private(dir.path(), "plain.pem", &PrivateKey::generate());
+    support::openssl_encrypt_pkcs8(&plain, &dir.path().join("server-7.pem"), "rotate me");
+    std::fs::remove_file(plain).unwrap();
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        "# operator's comment, kept\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:9\"\n\n\
+         [[server_keys]]\nid = 7\nprivate_key = \"server-7.pem\"\npassphrase_env = \"ROTATE_PASS\"\n",
+    )
+    .unwrap();
+    let rotate = |pass: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["keys", "rotate", "--config"])
+            .arg(dir.path().join("gateway.toml"))
+            .env_remove("ROTATE_PASS");
+        if let Some(p) = pass {
+            cmd.env("ROTATE_PASS", p);
+        }
+        cmd.output().unwrap()
+    };
+    // Without the passphrase the configuration does not load, so nothing is touched.
+    let out = rotate(None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ROTATE_PASS"));
+    assert!(!dir.path().join("server-8.pem").exists());
+
+    let out = rotate(Some("rotate me"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = std::fs::read_to_string(dir.path().join("server-8.pem")).unwrap();
+    assert!(
+        pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"),
+        "{pem}"
+    );
+    // OpenSSL reads the new key with the same passphrase.
+    let openssl = Command::new("openssl")
+        .args(["pkey", "-noout", "-passin", "pass:rotate me", "-in"])
+        .arg(dir.path().join("server-8.pem"))
+        .status()
+        .unwrap();
+    assert!(openssl.success());
+    let config = std::fs::read_to_string(dir.path().join("gateway.toml")).unwrap();
+    assert!(
+        config.starts_with("# operator's comment, kept\n"),
+        "{config}"
+    );
+    assert!(config.contains("id = 8"), "{config}");
+    assert_eq!(
+        config.matches("passphrase_env = \"ROTATE_PASS\"").count(),
+        2,
+        "{config}"
+    );
+    // SAFETY of the test: the variable is set only in this test's own process.
+    let loaded = {
+        let path = dir.path().join("gateway.toml");
+        let out = Command::new(BIN)
+            .args(["keys", "rotate", "--overlap-days", "1", "--config"])
+            .arg(&path)
+            .env("ROTATE_PASS", "rotate me")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        std::fs::read_to_string(&path).unwrap()
+    };
+    // A second rotation: 8 is demoted, 9 is primary, 7 stays decrypt-only.
+    assert_eq!(
+        loaded.matches("state = \"decrypt-only\"").count(),
+        2,
+        "{loaded}"
+    );
+    assert_eq!(loaded.matches("state = \"primary\"").count(), 1, "{loaded}");
+    assert!(dir.path().join("server-9.pem").exists());
+}

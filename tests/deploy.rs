@@ -1,0 +1,1405 @@
+//! The deployment artefacts in `deploy/` (systemd unit, Dockerfile, Kubernetes manifests)
+//! checked against each other, the command line and the configuration loader.
+//!
+//! Nothing here runs systemd, Docker or Kubernetes: their files are scanned as text, and
+//! the configurations they carry are loaded with `Config::load` after every file they
+//! name has been made in a temporary folder.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hpke_gateway::config::Config;
+
+/// The binary under test.
+const BIN: &str = env!("CARGO_BIN_EXE_hpke-gateway");
+/// Where the systemd unit, the image and the Deployment all expect the configuration.
+const CONFIG_PATH: &str = "/etc/hpke-gateway/gateway.toml";
+/// Where the systemd unit and the image have the binary.
+const BINARY_PATH: &str = "/usr/local/bin/hpke-gateway";
+/// The unit file; its file name is the unit's name, which names its credentials folder.
+const UNIT: &str = "deploy/hpke-gateway.service";
+/// The configuration the unit runs.
+const SYSTEMD_CONFIG: &str = "deploy/systemd/gateway.toml";
+const DOCKERFILE: &str = "deploy/Dockerfile";
+const DOCKERIGNORE: &str = ".dockerignore";
+/// `shutdown_grace_ms` when a configuration does not set it.
+const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
+/// `admin_listen` when a configuration does not set it.
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+/// Configuration keys whose values are file paths.
+const PATH_KEYS: &[&str] = &[
+    "private_key",
+    "passphrase_file",
+    "public_keys",
+    "certificate",
+    "ca_bundle",
+    "client_certificate",
+    "client_key",
+];
+/// What the test writes into passphrase files (and encrypts server keys with).
+const PASSPHRASE: &str = "deploy test passphrase";
+/// The one container of the Deployment.
+const CONTAINER: &str = "spec.template.spec.containers[0]";
+
+// === the tests ===
+
+#[test]
+fn systemd_unit_runs_serve_with_the_config_and_credentials_it_ships() {
+    let unit = Unit::parse(&read(UNIT));
+    let exec = unit.one("Service", "ExecStart");
+    let words: Vec<&str> = exec.split_whitespace().collect();
+    assert_eq!(
+        words.first().copied(),
+        Some(BINARY_PATH),
+        "{UNIT}: ExecStart does not run {BINARY_PATH}"
+    );
+    assert_eq!(
+        words[1..],
+        ["serve", "--config", CONFIG_PATH],
+        "{UNIT}: ExecStart must be `{BINARY_PATH} serve --config {CONFIG_PATH}`"
+    );
+    // Where the unit expects its configuration: its install notes map CONFIG_PATH to
+    // deploy/systemd/gateway.toml, and that file says it is installed there.
+    assert!(
+        read(UNIT)
+            .lines()
+            .any(|l| l.starts_with('#') && l.contains(CONFIG_PATH) && l.contains(SYSTEMD_CONFIG)),
+        "{UNIT}: no comment line says {SYSTEMD_CONFIG} is installed as {CONFIG_PATH}, the --config of ExecStart"
+    );
+    assert!(
+        read(SYSTEMD_CONFIG).contains(CONFIG_PATH),
+        "{SYSTEMD_CONFIG} does not say it is installed as {CONFIG_PATH}, the unit's --config"
+    );
+
+    // LoadCredential=NAME:SOURCE puts the file at /run/credentials/<unit name>/NAME.
+    let unit_name = file_name(Path::new(UNIT));
+    let credentials_dir = format!("/run/credentials/{unit_name}/");
+    let config = toml_lines(&read(SYSTEMD_CONFIG));
+    let named: BTreeSet<String> = named_files(&config).into_iter().map(|(_, p)| p).collect();
+    let credentials = unit.all("Service", "LoadCredential");
+    assert!(
+        !credentials.is_empty(),
+        "{UNIT}: no LoadCredential= (the key passphrase comes from one)"
+    );
+    let mut loaded = BTreeSet::new();
+    for credential in credentials {
+        let (name, source) = credential
+            .split_once(':')
+            .unwrap_or_else(|| panic!("{UNIT}: LoadCredential={credential} is not NAME:SOURCE"));
+        assert!(
+            Path::new(source).is_absolute(),
+            "{UNIT}: LoadCredential={credential}: the source must be an absolute path"
+        );
+        let path = format!("{credentials_dir}{name}");
+        assert!(
+            named.contains(&path),
+            "{UNIT} loads the credential {name:?}, but {SYSTEMD_CONFIG} names no file {path:?}"
+        );
+        loaded.insert(path);
+    }
+    for path in named.iter().filter(|p| p.starts_with("/run/credentials/")) {
+        assert!(
+            loaded.contains(path),
+            "{SYSTEMD_CONFIG} names {path:?}, which is not a credential {UNIT} loads \
+             (LoadCredential=NAME:SOURCE puts NAME in {credentials_dir})"
+        );
+    }
+}
+
+#[test]
+fn systemd_unit_stops_reloads_and_listens_as_the_gateway_needs() {
+    let unit = Unit::parse(&read(UNIT));
+    let config = toml_lines(&read(SYSTEMD_CONFIG));
+    let grace_ms = shutdown_grace_ms(&config);
+    let stop_ms = timespan_ms(unit.one("Service", "TimeoutStopSec"));
+    assert!(
+        stop_ms > grace_ms,
+        "{UNIT}: TimeoutStopSec ({stop_ms} ms) must be above {SYSTEMD_CONFIG}'s shutdown_grace_ms ({grace_ms} ms), or systemd kills requests the gateway is draining"
+    );
+    assert_eq!(
+        unit.one("Service", "KillSignal"),
+        "SIGTERM",
+        "{UNIT}: the gateway drains on SIGTERM"
+    );
+    let reload = unit.one("Service", "ExecReload");
+    assert!(
+        reload.contains("-HUP") && reload.contains("$MAINPID"),
+        "{UNIT}: ExecReload must send SIGHUP to $MAINPID (the gateway reloads on SIGHUP), not {reload:?}"
+    );
+    let bad_config = hpke_gateway::cli::EXIT_BAD_CONFIG.to_string();
+    assert!(
+        unit.all("Service", "RestartPreventExitStatus")
+            .iter()
+            .any(|v| v.split_whitespace().any(|s| s == bad_config)),
+        "{UNIT}: RestartPreventExitStatus must list {bad_config}, the gateway's exit code for a bad configuration"
+    );
+    // With no capabilities, the gateway cannot bind ports below 1024.
+    if unit.all("Service", "CapabilityBoundingSet") == [""] {
+        let listen = top(&config, "listen").map(unquote);
+        let admin = top(&config, "admin_listen").map_or(DEFAULT_ADMIN_LISTEN.to_owned(), unquote);
+        let listeners = [("listen", listen), ("admin_listen", Some(admin))];
+        for (key, addr) in listeners
+            .into_iter()
+            .filter(|(_, a)| a.as_deref() != Some("off"))
+        {
+            let addr = addr.unwrap_or_else(|| panic!("{SYSTEMD_CONFIG}: no {key}"));
+            let port = port_of(&addr, SYSTEMD_CONFIG, key);
+            assert!(
+                port >= 1024,
+                "{SYSTEMD_CONFIG}: {key} port {port} needs CAP_NET_BIND_SERVICE, which {UNIT} does not grant"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_systemd_config_loads() {
+    // Its passphrase_file is absolute (/run/credentials/...): materialise() moves it
+    // under the temporary folder, because the test cannot write there.
+    assert_loads(SYSTEMD_CONFIG, &read(SYSTEMD_CONFIG));
+}
+
+#[test]
+fn the_k8s_configmap_config_loads() {
+    let k8s = K8s::load();
+    assert_loads(
+        "deploy/k8s/configmap.yaml's gateway.toml",
+        &k8s.config_text(),
+    );
+}
+
+#[test]
+fn the_documented_command_lines_parse() {
+    // Each artefact's command line, with the configuration path pointed at a missing
+    // file: the gateway must accept every flag and stop at the configuration, with the
+    // bad-configuration exit code (a flag it did not know would give clap's usage error).
+    let unit = Unit::parse(&read(UNIT));
+    let exec = unit.one("Service", "ExecStart");
+    let systemd: Vec<String> = exec.split_whitespace().skip(1).map(str::to_owned).collect();
+    let docker = dockerfile_exec(&final_stage(&read(DOCKERFILE)), "CMD");
+    let k8s = K8s::load().deployment.list(&format!("{CONTAINER}.args"));
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    for (what, args) in [
+        (UNIT, systemd),
+        (DOCKERFILE, docker),
+        ("deployment.yaml", k8s),
+    ] {
+        assert!(
+            args.iter().any(|a| a == CONFIG_PATH),
+            "{what}: the command line {args:?} does not name {CONFIG_PATH}"
+        );
+        let args: Vec<String> = args
+            .into_iter()
+            .map(|a| {
+                if a == CONFIG_PATH {
+                    missing.display().to_string()
+                } else {
+                    a
+                }
+            })
+            .collect();
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(hpke_gateway::cli::EXIT_BAD_CONFIG)),
+            "{what}: `hpke-gateway {}` should fail only on the missing configuration; stderr:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_k8s_secret_holds_every_file_the_config_names() {
+    let k8s = K8s::load();
+    let config = toml_lines(&k8s.config_text());
+    let secret = &k8s.secret;
+    let secret_name = secret.req("metadata.name");
+    let mut entries: BTreeSet<String> = secret.map("stringData").into_keys().collect();
+    entries.extend(secret.map("data").into_keys());
+    let keys_dir = k8s.mount_of_secret(secret_name);
+    let config_dir = config_dir();
+    let files = named_files(&config);
+    assert!(
+        !files.is_empty(),
+        "the ConfigMap's config names no key file"
+    );
+    for (line, path) in files {
+        assert!(
+            Path::new(&path).is_relative(),
+            "the ConfigMap's config names {path:?} ({}): use a path relative to {config_dir}, \
+             under the Secret's mount",
+            line.key
+        );
+        let resolved = Path::new(config_dir).join(&path);
+        assert_eq!(
+            resolved.parent(),
+            Some(Path::new(&keys_dir)),
+            "the ConfigMap's config names {path:?} ({}), which is not in the Secret {secret_name:?} mounted at {keys_dir}",
+            line.key
+        );
+        let name = file_name(&resolved);
+        assert!(
+            entries.contains(name),
+            "the ConfigMap's config names {path:?} ({}), but secret.example.yaml's Secret {secret_name:?} has no entry {name:?} (it has {entries:?})",
+            line.key
+        );
+    }
+}
+
+#[test]
+fn the_k8s_deployment_mounts_the_config_and_keys_where_the_gateway_reads_them() {
+    let k8s = K8s::load();
+    let d = &k8s.deployment;
+    assert_eq!(
+        d.count("spec.template.spec.containers"),
+        1,
+        "deployment.yaml: one container expected"
+    );
+    // The Secret's files at <config dir>/keys, the ConfigMap as the config dir itself.
+    let secret_name = k8s.secret.req("metadata.name");
+    let keys_dir = k8s.mount_of_secret(secret_name);
+    assert_eq!(
+        keys_dir, "/etc/hpke-gateway/keys",
+        "deployment.yaml: the Secret {secret_name:?} must be mounted at /etc/hpke-gateway/keys, where the config's keys/ paths resolve"
+    );
+    let configmap_name = k8s.configmap.req("metadata.name");
+    let config_file = file_name(Path::new(CONFIG_PATH));
+    assert!(
+        k8s.configmap.get(&format!("data.{config_file}")).is_some(),
+        "configmap.yaml has no data entry {config_file:?}, the file name of {CONFIG_PATH}"
+    );
+    let volume = d
+        .find_item(
+            "spec.template.spec.volumes",
+            "configMap.name",
+            configmap_name,
+        )
+        .unwrap_or_else(|| {
+            panic!("deployment.yaml: no volume of the ConfigMap {configmap_name:?}")
+        });
+    let mount = k8s.mount(&volume);
+    assert_eq!(
+        d.req(&format!("{mount}.mountPath")),
+        config_dir(),
+        "deployment.yaml: the ConfigMap {configmap_name:?} must be mounted at {}, the folder of --config {CONFIG_PATH}",
+        config_dir()
+    );
+    assert!(
+        !d.has(&format!("{volume}.configMap.items")),
+        "deployment.yaml: the ConfigMap volume must not pick items, or {config_file} may not be there"
+    );
+
+    // The Secret volume: files nobody but the owner (root) and fsGroup may read.
+    let volume = d
+        .find_item(
+            "spec.template.spec.volumes",
+            "secret.secretName",
+            secret_name,
+        )
+        .unwrap();
+    assert!(
+        !d.has(&format!("{volume}.secret.items")),
+        "deployment.yaml: the Secret volume must not pick items, or key files may be missing"
+    );
+    let mode = d
+        .get(&format!("{volume}.secret.defaultMode"))
+        .map(yaml_mode)
+        .unwrap_or(0o644);
+    assert!(
+        mode & 0o027 == 0,
+        "deployment.yaml: the Secret's defaultMode 0{mode:o} lets the group write or others read; the gateway refuses such key files"
+    );
+    assert!(
+        d.get("spec.template.spec.securityContext.fsGroup")
+            .is_some(),
+        "deployment.yaml: without fsGroup the key files (owner root) are unreadable to the non-root gateway"
+    );
+
+    // The command: the image's entrypoint, the configuration from the ConfigMap.
+    assert!(
+        !d.has(&format!("{CONTAINER}.command")),
+        "deployment.yaml: `command` would replace the image's ENTRYPOINT {BINARY_PATH}; use args"
+    );
+    let args = d.list(&format!("{CONTAINER}.args"));
+    assert_eq!(
+        args.first().map(String::as_str),
+        Some("serve"),
+        "deployment.yaml: args must start with serve"
+    );
+    assert_eq!(
+        flag_value(&args, "--config"),
+        Some(CONFIG_PATH),
+        "deployment.yaml: args' --config must be {CONFIG_PATH}, where the ConfigMap is mounted"
+    );
+
+    // Shutdown: the pod's grace period above the gateway's.
+    let grace_ms = shutdown_grace_ms(&toml_lines(&k8s.config_text()));
+    let period_s: u64 = d
+        .req("spec.template.spec.terminationGracePeriodSeconds")
+        .parse()
+        .unwrap();
+    assert!(
+        period_s * 1000 > grace_ms,
+        "deployment.yaml: terminationGracePeriodSeconds ({period_s} s) must be above the ConfigMap's shutdown_grace_ms ({grace_ms} ms), or kubelet kills requests the gateway is draining"
+    );
+}
+
+#[test]
+fn ports_agree_across_the_config_deployment_service_and_image() {
+    let k8s = K8s::load();
+    let d = &k8s.deployment;
+    let config = toml_lines(&k8s.config_text());
+    let listen = unquote(top(&config, "listen").expect("the ConfigMap's config has no listen"));
+    let admin = top(&config, "admin_listen").map_or(DEFAULT_ADMIN_LISTEN.to_owned(), unquote);
+    let listen_port = port_of(&listen, "configmap.yaml", "listen");
+    let admin_addr: SocketAddr = admin
+        .parse()
+        .unwrap_or_else(|e| panic!("configmap.yaml: admin_listen {admin:?}: {e}"));
+    assert!(
+        !admin_addr.ip().is_loopback(),
+        "configmap.yaml: admin_listen {admin} is loopback; kubelet's probes come from outside the pod"
+    );
+
+    let ports = k8s.container_ports();
+    assert_eq!(
+        ports.get("http"),
+        Some(&listen_port),
+        "deployment.yaml: container port \"http\" must be the config's listen port {listen_port}"
+    );
+    assert_eq!(
+        ports.get("admin"),
+        Some(&admin_addr.port()),
+        "deployment.yaml: container port \"admin\" must be the config's admin_listen port {}",
+        admin_addr.port()
+    );
+
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        let get = format!("{CONTAINER}.{probe}.httpGet");
+        assert_eq!(
+            d.get(&format!("{get}.path")),
+            Some(path),
+            "deployment.yaml: {probe} must GET {path}"
+        );
+        let port = d.req(&format!("{get}.port"));
+        assert_eq!(
+            resolve_port(&ports, port),
+            Some(admin_addr.port()),
+            "deployment.yaml: {probe} port {port:?} is not the admin port {} (admin_listen)",
+            admin_addr.port()
+        );
+        assert!(
+            d.get(&format!("{get}.scheme")).is_none_or(|s| s == "HTTP"),
+            "deployment.yaml: {probe}: the admin listener speaks plain HTTP"
+        );
+    }
+
+    let service = &k8s.service;
+    let n = service.count("spec.ports");
+    assert!(n > 0, "service.yaml has no ports");
+    for i in 0..n {
+        let target = service.req(&format!("spec.ports[{i}].targetPort"));
+        let port = resolve_port(&ports, target).unwrap_or_else(|| {
+            panic!("service.yaml: targetPort {target:?} is not a port of the Deployment's container ({ports:?})")
+        });
+        assert_eq!(
+            port, listen_port,
+            "service.yaml: targetPort {target:?} is not the public listener; the admin port is scraped from the pods, not through this Service"
+        );
+    }
+
+    let exposed: BTreeSet<u16> = final_stage(&read(DOCKERFILE))
+        .iter()
+        .filter(|(instruction, _)| instruction == "EXPOSE")
+        .flat_map(|(_, ports)| ports.split_whitespace())
+        .map(|p| {
+            p.trim_end_matches("/tcp")
+                .parse()
+                .unwrap_or_else(|e| panic!("{DOCKERFILE}: EXPOSE {p}: {e}"))
+        })
+        .collect();
+    assert_eq!(
+        exposed,
+        BTreeSet::from([listen_port, admin_addr.port()]),
+        "{DOCKERFILE}: EXPOSE must list the listen and admin ports of the ConfigMap's config"
+    );
+}
+
+#[test]
+fn the_image_and_the_deployment_agree_on_binary_user_and_config() {
+    let stage = final_stage(&read(DOCKERFILE));
+    assert_eq!(
+        dockerfile_exec(&stage, "ENTRYPOINT"),
+        [BINARY_PATH],
+        "{DOCKERFILE}: ENTRYPOINT must be the binary alone"
+    );
+    assert!(
+        stage
+            .iter()
+            .any(|(i, rest)| i == "COPY" && rest.ends_with(&format!(" {BINARY_PATH}"))),
+        "{DOCKERFILE}: the final stage does not copy the binary to {BINARY_PATH}"
+    );
+    let cmd = dockerfile_exec(&stage, "CMD");
+    assert_eq!(
+        cmd.first().map(String::as_str),
+        Some("serve"),
+        "{DOCKERFILE}: CMD must start with serve"
+    );
+    assert_eq!(
+        flag_value(&cmd, "--config"),
+        Some(CONFIG_PATH),
+        "{DOCKERFILE}: CMD's --config must be {CONFIG_PATH}"
+    );
+    let user = stage
+        .iter()
+        .rev()
+        .find(|(i, _)| i == "USER")
+        .map(|(_, u)| u.as_str())
+        .unwrap_or_else(|| panic!("{DOCKERFILE}: no USER: the image would run as root"));
+    let uid = user.split(':').next().unwrap();
+    let d = K8s::load().deployment;
+    let pod = "spec.template.spec.securityContext";
+    assert_eq!(
+        d.get(&format!("{pod}.runAsUser")),
+        Some(uid),
+        "deployment.yaml: runAsUser must be the image's USER {uid}"
+    );
+    assert_eq!(
+        d.get(&format!("{pod}.runAsNonRoot")),
+        Some("true"),
+        "deployment.yaml: runAsNonRoot"
+    );
+    let container = format!("{CONTAINER}.securityContext");
+    for (field, value) in [
+        ("readOnlyRootFilesystem", "true"),
+        ("allowPrivilegeEscalation", "false"),
+        ("capabilities.drop[0]", "ALL"),
+    ] {
+        assert_eq!(
+            d.get(&format!("{container}.{field}")),
+            Some(value),
+            "deployment.yaml: the container's securityContext.{field} must be {value}"
+        );
+    }
+}
+
+#[test]
+fn the_k8s_objects_select_the_gateway_pods() {
+    let k8s = K8s::load();
+    let d = &k8s.deployment;
+    let name = d.req("metadata.name");
+    let labels = d.map("spec.template.metadata.labels");
+    let selects = |what: &str, selector: BTreeMap<String, String>| {
+        assert!(!selector.is_empty(), "{what}: empty selector");
+        for (key, value) in &selector {
+            assert_eq!(
+                labels.get(key),
+                Some(value),
+                "{what}: selector {key}={value} does not match the Deployment's pod labels {labels:?}"
+            );
+        }
+    };
+    selects("deployment.yaml", d.map("spec.selector.matchLabels"));
+    selects("service.yaml", k8s.service.map("spec.selector"));
+    selects("pdb.yaml", k8s.pdb.map("spec.selector.matchLabels"));
+
+    let hpa = &k8s.hpa;
+    assert_eq!(
+        (
+            hpa.req("spec.scaleTargetRef.kind"),
+            hpa.req("spec.scaleTargetRef.name")
+        ),
+        ("Deployment", name),
+        "hpa.yaml must scale the Deployment {name:?}"
+    );
+    let number = |y: &Yaml, path: &str| -> u32 {
+        y.req(path)
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: {path}: {e}", y.file))
+    };
+    let min = number(hpa, "spec.minReplicas");
+    let max = number(hpa, "spec.maxReplicas");
+    let replicas = number(d, "spec.replicas");
+    assert!(
+        (min..=max).contains(&replicas),
+        "deployment.yaml: replicas {replicas} outside the HPA's {min}..={max}"
+    );
+    let min_available = number(&k8s.pdb, "spec.minAvailable");
+    assert!(
+        min_available < min,
+        "pdb.yaml: minAvailable {min_available} must be below the HPA's minReplicas {min}, or draining a node can never evict a gateway pod"
+    );
+    assert!(
+        d.get(&format!("{CONTAINER}.resources.requests.cpu"))
+            .is_some(),
+        "deployment.yaml: the HPA's CPU utilization is relative to the container's CPU request, which is missing"
+    );
+}
+
+#[test]
+fn dockerignore_keeps_keys_and_build_output_out_but_not_the_build_inputs() {
+    let ignore = read(DOCKERIGNORE);
+    let patterns: Vec<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    for needed in [
+        "target",
+        "bench/results",
+        "tests/interop/js/node_modules",
+        "keys/*",
+        "!keys/README.md",
+    ] {
+        assert!(
+            patterns.contains(&needed),
+            "{DOCKERIGNORE}: missing the pattern {needed:?}"
+        );
+    }
+    // cargo build --release --locked reads these: none may be excluded.
+    for input in ["Cargo.toml", "Cargo.lock", "src", "benches", "examples"] {
+        assert!(
+            !patterns
+                .iter()
+                .any(|p| p.trim_end_matches('/') == input || *p == "*"),
+            "{DOCKERIGNORE}: excludes {input}, which the image build needs"
+        );
+    }
+    assert!(
+        read(DOCKERFILE).contains("cargo build --release --locked"),
+        "{DOCKERFILE}: the builder must run cargo build --release --locked"
+    );
+}
+
+// === the configuration files ===
+
+/// One `key = value` line of a TOML file: the table it sits in ("" at the top level,
+/// "server_keys" for each `[[server_keys]]` entry), the entry's number in an array of
+/// tables (0 otherwise), the key, and the value as written, without its comment.
+#[derive(Debug, Clone)]
+struct TomlLine {
+    table: String,
+    entry: usize,
+    key: String,
+    value: String,
+}
+
+/// Scans the flat TOML of these configurations: `[table]`, `[[array]]`, and one
+/// `key = value` per line with a string, number, boolean or one-line array value.
+fn toml_lines(text: &str) -> Vec<TomlLine> {
+    let mut lines = Vec::new();
+    let mut table = String::new();
+    let mut entry = 0;
+    let mut entries: BTreeMap<String, usize> = BTreeMap::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = strip_toml_comment(raw).trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
+            table = name.trim().to_owned();
+            let count = entries.entry(table.clone()).or_default();
+            entry = *count;
+            *count += 1;
+        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            table = name.trim().to_owned();
+            entry = 0;
+        } else {
+            let (key, value) = line
+                .split_once('=')
+                .unwrap_or_else(|| panic!("line {}: not `key = value`: {raw}", n + 1));
+            let value = value.trim();
+            assert!(
+                !value.starts_with('[') || value.ends_with(']'),
+                "line {}: arrays over several lines are not scanned: {raw}",
+                n + 1
+            );
+            lines.push(TomlLine {
+                table: table.clone(),
+                entry,
+                key: key.trim().to_owned(),
+                value: value.to_owned(),
+            });
+        }
+    }
+    lines
+}
+
+/// `line` without its `#` comment; a `#` inside a double-quoted string stays.
+fn strip_toml_comment(line: &str) -> &str {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '\\' if quoted && !escaped => {
+                escaped = true;
+                continue;
+            }
+            '"' if !escaped => quoted = !quoted,
+            '#' if !quoted => return &line[..i],
+            _ => {}
+        }
+        escaped = false;
+    }
+    line
+}
+
+/// The double-quoted strings in a value: `"a"` gives `a`, `["a", "b"]` both.
+fn toml_strings(value: &str) -> Vec<String> {
+    value
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The one string of a value.
+fn unquote(value: &str) -> String {
+    let strings = toml_strings(value);
+    assert_eq!(strings.len(), 1, "not one string: {value}");
+    strings.into_iter().next().unwrap()
+}
+
+/// A top-level value, as written.
+fn top<'a>(lines: &'a [TomlLine], key: &str) -> Option<&'a str> {
+    lines
+        .iter()
+        .find(|l| l.table.is_empty() && l.key == key)
+        .map(|l| l.value.as_str())
+}
+
+fn shutdown_grace_ms(lines: &[TomlLine]) -> u64 {
+    top(lines, "shutdown_grace_ms").map_or(DEFAULT_SHUTDOWN_GRACE_MS, |v| {
+        v.replace('_', "").parse().unwrap()
+    })
+}
+
+/// Every file a configuration names, with the line naming it.
+fn named_files(lines: &[TomlLine]) -> Vec<(&TomlLine, String)> {
+    lines
+        .iter()
+        .filter(|l| PATH_KEYS.contains(&l.key.as_str()))
+        .flat_map(|l| toml_strings(&l.value).into_iter().map(move |p| (l, p)))
+        .collect()
+}
+
+fn port_of(addr: &str, file: &str, key: &str) -> u16 {
+    addr.parse::<SocketAddr>()
+        .unwrap_or_else(|e| panic!("{file}: {key} {addr:?}: {e}"))
+        .port()
+}
+
+/// The folder of [`CONFIG_PATH`], against which the configuration's paths resolve.
+fn config_dir() -> &'static str {
+    Path::new(CONFIG_PATH).parent().unwrap().to_str().unwrap()
+}
+
+/// Writes a configuration as `<dir>/gateway.toml` and loads it with `Config::load`,
+/// after making every file it names (see [`materialise`]); fails with every problem
+/// the loader reports.
+fn assert_loads(what: &str, text: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = materialise(dir.path(), text);
+    if let Err(e) = Config::load(&path) {
+        let loaded = fs::read_to_string(path.as_path()).unwrap();
+        panic!(
+            "{what} does not load: {e}\n--- as loaded, from {} ---\n{loaded}",
+            path.display()
+        );
+    }
+}
+
+/// Writes `text` as `<dir>/gateway.toml` with every file it names made as the gateway
+/// expects it, and returns its path:
+/// - a server key with `hpke-gateway keygen`, encrypted with `openssl pkcs8` to
+///   [`PASSPHRASE`] when its entry names a passphrase file (which then holds it);
+/// - an account's public key with `hpke-gateway public-key` of a new key, in the format
+///   its name says (`.json` Tink JSON, `.b64` raw, otherwise SPKI PEM);
+/// - TLS certificates and their keys with `openssl req -x509`.
+///
+/// The test can neither write absolute paths such as /run/credentials/... nor set
+/// environment variables (`std::env::set_var` is unsafe, and this crate forbids unsafe
+/// code), so the text is rewritten first: absolute paths move under `dir`, and
+/// `passphrase_env = "VAR"` becomes a `passphrase_file` under `dir`.
+fn materialise(dir: &Path, text: &str) -> PathBuf {
+    let text = rewrite_lines(text, |key, value| {
+        if key == "passphrase_env" {
+            let file = dir.join("env").join(unquote(value));
+            return Some(format!("passphrase_file = {}", toml_path(&file)));
+        }
+        let paths = toml_strings(value);
+        if !PATH_KEYS.contains(&key) || paths.iter().all(|p| Path::new(p).is_relative()) {
+            return None;
+        }
+        let moved: Vec<String> = paths.iter().map(|p| toml_path(&relocate(dir, p))).collect();
+        Some(if value.starts_with('[') {
+            format!("{key} = [{}]", moved.join(", "))
+        } else {
+            format!("{key} = {}", moved[0])
+        })
+    });
+    let lines = toml_lines(&text);
+    let sibling = |line: &TomlLine, key: &str| {
+        lines
+            .iter()
+            .find(|o| o.table == line.table && o.entry == line.entry && o.key == key)
+            .map(|o| resolve(dir, &unquote(&o.value)))
+    };
+    for line in &lines {
+        let files: Vec<PathBuf> = toml_strings(&line.value)
+            .iter()
+            .map(|p| resolve(dir, p))
+            .collect();
+        match (line.table.as_str(), line.key.as_str()) {
+            ("server_keys", "private_key") => {
+                server_key(&files[0], sibling(line, "passphrase_file").as_deref());
+            }
+            ("accounts", "public_keys") => {
+                for file in &files {
+                    public_key(dir, file);
+                }
+            }
+            ("tls", "certificate") => {
+                let key = sibling(line, "private_key").expect("[tls] without private_key");
+                self_signed(&files[0], &key);
+            }
+            ("upstream_tls", "client_certificate") => {
+                let key = sibling(line, "client_key").expect("[upstream_tls] without client_key");
+                self_signed(&files[0], &key);
+            }
+            ("upstream_tls", "ca_bundle") => {
+                self_signed(&files[0], &dir.join("ca-bundle.key"));
+            }
+            // Made with the file they belong to, above.
+            ("server_keys", "passphrase_file")
+            | ("tls", "private_key")
+            | ("upstream_tls", "client_key") => {}
+            (table, key) => assert!(
+                !PATH_KEYS.contains(&key),
+                "materialise() does not know how to make the file of {key} in [{table}]"
+            ),
+        }
+    }
+    let path = dir.join("gateway.toml");
+    fs::write(&path, text).unwrap();
+    path
+}
+
+/// `text` with every `key = value` line for which `change` gives a new line replaced.
+fn rewrite_lines(text: &str, change: impl Fn(&str, &str) -> Option<String>) -> String {
+    let mut out = String::new();
+    for raw in text.lines() {
+        let line = strip_toml_comment(raw).trim();
+        let new = match line.split_once('=') {
+            Some((key, value)) if !line.starts_with('[') => change(key.trim(), value.trim()),
+            _ => None,
+        };
+        out.push_str(new.as_deref().unwrap_or(raw));
+        out.push('\n');
+    }
+    out
+}
+
+/// Where the test puts the file of an absolute configuration path: under `dir/root`.
+fn relocate(dir: &Path, path: &str) -> PathBuf {
+    dir.join("root").join(path.trim_start_matches('/'))
+}
+
+/// A configuration path resolved as the gateway does, against the folder of the
+/// configuration (`dir`).
+fn resolve(dir: &Path, path: &str) -> PathBuf {
+    dir.join(path)
+}
+
+/// A path as a TOML basic string.
+fn toml_path(path: &Path) -> String {
+    let text = path.display().to_string();
+    assert!(
+        !text.contains(['"', '\\']),
+        "unexpected character in {text}"
+    );
+    format!("\"{text}\"")
+}
+
+fn make_parent(path: &Path) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+}
+
+/// Runs a command; its standard output, or the test fails with its standard error.
+fn run(mut command: Command) -> Vec<u8> {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn keygen(out: &Path) {
+    make_parent(out);
+    let mut command = Command::new(BIN);
+    command.arg("keygen").arg("--out").arg(out);
+    run(command);
+}
+
+/// A server key at `path`, encrypted when `passphrase_file` is given (and written).
+fn server_key(path: &Path, passphrase_file: Option<&Path>) {
+    if path.exists() {
+        return;
+    }
+    let Some(passphrase_file) = passphrase_file else {
+        keygen(path);
+        return;
+    };
+    make_parent(passphrase_file);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(passphrase_file)
+        .unwrap();
+    file.write_all(format!("{PASSPHRASE}\n").as_bytes())
+        .unwrap();
+    let plain = path.with_extension("plain.pem");
+    keygen(&plain);
+    let mut command = Command::new("openssl");
+    command
+        .args(["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in"])
+        .arg(&plain)
+        .arg("-out")
+        .arg(path)
+        .arg("-passout")
+        .arg(format!("file:{}", passphrase_file.display()));
+    run(command);
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_file(plain).unwrap();
+}
+
+/// A customer's public key at `path`, in the format its extension names.
+fn public_key(dir: &Path, path: &Path) {
+    if path.exists() {
+        return;
+    }
+    let private = dir
+        .join("customers")
+        .join(format!("{}.pem", file_name(path)));
+    keygen(&private);
+    let format = match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => "tink-json",
+        Some("b64") => "raw",
+        _ => "pem",
+    };
+    let mut command = Command::new(BIN);
+    command
+        .arg("public-key")
+        .arg("--key")
+        .arg(private)
+        .args(["--format", format]);
+    let public = run(command);
+    make_parent(path);
+    fs::write(path, public).unwrap();
+}
+
+/// A self-signed P-256 certificate and its key (mode 0600).
+fn self_signed(certificate: &Path, key: &Path) {
+    if certificate.exists() {
+        return;
+    }
+    make_parent(certificate);
+    make_parent(key);
+    let mut command = Command::new("openssl");
+    command
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=hpke-gateway.test", "-keyout"])
+        .arg(key)
+        .arg("-out")
+        .arg(certificate);
+    run(command);
+    fs::set_permissions(key, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+// === systemd ===
+
+/// A unit file's settings as (section, key, value), in order.
+struct Unit(Vec<(String, String, String)>);
+
+impl Unit {
+    fn parse(text: &str) -> Self {
+        let mut section = String::new();
+        let mut settings = Vec::new();
+        for raw in text.lines() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+                continue;
+            }
+            assert!(
+                !line.ends_with('\\'),
+                "{UNIT}: continued lines are not scanned: {raw}"
+            );
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+                continue;
+            }
+            let (key, value) = line
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{UNIT}: not Key=Value: {raw}"));
+            settings.push((
+                section.clone(),
+                key.trim().to_owned(),
+                value.trim().to_owned(),
+            ));
+        }
+        Self(settings)
+    }
+
+    /// Every value of a setting.
+    fn all(&self, section: &str, key: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(s, k, _)| s == section && k == key)
+            .map(|(_, _, v)| v.as_str())
+            .collect()
+    }
+
+    /// The value of a setting that must appear once.
+    fn one(&self, section: &str, key: &str) -> &str {
+        let values = self.all(section, key);
+        assert_eq!(
+            values.len(),
+            1,
+            "{UNIT}: [{section}] must set {key}= once, not {values:?}"
+        );
+        values[0]
+    }
+}
+
+/// A systemd time span in milliseconds: "35s", "35" (seconds), "1min 30s", "500ms".
+fn timespan_ms(text: &str) -> u64 {
+    text.split_whitespace()
+        .map(|part| {
+            let digits = part
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(part.len());
+            let (number, unit) = part.split_at(digits);
+            let number: u64 = number
+                .parse()
+                .unwrap_or_else(|e| panic!("time span {text:?}: {e}"));
+            number
+                * match unit {
+                    "" | "s" | "sec" => 1000,
+                    "ms" | "msec" => 1,
+                    "min" | "m" => 60_000,
+                    other => panic!("time span {text:?}: unit {other:?} is not scanned"),
+                }
+        })
+        .sum()
+}
+
+fn file_name(path: &Path) -> &str {
+    path.file_name().unwrap().to_str().unwrap()
+}
+
+/// The value after `flag` in a command line.
+fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    let at = args.iter().position(|a| a == flag)?;
+    args.get(at + 1).map(String::as_str)
+}
+
+// === Docker ===
+
+/// The instructions of a Dockerfile's last stage (the image) as (INSTRUCTION, rest),
+/// continued lines joined, comments dropped.
+fn final_stage(text: &str) -> Vec<(String, String)> {
+    let mut stage = Vec::new();
+    let mut current = String::new();
+    for raw in text.lines() {
+        let line = raw.trim();
+        if line.starts_with('#') || (current.is_empty() && line.is_empty()) {
+            continue;
+        }
+        if let Some(part) = line.strip_suffix('\\') {
+            current.push_str(part);
+            current.push(' ');
+            continue;
+        }
+        current.push_str(line);
+        let whole = std::mem::take(&mut current);
+        let (instruction, rest) = whole
+            .split_once(char::is_whitespace)
+            .unwrap_or((whole.as_str(), ""));
+        let instruction = instruction.to_ascii_uppercase();
+        if instruction == "FROM" {
+            stage.clear();
+        }
+        stage.push((instruction, rest.trim().to_owned()));
+    }
+    stage
+}
+
+/// The exec-form (JSON array) arguments of the stage's last `instruction`.
+fn dockerfile_exec(stage: &[(String, String)], instruction: &str) -> Vec<String> {
+    let rest = stage
+        .iter()
+        .rev()
+        .find(|(i, _)| i == instruction)
+        .map(|(_, rest)| rest.as_str())
+        .unwrap_or_else(|| panic!("{DOCKERFILE}: no {instruction}"));
+    let inner = rest
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("{DOCKERFILE}: {instruction} is not in exec form: {rest}"));
+    inner
+        .split(',')
+        .map(|word| {
+            let word = word.trim();
+            word.strip_prefix('"')
+                .and_then(|w| w.strip_suffix('"'))
+                .unwrap_or_else(|| panic!("{DOCKERFILE}: {instruction}: {word} is not a string"))
+                .to_owned()
+        })
+        .collect()
+}
+
+// === Kubernetes ===
+
+/// The manifests in deploy/k8s.
+struct K8s {
+    configmap: Yaml,
+    secret: Yaml,
+    deployment: Yaml,
+    service: Yaml,
+    hpa: Yaml,
+    pdb: Yaml,
+}
+
+impl K8s {
+    fn load() -> Self {
+        Self {
+            configmap: Yaml::load("deploy/k8s/configmap.yaml"),
+            secret: Yaml::load("deploy/k8s/secret.example.yaml"),
+            deployment: Yaml::load("deploy/k8s/deployment.yaml"),
+            service: Yaml::load("deploy/k8s/service.yaml"),
+            hpa: Yaml::load("deploy/k8s/hpa.yaml"),
+            pdb: Yaml::load("deploy/k8s/pdb.yaml"),
+        }
+    }
+
+    /// The gateway.toml the ConfigMap carries.
+    fn config_text(&self) -> String {
+        let key = format!("data.{}", file_name(Path::new(CONFIG_PATH)));
+        self.configmap.req(&key).to_owned()
+    }
+
+    /// The container's volumeMounts item of a volume (`volume` is its item path).
+    fn mount(&self, volume: &str) -> String {
+        let d = &self.deployment;
+        let name = d.req(&format!("{volume}.name"));
+        let mount = d
+            .find_item(&format!("{CONTAINER}.volumeMounts"), "name", name)
+            .unwrap_or_else(|| panic!("deployment.yaml: the volume {name:?} is not mounted"));
+        assert!(
+            !d.has(&format!("{mount}.subPath")),
+            "deployment.yaml: the volume {name:?} is mounted with subPath, and subPath mounts never receive ConfigMap or Secret updates"
+        );
+        mount
+    }
+
+    /// Where the Deployment mounts the Secret `name` (read-only).
+    fn mount_of_secret(&self, name: &str) -> String {
+        let d = &self.deployment;
+        let volume = d
+            .find_item("spec.template.spec.volumes", "secret.secretName", name)
+            .unwrap_or_else(|| {
+                panic!("deployment.yaml: no volume of the Secret {name:?} (secret.example.yaml)")
+            });
+        let mount = self.mount(&volume);
+        assert_eq!(
+            d.get(&format!("{mount}.readOnly")),
+            Some("true"),
+            "deployment.yaml: mount the Secret {name:?} readOnly"
+        );
+        d.req(&format!("{mount}.mountPath")).to_owned()
+    }
+
+    /// The container's ports by name.
+    fn container_ports(&self) -> BTreeMap<String, u16> {
+        let d = &self.deployment;
+        let ports = format!("{CONTAINER}.ports");
+        (0..d.count(&ports))
+            .map(|i| {
+                let name = d.req(&format!("{ports}[{i}].name")).to_owned();
+                let port = d
+                    .req(&format!("{ports}[{i}].containerPort"))
+                    .parse()
+                    .unwrap();
+                (name, port)
+            })
+            .collect()
+    }
+}
+
+/// A port given by number or by the name of a container port.
+fn resolve_port(ports: &BTreeMap<String, u16>, port: &str) -> Option<u16> {
+    match port.parse::<u16>() {
+        Ok(number) => ports.values().copied().find(|p| *p == number),
+        Err(_) => ports.get(port).copied(),
+    }
+}
+
+/// A file mode as YAML 1.1 writes it: `0400` is octal, `256` decimal.
+fn yaml_mode(text: &str) -> u32 {
+    let octal = text
+        .strip_prefix("0o")
+        .or_else(|| text.strip_prefix('0').filter(|rest| !rest.is_empty()));
+    match octal {
+        Some(digits) => u32::from_str_radix(digits, 8),
+        None => text.parse(),
+    }
+    .unwrap_or_else(|e| panic!("mode {text:?}: {e}"))
+}
+
+/// A YAML document flattened to (path, scalar) pairs, with paths such as
+/// `spec.template.spec.containers[0].ports[1].name`.
+///
+/// It scans what these manifests use: block mappings and sequences (indented under their
+/// key or not), `- key: value` items, plain and quoted scalars, one-line flow sequences of
+/// scalars, `|` block scalars, and comments.
+struct Yaml {
+    file: String,
+    pairs: Vec<(String, String)>,
+}
+
+impl Yaml {
+    fn load(file: &str) -> Self {
+        Self {
+            file: file.to_owned(),
+            pairs: flatten_yaml(file, &read(file)),
+        }
+    }
+
+    fn get(&self, path: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A value that must be there.
+    fn req(&self, path: &str) -> &str {
+        self.get(path)
+            .unwrap_or_else(|| panic!("{}: no {path}", self.file))
+    }
+
+    /// True if anything is at or under `path`.
+    fn has(&self, path: &str) -> bool {
+        self.pairs.iter().any(|(p, _)| {
+            p.strip_prefix(path)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        })
+    }
+
+    /// A mapping of scalars (labels, data) as key to value; keys may contain dots.
+    fn map(&self, path: &str) -> BTreeMap<String, String> {
+        let prefix = format!("{path}.");
+        self.pairs
+            .iter()
+            .filter_map(|(p, v)| Some((p.strip_prefix(&prefix)?.to_owned(), v.clone())))
+            .collect()
+    }
+
+    /// The number of items of the sequence at `path`.
+    fn count(&self, path: &str) -> usize {
+        (0..).find(|i| !self.has(&format!("{path}[{i}]"))).unwrap()
+    }
+
+    /// A sequence of scalars.
+    fn list(&self, path: &str) -> Vec<String> {
+        (0..self.count(path))
+            .map(|i| self.req(&format!("{path}[{i}]")).to_owned())
+            .collect()
+    }
+
+    /// The path of the first item of the sequence `list` whose `field` is `value`.
+    fn find_item(&self, list: &str, field: &str, value: &str) -> Option<String> {
+        (0..self.count(list))
+            .map(|i| format!("{list}[{i}]"))
+            .find(|item| self.get(&format!("{item}.{field}")) == Some(value))
+    }
+}
+
+fn flatten_yaml(file: &str, text: &str) -> Vec<(String, String)> {
+    /// An open mapping or sequence item, and the column it starts at.
+    struct Level {
+        indent: isize,
+        path: String,
+        item: bool,
+        next_item: usize,
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let mut stack = vec![Level {
+        indent: -1,
+        path: String::new(),
+        item: false,
+        next_item: 0,
+    }];
+    let mut pairs = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let raw = lines[i];
+        i += 1;
+        let content = strip_yaml_comment(raw).trim_end();
+        let mut rest = content.trim_start();
+        if rest.is_empty() || rest == "---" {
+            continue;
+        }
+        let mut col = content.len() - rest.len();
+        // A `- ` opens an item, and what follows it on the line is read at its column.
+        while rest == "-" || rest.starts_with("- ") {
+            let col_i = col as isize;
+            // Close deeper levels, and the previous item of this sequence.
+            let closes = |l: &Level| l.indent > col_i || (l.indent == col_i && l.item);
+            while stack.len() > 1 && stack.last().is_some_and(closes) {
+                stack.pop();
+            }
+            let parent = stack.last_mut().unwrap();
+            let path = format!("{}[{}]", parent.path, parent.next_item);
+            parent.next_item += 1;
+            stack.push(Level {
+                indent: col_i,
+                path,
+                item: true,
+                next_item: 0,
+            });
+            let after = rest[1..].trim_start();
+            col += rest.len() - after.len();
+            rest = after;
+        }
+        if rest.is_empty() {
+            continue;
+        }
+        while stack.len() > 1 && stack.last().unwrap().indent >= col as isize {
+            stack.pop();
+        }
+        let parent = stack.last().unwrap().path.clone();
+        let Some((key, value)) = yaml_key(rest) else {
+            pairs.push((parent, unquote_yaml(rest)));
+            continue;
+        };
+        let path = if parent.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{parent}.{key}")
+        };
+        if value.is_empty() {
+            stack.push(Level {
+                indent: col as isize,
+                path,
+                item: false,
+                next_item: 0,
+            });
+        } else if value == "|" || value == "|-" {
+            let mut block = Vec::new();
+            while i < lines.len() && (lines[i].trim().is_empty() || indent(lines[i]) > col) {
+                block.push(lines[i]);
+                i += 1;
+            }
+            while block.last().is_some_and(|l| l.trim().is_empty()) {
+                block.pop();
+            }
+            let strip = block.first().map_or(0, |l| indent(l));
+            let mut scalar = block
+                .iter()
+                .map(|l| {
+                    assert!(
+                        l.trim().is_empty() || indent(l) >= strip,
+                        "{file}: block scalar {path} is less indented than its first line: {l}"
+                    );
+                    l.get(strip..).unwrap_or("")
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            if value == "|" {
+                scalar.push('\n');
+            }
+            pairs.push((path, scalar));
+        } else if let Some(inner) = value.strip_prefix('[') {
+            let inner = inner.strip_suffix(']').unwrap_or_else(|| {
+                panic!("{file}: flow sequences over several lines are not scanned: {raw}")
+            });
+            let items = inner.split(',').map(str::trim).filter(|s| !s.is_empty());
+            for (n, item) in items.enumerate() {
+                pairs.push((format!("{path}[{n}]"), unquote_yaml(item)));
+            }
+        } else {
+            assert!(
+                !value.starts_with(['{', '>', '|', '&', '*', '!']),
+                "{file}: this YAML is not scanned: {raw}"
+            );
+            pairs.push((path, unquote_yaml(value)));
+        }
+    }
+    pairs
+}
+
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start_matches(' ').len()
+}
+
+/// `key: value` (an empty value opens a mapping or sequence), or `None` for a scalar.
+fn yaml_key(rest: &str) -> Option<(&str, &str)> {
+    if rest.starts_with(['"', '\'']) {
+        return None;
+    }
+    if let Some((key, value)) = rest.split_once(": ") {
+        return Some((key.trim(), value.trim()));
+    }
+    rest.strip_suffix(':').map(|key| (key.trim(), ""))
+}
+
+/// `line` without its comment: a `#` after a space, outside quotes.
+fn strip_yaml_comment(line: &str) -> &str {
+    let (mut single, mut double) = (false, false);
+    let mut previous = ' ';
+    for (i, c) in line.char_indices() {
+        match c {
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            '#' if !single && !double && previous.is_whitespace() => return &line[..i],
+            _ => {}
+        }
+        previous = c;
+    }
+    line
+}
+
+fn unquote_yaml(scalar: &str) -> String {
+    let scalar = scalar.trim();
+    if let Some(inner) = scalar.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        inner.replace("\\\"", "\"").replace("\\\\", "\\")
+    } else if let Some(inner) = scalar.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
+        inner.replace("''", "'")
+    } else {
+        scalar.to_owned()
+    }
+}
+
+// === files ===
+
+/// A file of the repository, by its path from the repository root.
+fn read(file: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {file}: {e}"))
+}
