@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Buf as _;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabel as _, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -51,9 +51,27 @@ impl Mode {
     }
 }
 
-/// `mode`, `status`, `code`, and `account` only when account labels are on (a label
-/// set of fixed fields would print `account=""`).
-type RequestLabels = Vec<(&'static str, String)>;
+/// `mode`, `status`, `code`, and `account` only when account labels are on (the
+/// derived encoding would print `account=""`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RequestLabels {
+    mode: &'static str,
+    status: u16,
+    code: u16,
+    account: Option<String>,
+}
+
+impl EncodeLabelSet for RequestLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        ("mode", self.mode).encode(encoder.encode_label())?;
+        ("status", u64::from(self.status)).encode(encoder.encode_label())?;
+        ("code", u64::from(self.code)).encode(encoder.encode_label())?;
+        if let Some(account) = &self.account {
+            ("account", account.as_str()).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ModeLabel {
@@ -228,16 +246,12 @@ impl Metrics {
         account: Option<&str>,
         elapsed: Duration,
     ) {
-        let mut labels: RequestLabels = vec![
-            ("mode", mode.as_str().to_owned()),
-            ("status", status.to_string()),
-            ("code", code.to_string()),
-        ];
-        if self.account_labels
-            && let Some(account) = account
-        {
-            labels.push(("account", account.to_owned()));
-        }
+        let labels = RequestLabels {
+            mode: mode.as_str(),
+            status,
+            code,
+            account: account.filter(|_| self.account_labels).map(str::to_owned),
+        };
         self.requests.get_or_create(&labels).inc();
         self.request_duration
             .get_or_create(&ModeLabel {
