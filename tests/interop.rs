@@ -352,6 +352,17 @@ async fn tink_pyhpke_and_hpke_js_clients_against_the_real_binary() {
     );
     wait_until_listening(listen);
     let url = format!("http://{listen}");
+    // What clients download before each upload: the published keys, as Tink and PEM.
+    for (file, query) in [
+        ("published.tink.json", ""),
+        ("published.pem", "?format=pem"),
+    ] {
+        let res = reqwest::get(format!("{url}/.well-known/hpke-keys{query}"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        std::fs::write(d.join(file), res.bytes().await.unwrap()).unwrap();
+    }
 
     let runs: Vec<(&str, Command)> = vec![
         ("tink-tinkprefix", {
@@ -377,6 +388,32 @@ async fn tink_pyhpke_and_hpke_js_clients_against_the_real_binary() {
                 &p("tink-raw-private.json"),
                 "--account",
                 "ACCT-TINKRAW",
+            ]);
+            c
+        }),
+        ("tink-published-keyset", {
+            let mut c = python_client("tink_client.py");
+            c.args([
+                "run",
+                "--server-public",
+                &p("published.tink.json"),
+                "--customer-private",
+                &p("tink-tink-private.json"),
+                "--account",
+                "ACCT-TINK",
+            ]);
+            c
+        }),
+        ("pyhpke-published-pem", {
+            let mut c = python_client("pyhpke_client.py");
+            c.args([
+                "run",
+                "--server-public",
+                &p("published.pem"),
+                "--customer-private",
+                &p("pyhpke-customer.pem"),
+                "--account",
+                "ACCT-PYHPKE",
             ]);
             c
         }),
@@ -441,5 +478,5 @@ async fn tink_pyhpke_and_hpke_js_clients_against_the_real_binary() {
             .unwrap();
         total += verify(name, &stdout, &log);
     }
-    assert_eq!(total, 6 * CASES.len());
+    assert_eq!(total, 8 * CASES.len());
 }
