@@ -115,6 +115,9 @@ pub struct RawConfig {
     /// TLS settings for an `https://` upstream.
     #[serde(default)]
     pub upstream_tls: Option<RawUpstreamTls>,
+    /// The encrypted file intake.
+    #[serde(default)]
+    pub intake: Option<crate::intake::settings::RawIntake>,
     /// The gateway's private keys.
     #[serde(default)]
     pub server_keys: Vec<RawServerKey>,
@@ -211,6 +214,8 @@ pub struct Config {
     pub tls: Option<Arc<CertifiedKey>>,
     /// The TLS client settings for an `https://` upstream.
     pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The encrypted file intake, when configured.
+    pub intake: Option<crate::intake::settings::IntakeConfig>,
     /// The gateway's private keys.
     pub server_keys: ServerKeys,
     /// Accounts.
@@ -368,6 +373,13 @@ impl Config {
                 .transpose(),
         );
         let upstream_tls = take(p, upstream_tls(&raw, base));
+        let intake = take_all(
+            p,
+            raw.intake
+                .as_ref()
+                .map(|i| crate::intake::settings::load(i, base))
+                .transpose(),
+        );
         let server_keys = take_all(p, load_server_keys(&raw.server_keys, base));
         let accounts = take_all(p, load_accounts(&raw.accounts, base));
 
@@ -384,6 +396,7 @@ impl Config {
             Some(ops),
             Some(tls),
             Some(upstream_tls),
+            Some(intake),
             Some(server_keys),
             Some(accounts),
         ) = (
@@ -399,6 +412,7 @@ impl Config {
             ops,
             tls,
             upstream_tls,
+            intake,
             server_keys,
             accounts,
         )
@@ -418,6 +432,7 @@ impl Config {
             ops,
             tls,
             upstream_tls,
+            intake,
             server_keys,
             accounts,
             files: referenced_files(&raw, base),
@@ -514,10 +529,15 @@ fn referenced_files(raw: &RawConfig, base: &Path) -> Vec<PathBuf> {
         .tls
         .iter()
         .flat_map(|t| [&t.certificate, &t.private_key]);
-    keys.chain(accounts)
+    let mut files: Vec<PathBuf> = keys
+        .chain(accounts)
         .chain(tls)
         .map(|f| resolve(base, f))
-        .collect()
+        .collect();
+    if let Some(intake) = &raw.intake {
+        files.extend(crate::intake::settings::files(intake, base));
+    }
+    files
 }
 
 /// Keeps a value, or records its problem.

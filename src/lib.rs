@@ -14,6 +14,7 @@
 //! - [`publish`]: the published keys at `/.well-known/hpke-keys`.
 //! - [`reload`]: swapping in a changed configuration while serving; [`rotate`]: `keys rotate`.
 //! - [`server`]: the routers and the listeners; [`tls`]: rustls on both sides.
+//! - [`intake`]: the PGP-encrypted file intake (SFTP uploads, manifests, ingestion).
 //! - [`sample_upstream`] and [`demo`]: the embedded default.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -27,6 +28,7 @@ pub mod config;
 pub mod demo;
 pub mod envelope;
 pub mod error;
+pub mod intake;
 pub mod keys;
 pub mod limits;
 pub mod metrics;

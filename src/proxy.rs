@@ -65,13 +65,8 @@ impl Proxy {
             }
             // Never used for http://, but the connector type wants one.
             None => Arc::new(
-                rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| Error::Internal(e.into()))?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
+                crate::tls::upstream_client_config_for_http()
+                    .map_err(|e| Error::Internal(e.into()))?,
             ),
         };
         Ok(Self {

@@ -153,3 +153,83 @@ fn max_age(bound: Duration, published: &[&ServerKey], now: SystemTime) -> Durati
         .map(|end| end.duration_since(now).unwrap_or_default())
         .fold(bound, Duration::min)
 }
+
+/// The path of an intake account's OpenPGP public keys.
+pub const PGP_PATH: &str = "/.well-known/pgp-keys/{account}";
+
+/// What [`pgp_keys`] reads.
+#[derive(Debug, Clone)]
+pub struct PgpKeysState {
+    /// The intake, if configured.
+    pub intake: Option<crate::intake::SharedIntake>,
+    /// For the cache bound (`keys_max_age_s`).
+    pub shared: SharedState,
+}
+
+/// `GET /.well-known/pgp-keys/{account}[?keyId=ID]`: the armored OpenPGP public keys an
+/// account's customers encrypt uploads to (the keys still valid now; one key with
+/// `keyId`), for clients that download the key before each upload.
+pub async fn pgp_keys(
+    State(state): State<PgpKeysState>,
+    axum::extract::Path(account): axum::extract::Path<String>,
+    Query(query): Query<PgpKeysQuery>,
+) -> Response {
+    let not_found = || {
+        (
+            http::StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"status":"fail","error":"no such account or key"}"#,
+        )
+            .into_response()
+    };
+    let Some(intake) = &state.intake else {
+        return not_found();
+    };
+    let intake = intake.load();
+    let Some(account) = intake.accounts.iter().find(|a| a.id == account) else {
+        return not_found();
+    };
+    let now = SystemTime::now();
+    let keys: Vec<_> = account
+        .keys
+        .iter()
+        .filter(|k| k.valid_at(now))
+        .filter(|k| query.key_id.as_deref().is_none_or(|id| k.id() == id))
+        .collect();
+    if keys.is_empty() {
+        return not_found();
+    }
+    let mut body = String::new();
+    for key in &keys {
+        match key.public_armored() {
+            Ok(text) => body.push_str(&text),
+            Err(e) => return Error::Internal(e.into()).into_response(),
+        }
+    }
+    let max_age = state.shared.load().keys_max_age().min(
+        keys.iter()
+            .filter_map(|k| k.not_after())
+            .map(|end| end.duration_since(now).unwrap_or_default())
+            .min()
+            .unwrap_or(Duration::MAX),
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "application/pgp-keys".to_owned()),
+            (
+                header::CACHE_CONTROL,
+                format!("public, max-age={}", max_age.as_secs()),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The query string of a PGP key request.
+#[derive(Debug, Deserialize)]
+pub struct PgpKeysQuery {
+    /// Only the key with this `keyId`.
+    #[serde(rename = "keyId")]
+    key_id: Option<String>,
+}

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
+use crate::intake::SharedIntake;
 use crate::metrics::Metrics;
 use crate::middleware::{HpkeState, SharedState};
 use crate::tls::CertResolver;
@@ -33,6 +34,7 @@ pub struct Reloader {
     stamp: Vec<Option<FileStamp>>,
     fixed: String,
     tls: Option<Arc<CertResolver>>,
+    intake: Option<SharedIntake>,
 }
 
 /// What identifies a file's version without reading it.
@@ -59,7 +61,7 @@ fn stamp(path: &Path) -> Option<FileStamp> {
 /// The settings a reload cannot change, as text to compare.
 pub fn fixed_settings(config: &Config) -> String {
     format!(
-        "listen={} upstream={} account_header={} admin_listen={:?} max_header_bytes={} max_concurrent_requests={} metrics_account_labels={} tls={} upstream_tls={}",
+        "listen={} upstream={} account_header={} admin_listen={:?} max_header_bytes={} max_concurrent_requests={} metrics_account_labels={} tls={} upstream_tls={} intake={:?}",
         config.listen,
         config.upstream,
         config.account_header,
@@ -69,6 +71,11 @@ pub fn fixed_settings(config: &Config) -> String {
         config.ops.metrics_account_labels,
         config.tls.is_some(),
         config.upstream_tls.is_some(),
+        config.intake.as_ref().map(|i| (
+            &i.state_dir,
+            i.smtp.as_ref().map(|s| (&s.host, s.port)),
+            &i.webhook_url
+        )),
     )
 }
 
@@ -83,6 +90,7 @@ impl Reloader {
         shared: SharedState,
         metrics: Arc<Metrics>,
         tls: Option<Arc<CertResolver>>,
+        intake: Option<SharedIntake>,
     ) -> Self {
         let stamp = files.iter().map(|f| stamp(f)).collect();
         Self {
@@ -93,6 +101,7 @@ impl Reloader {
             stamp,
             fixed,
             tls,
+            intake,
         }
     }
 
@@ -110,7 +119,7 @@ impl Reloader {
         // Stamp before reading, so a change during the load is seen next time.
         let files_before: Vec<_> = self.files.iter().map(|f| stamp(f)).collect();
         match Config::load(&self.path) {
-            Ok(config) => {
+            Ok(mut config) => {
                 let fixed = fixed_settings(&config);
                 if fixed != self.fixed {
                     tracing::warn!(
@@ -129,6 +138,9 @@ impl Reloader {
                 self.files = config.files.clone();
                 if let (Some(resolver), Some(key)) = (&self.tls, &config.tls) {
                     resolver.replace(key.clone());
+                }
+                if let (Some(shared), Some(intake)) = (&self.intake, config.intake.take()) {
+                    shared.store(Arc::new(intake));
                 }
                 self.shared.store(Arc::new(HpkeState::from_config(config)));
                 self.metrics.reloaded(true);

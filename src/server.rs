@@ -25,11 +25,12 @@ use crate::access::AccessLogLayer;
 use crate::admin::{self, Admin};
 use crate::config::Config;
 use crate::error::Error;
+use crate::intake::SharedIntake;
 use crate::limits::LimitsLayer;
 use crate::metrics::Metrics;
 use crate::middleware::{HpkeLayer, HpkeState, SharedState};
 use crate::proxy::Proxy;
-use crate::publish;
+use crate::publish::{self, PgpKeysState};
 use crate::reload::Reloader;
 use crate::tls::CertResolver;
 
@@ -42,11 +43,12 @@ pub struct Gateway {
     proxy: Proxy,
     account_header: HeaderName,
     tls: Option<Arc<CertResolver>>,
+    intake: Option<SharedIntake>,
 }
 
 impl Gateway {
     /// The gateway for a checked configuration.
-    pub fn new(config: Config) -> Result<Self, Error> {
+    pub fn new(mut config: Config) -> Result<Self, Error> {
         let proxy = Proxy::new(
             &config.upstream,
             config.upstream_connect_timeout,
@@ -57,6 +59,10 @@ impl Gateway {
             .tls
             .clone()
             .map(|key| Arc::new(CertResolver::new(key)));
+        let intake = config
+            .intake
+            .take()
+            .map(|i| Arc::new(ArcSwap::from_pointee(i)));
         let metrics = Arc::new(Metrics::new(config.ops.metrics_account_labels));
         let limits = LimitsLayer::new(
             config.ops.max_header_bytes,
@@ -72,7 +78,13 @@ impl Gateway {
             proxy,
             account_header,
             tls,
+            intake,
         })
+    }
+
+    /// The file intake's live configuration, when it is configured.
+    pub fn intake(&self) -> Option<&SharedIntake> {
+        self.intake.as_ref()
     }
 
     /// The public listener's certificate, when it terminates TLS.
@@ -98,10 +110,17 @@ impl Gateway {
 
     fn router_with(&self, proxy: Proxy) -> Router {
         let hpke = HpkeLayer::from_shared(self.shared.clone(), self.metrics.clone()).layer(proxy);
+        let pgp_keys = Router::new()
+            .route(publish::PGP_PATH, get(publish::pgp_keys))
+            .with_state(PgpKeysState {
+                intake: self.intake.clone(),
+                shared: self.shared.clone(),
+            });
         let routes = Router::new()
             .route(publish::PATH, get(publish::hpke_keys))
             .fallback_service(hpke)
-            .with_state(self.shared.clone());
+            .with_state(self.shared.clone())
+            .merge(pgp_keys);
         let guarded = self.limits.layer(routes);
         Router::new().fallback_service(
             AccessLogLayer::new(self.account_header.clone(), self.metrics.clone()).layer(guarded),
@@ -249,6 +268,7 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
         gateway.shared().clone(),
         gateway.metrics().clone(),
         gateway.tls().cloned(),
+        gateway.intake().cloned(),
     );
     let tls_config = gateway
         .tls()
@@ -283,6 +303,14 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
         })
         .collect::<Result<_, _>>()?;
     drop(done_tx);
+    let intake_thread = match gateway.intake() {
+        Some(intake) => Some(spawn_intake(
+            intake.clone(),
+            gateway.proxy.fresh_pool(),
+            stop_rx.clone(),
+        )?),
+        None => None,
+    };
     main_rt.block_on(async {
         // Both handlers are in place before "listening" is logged.
         let stopping = shutdown_signal_installed();
@@ -342,8 +370,37 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
     for t in threads {
         t.join().map_err(|_| "a worker thread panicked")??;
     }
+    // The intake stops between jobs; a job still running is cut here and resumed from
+    // the journal at the next start.
+    drop(intake_thread);
     tracing::info!("hpke-gateway stopped");
     Ok(())
+}
+
+/// Runs the file intake on a thread of its own until `stop`.
+fn spawn_intake(
+    intake: SharedIntake,
+    proxy: Proxy,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<std::thread::JoinHandle<()>, crate::BoxError> {
+    let runner = crate::intake::Intake::new(intake, proxy)?;
+    Ok(std::thread::Builder::new()
+        .name("hpke-gateway-intake".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "the intake cannot start");
+                    return;
+                }
+            };
+            rt.block_on(runner.run(async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            }));
+        })?)
 }
 
 fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {

@@ -122,3 +122,13 @@ pub fn upstream_client_config(
         None => Ok(builder.with_no_client_auth()),
     }
 }
+
+/// A client configuration that trusts nothing, for connectors that must have one but
+/// only ever make `http://` connections.
+pub fn upstream_client_config_for_http() -> Result<rustls::ClientConfig, String> {
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth())
+}

@@ -1,0 +1,225 @@
+//! The intake's durable journal: one JSON line per step, appended and synced to disk
+//! before the step's effect is relied on.
+//!
+//! A job is one (manifest, encrypted file) pair as uploaded, identified by a hash of the
+//! account, both names, and the file's size, modification time and inode: the same
+//! upload seen again after a restart is the same job, while a file uploaded again under
+//! the same name (recurring uploads) is a new one.
+//!
+//! After a crash the journal tells which jobs were picked up and how many batches of
+//! each the upstream acknowledged: a restarted intake resumes after the last
+//! acknowledged batch, so no record is uploaded twice (each batch also carries an
+//! `Idempotency-Key` for the rare crash between the upstream's answer and the journal
+//! line).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where a job is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JobState {
+    /// Picked up (the pickup notice went out).
+    pub picked: bool,
+    /// Batches the upstream acknowledged.
+    pub batches: u64,
+    /// Finished: `Some(Ok(()))` ingested, `Some(Err(reason))` failed.
+    pub finished: Option<Result<(), String>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum Line {
+    Picked {
+        job: String,
+        account: String,
+        file: String,
+        at: String,
+    },
+    Batch {
+        job: String,
+        n: u64,
+    },
+    Done {
+        job: String,
+        uploaded: u64,
+        skipped: u64,
+        at: String,
+    },
+    Failed {
+        job: String,
+        error: String,
+        at: String,
+    },
+}
+
+/// The journal file and what it says.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    jobs: HashMap<String, JobState>,
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+impl Journal {
+    /// Opens (or creates, mode 0600) the journal at `path` and reads it. A torn last line
+    /// (a crash during a write) is ignored.
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let mut jobs: HashMap<String, JobState> = HashMap::new();
+        if let Ok(existing) = File::open(path) {
+            for line in BufReader::new(existing).lines() {
+                let Ok(line) = serde_json::from_str::<Line>(&line?) else {
+                    continue;
+                };
+                match line {
+                    Line::Picked { job, .. } => jobs.entry(job).or_default().picked = true,
+                    Line::Batch { job, n } => {
+                        let s = jobs.entry(job).or_default();
+                        s.batches = s.batches.max(n);
+                    }
+                    Line::Done { job, .. } => jobs.entry(job).or_default().finished = Some(Ok(())),
+                    Line::Failed { job, error, .. } => {
+                        jobs.entry(job).or_default().finished = Some(Err(error));
+                    }
+                }
+            }
+        }
+        let mut options = OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        let file = options.open(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            jobs,
+        })
+    }
+
+    /// The journal's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the journal knows of `job`.
+    pub fn state(&self, job: &str) -> JobState {
+        self.jobs.get(job).cloned().unwrap_or_default()
+    }
+
+    fn append(&mut self, line: &Line) -> std::io::Result<()> {
+        let mut text = serde_json::to_string(line).map_err(std::io::Error::other)?;
+        text.push('\n');
+        self.file.write_all(text.as_bytes())?;
+        self.file.sync_data()
+    }
+
+    /// Records a pickup.
+    pub fn picked(&mut self, job: &str, account: &str, file: &str) -> std::io::Result<()> {
+        self.append(&Line::Picked {
+            job: job.into(),
+            account: account.into(),
+            file: file.into(),
+            at: now(),
+        })?;
+        self.jobs.entry(job.into()).or_default().picked = true;
+        Ok(())
+    }
+
+    /// Records that the upstream acknowledged batch `n` (1-based).
+    pub fn batch(&mut self, job: &str, n: u64) -> std::io::Result<()> {
+        self.append(&Line::Batch { job: job.into(), n })?;
+        self.jobs.entry(job.into()).or_default().batches = n;
+        Ok(())
+    }
+
+    /// Records success.
+    pub fn done(&mut self, job: &str, uploaded: u64, skipped: u64) -> std::io::Result<()> {
+        self.append(&Line::Done {
+            job: job.into(),
+            uploaded,
+            skipped,
+            at: now(),
+        })?;
+        self.jobs.entry(job.into()).or_default().finished = Some(Ok(()));
+        Ok(())
+    }
+
+    /// Records failure.
+    pub fn failed(&mut self, job: &str, error: &str) -> std::io::Result<()> {
+        self.append(&Line::Failed {
+            job: job.into(),
+            error: error.into(),
+            at: now(),
+        })?;
+        self.jobs.entry(job.into()).or_default().finished = Some(Err(error.into()));
+        Ok(())
+    }
+}
+
+/// The id of a job: a hash of what identifies one upload.
+pub fn job_id(account: &str, manifest: &str, file: &str, meta: &std::fs::Metadata) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for part in [account, manifest, file] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    h.update(meta.len().to_be_bytes());
+    if let Ok(m) = meta.modified()
+        && let Ok(d) = m.duration_since(std::time::UNIX_EPOCH)
+    {
+        h.update(d.as_nanos().to_be_bytes());
+    }
+    #[cfg(unix)]
+    h.update(std::os::unix::fs::MetadataExt::ino(meta).to_be_bytes());
+    h.finalize()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_survives_a_reopen_and_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        {
+            let mut j = Journal::open(&path).unwrap();
+            j.picked("a", "ACCT", "f.csv.asc").unwrap();
+            j.batch("a", 1).unwrap();
+            j.batch("a", 2).unwrap();
+            j.picked("b", "ACCT", "g.csv.asc").unwrap();
+            j.failed("b", "bad").unwrap();
+        }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"event\":\"batch\",\"jo")
+            .unwrap();
+        let j = Journal::open(&path).unwrap();
+        assert_eq!(
+            j.state("a"),
+            JobState {
+                picked: true,
+                batches: 2,
+                finished: None
+            }
+        );
+        assert_eq!(j.state("b").finished, Some(Err("bad".into())));
+        assert_eq!(j.state("c"), JobState::default());
+    }
+}

@@ -1,0 +1,219 @@
+//! Notifications at pickup, success and failure: an email to the manifest's
+//! `clientEmail` (lettre over SMTP) and, if configured, the same notice as JSON to a
+//! webhook. A notification that cannot be delivered is logged; it never fails the file.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use lettre::message::header::ContentType;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
+use serde::Serialize;
+
+use super::ingest::BadRow;
+use super::settings::{Smtp, SmtpTls};
+
+/// Which stage a notice reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// The file was picked up for processing.
+    Pickup,
+    /// The file was imported.
+    Success,
+    /// The file was not imported.
+    Failure,
+}
+
+/// One notice.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notice {
+    /// The stage.
+    pub stage: Stage,
+    /// The account.
+    pub account: String,
+    /// The uploaded file's name.
+    pub file: String,
+    /// The manifest's name.
+    pub manifest: String,
+    /// Records uploaded (success).
+    pub uploaded: u64,
+    /// Rows skipped (success and failure).
+    pub skipped: u64,
+    /// Why it failed (failure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The skipped rows, with column and reason (at most 100).
+    pub bad_rows: Vec<BadRow>,
+    /// Whom the email goes to.
+    #[serde(skip)]
+    pub to: Option<String>,
+}
+
+impl Notice {
+    fn subject(&self) -> String {
+        match self.stage {
+            Stage::Pickup => format!("File upload {}: picked up for processing", self.file),
+            Stage::Success => format!(
+                "File upload {}: imported, {} records",
+                self.file, self.uploaded
+            ),
+            Stage::Failure => format!("File upload {}: import failed", self.file),
+        }
+    }
+
+    fn body(&self) -> String {
+        let mut text = format!(
+            "Account: {}\nFile: {}\nManifest: {}\n\n",
+            self.account, self.file, self.manifest
+        );
+        match self.stage {
+            Stage::Pickup => {
+                text.push_str("The file was picked up and is being decrypted and imported.\n")
+            }
+            Stage::Success => text.push_str(&format!(
+                "The file was decrypted and imported.\nRecords imported: {}\nRows skipped: {}\n",
+                self.uploaded, self.skipped
+            )),
+            Stage::Failure => text.push_str(&format!(
+                "The file was not imported.\nReason: {}\n",
+                self.error.as_deref().unwrap_or("unknown")
+            )),
+        }
+        if !self.bad_rows.is_empty() {
+            text.push_str("\nSkipped rows (line, column, value: reason):\n");
+            for r in &self.bad_rows {
+                text.push_str(&format!(
+                    "  line {}, column {}, value {:?}: {}\n",
+                    r.line, r.column, r.value, r.reason
+                ));
+            }
+            if self.skipped > self.bad_rows.len() as u64 {
+                text.push_str(&format!(
+                    "  ... and {} more\n",
+                    self.skipped - self.bad_rows.len() as u64
+                ));
+            }
+        }
+        text
+    }
+}
+
+type WebhookClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Sends notices.
+#[derive(Clone)]
+pub struct Notifier {
+    smtp: Option<(
+        Arc<AsyncSmtpTransport<Tokio1Executor>>,
+        lettre::message::Mailbox,
+    )>,
+    webhook: Option<(http::Uri, WebhookClient)>,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("smtp", &self.smtp.is_some())
+            .field("webhook", &self.webhook.as_ref().map(|(u, _)| u))
+            .finish()
+    }
+}
+
+impl Notifier {
+    /// A notifier for the configured channels.
+    pub fn new(smtp: Option<&Smtp>, webhook: Option<&http::Uri>) -> Result<Self, String> {
+        let smtp = smtp
+            .map(|s| {
+                let builder = match s.tls {
+                    SmtpTls::None => {
+                        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host)
+                    }
+                    SmtpTls::StartTls => {
+                        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host)
+                            .map_err(|e| e.to_string())?
+                    }
+                    SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host)
+                        .map_err(|e| e.to_string())?,
+                };
+                let mut builder = builder
+                    .port(s.port)
+                    .timeout(Some(std::time::Duration::from_secs(30)));
+                if let Some((user, pass)) = &s.credentials {
+                    builder = builder.credentials(Credentials::new(user.clone(), pass.to_string()));
+                }
+                Ok::<_, String>((Arc::new(builder.build()), s.from.clone()))
+            })
+            .transpose()?;
+        let webhook = webhook
+            .map(|uri| {
+                let tls = if uri.scheme_str() == Some("https") {
+                    crate::tls::upstream_client_config(None, None)?
+                } else {
+                    crate::tls::upstream_client_config_for_http()?
+                };
+                let mut http = HttpConnector::new();
+                http.enforce_http(false);
+                let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(tls)
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(http);
+                let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+                Ok::<_, String>((uri.clone(), client))
+            })
+            .transpose()?;
+        Ok(Self { smtp, webhook })
+    }
+
+    /// Sends `notice` on every channel; failures are logged.
+    pub async fn send(&self, notice: &Notice) {
+        if let (Some((transport, from)), Some(to)) = (&self.smtp, &notice.to) {
+            match email(from, to, notice) {
+                Ok(message) => {
+                    if let Err(e) = transport.send(message).await {
+                        tracing::warn!(account = %notice.account, file = %notice.file, error = %e, "notification email not sent");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "notification email not built"),
+            }
+        }
+        if let Some((uri, client)) = &self.webhook {
+            let body = serde_json::to_vec(notice).unwrap_or_default();
+            let request = http::Request::post(uri.clone())
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body)));
+            match request {
+                Ok(req) => match tokio::time::timeout(
+                    std::time::Duration::from_secs(30),
+                    client.request(req),
+                )
+                .await
+                {
+                    Ok(Ok(res)) if res.status().is_success() => {}
+                    Ok(Ok(res)) => {
+                        tracing::warn!(status = %res.status(), "webhook refused the notification")
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "webhook not reached"),
+                    Err(_) => tracing::warn!("webhook timed out"),
+                },
+                Err(e) => tracing::warn!(error = %e, "webhook request not built"),
+            }
+        }
+    }
+}
+
+fn email(from: &lettre::message::Mailbox, to: &str, notice: &Notice) -> Result<Message, String> {
+    Message::builder()
+        .from(from.clone())
+        .to(to
+            .parse()
+            .map_err(|e: lettre::address::AddressError| e.to_string())?)
+        .subject(notice.subject())
+        .header(ContentType::TEXT_PLAIN)
+        .body(notice.body())
+        .map_err(|e| e.to_string())
+}

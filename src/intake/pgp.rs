@@ -1,0 +1,260 @@
+//! OpenPGP with rPGP (the `pgp` crate): the customers' private keys, and streaming
+//! decryption of uploaded files.
+//!
+//! Why rPGP and not Sequoia: both stream and both are maintained (rPGP by the Delta Chat
+//! and rPGP teams, audited in 2019 and 2024; Sequoia by the p≡p/Sequoia team). rPGP is
+//! pure Rust under MIT/Apache-2.0 like this crate, builds with no system library, and
+//! reads GnuPG's output including its OCB ("AEAD") packets; Sequoia is LGPL-2.0-or-later
+//! and by default links Nettle. Interop is tested against GnuPG and openpgp.js.
+//!
+//! Decryption streams in constant memory: the plaintext goes to a file the caller keeps
+//! private until the whole message was read and its integrity checked (the MDC of a
+//! SEIPDv1 packet is only known at the end, so rPGP's streaming mode releases
+//! unauthenticated bytes; they go nowhere but that private file, which is deleted on
+//! failure). AEAD packets (SEIPDv2, GnuPG's OCB) are checked chunk by chunk.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::time::SystemTime;
+
+use pgp::composed::DecryptionOptions;
+use pgp::composed::{
+    ArmorOptions, Deserializable as _, Message, MessageBuilder, SignedSecretKey, TheRing,
+};
+use pgp::crypto::sym::SymmetricKeyAlgorithm;
+use pgp::types::{KeyDetails as _, Password, Seipdv1ReadMode};
+use zeroize::Zeroizing;
+
+/// One customer key: an exported secret key, its passphrase, and the id manifests use.
+pub struct PgpKey {
+    id: String,
+    key: SignedSecretKey,
+    passphrase: Password,
+    not_after: Option<SystemTime>,
+}
+
+impl std::fmt::Debug for PgpKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgpKey")
+            .field("id", &self.id)
+            .field("fingerprint", &self.fingerprint())
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl PgpKey {
+    /// Reads an armored secret key (as `gpg --export-secret-key -a` writes it) and checks
+    /// that it has an encryption-capable subkey and that `passphrase` unlocks it, by
+    /// encrypting a probe message to it and decrypting it.
+    pub fn load(
+        id: String,
+        armored: &[u8],
+        passphrase: Zeroizing<Vec<u8>>,
+        not_after: Option<SystemTime>,
+    ) -> Result<Self, String> {
+        let (key, _headers) = SignedSecretKey::from_armor_single(armored)
+            .map_err(|e| format!("not an armored OpenPGP secret key ({e})"))?;
+        key.verify_bindings()
+            .map_err(|e| format!("the key's self-signatures do not verify ({e})"))?;
+        let this = Self {
+            id,
+            key,
+            passphrase: Password::from(passphrase.as_slice()),
+            not_after,
+        };
+        this.probe()?;
+        Ok(this)
+    }
+
+    /// The id manifests name in `keyId`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The primary key's fingerprint, hex.
+    pub fn fingerprint(&self) -> String {
+        self.key.primary_key.fingerprint().to_string()
+    }
+
+    /// The end of the key's validity, if it has one.
+    pub fn not_after(&self) -> Option<SystemTime> {
+        self.not_after
+    }
+
+    /// True if the key decrypts at `now` (not past its `not_after`).
+    pub fn valid_at(&self, now: SystemTime) -> bool {
+        self.not_after.is_none_or(|end| now < end)
+    }
+
+    /// The public key, armored, for customers to encrypt to.
+    pub fn public_armored(&self) -> Result<String, String> {
+        self.key
+            .to_public_key()
+            .to_armored_string(ArmorOptions::default())
+            .map_err(|e| e.to_string())
+    }
+
+    fn probe(&self) -> Result<(), String> {
+        let public = self.key.to_public_key();
+        let subkeys: Vec<_> = public
+            .public_subkeys
+            .iter()
+            .filter(|k| k.key.algorithm().can_encrypt())
+            .collect();
+        if subkeys.is_empty() {
+            return Err("the key has no encryption-capable subkey".into());
+        }
+        let mut rng = rand::thread_rng();
+        let mut builder = MessageBuilder::from_bytes("", &b"hpke-gateway key check"[..])
+            .seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
+        for subkey in &subkeys {
+            builder
+                .encrypt_to_key(&mut rng, &subkey.key)
+                .map_err(|e| format!("cannot encrypt to the subkey ({e})"))?;
+        }
+        let probe = builder
+            .to_vec(&mut rng)
+            .map_err(|e| format!("cannot build a probe message ({e})"))?;
+        let mut out = Vec::new();
+        decrypt_stream(&[self], &probe[..], &mut out, u64::MAX).map_err(|e| match e {
+            DecryptError::NoKey => {
+                "the passphrase does not unlock the key's encryption subkey".to_owned()
+            }
+            other => format!("the key cannot decrypt ({other})"),
+        })?;
+        if out != b"hpke-gateway key check" {
+            return Err("the key decrypted a probe message to other bytes".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why a file did not decrypt. Messages are for the customer's notification and the
+/// log: they name no key material or plaintext.
+#[derive(Debug, thiserror::Error)]
+pub enum DecryptError {
+    /// Not an OpenPGP message at all (for example a plain CSV).
+    #[error("the file is not an OpenPGP encrypted message ({0})")]
+    NotPgp(String),
+    /// An OpenPGP message that is not encrypted (only signed, compressed or literal).
+    #[error("the file is an OpenPGP message but is not encrypted")]
+    NotEncrypted,
+    /// None of the keys could open it: encrypted to another key, or a wrong passphrase.
+    #[error("the file is not encrypted to the key named by keyId (or its passphrase is wrong)")]
+    NoKey,
+    /// The integrity check failed, or the message is truncated or damaged.
+    #[error("the encrypted file is damaged or was modified (integrity check failed: {0})")]
+    Integrity(String),
+    /// The plaintext is larger than allowed (a decompression bomb, or just too big).
+    #[error("the decrypted content is larger than the limit of {0} bytes")]
+    TooLarge(u64),
+    /// Writing the plaintext failed.
+    #[error("cannot write the decrypted file: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn options() -> DecryptionOptions {
+    DecryptionOptions::new()
+        .enable_gnupg_aead()
+        .set_seipdv1_read_mode(Seipdv1ReadMode::Streaming)
+}
+
+/// Decrypts an armored or binary OpenPGP message from `input` with any of `keys`, through
+/// any compression layers, into `out`, writing at most `limit` bytes. Reading in chunks,
+/// memory stays constant whatever the size.
+pub fn decrypt_stream<R: Read + Send>(
+    keys: &[&PgpKey],
+    input: R,
+    out: &mut dyn Write,
+    limit: u64,
+) -> Result<u64, DecryptError> {
+    let input = BufReader::with_capacity(64 * 1024, input);
+    let reader = DebugRead(input);
+    let (message, _) =
+        Message::from_reader(reader).map_err(|e| DecryptError::NotPgp(e.to_string()))?;
+    if !message.is_encrypted() {
+        return Err(DecryptError::NotEncrypted);
+    }
+    let ring = TheRing {
+        secret_keys: keys.iter().map(|k| &k.key).collect(),
+        key_passwords: keys.iter().map(|k| &k.passphrase).collect(),
+        decrypt_options: options(),
+        ..Default::default()
+    };
+    let (mut message, _) = message.decrypt_the_ring(ring, true).map_err(|e| match e {
+        pgp::errors::Error::MissingKey => DecryptError::NoKey,
+        other if is_key_problem(&other) => DecryptError::NoKey,
+        other => DecryptError::Integrity(other.to_string()),
+    })?;
+    // Compression layers (a bounded number: each is a packet the sender chose).
+    for _ in 0..4 {
+        if !message.is_compressed() {
+            break;
+        }
+        message = message
+            .decompress()
+            .map_err(|e| DecryptError::Integrity(e.to_string()))?;
+    }
+    copy_limited(&mut message, out, limit)
+}
+
+fn is_key_problem(e: &pgp::errors::Error) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    text.contains("missing key") || text.contains("no matching") || text.contains("password")
+}
+
+/// Copies with a ceiling; a read error is an integrity failure (rPGP reports a failed
+/// MDC or AEAD tag, a truncated packet or a damaged compression stream as a read error).
+fn copy_limited(
+    input: &mut dyn Read,
+    out: &mut dyn Write,
+    limit: u64,
+) -> Result<u64, DecryptError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total: u64 = 0;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(DecryptError::Integrity(e.to_string())),
+        };
+        total += n as u64;
+        if total > limit {
+            return Err(DecryptError::TooLarge(limit));
+        }
+        out.write_all(&buf[..n])?;
+    }
+    Ok(total)
+}
+
+/// `Message::from_reader` wants a `Debug` reader.
+struct DebugRead<R>(R);
+
+impl<R> std::fmt::Debug for DebugRead<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("upload")
+    }
+}
+
+impl<R: Read> Read for DebugRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R: BufRead> BufRead for DebugRead<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.0.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.0.consume(amt);
+    }
+}
+
+/// Reads an armored secret key file (owner-only, like every private key file).
+pub fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
+    crate::keys::read_secret_file(path).map_err(|e| e.to_string())
+}

@@ -1,0 +1,464 @@
+//! The `[intake]` part of the configuration file, checked into [`IntakeConfig`] with
+//! every PGP key loaded and validated.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::pgp::PgpKey;
+
+/// The most PGP keys one account may hold.
+pub const MAX_PGP_KEYS: usize = 20;
+/// Default limit on an encrypted upload (1 GB, the vendor's limit).
+pub const DEFAULT_MAX_ENCRYPTED_FILE_BYTES: u64 = 1_000_000_000;
+
+/// `[intake]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntake {
+    /// Journal, processed and failed uploads.
+    pub state_dir: PathBuf,
+    /// Interval between scans of the upload directories, ms (default 1000).
+    #[serde(default)]
+    pub poll_ms: Option<u64>,
+    /// A file is complete once unchanged for this long, ms (default 5000).
+    #[serde(default)]
+    pub settle_ms: Option<u64>,
+    /// A manifest whose file has not arrived after this long fails, s (default 3600).
+    #[serde(default)]
+    pub missing_file_timeout_s: Option<u64>,
+    /// Largest encrypted file accepted (default 1 GB).
+    #[serde(default)]
+    pub max_encrypted_file_bytes: Option<u64>,
+    /// Largest decrypted (and decompressed) content, bytes (default 10 GiB).
+    #[serde(default)]
+    pub max_decrypted_bytes: Option<u64>,
+    /// Largest ratio of decrypted to encrypted size (default 100): bounds decompression.
+    #[serde(default)]
+    pub max_expansion_ratio: Option<u64>,
+    /// Records per upload request (default 1000, the vendor's limit).
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Path of the upload API on the upstream (default `/1/upload`).
+    #[serde(default)]
+    pub upload_path: Option<String>,
+    /// Email notifications.
+    #[serde(default)]
+    pub smtp: Option<RawSmtp>,
+    /// A URL that gets every notification as JSON.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Accounts that upload files.
+    #[serde(default)]
+    pub accounts: Vec<RawIntakeAccount>,
+}
+
+/// `[intake.smtp]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmtp {
+    /// Server host name.
+    pub host: String,
+    /// Port (default 587 with STARTTLS, 465 with TLS, 25 without).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `starttls` (default), `tls` or `none`.
+    #[serde(default)]
+    pub tls: Option<String>,
+    /// The sender address.
+    pub from: String,
+    /// Login name, if the server wants one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Environment variable with the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File with the password (owner-only).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// One `[[intake.accounts]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntakeAccount {
+    /// The account id the records are uploaded for.
+    pub id: String,
+    /// Environment variable with the account's API passcode.
+    #[serde(default)]
+    pub passcode_env: Option<String>,
+    /// File with the account's API passcode (owner-only).
+    #[serde(default)]
+    pub passcode_file: Option<PathBuf>,
+    /// Where sshd puts this account's uploads (inside its SFTP chroot).
+    pub upload_dir: PathBuf,
+    /// Where decrypted files go (outside the chroot).
+    pub download_dir: PathBuf,
+    /// Refuse files that are not encrypted (default true).
+    #[serde(default)]
+    pub require_encryption: Option<bool>,
+    /// The account's OpenPGP keys.
+    #[serde(default)]
+    pub keys: Vec<RawPgpKey>,
+}
+
+/// One `[[intake.accounts.keys]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPgpKey {
+    /// The id manifests give as `keyId`.
+    pub id: String,
+    /// The armored secret key, as `gpg --export-secret-key -a` writes it (owner-only).
+    pub private_key: PathBuf,
+    /// Environment variable with the key's passphrase.
+    #[serde(default)]
+    pub passphrase_env: Option<String>,
+    /// File with the key's passphrase (owner-only).
+    #[serde(default)]
+    pub passphrase_file: Option<PathBuf>,
+    /// End of the key's validity (RFC 3339): the end of a rotation's overlap.
+    #[serde(default)]
+    pub not_after: Option<String>,
+}
+
+/// How to reach the SMTP server.
+#[derive(Debug, Clone)]
+pub struct Smtp {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// TLS mode.
+    pub tls: SmtpTls,
+    /// Sender.
+    pub from: lettre::message::Mailbox,
+    /// Login and password.
+    pub credentials: Option<(String, Zeroizing<String>)>,
+}
+
+/// SMTP transport security.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain SMTP (a relay on the same host or network).
+    None,
+    /// STARTTLS, required.
+    StartTls,
+    /// TLS from the first byte.
+    Tls,
+}
+
+/// One account of the intake.
+#[derive(Debug)]
+pub struct IntakeAccount {
+    /// The account id.
+    pub id: String,
+    /// Its API passcode.
+    pub passcode: Zeroizing<String>,
+    /// Where uploads arrive.
+    pub upload_dir: PathBuf,
+    /// Where decrypted files go.
+    pub download_dir: PathBuf,
+    /// Refuse unencrypted files.
+    pub require_encryption: bool,
+    /// Its keys, by `keyId`.
+    pub keys: Vec<PgpKey>,
+}
+
+/// The checked `[intake]` table.
+#[derive(Debug)]
+pub struct IntakeConfig {
+    /// Journal, processed and failed uploads.
+    pub state_dir: PathBuf,
+    /// Scan interval.
+    pub poll: Duration,
+    /// Time a file must stay unchanged to count as complete.
+    pub settle: Duration,
+    /// Time after which a manifest without its file fails.
+    pub missing_file_timeout: Duration,
+    /// Largest encrypted file.
+    pub max_encrypted_file_bytes: u64,
+    /// Largest decrypted content.
+    pub max_decrypted_bytes: u64,
+    /// Largest decrypted/encrypted ratio.
+    pub max_expansion_ratio: u64,
+    /// Records per upload.
+    pub batch_size: usize,
+    /// Upload API path.
+    pub upload_path: String,
+    /// Email notifications.
+    pub smtp: Option<Smtp>,
+    /// Webhook notifications.
+    pub webhook_url: Option<http::Uri>,
+    /// The accounts.
+    pub accounts: Vec<IntakeAccount>,
+}
+
+fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+fn secret_text(
+    what: &str,
+    env: Option<&str>,
+    file: Option<&Path>,
+    base: &Path,
+) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
+    let file = file.map(|f| resolve(base, f));
+    crate::keys::read_passphrase(env, file.as_deref()).map_err(|e| format!("{what}: {e}"))
+}
+
+/// The files `[intake]` names (for change detection).
+pub fn files(raw: &RawIntake, base: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for a in &raw.accounts {
+        out.extend(a.passcode_file.iter().map(|f| resolve(base, f)));
+        for k in &a.keys {
+            out.push(resolve(base, &k.private_key));
+            out.extend(k.passphrase_file.iter().map(|f| resolve(base, f)));
+        }
+    }
+    if let Some(s) = &raw.smtp {
+        out.extend(s.password_file.iter().map(|f| resolve(base, f)));
+    }
+    out
+}
+
+/// Checks `[intake]`, loading every key. Returns every problem found.
+pub fn load(raw: &RawIntake, base: &Path) -> Result<IntakeConfig, Vec<String>> {
+    let mut problems = Vec::new();
+    let positive = |name: &str, v: u64, problems: &mut Vec<String>| {
+        if v == 0 {
+            problems.push(format!("intake.{name} must be greater than 0"));
+        }
+        v
+    };
+    let poll = positive("poll_ms", raw.poll_ms.unwrap_or(1000), &mut problems);
+    let settle = raw.settle_ms.unwrap_or(5000);
+    let missing = positive(
+        "missing_file_timeout_s",
+        raw.missing_file_timeout_s.unwrap_or(3600),
+        &mut problems,
+    );
+    let max_encrypted = positive(
+        "max_encrypted_file_bytes",
+        raw.max_encrypted_file_bytes
+            .unwrap_or(DEFAULT_MAX_ENCRYPTED_FILE_BYTES),
+        &mut problems,
+    );
+    let max_decrypted = positive(
+        "max_decrypted_bytes",
+        raw.max_decrypted_bytes.unwrap_or(10 << 30),
+        &mut problems,
+    );
+    let ratio = positive(
+        "max_expansion_ratio",
+        raw.max_expansion_ratio.unwrap_or(100),
+        &mut problems,
+    );
+    let batch_size = raw.batch_size.unwrap_or(1000);
+    if batch_size == 0 {
+        problems.push("intake.batch_size must be greater than 0".into());
+    }
+    let upload_path = raw
+        .upload_path
+        .clone()
+        .unwrap_or_else(|| "/1/upload".into());
+    if !upload_path.starts_with('/') {
+        problems.push(format!(
+            "intake.upload_path {upload_path:?} must start with /"
+        ));
+    }
+    let smtp = raw.smtp.as_ref().and_then(|s| match smtp(s, base) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            problems.push(format!("intake.smtp: {e}"));
+            None
+        }
+    });
+    let webhook_url = raw
+        .webhook_url
+        .as_deref()
+        .and_then(|u| match u.parse::<http::Uri>() {
+            Ok(uri)
+                if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() =>
+            {
+                Some(uri)
+            }
+            _ => {
+                problems.push(format!("intake.webhook_url {u:?} is not an http(s) URL"));
+                None
+            }
+        });
+    let mut ids = HashSet::new();
+    let mut accounts = Vec::new();
+    for a in &raw.accounts {
+        if !ids.insert(a.id.clone()) {
+            problems.push(format!("intake.accounts: id {:?} appears twice", a.id));
+        }
+        match account(a, base) {
+            Ok(acct) => accounts.push(acct),
+            Err(p) => problems.extend(
+                p.into_iter()
+                    .map(|p| format!("intake.accounts {:?}: {p}", a.id)),
+            ),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(IntakeConfig {
+        state_dir: resolve(base, &raw.state_dir),
+        poll: Duration::from_millis(poll),
+        settle: Duration::from_millis(settle),
+        missing_file_timeout: Duration::from_secs(missing),
+        max_encrypted_file_bytes: max_encrypted,
+        max_decrypted_bytes: max_decrypted,
+        max_expansion_ratio: ratio,
+        batch_size,
+        upload_path,
+        smtp,
+        webhook_url,
+        accounts,
+    })
+}
+
+fn smtp(raw: &RawSmtp, base: &Path) -> Result<Smtp, String> {
+    let tls = match raw.tls.as_deref().unwrap_or("starttls") {
+        "none" => SmtpTls::None,
+        "starttls" => SmtpTls::StartTls,
+        "tls" => SmtpTls::Tls,
+        other => return Err(format!("tls {other:?} is not none, starttls or tls")),
+    };
+    let port = raw.port.unwrap_or(match tls {
+        SmtpTls::None => 25,
+        SmtpTls::StartTls => 587,
+        SmtpTls::Tls => 465,
+    });
+    let from = raw
+        .from
+        .parse()
+        .map_err(|e| format!("from {:?}: {e}", raw.from))?;
+    let password = secret_text(
+        "password",
+        raw.password_env.as_deref(),
+        raw.password_file.as_deref(),
+        base,
+    )?;
+    let credentials = match (&raw.username, password) {
+        (Some(user), Some(pass)) => Some((
+            user.clone(),
+            Zeroizing::new(
+                String::from_utf8(pass.to_vec()).map_err(|_| "the password is not UTF-8")?,
+            ),
+        )),
+        (None, None) => None,
+        _ => return Err("username and password_env/password_file go together".into()),
+    };
+    Ok(Smtp {
+        host: raw.host.clone(),
+        port,
+        tls,
+        from,
+        credentials,
+    })
+}
+
+fn account(raw: &RawIntakeAccount, base: &Path) -> Result<IntakeAccount, Vec<String>> {
+    let mut problems = Vec::new();
+    if !crate::config::valid_account_id(&raw.id) {
+        problems.push("the id must be 1 to 256 visible ASCII characters".into());
+    }
+    let passcode = match secret_text(
+        "passcode",
+        raw.passcode_env.as_deref(),
+        raw.passcode_file.as_deref(),
+        base,
+    ) {
+        Ok(Some(p)) => match String::from_utf8(p.to_vec()) {
+            Ok(s) if http::HeaderValue::from_str(&s).is_ok() => Some(Zeroizing::new(s)),
+            _ => {
+                problems.push("the passcode is not a valid header value".into());
+                None
+            }
+        },
+        Ok(None) => {
+            problems.push("passcode_env or passcode_file is required".into());
+            None
+        }
+        Err(e) => {
+            problems.push(e);
+            None
+        }
+    };
+    let upload_dir = resolve(base, &raw.upload_dir);
+    let download_dir = resolve(base, &raw.download_dir);
+    if !upload_dir.is_dir() {
+        problems.push(format!(
+            "upload_dir {} is not a directory",
+            upload_dir.display()
+        ));
+    }
+    if download_dir.starts_with(&upload_dir) {
+        problems.push("download_dir must not be inside upload_dir (the SFTP side must never see decrypted files)".into());
+    }
+    if raw.keys.len() > MAX_PGP_KEYS {
+        problems.push(format!(
+            "{} keys, at most {MAX_PGP_KEYS} are allowed",
+            raw.keys.len()
+        ));
+    }
+    let mut keys = Vec::new();
+    let mut key_ids = HashSet::new();
+    for k in &raw.keys {
+        if !key_ids.insert(k.id.clone()) {
+            problems.push(format!("key id {:?} appears twice", k.id));
+        }
+        match pgp_key(k, base) {
+            Ok(key) => keys.push(key),
+            Err(e) => problems.push(format!("key {:?}: {e}", k.id)),
+        }
+    }
+    let require_encryption = raw.require_encryption.unwrap_or(true);
+    if require_encryption && raw.keys.is_empty() {
+        problems.push("no keys, but require_encryption is on".into());
+    }
+    match (passcode, problems.is_empty()) {
+        (Some(passcode), true) => Ok(IntakeAccount {
+            id: raw.id.clone(),
+            passcode,
+            upload_dir,
+            download_dir,
+            require_encryption,
+            keys,
+        }),
+        _ => Err(problems),
+    }
+}
+
+fn pgp_key(raw: &RawPgpKey, base: &Path) -> Result<PgpKey, String> {
+    let path = resolve(base, &raw.private_key);
+    let armored = super::pgp::read_key_file(&path)?;
+    let passphrase = secret_text(
+        "passphrase",
+        raw.passphrase_env.as_deref(),
+        raw.passphrase_file.as_deref(),
+        base,
+    )?
+    .ok_or(
+        "passphrase_env or passphrase_file is required (exported keys are passphrase-protected)",
+    )?;
+    let not_after = raw
+        .not_after
+        .as_deref()
+        .map(crate::config::parse_time)
+        .transpose()?;
+    PgpKey::load(raw.id.clone(), &armored, passphrase, not_after)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
