@@ -481,17 +481,24 @@ impl Intake {
         tmp.persist(&out_path)
             .map_err(|e| format!("cannot write the decrypted file: {}", e.error))?;
         tracing::info!(account = %account.id, file = %out_name, bytes = decrypted_bytes, "decrypted");
-        self.ingest(
-            config,
-            account,
-            manifest,
-            &out_path,
-            &out_name,
-            job,
-            batches_done,
-            limit,
-        )
-        .await
+        let ingested = self
+            .ingest(
+                config,
+                account,
+                manifest,
+                &out_path,
+                &out_name,
+                job,
+                batches_done,
+                limit,
+            )
+            .await;
+        if ingested.is_err() {
+            // The download path holds what was imported; a failed file stays, encrypted,
+            // in failed/ with its error.
+            let _ = std::fs::remove_file(&out_path);
+        }
+        ingested
     }
 
     /// Reads the decrypted file and uploads its records in batches, skipping batches the

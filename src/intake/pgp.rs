@@ -169,10 +169,17 @@ pub fn decrypt_stream<R: Read + Send>(
     out: &mut dyn Write,
     limit: u64,
 ) -> Result<u64, DecryptError> {
-    let input = BufReader::with_capacity(64 * 1024, input);
+    let mut input = BufReader::with_capacity(64 * 1024, input);
+    let starts_like_pgp = starts_like_encrypted_message(input.fill_buf()?);
     let reader = DebugRead(input);
-    let (message, _) =
-        Message::from_reader(reader).map_err(|e| DecryptError::NotPgp(e.to_string()))?;
+    let (message, _) = Message::from_reader(reader).map_err(|e| {
+        if starts_like_pgp {
+            // It begins as an encrypted message but does not parse: cut short or damaged.
+            DecryptError::Integrity(e.to_string())
+        } else {
+            DecryptError::NotPgp(e.to_string())
+        }
+    })?;
     if !message.is_encrypted() {
         return Err(DecryptError::NotEncrypted);
     }
@@ -197,6 +204,26 @@ pub fn decrypt_stream<R: Read + Send>(
             .map_err(|e| DecryptError::Integrity(e.to_string()))?;
     }
     copy_limited(&mut message, out, limit)
+}
+
+/// True if `head` begins with an armor header or with the packet an encrypted message
+/// starts with (a public-key or symmetric-key encrypted session key, RFC 9580 §10.3).
+fn starts_like_encrypted_message(head: &[u8]) -> bool {
+    if head.starts_with(b"-----BEGIN PGP MESSAGE-----") {
+        return true;
+    }
+    let Some(&first) = head.first() else {
+        return false;
+    };
+    if first & 0x80 == 0 {
+        return false;
+    }
+    let tag = if first & 0x40 != 0 {
+        first & 0x3f
+    } else {
+        (first >> 2) & 0x0f
+    };
+    matches!(tag, 1 | 3)
 }
 
 fn is_key_problem(e: &pgp::errors::Error) -> bool {
@@ -257,4 +284,34 @@ impl<R: BufRead> BufRead for DebugRead<R> {
 /// Reads an armored secret key file (owner-only, like every private key file).
 pub fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
     crate::keys::read_secret_file(path).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encrypted_message_starts_are_recognised() {
+        // GnuPG's binary output starts with an old-format PKESK (0x85), newer tools use
+        // the new format (0xc1); SKESK is tag 3.
+        for head in [
+            &[0x85u8, 0x01][..],
+            &[0xc1, 0x5e],
+            &[0x8c, 0x0d],
+            &[0xc3, 0x0d],
+        ] {
+            assert!(starts_like_encrypted_message(head), "{head:02x?}");
+        }
+        for head in [
+            &b"email,name\n"[..],
+            &[0xef, 0xbb, 0xbf, b'a'],
+            &[],
+            &[0xcb, 0x00],
+        ] {
+            assert!(!starts_like_encrypted_message(head), "{head:02x?}");
+        }
+        assert!(starts_like_encrypted_message(
+            b"-----BEGIN PGP MESSAGE-----\n"
+        ));
+    }
 }

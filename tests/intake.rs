@@ -1,0 +1,918 @@
+//! The encrypted file intake end to end, with real tools only: keys made and files
+//! encrypted by GnuPG (as the vendor's documents show) and by openpgp.js, uploaded
+//! through a real OpenSSH `sshd` (chrooted `internal-sftp`) with the `sftp -b` client,
+//! ingested by the real binary into a recording upstream, and notices received by a
+//! real SMTP server (aiosmtpd).
+
+#[path = "support/gpg.rs"]
+mod gpg;
+#[path = "support/sshd.rs"]
+mod sshd;
+
+use std::collections::HashSet;
+use std::io::BufRead as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::response::IntoResponse as _;
+use gpg::{Compress, Gpg, KeyKind};
+use http_body_util::BodyExt as _;
+use sshd::Sshd;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hpke-gateway");
+const KEY_ID: &str = "ec491319-9823-48cd-b6a1-6bb0bc666d75";
+const ECC_KEY_ID: &str = "0b3c2a36-6a2e-4f0e-9d55-3f1f2b7c9e10";
+const PASSPHRASE: &str = "correct horse battery staple";
+const PASSCODE: &str = "intake-passcode-7";
+const CLIENT: &str = "user@company1.example";
+
+// === the upstream ===
+
+/// One upload request as the upstream saw it.
+#[derive(Debug, Clone)]
+struct Batch {
+    account: String,
+    passcode: String,
+    idempotency_key: String,
+    records: Vec<serde_json::Value>,
+}
+
+/// A real HTTP upstream that records `/1/upload` batches; `hang` makes it stop
+/// answering (to crash the gateway mid-file).
+#[derive(Clone, Default)]
+struct Recorder {
+    batches: Arc<Mutex<Vec<Batch>>>,
+    records: Arc<AtomicUsize>,
+    keep_records: bool,
+    /// Batches answered before the upstream stops answering.
+    hang_after: Arc<AtomicUsize>,
+}
+
+impl Recorder {
+    async fn start(keep_records: bool) -> (Self, SocketAddr) {
+        let rec = Recorder {
+            keep_records,
+            hang_after: Arc::new(AtomicUsize::new(usize::MAX)),
+            ..Default::default()
+        };
+        let app = axum::Router::new().fallback(record).with_state(rec.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (rec, addr)
+    }
+
+    fn batches(&self) -> Vec<Batch> {
+        self.batches.lock().unwrap().clone()
+    }
+
+    fn record_count(&self) -> usize {
+        self.records.load(Ordering::SeqCst)
+    }
+}
+
+async fn record(State(rec): State<Recorder>, req: Request) -> axum::response::Response {
+    if rec.batches.lock().unwrap().len() >= rec.hang_after.load(Ordering::SeqCst) {
+        std::future::pending::<()>().await;
+    }
+    let (parts, body) = req.into_parts();
+    assert_eq!(parts.uri.path(), "/1/upload");
+    let header = |n: &str| {
+        parts
+            .headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let body = body.collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let records = v["d"].as_array().unwrap().clone();
+    rec.records.fetch_add(records.len(), Ordering::SeqCst);
+    rec.batches.lock().unwrap().push(Batch {
+        account: header("x-clevertap-account-id"),
+        passcode: header("x-clevertap-passcode"),
+        idempotency_key: header("idempotency-key"),
+        records: if rec.keep_records {
+            records.clone()
+        } else {
+            Vec::new()
+        },
+    });
+    (
+        [("content-type", "application/json")],
+        format!(
+            r#"{{"status":"success","processed":{},"unprocessed":[]}}"#,
+            records.len()
+        ),
+    )
+        .into_response()
+}
+
+// === the SMTP server ===
+
+struct Smtp {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Smtp {
+    fn start() -> Self {
+        ensure_python_packages();
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port().port();
+        let mut child = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/intake/smtp_sink.py"
+            ))
+            .args(["--port", &port.to_string(), "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the SMTP sink did not start");
+        Smtp { child, dir, port }
+    }
+
+    /// Every message received so far, oldest first.
+    fn mails(&self) -> Vec<String> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+
+    /// Waits for a mail whose text contains every needle.
+    fn wait_mail(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let mails = self.mails();
+            if let Some(m) = mails
+                .iter()
+                .find(|m| needles.iter().all(|n| unfold(m).contains(n)))
+            {
+                return m.clone();
+            }
+            if Instant::now() > deadline {
+                let last: Vec<String> = mails.iter().rev().take(2).map(|m| unfold(m)).collect();
+                panic!(
+                    "no mail with {needles:?}; the last ones:\n{}",
+                    last.join("\n-----\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Mail bodies may be quoted-printable with soft line breaks; undo the soft breaks.
+fn unfold(mail: &str) -> String {
+    mail.replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=")
+}
+
+fn ensure_python_packages() {
+    let ok = Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        let status = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "-r"])
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/interop/python/requirements.txt"
+            ))
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "pip install of the test requirements failed"
+        );
+    }
+}
+
+fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn write_secret(path: &Path, text: &[u8]) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+// === the world of one test ===
+
+struct World {
+    _root: tempfile::TempDir,
+    sshd: Sshd,
+    gpg: Gpg,
+    smtp: Smtp,
+    dir: tempfile::TempDir,
+    /// The customer's workstation: where files are made before `sftp put`.
+    local: PathBuf,
+    gateway: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl World {
+    async fn new(upstream: SocketAddr, extra_intake: &str) -> Self {
+        let root = sshd::scratch_root();
+        let sshd = Sshd::start(root.path());
+        let gpg = Gpg::new();
+        let smtp = Smtp::start();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let local = d.join("workstation");
+        std::fs::create_dir(&local).unwrap();
+        // The customer's keys, made as the vendor's document says, exported with their
+        // passphrase; the platform stores them with their key ids.
+        let rsa = gpg.generate(KeyKind::Rsa3072, "Name1", CLIENT, PASSPHRASE);
+        let ecc = gpg.generate(
+            KeyKind::EccDefault,
+            "Name2",
+            "ecc@company1.example",
+            PASSPHRASE,
+        );
+        write_secret(&d.join("acct-1.rsa.asc"), rsa.secret_armored.as_bytes());
+        write_secret(&d.join("acct-1.ecc.asc"), ecc.secret_armored.as_bytes());
+        write_secret(
+            &d.join("pgp-passphrase"),
+            format!("{PASSPHRASE}\n").as_bytes(),
+        );
+        write_secret(&d.join("passcode"), PASSCODE.as_bytes());
+        hpke_gateway::keys::write_secret_file(
+            &d.join("server-1.pem"),
+            hpke_gateway::keys::private_key_pem(&hpke_gateway::envelope::PrivateKey::generate())
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+        let config = format!(
+            r#"listen = "{listen}"
+upstream = "http://{upstream}"
+admin_listen = "off"
+reload_poll_ms = 0
+
+[[server_keys]]
+id = 1
+private_key = "server-1.pem"
+
+[intake]
+state_dir = "intake-state"
+poll_ms = 100
+settle_ms = 300
+{extra_intake}
+
+[intake.smtp]
+host = "127.0.0.1"
+port = {smtp}
+tls = "none"
+from = "Intake <intake@platform.example>"
+
+[[intake.accounts]]
+id = "ACCT-1"
+passcode_file = "passcode"
+upload_dir = "{upload}"
+download_dir = "decrypted/ACCT-1"
+
+[[intake.accounts.keys]]
+id = "{KEY_ID}"
+private_key = "acct-1.rsa.asc"
+passphrase_file = "pgp-passphrase"
+
+[[intake.accounts.keys]]
+id = "{ECC_KEY_ID}"
+private_key = "acct-1.ecc.asc"
+passphrase_file = "pgp-passphrase"
+"#,
+            listen = free_port(),
+            smtp = smtp.port,
+            upload = sshd.upload_dir().display(),
+        );
+        std::fs::write(d.join("gateway.toml"), config).unwrap();
+        let mut world = World {
+            _root: root,
+            sshd,
+            gpg,
+            smtp,
+            dir,
+            local,
+            gateway: None,
+            log: Arc::new(Mutex::new(Vec::new())),
+        };
+        world.start_gateway();
+        world
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn start_gateway(&mut self) {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(self.path("gateway.toml"))
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (stderr, sink) = (child.stderr.take().unwrap(), self.log.clone());
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        self.gateway = Some(child);
+        let log = self.log.clone();
+        wait("the gateway to listen", || {
+            log.lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("hpke-gateway listening"))
+                .then_some(())
+        });
+    }
+
+    fn kill_gateway(&mut self) {
+        if let Some(mut child) = self.gateway.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Writes a file on the customer's workstation.
+    fn local_file(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let p = self.local.join(name);
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+
+    /// `sftp -b` with `cd upload` and a `put` per file, as the vendor's document shows.
+    fn upload(&self, names: &[&str]) {
+        let mut batch = String::from("cd upload\n");
+        for n in names {
+            batch.push_str(&format!("put {n}\n"));
+        }
+        let out = self.sshd.sftp_batch(&self.local, &batch);
+        assert!(
+            out.status.success(),
+            "sftp failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.sshd.log_tail()
+        );
+    }
+
+    fn manifest(&self, name: &str, file_name: &str, key_id: &str, kind: &str) {
+        let columns = if kind == "event" {
+            r#""event_name": { "ctName": "evtName", "dataType": "String" },
+    "time_stamp": {"ctName": "ts", "dataType": "Integer"},
+    "identity": {"ctName": "identity", "dataType": "String"},
+    "item_price": {"dataType": "Integer"}"#
+        } else {
+            r#""email": {"ctName": "identity", "dataType": "String"},
+    "name": {"ctName": "Name", "dataType": "String"},
+    "age": {"dataType": "Integer"},
+    "vip": {"ctName": "VIP", "dataType": "Boolean"}"#
+        };
+        let text = format!(
+            "{{\n  \"fileName\": \"{file_name}\",\n  \"type\": \"{kind}\",\n  \"columns\": {{\n    {columns}\n  }},\n  \"clientEmail\": \"{CLIENT}\",\n  \"keyId\": \"{key_id}\"\n}}\n"
+        );
+        self.local_file(name, text.as_bytes());
+    }
+
+    fn state(&self, rel: &str) -> PathBuf {
+        self.path("intake-state").join(rel)
+    }
+
+    fn files_in(&self, rel: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.state(rel))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.kill_gateway();
+    }
+}
+
+/// A profile CSV of `rows` rows; row `bad_row` (1-based, 0 for none) has a bad age.
+fn profiles_csv(rows: usize, bad_row: usize) -> String {
+    let mut csv = String::from("email,name,age,vip,unmapped\n");
+    for i in 1..=rows {
+        let age = if i == bad_row {
+            "twelve".to_owned()
+        } else {
+            (20 + i % 50).to_string()
+        };
+        csv.push_str(&format!(
+            "user{i}@example.com,User {i},{age},{},x\n",
+            if i % 2 == 0 { "yes" } else { "no" }
+        ));
+    }
+    csv
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_over_sftp_are_decrypted_ingested_and_notified() {
+    let (up, up_addr) = Recorder::start(true).await;
+    let w = World::new(up_addr, "").await;
+
+    // 1. RSA key, `gpg --encrypt --armor`, a JSON manifest, 2500 rows with one bad.
+    let csv = profiles_csv(2500, 4);
+    let plain = w.local_file("users_data.csv", csv.as_bytes());
+    w.gpg.encrypt(
+        &plain,
+        &w.local.join("users_data.csv.asc"),
+        CLIENT,
+        true,
+        Compress::Default,
+    );
+    w.manifest(
+        "users_data.manifest",
+        "users_data.csv.asc",
+        KEY_ID,
+        "profile",
+    );
+    w.upload(&["users_data.csv.asc", "users_data.manifest"]);
+
+    let pickup = w
+        .smtp
+        .wait_mail(&["picked up", "users_data.csv.asc", &format!("To: {CLIENT}")]);
+    assert!(
+        pickup.contains("From: Intake <intake@platform.example>"),
+        "{pickup}"
+    );
+    let done = w.smtp.wait_mail(&["imported, 2499 records"]);
+    let text = unfold(&done);
+    assert!(text.contains("Rows skipped: 1"), "{text}");
+    assert!(
+        text.contains(r#"line 5, column age, value "twelve": not an Integer"#),
+        "{text}"
+    );
+    let batches = up.batches();
+    assert_eq!(batches.len(), 3, "2499 records in batches of 1000");
+    let sizes: Vec<usize> = batches.iter().map(|b| b.records.len()).collect();
+    assert_eq!(sizes, [1000, 1000, 499]);
+    for b in &batches {
+        assert_eq!(
+            (b.account.as_str(), b.passcode.as_str()),
+            ("ACCT-1", PASSCODE)
+        );
+    }
+    let keys: HashSet<&str> = batches.iter().map(|b| b.idempotency_key.as_str()).collect();
+    assert_eq!(keys.len(), 3);
+    assert_eq!(
+        batches[0].records[0],
+        serde_json::json!({"type":"profile","identity":"user1@example.com",
+            "profileData":{"Name":"User 1","age":21,"VIP":false}})
+    );
+    // The decrypted file is in the download path, owner-only; the SFTP side saw only the
+    // encrypted upload, which moved out of the upload directory with its manifest.
+    let decrypted = w.path("decrypted/ACCT-1/users_data.csv");
+    assert_eq!(std::fs::read_to_string(&decrypted).unwrap(), csv);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&decrypted).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+    assert!(
+        std::fs::read_dir(w.sshd.upload_dir())
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    let processed = w.files_in("ACCT-1/processed");
+    assert_eq!(processed.len(), 2, "{processed:?}");
+    assert!(processed.iter().any(|f| f.ends_with("-users_data.csv.asc")));
+
+    // 2. The ECC key, an event file sealed by openpgp.js as binary .pgp, gzip inside,
+    // and a YAML manifest.
+    let mut events = String::from("event_name,time_stamp,identity,item_price\n");
+    for i in 0..10 {
+        events.push_str(&format!(
+            "Charged,{},user{i}@example.com,{}\n",
+            1_700_000_000 + i,
+            i * 10
+        ));
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, events.as_bytes()).unwrap();
+    let gz = w.local_file("events.csv.gz", &gz.finish().unwrap());
+    let ecc_public = w.path("ecc.pub.asc");
+    let out = w
+        .gpg
+        .command()
+        .args(["--armor", "--export", "ecc@company1.example"])
+        .output()
+        .unwrap();
+    std::fs::write(&ecc_public, out.stdout).unwrap();
+    gpg::openpgp_js_encrypt(&ecc_public, &gz, &w.local.join("events.csv.gz.pgp"), false);
+    let yaml = format!(
+        "fileName: events.csv.gz.pgp\ntype: event\ncolumns:\n  event_name: {{ctName: evtName, dataType: String}}\n  time_stamp: {{ctName: ts, dataType: Integer}}\n  identity: {{ctName: identity, dataType: String}}\n  item_price: {{dataType: Integer}}\nclientEmail: {CLIENT}\nkeyId: {ECC_KEY_ID}\n"
+    );
+    w.local_file("events.manifest", yaml.as_bytes());
+    w.upload(&["events.csv.gz.pgp", "events.manifest"]);
+    w.smtp
+        .wait_mail(&["events.csv.gz.pgp: imported, 10 records"]);
+    let last = up.batches().pop().unwrap();
+    assert_eq!(
+        last.records[3],
+        serde_json::json!({"type":"event","identity":"user3@example.com","evtName":"Charged",
+            "ts":1_700_000_003,"evtData":{"item_price":30}})
+    );
+
+    // 3. The same name again (a recurring upload) is ingested again.
+    w.upload(&["users_data.csv.asc", "users_data.manifest"]);
+    wait("the second import", || {
+        (up.record_count() == 2 * 2499 + 10).then_some(())
+    });
+    let log = w.log_text();
+    assert!(
+        !log.contains(PASSPHRASE) && !log.contains(PASSCODE),
+        "secrets in the log"
+    );
+    assert!(!log.contains("user1@example.com"), "plaintext in the log");
+}
+
+/// One refused upload: the files, the manifest, and the words the failure must have.
+struct Refusal {
+    what: &'static str,
+    files: Vec<(&'static str, Vec<u8>)>,
+    manifest: String,
+    reason: &'static str,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_uploads_fail_clearly_and_nothing_reaches_the_upstream() {
+    let (up, up_addr) = Recorder::start(true).await;
+    let w = World::new(
+        up_addr,
+        "missing_file_timeout_s = 1\nmax_expansion_ratio = 50",
+    )
+    .await;
+    let csv = profiles_csv(5, 0);
+    let plain = w.local_file("plain.csv", csv.as_bytes());
+    let enc = |armor: bool, compress| {
+        let out = w.local.join("tmp.out");
+        w.gpg.encrypt(&plain, &out, CLIENT, armor, compress);
+        std::fs::read(&out).unwrap()
+    };
+    let binary = enc(false, Compress::None);
+    let mut tampered = binary.clone();
+    let mid = tampered.len() - 40;
+    tampered[mid] ^= 0x01;
+    let truncated = binary[..binary.len() / 2].to_vec();
+    // Another person's key: the file is not encrypted to any key of the account.
+    let other = Gpg::new();
+    other.generate(
+        KeyKind::Rsa3072,
+        "Other",
+        "other@elsewhere.example",
+        "other pass",
+    );
+    let to_other = {
+        let out = w.local.join("other.out");
+        other.encrypt(
+            &plain,
+            &out,
+            "other@elsewhere.example",
+            true,
+            Compress::Default,
+        );
+        std::fs::read(&out).unwrap()
+    };
+    // A decompression bomb: 20 MB of zeros compress to a few kB inside the message.
+    let zeros = w.local_file("zeros.csv", &vec![b'0'; 20_000_000]);
+    let bomb = {
+        let out = w.local.join("bomb.out");
+        w.gpg.encrypt(&zeros, &out, CLIENT, false, Compress::Zlib);
+        std::fs::read(&out).unwrap()
+    };
+    let broken_csv = w.local_file(
+        "broken.csv",
+        b"email,name,age,vip\n\"unclosed,x,1,no\nuser2@example.com,User,3,no\n",
+    );
+    let broken = {
+        let out = w.local.join("broken.out");
+        w.gpg
+            .encrypt(&broken_csv, &out, CLIENT, true, Compress::Default);
+        std::fs::read(&out).unwrap()
+    };
+    let manifest = |file: &str, key: &str| {
+        format!(
+            r#"{{"fileName":"{file}","type":"profile","clientEmail":"{CLIENT}","keyId":"{key}",
+            "columns":{{"email":{{"ctName":"identity","dataType":"String"}},"age":{{"dataType":"Integer"}}}}}}"#
+        )
+    };
+    let cases = vec![
+        Refusal {
+            what: "path traversal",
+            files: vec![],
+            manifest: manifest("../../etc/passwd.asc", KEY_ID),
+            reason: "fileName: \"../../etc/passwd.asc\" has a path",
+        },
+        Refusal {
+            what: "absolute path",
+            files: vec![],
+            manifest: manifest("/etc/passwd", KEY_ID),
+            reason: "is an absolute path",
+        },
+        Refusal {
+            what: "missing file",
+            files: vec![],
+            manifest: manifest("never.csv.asc", KEY_ID),
+            reason: "which was not uploaded within 1 s",
+        },
+        Refusal {
+            what: "wrong keyId",
+            files: vec![("wrongkey.csv.pgp", binary.clone())],
+            manifest: manifest("wrongkey.csv.pgp", "no-such-key"),
+            reason: "keyId \"no-such-key\" is not a key of this account",
+        },
+        Refusal {
+            what: "another key",
+            files: vec![("other.csv.asc", to_other)],
+            manifest: manifest("other.csv.asc", KEY_ID),
+            reason: "not encrypted to the key named by keyId",
+        },
+        Refusal {
+            what: "tampered",
+            files: vec![("tampered.csv.pgp", tampered)],
+            manifest: manifest("tampered.csv.pgp", KEY_ID),
+            reason: "damaged or was modified",
+        },
+        Refusal {
+            what: "truncated",
+            files: vec![("truncated.csv.pgp", truncated)],
+            manifest: manifest("truncated.csv.pgp", KEY_ID),
+            reason: "damaged or was modified",
+        },
+        Refusal {
+            what: "not encrypted",
+            files: vec![("plain.csv.asc", csv.clone().into_bytes())],
+            manifest: manifest("plain.csv.asc", KEY_ID),
+            reason: "not an OpenPGP encrypted message",
+        },
+        Refusal {
+            what: "not encrypted, and not named so",
+            files: vec![("plain.csv", csv.clone().into_bytes())],
+            manifest: manifest("plain.csv", KEY_ID),
+            reason: "this upload requires encryption",
+        },
+        Refusal {
+            what: "decompression bomb",
+            files: vec![("bomb.csv.pgp", bomb)],
+            manifest: manifest("bomb.csv.pgp", KEY_ID),
+            reason: "larger than the limit",
+        },
+        Refusal {
+            what: "malformed CSV: an unclosed quote swallows the rest of the file",
+            files: vec![("broken.csv.asc", broken)],
+            manifest: manifest("broken.csv.asc", KEY_ID),
+            reason: "line 2, column -, value \"unclosed,x,1,no\\nuser2@example.com,User,3,no\": the row has 1 fields, the header 4",
+        },
+        Refusal {
+            what: "bad manifest",
+            files: vec![],
+            manifest: r#"{"fileName": "x.csv.asc", "type": "profiles", "clientEmail": "user@company1.example"}"#.into(),
+            reason: "type: \"profiles\" is neither",
+        },
+        Refusal {
+            what: "a mapped column missing from the header",
+            files: vec![("nocol.csv.asc", {
+                let p = w.local_file("nocol.csv", b"email,name\na@b.example,A\n");
+                let out = w.local.join("nocol.out");
+                w.gpg.encrypt(&p, &out, CLIENT, true, Compress::Default);
+                std::fs::read(&out).unwrap()
+            })],
+            manifest: manifest("nocol.csv.asc", KEY_ID),
+            reason: "column(s) age named in the manifest are not in the file's header",
+        },
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let mut names = Vec::new();
+        for (name, bytes) in &case.files {
+            w.local_file(name, bytes);
+            names.push(*name);
+        }
+        let manifest_name = format!("case{i}.manifest");
+        w.local_file(&manifest_name, case.manifest.as_bytes());
+        names.push(&manifest_name);
+        w.upload(&names);
+        let mail = w
+            .smtp
+            .wait_mail(&["import failed", &manifest_name, case.reason]);
+        assert!(
+            mail.contains(&format!("To: {CLIENT}")),
+            "{}: {mail}",
+            case.what
+        );
+    }
+    // A symlink planted through SFTP itself, and a manifest naming it.
+    let out = w
+        .sshd
+        .sftp_batch(&w.local, "cd upload\nsymlink /etc/passwd evil.csv.asc\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    w.local_file("evil.manifest", manifest("evil.csv.asc", KEY_ID).as_bytes());
+    w.upload(&["evil.manifest"]);
+    w.smtp
+        .wait_mail(&["import failed", "evil.manifest", "is not a regular file"]);
+
+    assert_eq!(up.batches().len(), 0, "nothing reached the upstream");
+    let failed = w.files_in("ACCT-1/failed");
+    let errors = failed.iter().filter(|f| f.ends_with(".error.json")).count();
+    assert_eq!(errors, cases.len() + 1, "{failed:?}");
+    // The failed files stay available with their error.
+    let one = failed
+        .iter()
+        .find(|f| f.ends_with("-tampered.csv.pgp.error.json"))
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.state(&format!("ACCT-1/failed/{one}"))).unwrap())
+            .unwrap();
+    assert!(v["error"].as_str().unwrap().contains("integrity"), "{v}");
+    assert!(failed.iter().any(|f| f.ends_with("-tampered.csv.pgp")));
+    // Nothing half-decrypted is left in the download path.
+    let leftovers: Vec<_> = std::fs::read_dir(w.path("decrypted/ACCT-1"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // And the gateway still works for the next good upload.
+    let plain_name = "good.csv";
+    w.local_file(plain_name, profiles_csv(3, 0).as_bytes());
+    w.gpg.encrypt(
+        &w.local.join(plain_name),
+        &w.local.join("good.csv.asc"),
+        CLIENT,
+        true,
+        Compress::Default,
+    );
+    w.manifest("good.manifest", "good.csv.asc", KEY_ID, "profile");
+    w.upload(&["good.csv.asc", "good.manifest"]);
+    w.smtp.wait_mail(&["good.csv.asc: imported, 3 records"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_in_the_middle_of_a_file_resumes_without_uploading_twice() {
+    let (up, up_addr) = Recorder::start(true).await;
+    let mut w = World::new(up_addr, "batch_size = 100").await;
+    let csv = profiles_csv(1000, 0);
+    let plain = w.local_file("big.csv", csv.as_bytes());
+    w.gpg.encrypt(
+        &plain,
+        &w.local.join("big.csv.asc"),
+        CLIENT,
+        true,
+        Compress::Default,
+    );
+    w.manifest("big.manifest", "big.csv.asc", KEY_ID, "profile");
+    // The upstream takes three batches, then stops answering: the gateway is killed
+    // while it waits on the fourth.
+    up.hang_after.store(3, Ordering::SeqCst);
+    w.upload(&["big.csv.asc", "big.manifest"]);
+    wait("three batches", || (up.batches().len() >= 3).then_some(()));
+    std::thread::sleep(Duration::from_millis(500));
+    w.kill_gateway();
+    assert_eq!(up.batches().len(), 3, "batches before the crash");
+    up.hang_after.store(usize::MAX, Ordering::SeqCst);
+    w.start_gateway();
+    w.smtp.wait_mail(&["big.csv.asc: imported, 1000 records"]);
+    let batches = up.batches();
+    // Every record arrived exactly once, with the batches the upstream had acknowledged
+    // before the crash not sent again.
+    let identities: Vec<String> = batches
+        .iter()
+        .flat_map(|b| {
+            b.records
+                .iter()
+                .map(|r| r["identity"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    let unique: HashSet<&String> = identities.iter().collect();
+    assert_eq!(unique.len(), 1000);
+    assert_eq!(identities.len(), 1000, "a record was uploaded twice");
+    let keys: Vec<&str> = batches.iter().map(|b| b.idempotency_key.as_str()).collect();
+    let unique_keys: HashSet<&&str> = keys.iter().collect();
+    assert_eq!(unique_keys.len(), 10);
+    // One pickup mail: the resumed job is the same job.
+    let pickups = w
+        .smtp
+        .mails()
+        .iter()
+        .filter(|m| unfold(m).contains("big.csv.asc: picked up"))
+        .count();
+    assert_eq!(pickups, 1);
+    assert!(w.log_text().contains("resuming"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_mb_file_is_decrypted_and_ingested_in_bounded_memory() {
+    let (up, up_addr) = Recorder::start(false).await;
+    let w = World::new(up_addr, "").await;
+    // About 200 MB of CSV.
+    let path = w.local.join("large.csv");
+    {
+        use std::io::Write as _;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        writeln!(f, "email,name,age,vip,unmapped").unwrap();
+        let mut i = 0u64;
+        let filler = "z".repeat(40);
+        while f.get_ref().metadata().unwrap().len() < 200_000_000 {
+            for _ in 0..10_000 {
+                i += 1;
+                writeln!(
+                    f,
+                    "user{i}@example.com,User {i},{},no,{filler}",
+                    20 + i % 50
+                )
+                .unwrap();
+            }
+            f.flush().unwrap();
+        }
+    }
+    let rows = std::fs::read_to_string(&path).unwrap().lines().count() - 1;
+    let size = std::fs::metadata(&path).unwrap().len();
+    w.gpg.encrypt(
+        &path,
+        &w.local.join("large.csv.pgp"),
+        CLIENT,
+        false,
+        Compress::None,
+    );
+    w.manifest("large.manifest", "large.csv.pgp", KEY_ID, "profile");
+    w.upload(&["large.csv.pgp", "large.manifest"]);
+    w.smtp
+        .wait_mail(&[&format!("large.csv.pgp: imported, {rows} records")]);
+    assert_eq!(up.record_count(), rows);
+    let pid = w.gateway.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    eprintln!(
+        "{size} bytes of CSV, {rows} rows: gateway peak RSS {} MiB",
+        hwm_kib / 1024
+    );
+    assert!(
+        hwm_kib < 150 * 1024,
+        "peak RSS {} MiB for a {size}-byte file: not constant memory",
+        hwm_kib / 1024
+    );
+}
