@@ -366,7 +366,7 @@ impl Intake {
         let stamp = stamp();
         if create_private_dir(&failed).is_ok() {
             let target = failed.join(format!("{stamp}-{manifest_name}"));
-            let _ = std::fs::rename(account.upload_dir.join(manifest_name), &target);
+            let _ = move_file(&account.upload_dir.join(manifest_name), &target);
             let _ = write_error(&failed, &stamp, manifest_name, reason);
         }
         let notice = Notice {
@@ -721,6 +721,17 @@ fn write_error(dir: &Path, stamp: &str, name: &str, reason: &str) -> std::io::Re
     )
 }
 
+/// Renames, or copies and removes when `to` is on another file system.
+fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::rename(from, to) {
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+            std::fs::copy(from, to)?;
+            std::fs::remove_file(from)
+        }
+        other => other,
+    }
+}
+
 /// Moves a finished job's manifest and file out of the upload directory.
 fn move_out(
     config: &IntakeConfig,
@@ -742,7 +753,7 @@ fn move_out(
     let stamp = stamp();
     for name in [manifest_name, file_name] {
         let from = account.upload_dir.join(name);
-        if let Err(e) = std::fs::rename(&from, target.join(format!("{stamp}-{name}")))
+        if let Err(e) = move_file(&from, &target.join(format!("{stamp}-{name}")))
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::error!(file = %name, error = %e, "cannot move a finished upload");
