@@ -251,6 +251,7 @@ struct World {
     local: PathBuf,
     gateway: Option<Child>,
     log: Arc<Mutex<Vec<String>>>,
+    listen: SocketAddr,
 }
 
 impl World {
@@ -286,6 +287,7 @@ impl World {
                 .as_bytes(),
         )
         .unwrap();
+        let listen = free_port();
         let config = format!(
             r#"listen = "{listen}"
 upstream = "http://{upstream}"
@@ -324,7 +326,6 @@ id = "{ECC_KEY_ID}"
 private_key = "acct-1.ecc.asc"
 passphrase_file = "pgp-passphrase"
 "#,
-            listen = free_port(),
             smtp = smtp.port,
             upload = sshd.upload_dir().display(),
         );
@@ -338,6 +339,7 @@ passphrase_file = "pgp-passphrase"
             local,
             gateway: None,
             log: Arc::new(Mutex::new(Vec::new())),
+            listen,
         };
         world.start_gateway();
         world
@@ -914,5 +916,65 @@ async fn a_200_mb_file_is_decrypted_and_ingested_in_bounded_memory() {
         hwm_kib < 150 * 1024,
         "peak RSS {} MiB for a {size}-byte file: not constant memory",
         hwm_kib / 1024
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_customer_script_works_as_written() {
+    let (up, up_addr) = Recorder::start(true).await;
+    let w = World::new(up_addr, "").await;
+    w.local_file(
+        "users_data.csv",
+        b"email,name,age\nann@example.com,Ann,41\nbob@example.com,Bob,37\n",
+    );
+    // The customer's own GnuPG home: it holds nothing but what the script imports.
+    let home = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let sftp_opts = format!(
+        "-i {} -P {} -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes",
+        w.sshd.user_key().display(),
+        w.sshd.port()
+    );
+    let out = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/intake/customer_upload.sh"
+        ))
+        .arg("users_data.csv")
+        .current_dir(&w.local)
+        .env("GNUPGHOME", home.path())
+        .env("GATEWAY", format!("http://{}", w.listen))
+        .env("ACCOUNT", "ACCT-1")
+        .env("KEY_ID", KEY_ID)
+        .env("RECIPIENT", CLIENT)
+        .env("CLIENT_EMAIL", CLIENT)
+        .env("SFTP_TARGET", format!("{}@127.0.0.1", w.sshd.user()))
+        .env("SFTP_OPTS", sftp_opts)
+        .output()
+        .unwrap();
+    let _ = Command::new("gpgconf")
+        .args(["--kill", "all"])
+        .env("GNUPGHOME", home.path())
+        .status();
+    assert!(
+        out.status.success(),
+        "the README's script failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    w.smtp.wait_mail(&["users_data.csv.asc: picked up"]);
+    let done = w
+        .smtp
+        .wait_mail(&["users_data.csv.asc: imported, 2 records"]);
+    assert!(done.contains(&format!("To: {CLIENT}")), "{done}");
+    let records: Vec<serde_json::Value> =
+        up.batches().into_iter().flat_map(|b| b.records).collect();
+    assert_eq!(
+        records,
+        [
+            serde_json::json!({"type":"profile","identity":"ann@example.com","profileData":{"Name":"Ann","age":41}}),
+            serde_json::json!({"type":"profile","identity":"bob@example.com","profileData":{"Name":"Bob","age":37}}),
+        ]
     );
 }

@@ -42,10 +42,11 @@ fn readme_snippets_match_the_interop_clients() {
     assert_eq!(
         checked,
         [
+            "tests/intake/customer_upload.sh",
             "tests/interop/js/client.mjs",
             "tests/interop/python/pyhpke_client.py",
             "tests/interop/python/tink_client.py",
         ],
-        "each interop client has its snippet in the README"
+        "each interop client and the intake's customer script has its snippet in the README"
     );
 }
