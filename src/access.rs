@@ -22,6 +22,7 @@ use tower::{Layer, Service};
 
 use crate::error::ErrorCode;
 use crate::metrics::{Counted, Metrics, Mode};
+use crate::middleware::KnownAccount;
 
 /// The request id header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -109,7 +110,12 @@ where
                 mode,
                 status,
                 code,
-                Some(&account).filter(|a| *a != "-").map(String::as_str),
+                Some(
+                    response
+                        .extensions()
+                        .get::<KnownAccount>()
+                        .map_or("other", |a| a.0.as_str()),
+                ),
                 elapsed,
             );
             let (parts, body) = response.into_parts();

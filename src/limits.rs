@@ -94,14 +94,29 @@ where
             let response = Error::Overloaded.into_response();
             return Box::pin(async move { Ok(response) });
         };
-        let in_flight = self.layer.metrics.in_flight().clone();
-        in_flight.inc();
+        let in_flight = InFlight::new(self.layer.metrics.in_flight().clone());
         let future = self.inner.call(req);
         Box::pin(async move {
             let response = future.await;
-            in_flight.dec();
-            drop(permit);
+            // Also on a dropped future (the client went away): the guard counts down.
+            drop((in_flight, permit));
             response
         })
+    }
+}
+
+/// Counts a request in the in-flight gauge for as long as it lives.
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl InFlight {
+    fn new(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

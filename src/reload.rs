@@ -124,8 +124,8 @@ impl Reloader {
                 if fixed != self.fixed {
                     tracing::warn!(
                         "reload: listen, upstream, account_header, admin_listen, max_header_bytes, \
-                         max_concurrent_requests, metrics_account_labels and tls need a restart; \
-                         the running values stay"
+                         max_concurrent_requests, metrics_account_labels, tls, and the intake's \
+                         state_dir, smtp and webhook_url need a restart; the running values stay"
                     );
                 }
                 let keys = config.server_keys.iter().count();

@@ -111,7 +111,7 @@ pub fn rotate(path: &Path, overlap: Duration) -> Result<Rotation, BoxError> {
     };
     keys::write_secret_file(&new_key_file, pem.as_bytes())
         .map_err(|e| format!("cannot create {}: {e}", new_key_file.display()))?;
-    if let Err(e) = same_access(&resolve(base, Path::new(&old_file)), &new_key_file) {
+    if let Err(e) = same_access(&resolve(base, Path::new(&old_file)), &new_key_file, 0o640) {
         let _ = std::fs::remove_file(&new_key_file);
         return Err(e);
     }
@@ -141,10 +141,10 @@ pub fn rotate(path: &Path, overlap: Duration) -> Result<Rotation, BoxError> {
     })
 }
 
-/// Gives `new` the owner, group and mode of `old` (which passed the key file check), so
-/// a gateway running as another user than the one rotating can read it.
+/// Gives `new` the owner, group and mode (at most `max_mode`) of `old`, so a gateway
+/// running as another user than the one rotating can read it.
 #[cfg(unix)]
-fn same_access(old: &Path, new: &Path) -> Result<(), BoxError> {
+fn same_access(old: &Path, new: &Path, max_mode: u32) -> Result<(), BoxError> {
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     let (old_meta, new_meta) = (std::fs::metadata(old)?, std::fs::metadata(new)?);
     if (old_meta.uid(), old_meta.gid()) != (new_meta.uid(), new_meta.gid()) {
@@ -156,13 +156,13 @@ fn same_access(old: &Path, new: &Path) -> Result<(), BoxError> {
             )
         })?;
     }
-    let mode = old_meta.permissions().mode() & 0o640;
+    let mode = old_meta.permissions().mode() & max_mode;
     std::fs::set_permissions(new, std::fs::Permissions::from_mode(mode))?;
     Ok(())
 }
 
 #[cfg(not(unix))]
-fn same_access(_old: &Path, _new: &Path) -> Result<(), BoxError> {
+fn same_access(_old: &Path, _new: &Path, _max_mode: u32) -> Result<(), BoxError> {
     Ok(())
 }
 
@@ -175,9 +175,9 @@ fn write_checked(path: &Path, text: &str) -> Result<(), BoxError> {
         .suffix(".toml")
         .tempfile_in(dir)?;
     std::fs::write(tmp.path(), text)?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        std::fs::set_permissions(tmp.path(), meta.permissions())?;
-    }
+    // The edited file keeps the original's owner, group and mode, so a gateway running
+    // as another user still reads it.
+    same_access(path, tmp.path(), 0o777)?;
     Config::load(tmp.path())
         .map_err(|e| format!("the rotated configuration does not load: {e}"))?;
     tmp.persist(path).map_err(|e| e.error)?;

@@ -432,13 +432,21 @@ passphrase_file = "pgp-passphrase"
         self.path("intake-state").join(rel)
     }
 
+    /// Every file under `state/rel`, as paths relative to it (`<stamp>-<job>/<name>`).
     fn files_in(&self, rel: &str) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.state(rel))
-            .map(|d| {
-                d.map(|e| e.unwrap().file_name().into_string().unwrap())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let base = self.state(rel);
+        let mut v = Vec::new();
+        for dir in std::fs::read_dir(&base).into_iter().flatten() {
+            let dir = dir.unwrap();
+            for f in std::fs::read_dir(dir.path()).into_iter().flatten() {
+                let f = f.unwrap();
+                v.push(format!(
+                    "{}/{}",
+                    dir.file_name().to_string_lossy(),
+                    f.file_name().to_string_lossy()
+                ));
+            }
+        }
         v.sort();
         v
     }
@@ -536,7 +544,19 @@ async fn uploads_over_sftp_are_decrypted_ingested_and_notified() {
     );
     let processed = w.files_in("ACCT-1/processed");
     assert_eq!(processed.len(), 2, "{processed:?}");
-    assert!(processed.iter().any(|f| f.ends_with("-users_data.csv.asc")));
+    assert!(processed.iter().any(|f| f.ends_with("/users_data.csv.asc")));
+    assert!(
+        processed
+            .iter()
+            .any(|f| f.ends_with("/users_data.manifest"))
+    );
+    assert!(
+        std::fs::read_dir(w.state("ACCT-1/work"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "no job left in work/"
+    );
 
     // 2. The ECC key, an event file sealed by openpgp.js as binary .pgp, gzip inside,
     // and a YAML manifest.
@@ -782,13 +802,13 @@ async fn bad_uploads_fail_clearly_and_nothing_reaches_the_upstream() {
     // The failed files stay available with their error.
     let one = failed
         .iter()
-        .find(|f| f.ends_with("-tampered.csv.pgp.error.json"))
+        .find(|f| f.ends_with("/tampered.csv.pgp.error.json"))
         .unwrap();
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(w.state(&format!("ACCT-1/failed/{one}"))).unwrap())
             .unwrap();
     assert!(v["error"].as_str().unwrap().contains("integrity"), "{v}");
-    assert!(failed.iter().any(|f| f.ends_with("-tampered.csv.pgp")));
+    assert!(failed.iter().any(|f| f.ends_with("/tampered.csv.pgp")));
     // Nothing half-decrypted is left in the download path.
     let leftovers: Vec<_> = std::fs::read_dir(w.path("decrypted/ACCT-1"))
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())

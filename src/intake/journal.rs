@@ -24,10 +24,12 @@ use serde::{Deserialize, Serialize};
 pub struct JobState {
     /// Picked up (the pickup notice went out).
     pub picked: bool,
+    /// The batch size the job started with (batch numbers count in it, across restarts).
+    pub batch_size: Option<usize>,
     /// Batches the upstream acknowledged.
     pub batches: u64,
-    /// Finished: `Some(Ok(()))` ingested, `Some(Err(reason))` failed.
-    pub finished: Option<Result<(), String>>,
+    /// Finished: `Some(Ok((uploaded, skipped)))` ingested, `Some(Err(reason))` failed.
+    pub finished: Option<Result<(u64, u64), String>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,6 +39,8 @@ enum Line {
         job: String,
         account: String,
         file: String,
+        #[serde(default)]
+        batch_size: Option<usize>,
         at: String,
     },
     Batch {
@@ -74,21 +78,44 @@ impl Journal {
     pub fn open(path: &Path) -> std::io::Result<Self> {
         let mut jobs: HashMap<String, JobState> = HashMap::new();
         if let Ok(existing) = File::open(path) {
-            for line in BufReader::new(existing).lines() {
-                let Ok(line) = serde_json::from_str::<Line>(&line?) else {
+            // Byte lines, so a torn line (even cut inside a UTF-8 character) is skipped
+            // rather than failing the whole journal.
+            for line in BufReader::new(existing).split(b'\n') {
+                let line = line?;
+                let Ok(line) = serde_json::from_slice::<Line>(&line) else {
                     continue;
                 };
                 match line {
-                    Line::Picked { job, .. } => jobs.entry(job).or_default().picked = true,
+                    Line::Picked {
+                        job, batch_size, ..
+                    } => {
+                        let s = jobs.entry(job).or_default();
+                        s.picked = true;
+                        s.batch_size = batch_size;
+                    }
                     Line::Batch { job, n } => {
                         let s = jobs.entry(job).or_default();
                         s.batches = s.batches.max(n);
                     }
-                    Line::Done { job, .. } => jobs.entry(job).or_default().finished = Some(Ok(())),
+                    Line::Done {
+                        job,
+                        uploaded,
+                        skipped,
+                        ..
+                    } => jobs.entry(job).or_default().finished = Some(Ok((uploaded, skipped))),
                     Line::Failed { job, error, .. } => {
                         jobs.entry(job).or_default().finished = Some(Err(error));
                     }
                 }
+            }
+            // Cut a torn last line (no newline): the next line starts clean.
+            let text = std::fs::read(path)?;
+            if text.last().is_some_and(|&b| b != b'\n') {
+                let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                OpenOptions::new()
+                    .write(true)
+                    .open(path)?
+                    .set_len(keep as u64)?;
             }
         }
         let mut options = OpenOptions::new();
@@ -124,14 +151,23 @@ impl Journal {
     }
 
     /// Records a pickup.
-    pub fn picked(&mut self, job: &str, account: &str, file: &str) -> std::io::Result<()> {
+    pub fn picked(
+        &mut self,
+        job: &str,
+        account: &str,
+        file: &str,
+        batch_size: usize,
+    ) -> std::io::Result<()> {
         self.append(&Line::Picked {
             job: job.into(),
             account: account.into(),
             file: file.into(),
+            batch_size: Some(batch_size),
             at: now(),
         })?;
-        self.jobs.entry(job.into()).or_default().picked = true;
+        let s = self.jobs.entry(job.into()).or_default();
+        s.picked = true;
+        s.batch_size = Some(batch_size);
         Ok(())
     }
 
@@ -150,7 +186,7 @@ impl Journal {
             skipped,
             at: now(),
         })?;
-        self.jobs.entry(job.into()).or_default().finished = Some(Ok(()));
+        self.jobs.entry(job.into()).or_default().finished = Some(Ok((uploaded, skipped)));
         Ok(())
     }
 
@@ -198,27 +234,33 @@ mod tests {
         let path = dir.path().join("journal.jsonl");
         {
             let mut j = Journal::open(&path).unwrap();
-            j.picked("a", "ACCT", "f.csv.asc").unwrap();
+            j.picked("a", "ACCT", "f.csv.asc", 100).unwrap();
             j.batch("a", 1).unwrap();
             j.batch("a", 2).unwrap();
-            j.picked("b", "ACCT", "g.csv.asc").unwrap();
+            j.picked("b", "ACCT", "g.csv.asc", 100).unwrap();
             j.failed("b", "bad").unwrap();
         }
         std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
             .unwrap()
-            .write_all(b"{\"event\":\"batch\",\"jo")
+            .write_all(b"{\"event\":\"batch\",\"job\":\"\xc3")
             .unwrap();
-        let j = Journal::open(&path).unwrap();
+        let mut j = Journal::open(&path).unwrap();
         assert_eq!(
             j.state("a"),
             JobState {
                 picked: true,
+                batch_size: Some(100),
                 batches: 2,
                 finished: None
             }
         );
+        // The torn line was cut, so the next line is whole.
+        j.batch("a", 3).unwrap();
+        drop(j);
+        let j = Journal::open(&path).unwrap();
+        assert_eq!(j.state("a").batches, 3);
         assert_eq!(j.state("b").finished, Some(Err("bad".into())));
         assert_eq!(j.state("c"), JobState::default());
     }

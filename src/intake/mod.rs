@@ -25,10 +25,10 @@ pub mod notify;
 pub mod pgp;
 pub mod settings;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use axum::body::Body;
@@ -83,7 +83,13 @@ pub struct Intake {
     proxy: Proxy,
     journal: Journal,
     notifier: Notifier,
+    /// The state directory the journal lives in (a reload cannot move it).
+    state_dir: PathBuf,
     warned: HashSet<PathBuf>,
+    /// Manifests already refused (path, modification time), in case they cannot be moved.
+    refused: HashSet<(PathBuf, Option<SystemTime>)>,
+    /// Jobs waiting for the upstream to come back, and when to try again.
+    not_before: HashMap<String, (Instant, u32)>,
 }
 
 /// How one job ended.
@@ -98,18 +104,31 @@ struct Outcome {
 #[derive(Debug)]
 struct Failure {
     reason: String,
+    uploaded: u64,
     skipped: u64,
     bad_rows: Vec<BadRow>,
+    /// The upstream is unreachable or failing: keep the job and try again later.
+    retry_later: bool,
 }
 
 impl From<String> for Failure {
     fn from(reason: String) -> Self {
         Self {
             reason,
+            uploaded: 0,
             skipped: 0,
             bad_rows: Vec::new(),
+            retry_later: false,
         }
     }
+}
+
+/// A job taken into its private work directory.
+struct Job {
+    id: String,
+    work: PathBuf,
+    manifest_name: String,
+    manifest: Manifest,
 }
 
 impl Intake {
@@ -120,13 +139,17 @@ impl Intake {
         let journal = Journal::open(&current.state_dir.join("journal.jsonl"))
             .map_err(|e| format!("intake journal: {e}"))?;
         let notifier = Notifier::new(current.smtp.as_ref(), current.webhook_url.as_ref())?;
+        let state_dir = current.state_dir.clone();
         drop(current);
         Ok(Self {
             config,
             proxy,
             journal,
             notifier,
+            state_dir,
             warned: HashSet::new(),
+            refused: HashSet::new(),
+            not_before: HashMap::new(),
         })
     }
 
@@ -143,10 +166,23 @@ impl Intake {
         }
     }
 
-    /// One pass over every account's upload directory.
+    fn account_dir(&self, account: &IntakeAccount, folder: &str) -> PathBuf {
+        self.state_dir.join(&account.id).join(folder)
+    }
+
+    /// One pass: jobs in progress first (after a restart, or waiting for the upstream),
+    /// then new uploads.
     pub async fn scan(&mut self) {
         let config = self.config.load_full();
         for account in &config.accounts {
+            for job in self.jobs_in_progress(account) {
+                if let Some((at, _)) = self.not_before.get(&job.id)
+                    && Instant::now() < *at
+                {
+                    continue;
+                }
+                self.run_job(&config, account, job).await;
+            }
             let manifests = match self.manifests(account) {
                 Ok(m) => m,
                 Err(e) => {
@@ -158,6 +194,42 @@ impl Intake {
                 self.consider(&config, account, &name).await;
             }
         }
+    }
+
+    /// The jobs under `work/`: each a directory named by its job id, holding the
+    /// manifest and the file.
+    fn jobs_in_progress(&self, account: &IntakeAccount) -> Vec<Job> {
+        let Ok(dirs) = std::fs::read_dir(self.account_dir(account, "work")) else {
+            return Vec::new();
+        };
+        let mut jobs = Vec::new();
+        for dir in dirs.flatten() {
+            let (Ok(id), work) = (dir.file_name().into_string(), dir.path()) else {
+                continue;
+            };
+            let manifest_name = std::fs::read_dir(&work).ok().and_then(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .find(|n| is_manifest(n))
+            });
+            let Some(manifest_name) = manifest_name else {
+                continue;
+            };
+            let Ok(manifest) = read_small(&work.join(&manifest_name))
+                .and_then(|t| manifest::parse(&t).map_err(|_| "unparsable".to_owned()))
+            else {
+                continue;
+            };
+            jobs.push(Job {
+                id,
+                work,
+                manifest_name,
+                manifest,
+            });
+        }
+        jobs.sort_by(|a, b| a.id.cmp(&b.id));
+        jobs
     }
 
     /// The manifests in the upload directory; symlinks are never followed (and reported
@@ -184,7 +256,8 @@ impl Intake {
         Ok(names)
     }
 
-    /// Looks at one manifest: waits while it or its file is incomplete, else runs the job.
+    /// Looks at one manifest in the upload directory: waits while it or its file is
+    /// incomplete, else takes both into a private work directory and runs the job.
     async fn consider(
         &mut self,
         config: &IntakeConfig,
@@ -196,18 +269,25 @@ impl Intake {
         let Ok(manifest_meta) = std::fs::symlink_metadata(&manifest_path) else {
             return;
         };
-        if !settled(&manifest_meta, config.settle) {
+        if !manifest_meta.file_type().is_file() || !settled(&manifest_meta, config.settle) {
+            return;
+        }
+        if self
+            .refused
+            .contains(&(manifest_path.clone(), manifest_meta.modified().ok()))
+        {
             return;
         }
         let text = match read_small(&manifest_path) {
             Ok(t) => t,
             Err(e) => {
+                let reason = format!("manifest: {e}");
                 self.fail_early(
                     config,
                     account,
                     manifest_name,
-                    None,
-                    &format!("manifest: {e}"),
+                    &manifest_meta,
+                    &reason,
                     None,
                 )
                 .await;
@@ -227,12 +307,13 @@ impl Intake {
                         .join("; ")
                 );
                 let to = lenient_email(&text);
-                self.fail_early(config, account, manifest_name, None, &reason, to)
+                self.fail_early(config, account, manifest_name, &manifest_meta, &reason, to)
                     .await;
                 return;
             }
         };
         let file_path = dir.join(&manifest.file_name);
+        let to = Some(manifest.client_email.clone());
         let file_meta = match std::fs::symlink_metadata(&file_path) {
             Ok(m) => m,
             Err(_) => {
@@ -247,8 +328,7 @@ impl Intake {
                         manifest.file_name,
                         config.missing_file_timeout.as_secs()
                     );
-                    let to = Some(manifest.client_email.clone());
-                    self.fail_early(config, account, manifest_name, None, &reason, to)
+                    self.fail_early(config, account, manifest_name, &manifest_meta, &reason, to)
                         .await;
                 }
                 return;
@@ -259,120 +339,194 @@ impl Intake {
                 "{:?} is not a regular file (symlinks are not followed)",
                 manifest.file_name
             );
-            let to = Some(manifest.client_email.clone());
-            self.fail_early(config, account, manifest_name, None, &reason, to)
+            self.fail_early(config, account, manifest_name, &manifest_meta, &reason, to)
                 .await;
             return;
         }
         if !settled(&file_meta, config.settle) {
             return;
         }
-        let job = journal::job_id(&account.id, manifest_name, &manifest.file_name, &file_meta);
-        let state = self.journal.state(&job);
-        if let Some(finished) = state.finished {
-            // Finished before a crash, but the files were not moved yet.
-            move_out(
-                config,
-                account,
-                manifest_name,
-                &manifest.file_name,
-                finished.as_ref().err(),
-            );
+        let id = journal::job_id(&account.id, manifest_name, &manifest.file_name, &file_meta);
+        // Take both into a private directory first: from here on the customer can no
+        // longer change, replace or re-upload them under the job's feet (a new upload
+        // with the same name is a new job).
+        let work = self.account_dir(account, "work").join(&id);
+        if let Err(e) = create_private_dir(&work) {
+            tracing::error!(error = %e, "cannot create the intake work directory");
             return;
         }
-        let mut notice = Notice {
-            stage: Stage::Pickup,
-            account: account.id.clone(),
-            file: manifest.file_name.clone(),
-            manifest: manifest_name.to_owned(),
-            uploaded: 0,
-            skipped: 0,
-            error: None,
-            bad_rows: Vec::new(),
-            to: Some(manifest.client_email.clone()),
+        let taken_file = work.join(&manifest.file_name);
+        if let Err(e) = move_file(&file_path, &taken_file) {
+            tracing::error!(file = %manifest.file_name, error = %e, "cannot take the upload");
+            return;
+        }
+        if let Err(e) = move_file(&manifest_path, &work.join(manifest_name)) {
+            tracing::error!(file = %manifest_name, error = %e, "cannot take the manifest");
+            return;
+        }
+        let job = Job {
+            id,
+            work,
+            manifest_name: manifest_name.to_owned(),
+            manifest,
         };
+        // What was moved must still be the regular file that was checked.
+        let same = std::fs::symlink_metadata(&taken_file)
+            .is_ok_and(|m| m.file_type().is_file() && same_file(&m, &file_meta));
+        if !same {
+            let failure = Failure::from(format!(
+                "{:?} changed while it was being picked up; upload it again",
+                job.manifest.file_name
+            ));
+            self.finish(account, &job, Err(failure)).await;
+            return;
+        }
+        self.run_job(config, account, job).await;
+    }
+
+    /// Runs (or resumes) a job in its work directory, to its end or until the upstream
+    /// is back.
+    async fn run_job(&mut self, config: &IntakeConfig, account: &IntakeAccount, job: Job) {
+        let state = self.journal.state(&job.id);
+        match state.finished.clone() {
+            // Finished before a crash, but not moved or notified.
+            Some(Ok((uploaded, skipped))) => {
+                let outcome = Outcome {
+                    uploaded,
+                    skipped,
+                    bad_rows: Vec::new(),
+                };
+                self.finish(account, &job, Ok(outcome)).await;
+                return;
+            }
+            Some(Err(reason)) => {
+                self.finish(account, &job, Err(Failure::from(reason))).await;
+                return;
+            }
+            None => {}
+        }
+        let batch_size = state.batch_size.unwrap_or(config.batch_size);
         if !state.picked {
-            if let Err(e) = self.journal.picked(&job, &account.id, &manifest.file_name) {
+            let picked =
+                self.journal
+                    .picked(&job.id, &account.id, &job.manifest.file_name, batch_size);
+            if let Err(e) = picked {
                 tracing::error!(error = %e, "cannot write the intake journal; not processing");
                 return;
             }
-            tracing::info!(account = %account.id, file = %manifest.file_name, %job, "picked up");
-            self.notifier.send(&notice).await;
+            tracing::info!(account = %account.id, file = %job.manifest.file_name, job = %job.id, "picked up");
+            self.notifier
+                .send(&notice(Stage::Pickup, account, &job))
+                .await;
         } else {
-            tracing::info!(account = %account.id, file = %manifest.file_name, %job, batches_done = state.batches, "resuming");
+            tracing::info!(account = %account.id, file = %job.manifest.file_name, job = %job.id,
+                batches_done = state.batches, "resuming");
         }
         let result = self
-            .process(
-                config,
-                account,
-                &manifest,
-                &file_path,
-                &file_meta,
-                &job,
-                state.batches,
-            )
+            .process(config, account, &job, batch_size, state.batches)
             .await;
         match result {
+            Err(failure) if failure.retry_later => {
+                let tries = self.not_before.get(&job.id).map_or(0, |(_, n)| *n) + 1;
+                let wait = Duration::from_secs(5u64.saturating_mul(1 << tries.min(8)));
+                tracing::warn!(account = %account.id, file = %job.manifest.file_name, job = %job.id,
+                    reason = %failure.reason, retry_in_s = wait.as_secs(), "upstream unavailable; the job will resume");
+                self.not_before
+                    .insert(job.id.clone(), (Instant::now() + wait, tries));
+            }
             Ok(outcome) => {
-                if let Err(e) = self.journal.done(&job, outcome.uploaded, outcome.skipped) {
+                self.not_before.remove(&job.id);
+                if let Err(e) = self
+                    .journal
+                    .done(&job.id, outcome.uploaded, outcome.skipped)
+                {
                     tracing::error!(error = %e, "cannot write the intake journal");
                     return;
                 }
-                tracing::info!(account = %account.id, file = %manifest.file_name, %job,
+                tracing::info!(account = %account.id, file = %job.manifest.file_name, job = %job.id,
                     uploaded = outcome.uploaded, skipped = outcome.skipped, "imported");
-                move_out(config, account, manifest_name, &manifest.file_name, None);
-                notice.stage = Stage::Success;
-                notice.uploaded = outcome.uploaded;
-                notice.skipped = outcome.skipped;
-                notice.bad_rows = outcome.bad_rows;
-                self.notifier.send(&notice).await;
+                self.finish(account, &job, Ok(outcome)).await;
             }
             Err(failure) => {
-                if let Err(e) = self.journal.failed(&job, &failure.reason) {
+                self.not_before.remove(&job.id);
+                if let Err(e) = self.journal.failed(&job.id, &failure.reason) {
                     tracing::error!(error = %e, "cannot write the intake journal");
                     return;
                 }
-                tracing::warn!(account = %account.id, file = %manifest.file_name, %job, reason = %failure.reason, "import failed");
-                move_out(
-                    config,
-                    account,
-                    manifest_name,
-                    &manifest.file_name,
-                    Some(&failure.reason),
-                );
-                notice.stage = Stage::Failure;
-                notice.error = Some(failure.reason);
-                notice.skipped = failure.skipped;
-                notice.bad_rows = failure.bad_rows;
-                self.notifier.send(&notice).await;
+                tracing::warn!(account = %account.id, file = %job.manifest.file_name, job = %job.id,
+                    reason = %failure.reason, "import failed");
+                self.finish(account, &job, Err(failure)).await;
             }
         }
     }
 
+    /// Moves a finished job's work directory to `processed/` or `failed/` (with an
+    /// `error.json`), then tells the customer.
+    async fn finish(
+        &mut self,
+        account: &IntakeAccount,
+        job: &Job,
+        result: Result<Outcome, Failure>,
+    ) {
+        let (folder, stage) = match &result {
+            Ok(_) => ("processed", Stage::Success),
+            Err(_) => ("failed", Stage::Failure),
+        };
+        let target_dir = self.account_dir(account, folder);
+        let target = target_dir.join(format!("{}-{}", stamp(), job.id));
+        if let Err(e) = &result {
+            let _ = write_error(&job.work, &job.manifest.file_name, &e.reason);
+        }
+        let moved = create_private_dir(&target_dir)
+            .and_then(|()| std::fs::rename(&job.work, &target).map_err(|e| e.to_string()));
+        if let Err(e) = moved {
+            tracing::error!(job = %job.id, error = %e, "cannot move a finished job out of work/");
+        }
+        let mut n = notice(stage, account, job);
+        match result {
+            Ok(outcome) => {
+                n.uploaded = outcome.uploaded;
+                n.skipped = outcome.skipped;
+                n.bad_rows = outcome.bad_rows;
+            }
+            Err(failure) => {
+                n.uploaded = failure.uploaded;
+                n.skipped = failure.skipped;
+                n.bad_rows = failure.bad_rows;
+                n.error = Some(failure.reason);
+            }
+        }
+        self.notifier.send(&n).await;
+    }
+
     /// A failure found before a job could start (a bad manifest, a missing file): the
     /// manifest moves to `failed/` with the reason, and the customer hears of it when
-    /// the manifest gave an address.
+    /// the manifest gave an address. Each manifest is refused once.
     async fn fail_early(
         &mut self,
         config: &IntakeConfig,
         account: &IntakeAccount,
         manifest_name: &str,
-        file: Option<&str>,
+        manifest_meta: &std::fs::Metadata,
         reason: &str,
         to: Option<String>,
     ) {
+        let _ = config;
         tracing::warn!(account = %account.id, manifest = %manifest_name, %reason, "upload refused");
-        let failed = config.state_dir.join(&account.id).join("failed");
-        let stamp = stamp();
+        let source = account.upload_dir.join(manifest_name);
+        self.refused
+            .insert((source.clone(), manifest_meta.modified().ok()));
+        let failed = self
+            .account_dir(account, "failed")
+            .join(format!("{}-{manifest_name}", stamp()));
         if create_private_dir(&failed).is_ok() {
-            let target = failed.join(format!("{stamp}-{manifest_name}"));
-            let _ = move_file(&account.upload_dir.join(manifest_name), &target);
-            let _ = write_error(&failed, &stamp, manifest_name, reason);
+            let _ = move_file(&source, &failed.join(manifest_name));
+            let _ = write_error(&failed, manifest_name, reason);
         }
         let notice = Notice {
             stage: Stage::Failure,
             account: account.id.clone(),
-            file: file.unwrap_or("-").to_owned(),
+            file: "-".to_owned(),
             manifest: manifest_name.to_owned(),
             uploaded: 0,
             skipped: 0,
@@ -383,33 +537,34 @@ impl Intake {
         self.notifier.send(&notice).await;
     }
 
-    /// Decrypts and ingests one file.
-    #[allow(clippy::too_many_arguments)]
+    /// Decrypts and ingests one job's file.
     async fn process(
         &mut self,
         config: &IntakeConfig,
         account: &IntakeAccount,
-        manifest: &Manifest,
-        file_path: &Path,
-        file_meta: &std::fs::Metadata,
-        job: &str,
+        job: &Job,
+        batch_size: usize,
         batches_done: u64,
     ) -> Result<Outcome, Failure> {
-        if file_meta.len() > config.max_encrypted_file_bytes {
+        let manifest = &job.manifest;
+        let file_path = job.work.join(&manifest.file_name);
+        let file_len = std::fs::symlink_metadata(&file_path)
+            .map_err(|e| format!("cannot read the upload: {e}"))?
+            .len();
+        if file_len > config.max_encrypted_file_bytes {
             return Err(format!(
-                "the file is {} bytes, over the limit of {} bytes; split it into smaller files",
-                file_meta.len(),
+                "the file is {file_len} bytes, over the limit of {} bytes; split it into smaller files",
                 config.max_encrypted_file_bytes
             )
             .into());
         }
-        let now = SystemTime::now();
         let key = account
             .keys
             .iter()
             .find(|k| k.id() == manifest.key_id)
+            .cloned()
             .ok_or_else(|| format!("keyId {:?} is not a key of this account", manifest.key_id))?;
-        if !key.valid_at(now) {
+        if !key.valid_at(SystemTime::now()) {
             return Err(format!(
                 "keyId {:?} is no longer valid (past its rotation overlap)",
                 manifest.key_id
@@ -417,14 +572,12 @@ impl Intake {
             .into());
         }
         create_private_dir(&account.download_dir)?;
+        remove_stale_temporaries(&account.download_dir);
         let out_name = decrypted_name(&manifest.file_name).to_owned();
         let out_path = account.download_dir.join(&out_name);
-        let limit = config.max_decrypted_bytes.min(
-            file_meta
-                .len()
-                .max(1)
-                .saturating_mul(config.max_expansion_ratio),
-        );
+        let limit = config
+            .max_decrypted_bytes
+            .min(file_len.max(1).saturating_mul(config.max_expansion_ratio));
         let encrypted = out_name != manifest.file_name;
         if !encrypted && account.require_encryption {
             return Err(format!(
@@ -434,29 +587,18 @@ impl Intake {
             .into());
         }
         // Decrypt on a blocking thread into a private temporary file beside the target.
-        let (src, dst_dir) = (file_path.to_path_buf(), account.download_dir.clone());
-        let key_index = account.keys.iter().position(|k| k.id() == key.id());
-        let shared = self.config.load_full();
-        let account_id = account.id.clone();
+        let dst_dir = account.download_dir.clone();
         let written = tokio::task::spawn_blocking(
             move || -> Result<(tempfile::NamedTempFile, u64), String> {
-                let account = shared
-                    .accounts
-                    .iter()
-                    .find(|a| a.id == account_id)
-                    .ok_or("the account was removed by a reload")?;
-                let key = key_index
-                    .and_then(|i| account.keys.get(i))
-                    .ok_or("the key was removed by a reload")?;
                 let mut tmp = tempfile::Builder::new()
-                    .prefix(".decrypting-")
+                    .prefix(TEMP_PREFIX)
                     .tempfile_in(&dst_dir)
-                    .map_err(|e| format!("cannot create a file in the download directory: {e}"))?;
-                let input = std::fs::File::open(&src)
-                    .map_err(|e| format!("cannot read the upload: {e}"))?;
+                    .map_err(|e| format!("cannot create the decrypted file: {}", e.kind()))?;
+                let input = std::fs::File::open(&file_path)
+                    .map_err(|e| format!("cannot read the upload: {}", e.kind()))?;
                 let n = if encrypted {
                     let mut writer = std::io::BufWriter::new(tmp.as_file_mut());
-                    let n = pgp::decrypt_stream(&[key], input, &mut writer, limit)
+                    let n = pgp::decrypt_stream(&[&*key], input, &mut writer, limit)
                         .map_err(|e| e.to_string())?;
                     std::io::Write::flush(&mut writer).map_err(|e| e.to_string())?;
                     n
@@ -479,21 +621,21 @@ impl Intake {
         .map_err(|e| format!("decryption stopped: {e}"))??;
         let (tmp, decrypted_bytes) = written;
         tmp.persist(&out_path)
-            .map_err(|e| format!("cannot write the decrypted file: {}", e.error))?;
+            .map_err(|e| format!("cannot write the decrypted file: {}", e.error.kind()))?;
         tracing::info!(account = %account.id, file = %out_name, bytes = decrypted_bytes, "decrypted");
         let ingested = self
             .ingest(
                 config,
                 account,
-                manifest,
+                job,
                 &out_path,
                 &out_name,
-                job,
+                batch_size,
                 batches_done,
                 limit,
             )
             .await;
-        if ingested.is_err() {
+        if ingested.as_ref().is_err_and(|f| !f.retry_later) {
             // The download path holds what was imported; a failed file stays, encrypted,
             // in failed/ with its error.
             let _ = std::fs::remove_file(&out_path);
@@ -508,13 +650,14 @@ impl Intake {
         &mut self,
         config: &IntakeConfig,
         account: &IntakeAccount,
-        manifest: &Manifest,
+        job: &Job,
         path: &Path,
         name: &str,
-        job: &str,
+        batch_size: usize,
         batches_done: u64,
         limit: u64,
     ) -> Result<Outcome, Failure> {
+        let manifest = &job.manifest;
         // A first pass finds structural problems (a missing column, malformed CSV or
         // JSON) before anything is uploaded, so such a file is never half imported.
         if batches_done == 0 {
@@ -531,9 +674,9 @@ impl Intake {
                 return Err(reason.into());
             }
         }
-        let (tx, mut rx) = tokio::sync::mpsc::channel(config.batch_size.min(10_000) * 2);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(batch_size.min(10_000) * 2);
         let reader = ingest::spawn_reader(path, name, manifest.clone(), limit, tx);
-        let mut batch = Vec::with_capacity(config.batch_size);
+        let mut batch = Vec::with_capacity(batch_size.min(10_000));
         let (mut uploaded, mut skipped, mut good) = (0u64, 0u64, 0u64);
         let mut bad_rows = Vec::new();
         let mut batch_no = 0u64;
@@ -558,12 +701,14 @@ impl Intake {
                 }
                 None => {}
             }
-            if batch.len() >= config.batch_size || (end && !batch.is_empty()) {
+            if batch.len() >= batch_size || (end && !batch.is_empty()) {
                 batch_no += 1;
                 let records = std::mem::take(&mut batch);
                 let count = records.len() as u64;
                 if batch_no > batches_done {
-                    if let Err(reason) = self.upload(config, account, job, batch_no, records).await
+                    if let Err((reason, retry)) = self
+                        .upload(config, account, &job.id, batch_no, records)
+                        .await
                     {
                         drop(rx);
                         let _ = reader.join();
@@ -571,12 +716,14 @@ impl Intake {
                             reason: format!(
                                 "batch {batch_no} was not accepted by the upload API: {reason}"
                             ),
+                            uploaded,
                             skipped,
                             bad_rows,
+                            retry_later: retry,
                         });
                     }
                     self.journal
-                        .batch(job, batch_no)
+                        .batch(&job.id, batch_no)
                         .map_err(|e| format!("cannot write the intake journal: {e}"))?;
                 }
                 uploaded += count;
@@ -590,8 +737,10 @@ impl Intake {
         if let Some(reason) = structural {
             return Err(Failure {
                 reason,
+                uploaded,
                 skipped,
                 bad_rows,
+                retry_later: false,
             });
         }
         if good == 0 {
@@ -601,8 +750,10 @@ impl Intake {
                 } else {
                     format!("none of the {skipped} rows could be imported")
                 },
+                uploaded,
                 skipped,
                 bad_rows,
+                retry_later: false,
             });
         }
         Ok(Outcome {
@@ -612,7 +763,9 @@ impl Intake {
         })
     }
 
-    /// Sends one batch to the upstream's upload API.
+    /// Sends one batch to the upstream's upload API. The error says whether to try the
+    /// job again later (the upstream down, failing or overloaded) or to fail it (the
+    /// upstream refused the batch).
     async fn upload(
         &self,
         config: &IntakeConfig,
@@ -620,10 +773,12 @@ impl Intake {
         job: &str,
         batch_no: u64,
         records: Vec<serde_json::Value>,
-    ) -> Result<(), String> {
-        let body =
-            serde_json::to_vec(&serde_json::json!({ "d": records })).map_err(|e| e.to_string())?;
-        let mut last = String::new();
+    ) -> Result<(), (String, bool)> {
+        let body = serde_json::to_vec(&serde_json::json!({ "d": records }))
+            .map_err(|e| (e.to_string(), false))?;
+        let passcode = HeaderValue::from_str(&account.passcode)
+            .map_err(|_| ("the passcode is not a valid header value".to_owned(), false))?;
+        let mut last = (String::new(), false);
         for attempt in 0..3u32 {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt))).await;
@@ -631,38 +786,84 @@ impl Intake {
             let request = Request::post(config.upload_path.as_str())
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .header("x-clevertap-account-id", account.id.as_str())
-                .header(
-                    "x-clevertap-passcode",
-                    HeaderValue::from_str(&account.passcode).map_err(|e| e.to_string())?,
-                )
+                .header("x-clevertap-passcode", passcode.clone())
                 .header("idempotency-key", format!("{job}-{batch_no}"))
                 .body(Body::from(body.clone()))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| (e.to_string(), false))?;
             let Ok(response) = self.proxy.clone().oneshot(request).await;
             let status = response.status();
             let gateway_error = response.extensions().get::<ErrorCode>().is_some();
-            let text = response
-                .into_body()
-                .collect()
+            let text = tokio::time::timeout(UPLOAD_BODY_TIMEOUT, response.into_body().collect())
                 .await
+                .ok()
+                .and_then(Result::ok)
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
             if status.is_success() {
                 return Ok(());
             }
-            last = format!(
-                "HTTP {status}: {}",
-                String::from_utf8_lossy(&text[..text.len().min(300)])
-            );
             // Retry what may pass on a second try: the upstream down or overloaded.
-            if !(gateway_error
+            let retry = gateway_error
                 || status.is_server_error()
-                || status == http::StatusCode::TOO_MANY_REQUESTS)
-            {
+                || status == http::StatusCode::TOO_MANY_REQUESTS;
+            last = (
+                format!(
+                    "HTTP {status}: {}",
+                    String::from_utf8_lossy(&text[..text.len().min(300)])
+                ),
+                retry,
+            );
+            if !retry {
                 break;
             }
         }
         Err(last)
+    }
+}
+
+/// A notice about `job` at `stage`, without counts.
+fn notice(stage: Stage, account: &IntakeAccount, job: &Job) -> Notice {
+    Notice {
+        stage,
+        account: account.id.clone(),
+        file: job.manifest.file_name.clone(),
+        manifest: job.manifest_name.clone(),
+        uploaded: 0,
+        skipped: 0,
+        error: None,
+        bad_rows: Vec::new(),
+        to: Some(job.manifest.client_email.clone()),
+    }
+}
+
+/// Prefix of a decrypted file being written.
+const TEMP_PREFIX: &str = ".decrypting-";
+/// How long an upstream answer's body may take.
+const UPLOAD_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Removes decrypted files left half-written by a crash (the intake runs one job at a
+/// time, so none is being written now).
+fn remove_stale_temporaries(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// The same file (device and inode), as seen before and after a move.
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        (a.dev(), a.ino(), a.len()) == (b.dev(), b.ino(), b.len())
+            || a.len() == b.len() && a.dev() != b.dev()
+    }
+    #[cfg(not(unix))]
+    {
+        a.len() == b.len()
     }
 }
 
@@ -713,10 +914,11 @@ fn create_private_dir(path: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot create {}: {e}", path.display()))
 }
 
-fn write_error(dir: &Path, stamp: &str, name: &str, reason: &str) -> std::io::Result<()> {
-    let body = serde_json::json!({ "file": name, "error": reason, "at": stamp });
+/// Writes `name.error.json` into `dir`: the reason a file was not imported.
+fn write_error(dir: &Path, name: &str, reason: &str) -> std::io::Result<()> {
+    let body = serde_json::json!({ "file": name, "error": reason, "at": stamp() });
     std::fs::write(
-        dir.join(format!("{stamp}-{name}.error.json")),
+        dir.join(format!("{name}.error.json")),
         serde_json::to_vec_pretty(&body).unwrap_or_default(),
     )
 }
@@ -729,37 +931,5 @@ fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
             std::fs::remove_file(from)
         }
         other => other,
-    }
-}
-
-/// Moves a finished job's manifest and file out of the upload directory.
-fn move_out(
-    config: &IntakeConfig,
-    account: &IntakeAccount,
-    manifest_name: &str,
-    file_name: &str,
-    failure: Option<&String>,
-) {
-    let folder = if failure.is_some() {
-        "failed"
-    } else {
-        "processed"
-    };
-    let target = config.state_dir.join(&account.id).join(folder);
-    if let Err(e) = create_private_dir(&target) {
-        tracing::error!(error = %e, "cannot move a finished upload");
-        return;
-    }
-    let stamp = stamp();
-    for name in [manifest_name, file_name] {
-        let from = account.upload_dir.join(name);
-        if let Err(e) = move_file(&from, &target.join(format!("{stamp}-{name}")))
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::error!(file = %name, error = %e, "cannot move a finished upload");
-        }
-    }
-    if let Some(reason) = failure {
-        let _ = write_error(&target, &stamp, file_name, reason);
     }
 }

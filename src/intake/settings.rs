@@ -163,8 +163,8 @@ pub struct IntakeAccount {
     pub download_dir: PathBuf,
     /// Refuse unencrypted files.
     pub require_encryption: bool,
-    /// Its keys, by `keyId`.
-    pub keys: Vec<PgpKey>,
+    /// Its keys, by `keyId` (shared, so a job keeps its key across a reload).
+    pub keys: Vec<std::sync::Arc<PgpKey>>,
 }
 
 /// The checked `[intake]` table.
@@ -240,7 +240,7 @@ pub fn load(raw: &RawIntake, base: &Path) -> Result<IntakeConfig, Vec<String>> {
         v
     };
     let poll = positive("poll_ms", raw.poll_ms.unwrap_or(1000), &mut problems);
-    let settle = raw.settle_ms.unwrap_or(5000);
+    let settle = positive("settle_ms", raw.settle_ms.unwrap_or(5000), &mut problems);
     let missing = positive(
         "missing_file_timeout_s",
         raw.missing_file_timeout_s.unwrap_or(3600),
@@ -427,7 +427,7 @@ fn account(raw: &RawIntakeAccount, base: &Path) -> Result<IntakeAccount, Vec<Str
             problems.push(format!("key id {:?} appears twice", k.id));
         }
         match pgp_key(k, base) {
-            Ok(key) => keys.push(key),
+            Ok(key) => keys.push(std::sync::Arc::new(key)),
             Err(e) => problems.push(format!("key {:?}: {e}", k.id)),
         }
     }

@@ -69,6 +69,10 @@ pub struct HpkeState {
     keys_max_age: Duration,
 }
 
+/// A response extension naming the request's account when it is a configured one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownAccount(pub String);
+
 /// The state all workers read, swapped whole by a reload: a request keeps the state it
 /// started with to the end.
 pub type SharedState = Arc<ArcSwap<HpkeState>>;
@@ -208,6 +212,12 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         let state = self.state.load_full();
         let metrics = self.metrics.clone();
+        // The account id, if it is one of the configured accounts (for metric labels:
+        // an arbitrary header value must not create a series).
+        let known = classify::account_id(req.headers(), &state.account_header)
+            .ok()
+            .filter(|id| state.accounts.get(id).is_some())
+            .map(str::to_owned);
         let negotiation = Negotiation::from_headers(req.headers());
         let mode = if negotiation.encrypted_body || negotiation.encrypted_response {
             Mode::Encrypted
@@ -223,6 +233,9 @@ where
                 .await
                 .unwrap_or_else(|e| e.into_response());
             response.extensions_mut().insert(mode);
+            if let Some(account) = known {
+                response.extensions_mut().insert(KnownAccount(account));
+            }
             Ok(response)
         })
     }
