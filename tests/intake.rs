@@ -256,6 +256,17 @@ struct World {
 
 impl World {
     async fn new(upstream: SocketAddr, extra_intake: &str) -> Self {
+        Self::with(upstream, extra_intake, "", "").await
+    }
+
+    /// `extra_intake` goes into `[intake]`, `extra_account` into ACCT-1's table, and
+    /// `extra_keys` after its keys.
+    async fn with(
+        upstream: SocketAddr,
+        extra_intake: &str,
+        extra_account: &str,
+        extra_keys: &str,
+    ) -> Self {
         let root = sshd::scratch_root();
         let sshd = Sshd::start(root.path());
         let gpg = Gpg::new();
@@ -315,6 +326,7 @@ id = "ACCT-1"
 passcode_file = "passcode"
 upload_dir = "{upload}"
 download_dir = "decrypted/ACCT-1"
+{extra_account}
 
 [[intake.accounts.keys]]
 id = "{KEY_ID}"
@@ -325,6 +337,7 @@ passphrase_file = "pgp-passphrase"
 id = "{ECC_KEY_ID}"
 private_key = "acct-1.ecc.asc"
 passphrase_file = "pgp-passphrase"
+{extra_keys}
 "#,
             smtp = smtp.port,
             upload = sshd.upload_dir().display(),
@@ -997,4 +1010,117 @@ async fn the_readmes_customer_script_works_as_written() {
             serde_json::json!({"type":"profile","identity":"bob@example.com","profileData":{"Name":"Bob","age":37}}),
         ]
     );
+}
+
+/// A webhook receiver on 127.0.0.1 that keeps every JSON notice.
+async fn webhook() -> (Arc<Mutex<Vec<serde_json::Value>>>, SocketAddr) {
+    let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let sink = seen.clone();
+    let app = axum::Router::new().route(
+        "/intake",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                sink.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (seen, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_size_limits_ended_keys_and_unencrypted_accounts() {
+    let (up, up_addr) = Recorder::start(true).await;
+    let (hooks, hook_addr) = webhook().await;
+    let w = World::with(
+        up_addr,
+        &format!("webhook_url = \"http://{hook_addr}/intake\"\nmax_encrypted_file_bytes = 6000"),
+        // This account also takes files that are not encrypted.
+        "require_encryption = false",
+        // The ECC key again, under an id whose rotation overlap has ended.
+        "[[intake.accounts.keys]]\nid = \"ended-key\"\nprivate_key = \"acct-1.ecc.asc\"\npassphrase_file = \"pgp-passphrase\"\nnot_after = \"2020-01-01T00:00:00Z\"\n",
+    )
+    .await;
+
+    // Not encrypted, and allowed here.
+    w.local_file("plain.csv", profiles_csv(4, 0).as_bytes());
+    w.manifest("plain.manifest", "plain.csv", KEY_ID, "profile");
+    w.upload(&["plain.csv", "plain.manifest"]);
+    w.smtp.wait_mail(&["plain.csv: imported, 4 records"]);
+
+    // Over max_encrypted_file_bytes: refused without being read.
+    let big = w.local_file("big.csv", profiles_csv(400, 0).as_bytes());
+    w.gpg.encrypt(
+        &big,
+        &w.local.join("big.csv.pgp"),
+        CLIENT,
+        false,
+        Compress::None,
+    );
+    assert!(
+        std::fs::metadata(w.local.join("big.csv.pgp"))
+            .unwrap()
+            .len()
+            > 6000
+    );
+    w.manifest("big.manifest", "big.csv.pgp", KEY_ID, "profile");
+    w.upload(&["big.csv.pgp", "big.manifest"]);
+    w.smtp
+        .wait_mail(&["big.csv.pgp: import failed", "over the limit of 6000 bytes"]);
+
+    // Encrypted to the right key material, but named by a key id that has ended.
+    let small = w.local_file("late.csv", profiles_csv(2, 0).as_bytes());
+    w.gpg.encrypt(
+        &small,
+        &w.local.join("late.csv.asc"),
+        "ecc@company1.example",
+        true,
+        Compress::Default,
+    );
+    w.manifest("late.manifest", "late.csv.asc", "ended-key", "profile");
+    w.upload(&["late.csv.asc", "late.manifest"]);
+    w.smtp.wait_mail(&[
+        "late.csv.asc: import failed",
+        "keyId \"ended-key\" is no longer valid",
+    ]);
+
+    assert_eq!(
+        up.record_count(),
+        4,
+        "only the allowed plain file was imported"
+    );
+    // The webhook got the same notices as JSON.
+    let notices = wait("six webhook notices", || {
+        let n = hooks.lock().unwrap().clone();
+        (n.len() >= 6).then_some(n)
+    });
+    let stages: Vec<(String, String)> = notices
+        .iter()
+        .map(|n| {
+            (
+                n["file"].as_str().unwrap().to_owned(),
+                n["stage"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (file, stage) in [
+        ("plain.csv", "pickup"),
+        ("plain.csv", "success"),
+        ("big.csv.pgp", "failure"),
+        ("late.csv.asc", "failure"),
+    ] {
+        assert!(
+            stages.contains(&(file.to_owned(), stage.to_owned())),
+            "{file} {stage} not in {stages:?}"
+        );
+    }
+    let success = notices.iter().find(|n| n["stage"] == "success").unwrap();
+    assert_eq!(success["uploaded"], 4);
+    assert_eq!(success["account"], "ACCT-1");
 }
