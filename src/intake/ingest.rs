@@ -98,6 +98,45 @@ impl<R: Read> Read for Limited<R> {
     }
 }
 
+/// The longest line read from a CSV or JSON-lines file: one line is held in memory
+/// whole, so a file that is one huge line fails instead of filling the memory.
+pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+
+/// A reader that fails on a line longer than [`MAX_LINE_BYTES`].
+struct LineLimited<R> {
+    inner: R,
+    run: usize,
+}
+
+impl<R: Read> Read for LineLimited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                self.run = 0;
+            } else {
+                self.run += 1;
+                if self.run > MAX_LINE_BYTES {
+                    return Err(std::io::Error::other(format!(
+                        "a line is longer than {MAX_LINE_BYTES} bytes"
+                    )));
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn line_limited(reader: Box<dyn BufRead + Send>) -> Box<dyn BufRead + Send> {
+    Box::new(BufReader::with_capacity(
+        64 * 1024,
+        LineLimited {
+            inner: reader,
+            run: 0,
+        },
+    ))
+}
+
 /// Opens the decrypted file, through gzip when it starts with gzip's magic bytes.
 fn open(path: &Path, limit: u64) -> std::io::Result<Box<dyn BufRead + Send>> {
     let mut file = BufReader::with_capacity(64 * 1024, std::fs::File::open(path)?);
@@ -137,7 +176,7 @@ pub fn spawn_reader(
                     .and_then(|b| b.iter().copied().find(|c| !c.is_ascii_whitespace()));
                 let send = |item| tx.blocking_send(Ok(item)).is_ok();
                 match Format::guess(&name, first) {
-                    Format::Csv => read_csv(r, &manifest, send),
+                    Format::Csv => read_csv(line_limited(r), &manifest, send),
                     Format::Json => read_json(r, &manifest, send),
                 }
             });
@@ -256,7 +295,7 @@ fn read_json(
         json_array(reader, &mut |n, v| handle(n, Ok(v), ""))
     } else {
         // JSON lines: one object per line; a bad line is a bad row.
-        for (i, line) in reader.lines().enumerate() {
+        for (i, line) in line_limited(reader).lines().enumerate() {
             let n = i as u64 + 1;
             let line = line.map_err(|e| format!("cannot read line {n}: {e}"))?;
             if line.trim().is_empty() {
@@ -471,6 +510,22 @@ mod tests {
         assert_eq!(bad[1].line, 4);
         assert!(bad[1].reason.contains("fields"), "{:?}", bad[1]);
         assert_eq!((bad[2].line, bad[2].column.as_str()), (5, "identity"));
+    }
+
+    #[test]
+    fn one_huge_line_fails_the_file_instead_of_filling_memory() {
+        let mut text = String::from("email,name,price,vip\n");
+        text.push_str(&"x".repeat(MAX_LINE_BYTES + 10));
+        let m = manifest("event");
+        let reader: Box<dyn BufRead + Send> =
+            Box::new(std::io::Cursor::new(text.clone().into_bytes()));
+        let err = read_csv(line_limited(reader), &m, |_| true).unwrap_err();
+        assert!(err.contains("longer than"), "{err}");
+        let json_lines = format!("{{\"email\":\"{}\"}}\n", "x".repeat(MAX_LINE_BYTES + 10));
+        let reader: Box<dyn BufRead + Send> =
+            Box::new(std::io::Cursor::new(json_lines.into_bytes()));
+        let err = read_json(reader, &m, |_| true).unwrap_err();
+        assert!(err.contains("longer than"), "{err}");
     }
 
     #[test]
