@@ -576,7 +576,8 @@ fn parse_upstream(text: &str) -> Result<Uri, String> {
     Ok(uri)
 }
 
-fn resolve(base: &Path, path: &Path) -> PathBuf {
+/// `path`, or `base/path` when it is relative: how every path in the file resolves.
+pub(crate) fn resolve(base: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() {
         path.to_path_buf()
     } else {

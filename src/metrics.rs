@@ -237,6 +237,11 @@ impl Metrics {
         }
     }
 
+    /// Whether request counts carry the account id.
+    pub fn account_labels(&self) -> bool {
+        self.account_labels
+    }
+
     /// Counts an answered request.
     pub fn request(
         &self,

@@ -14,6 +14,8 @@
 //!    picks it up on its next file check or on SIGHUP.
 
 use std::path::{Path, PathBuf};
+
+use crate::config::resolve;
 use std::time::{Duration, SystemTime};
 
 use toml_edit::{DocumentMut, Item, Table, value};
@@ -182,12 +184,4 @@ fn write_checked(path: &Path, text: &str) -> Result<(), BoxError> {
         .map_err(|e| format!("the rotated configuration does not load: {e}"))?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
-}
-
-fn resolve(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base.join(path)
-    }
 }

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -63,7 +63,6 @@ enum Line {
 /// The journal file and what it says.
 #[derive(Debug)]
 pub struct Journal {
-    path: PathBuf,
     file: File,
     jobs: HashMap<String, JobState>,
 }
@@ -126,16 +125,7 @@ impl Journal {
             options.mode(0o600);
         }
         let file = options.open(path)?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            file,
-            jobs,
-        })
-    }
-
-    /// The journal's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Self { file, jobs })
     }
 
     /// What the journal knows of `job`.

@@ -282,15 +282,8 @@ impl Intake {
             Ok(t) => t,
             Err(e) => {
                 let reason = format!("manifest: {e}");
-                self.fail_early(
-                    config,
-                    account,
-                    manifest_name,
-                    &manifest_meta,
-                    &reason,
-                    None,
-                )
-                .await;
+                self.fail_early(account, manifest_name, &manifest_meta, &reason, None)
+                    .await;
                 return;
             }
         };
@@ -307,7 +300,7 @@ impl Intake {
                         .join("; ")
                 );
                 let to = lenient_email(&text);
-                self.fail_early(config, account, manifest_name, &manifest_meta, &reason, to)
+                self.fail_early(account, manifest_name, &manifest_meta, &reason, to)
                     .await;
                 return;
             }
@@ -328,7 +321,7 @@ impl Intake {
                         manifest.file_name,
                         config.missing_file_timeout.as_secs()
                     );
-                    self.fail_early(config, account, manifest_name, &manifest_meta, &reason, to)
+                    self.fail_early(account, manifest_name, &manifest_meta, &reason, to)
                         .await;
                 }
                 return;
@@ -339,7 +332,7 @@ impl Intake {
                 "{:?} is not a regular file (symlinks are not followed)",
                 manifest.file_name
             );
-            self.fail_early(config, account, manifest_name, &manifest_meta, &reason, to)
+            self.fail_early(account, manifest_name, &manifest_meta, &reason, to)
                 .await;
             return;
         }
@@ -504,14 +497,12 @@ impl Intake {
     /// the manifest gave an address. Each manifest is refused once.
     async fn fail_early(
         &mut self,
-        config: &IntakeConfig,
         account: &IntakeAccount,
         manifest_name: &str,
         manifest_meta: &std::fs::Metadata,
         reason: &str,
         to: Option<String>,
     ) {
-        let _ = config;
         tracing::warn!(account = %account.id, manifest = %manifest_name, %reason, "upload refused");
         let source = account.upload_dir.join(manifest_name);
         self.refused

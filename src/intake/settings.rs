@@ -3,6 +3,8 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+
+use crate::config::resolve;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -194,14 +196,6 @@ pub struct IntakeConfig {
     pub webhook_url: Option<http::Uri>,
     /// The accounts.
     pub accounts: Vec<IntakeAccount>,
-}
-
-fn resolve(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base.join(path)
-    }
 }
 
 fn secret_text(

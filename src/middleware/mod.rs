@@ -214,8 +214,10 @@ where
         let metrics = self.metrics.clone();
         // The account id, if it is one of the configured accounts (for metric labels:
         // an arbitrary header value must not create a series).
-        let known = classify::account_id(req.headers(), &state.account_header)
-            .ok()
+        let known = metrics
+            .account_labels()
+            .then(|| classify::account_id(req.headers(), &state.account_header).ok())
+            .flatten()
             .filter(|id| state.accounts.get(id).is_some())
             .map(str::to_owned);
         let negotiation = Negotiation::from_headers(req.headers());
