@@ -1,6 +1,7 @@
 //! The envelope against its crypto floor, in the same run: seal and open at 64 B to
 //! 16 MiB beside one X25519 scalar multiplication and raw AES-256-GCM of the same size,
-//! then the ratios `open / (1 DH + AES-GCM)` and `seal / (2 DH + AES-GCM)`.
+//! then the ratios `open / (1 DH + AES-GCM)` and `seal / (2 DH + AES-GCM)`. rust-hpke
+//! (the `hpke` crate) runs beside the gateway's backend for comparison.
 //!
 //! `cargo bench --bench envelope` (add `-- --quick` for a fast, rougher run).
 
@@ -75,6 +76,61 @@ fn envelope_ops(c: &mut Criterion) {
     open.finish();
 }
 
+/// rust-hpke (the `hpke` crate) on the same inputs: the implementation the default
+/// backend replaced, whose Decap recomputes the recipient's public key per message.
+fn rust_hpke_ops(c: &mut Criterion) {
+    use hpke::aead::AesGcm256;
+    use hpke::kdf::HkdfSha256;
+    use hpke::kem::X25519HkdfSha256 as Kem;
+    use hpke::{Kem as _, OpModeR, OpModeS};
+
+    let (sk, pk) = Kem::derive_keypair(&[1u8; 32]);
+    let mut seal = c.benchmark_group("envelope/seal/rust-hpke");
+    for (size, name) in SIZES {
+        seal.throughput(Throughput::Bytes(size as u64));
+        let mut pt = vec![0x42u8; size];
+        seal.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| {
+                let (enc, mut ctx) = hpke::setup_sender::<AesGcm256, HkdfSha256, Kem>(
+                    &OpModeS::Base,
+                    &pk,
+                    b"ACCT-1",
+                )
+                .unwrap();
+                black_box((enc, ctx.seal_inout_detached(pt.as_mut_slice().into(), b"")))
+            })
+        });
+    }
+    seal.finish();
+    let mut open = c.benchmark_group("envelope/open/rust-hpke");
+    for (size, name) in SIZES {
+        open.throughput(Throughput::Bytes(size as u64));
+        let (enc, mut ctx) =
+            hpke::setup_sender::<AesGcm256, HkdfSha256, Kem>(&OpModeS::Base, &pk, b"ACCT-1")
+                .unwrap();
+        let mut sealed = vec![0x42u8; size];
+        let tag = ctx
+            .seal_inout_detached(sealed.as_mut_slice().into(), b"")
+            .unwrap();
+        let mut buf = sealed.clone();
+        open.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| {
+                let mut ctx = hpke::setup_receiver::<AesGcm256, HkdfSha256, Kem>(
+                    &OpModeR::Base,
+                    &sk,
+                    &enc,
+                    b"ACCT-1",
+                )
+                .unwrap();
+                ctx.open_inout_detached(buf.as_mut_slice().into(), b"", &tag)
+                    .unwrap();
+                buf.copy_from_slice(&sealed);
+            })
+        });
+    }
+    open.finish();
+}
+
 /// Median of a finished benchmark, in nanoseconds, from criterion's own estimates.
 fn median_ns(id: &str) -> Option<f64> {
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
@@ -94,7 +150,7 @@ fn print_ratios() {
         "`cargo bench --bench envelope` and `cargo bench --bench envelope --features aws-lc`)"
     );
     println!(
-        "{:>9} {:>6}  {:>11} {:>11} {:>11}  {:>21} {:>21}",
+        "{:>10} {:>6}  {:>11} {:>11} {:>11}  {:>21} {:>21}",
         "backend",
         "size",
         "AES-GCM",
@@ -103,7 +159,7 @@ fn print_ratios() {
         "open/(1 DH + AES-GCM)",
         "seal/(2 DH + AES-GCM)"
     );
-    for backend in ["rust-hpke", "aws-lc"] {
+    for backend in ["rustcrypto", "aws-lc", "rust-hpke"] {
         for (_, name) in SIZES {
             let (Some(aes), Some(open), Some(seal)) = (
                 median_ns(&format!("baseline_aes256gcm/{name}")),
@@ -113,7 +169,7 @@ fn print_ratios() {
                 continue;
             };
             println!(
-                "{backend:>9} {name:>6}  {:>9.1}µs {:>9.1}µs {:>9.1}µs  {:>21.2} {:>21.2}",
+                "{backend:>10} {name:>6}  {:>9.1}µs {:>9.1}µs {:>9.1}µs  {:>21.2} {:>21.2}",
                 aes / 1e3,
                 open / 1e3,
                 seal / 1e3,
@@ -132,6 +188,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     baselines(&mut c);
     envelope_ops(&mut c);
+    rust_hpke_ops(&mut c);
     c.final_summary();
     print_ratios();
 }

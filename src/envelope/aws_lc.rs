@@ -1,42 +1,33 @@
-//! The `aws-lc` backend: X25519, HMAC-SHA256 and AES-256-GCM from aws-lc-rs, with the
-//! RFC 9180 KEM and key schedule written out below (each step under the RFC's own
-//! pseudo-code). The recipient's public key is computed once, when the key is loaded,
-//! not per request.
+//! The `aws-lc` backend: X25519, HMAC-SHA256 and AES-256-GCM from aws-lc-rs, under the
+//! RFC 9180 KEM and key schedule in [`super::schedule`]. The recipient's public key is
+//! computed once, when the key is loaded, not per request.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::agreement::{self, UnparsedPublicKey, X25519};
 use aws_lc_rs::hmac;
-use hpke::rand_core::CryptoRng;
+use rand_core::CryptoRng;
 use zeroize::Zeroizing;
+
+use super::schedule::{self, Nonces};
 
 /// The backend's name, for benches and logs.
 pub(super) const NAME: &str = "aws-lc";
 /// AWS-LC may have written into the buffer when a tag does not verify.
 pub(super) const OPEN_KEEPS_INPUT_ON_FAILURE: bool = false;
 
-const KEM_SUITE_ID: &[u8] = b"KEM\x00\x20";
-const HPKE_SUITE_ID: &[u8] = b"HPKE\x00\x20\x00\x01\x00\x02";
-
 /// A clamped X25519 scalar, zeroized on drop.
 #[derive(Clone)]
 pub(super) struct SecretKey(Zeroizing<[u8; 32]>);
 
 impl SecretKey {
-    // RFC 9180 §7.1.3
-    // def DeriveKeyPair(ikm):
-    //   dkp_prk = LabeledExtract("", "dkp_prk", ikm)
-    //   sk = LabeledExpand(dkp_prk, "sk", "", Nsk)
     pub(super) fn derive(ikm: &[u8]) -> Self {
-        let prk = labeled_extract(KEM_SUITE_ID, b"", b"dkp_prk", ikm);
-        let mut sk = Zeroizing::new([0u8; 32]);
-        labeled_expand(KEM_SUITE_ID, &prk, b"sk", b"", &mut *sk);
-        Self(clamp(sk))
+        Self(schedule::derive_secret::<AwsLcHkdf>(ikm))
     }
 
     pub(super) fn from_bytes(bytes: &[u8]) -> Option<Self> {
         let mut sk = Zeroizing::new([0u8; 32]);
         sk.copy_from_slice(bytes.get(..32).filter(|_| bytes.len() == 32)?);
-        Some(Self(clamp(sk)))
+        Some(Self(schedule::clamp(sk)))
     }
 
     pub(super) fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
@@ -73,119 +64,53 @@ impl SecretKey {
     }
 }
 
-fn clamp(mut k: Zeroizing<[u8; 32]>) -> Zeroizing<[u8; 32]> {
-    k[0] &= 248;
-    k[31] &= 127;
-    k[31] |= 64;
-    k
-}
+/// HKDF-SHA256 as HMAC-SHA256 from aws-lc-rs.
+struct AwsLcHkdf;
 
-// RFC 9180 §4
-// def LabeledExtract(salt, label, ikm):
-//   labeled_ikm = concat("HPKE-v1", suite_id, label, ikm)
-//   return Extract(salt, labeled_ikm)
-fn labeled_extract(suite: &[u8], salt: &[u8], label: &[u8], ikm: &[u8]) -> Zeroizing<[u8; 32]> {
-    // HKDF-Extract(salt, ikm) = HMAC(salt, ikm); an empty salt is HashLen zero bytes,
-    // which HMAC pads to the same key.
-    let key = hmac::Key::new(hmac::HMAC_SHA256, salt);
-    let mut ctx = hmac::Context::with_key(&key);
-    for part in [b"HPKE-v1".as_slice(), suite, label, ikm] {
-        ctx.update(part);
+impl schedule::Hkdf for AwsLcHkdf {
+    fn extract(salt: &[u8], ikm: &[&[u8]]) -> Zeroizing<[u8; 32]> {
+        // HKDF-Extract(salt, ikm) = HMAC(salt, ikm); an empty salt is HashLen zero bytes,
+        // which HMAC pads to the same key.
+        let key = hmac::Key::new(hmac::HMAC_SHA256, salt);
+        let mut ctx = hmac::Context::with_key(&key);
+        for part in ikm {
+            ctx.update(part);
+        }
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
     }
-    let mut out = Zeroizing::new([0u8; 32]);
-    out.copy_from_slice(ctx.sign().as_ref());
-    out
-}
 
-// RFC 9180 §4
-// def LabeledExpand(prk, label, info, L):
-//   labeled_info = concat(I2OSP(L, 2), "HPKE-v1", suite_id, label, info)
-//   return Expand(prk, labeled_info, L)
-fn labeled_expand(suite: &[u8], prk: &[u8; 32], label: &[u8], info: &[u8], out: &mut [u8]) {
-    // Every output here is at most HashLen: HKDF-Expand is one block, HMAC(prk, info || 0x01).
-    debug_assert!(out.len() <= 32);
-    let key = hmac::Key::new(hmac::HMAC_SHA256, prk);
-    let mut ctx = hmac::Context::with_key(&key);
-    let len = (out.len() as u16).to_be_bytes();
-    for part in [len.as_slice(), b"HPKE-v1", suite, label, info, &[1u8]] {
-        ctx.update(part);
+    fn expand(prk: &[u8; 32], info: &[&[u8]], out: &mut [u8]) {
+        // Every output here is at most HashLen: HKDF-Expand is one block,
+        // HMAC(prk, info || 0x01).
+        debug_assert!(out.len() <= 32);
+        let key = hmac::Key::new(hmac::HMAC_SHA256, prk);
+        let mut ctx = hmac::Context::with_key(&key);
+        for part in info {
+            ctx.update(part);
+        }
+        ctx.update(&[1u8]);
+        let tag = ctx.sign();
+        out.copy_from_slice(&tag.as_ref()[..out.len()]);
     }
-    let tag = ctx.sign();
-    out.copy_from_slice(&tag.as_ref()[..out.len()]);
 }
 
-// RFC 9180 §4.1
-// def ExtractAndExpand(dh, kem_context):
-//   eae_prk = LabeledExtract("", "eae_prk", dh)
-//   shared_secret = LabeledExpand(eae_prk, "shared_secret", kem_context, Nsecret)
-fn extract_and_expand(dh: &[u8; 32], enc: &[u8; 32], pk_r: &[u8; 32]) -> Zeroizing<[u8; 32]> {
-    let prk = labeled_extract(KEM_SUITE_ID, b"", b"eae_prk", dh);
-    let mut kem_context = [0u8; 64];
-    kem_context[..32].copy_from_slice(enc);
-    kem_context[32..].copy_from_slice(pk_r);
-    let mut shared = Zeroizing::new([0u8; 32]);
-    labeled_expand(
-        KEM_SUITE_ID,
-        &prk,
-        b"shared_secret",
-        &kem_context,
-        &mut *shared,
-    );
-    shared
-}
-
-/// The AEAD half of a context: key, base nonce, sequence number.
+/// The AEAD half of a context.
 struct Context {
     key: LessSafeKey,
-    base_nonce: [u8; 12],
-    seq: u64,
-}
-
-// RFC 9180 §5.1
-// def KeySchedule<ROLE>(mode, shared_secret, info, psk, psk_id):
-//   psk_id_hash = LabeledExtract("", "psk_id_hash", psk_id)
-//   info_hash = LabeledExtract("", "info_hash", info)
-//   key_schedule_context = concat(mode, psk_id_hash, info_hash)
-//   secret = LabeledExtract(shared_secret, "secret", psk)
-//   key = LabeledExpand(secret, "key", key_schedule_context, Nk)
-//   base_nonce = LabeledExpand(secret, "base_nonce", key_schedule_context, Nn)
-fn key_schedule(shared_secret: &[u8; 32], info: &[u8]) -> Result<Context, ()> {
-    let psk_id_hash = labeled_extract(HPKE_SUITE_ID, b"", b"psk_id_hash", b"");
-    let info_hash = labeled_extract(HPKE_SUITE_ID, b"", b"info_hash", info);
-    let mut ks_context = [0u8; 65];
-    ks_context[1..33].copy_from_slice(&*psk_id_hash);
-    ks_context[33..].copy_from_slice(&*info_hash);
-    let secret = labeled_extract(HPKE_SUITE_ID, shared_secret, b"secret", b"");
-    let mut key = Zeroizing::new([0u8; 32]);
-    labeled_expand(HPKE_SUITE_ID, &secret, b"key", &ks_context, &mut *key);
-    let mut base_nonce = [0u8; 12];
-    labeled_expand(
-        HPKE_SUITE_ID,
-        &secret,
-        b"base_nonce",
-        &ks_context,
-        &mut base_nonce,
-    );
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &*key).map_err(drop)?);
-    Ok(Context {
-        key,
-        base_nonce,
-        seq: 0,
-    })
+    nonces: Nonces,
 }
 
 impl Context {
-    // RFC 9180 §5.2
-    // def ComputeNonce(self, seq):
-    //   seq_bytes = I2OSP(seq, Nn)
-    //   return xor(self.base_nonce, seq_bytes)
+    fn new(shared: &[u8; 32], info: &[u8]) -> Result<Self, ()> {
+        let (key, nonces) = schedule::key_schedule::<AwsLcHkdf>(shared, info);
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &*key).map_err(drop)?);
+        Ok(Self { key, nonces })
+    }
+
     fn next_nonce(&mut self) -> Result<Nonce, ()> {
-        let mut nonce = self.base_nonce;
-        for (n, s) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
-            *n ^= s;
-        }
-        self.seq = self.seq.checked_add(1).ok_or(())?;
-        Ok(Nonce::assume_unique_for_key(nonce))
+        Ok(Nonce::assume_unique_for_key(self.nonces.next()?))
     }
 }
 
@@ -210,8 +135,8 @@ pub(super) fn setup_sender(
     let ephemeral = SecretKey::derive(&*ikm);
     let enc = ephemeral.public();
     let dh = ephemeral.dh(recipient)?;
-    let shared = extract_and_expand(&dh, &enc, recipient);
-    Ok((enc, Sender(key_schedule(&shared, info)?)))
+    let shared = schedule::extract_and_expand::<AwsLcHkdf>(&dh, &enc, recipient);
+    Ok((enc, Sender(Context::new(&shared, info)?)))
 }
 
 // RFC 9180 §4.1
@@ -227,8 +152,8 @@ pub(super) fn setup_receiver(
     info: &[u8],
 ) -> Result<Receiver, ()> {
     let dh = key.dh(enc)?;
-    let shared = extract_and_expand(&dh, enc, own_public);
-    Ok(Receiver(key_schedule(&shared, info)?))
+    let shared = schedule::extract_and_expand::<AwsLcHkdf>(&dh, enc, own_public);
+    Ok(Receiver(Context::new(&shared, info)?))
 }
 
 impl Sender {
@@ -252,8 +177,6 @@ impl Receiver {
         body: &mut [u8],
         tag: &[u8],
     ) -> Result<(), ()> {
-        // The sequence number only advances on success (RFC 9180 §5.2, ContextR.Open).
-        let seq = self.0.seq;
         let nonce = self.0.next_nonce()?;
         match self
             .0
@@ -262,7 +185,7 @@ impl Receiver {
         {
             Ok(_) => Ok(()),
             Err(_) => {
-                self.0.seq = seq;
+                self.0.nonces.undo();
                 Err(())
             }
         }

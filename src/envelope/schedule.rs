@@ -1,0 +1,156 @@
+//! RFC 9180's DHKEM(X25519, HKDF-SHA256) and base-mode key schedule, written once over
+//! the HKDF a backend supplies. Each step sits under the RFC's own pseudo-code.
+//!
+//! The backends differ only in where X25519, HMAC-SHA256 and AES-256-GCM come from; the
+//! labels, lengths and the order of the steps live here.
+
+use zeroize::Zeroizing;
+
+/// `suite_id = concat("KEM", I2OSP(kem_id, 2))` for DHKEM(X25519, HKDF-SHA256).
+const KEM_SUITE_ID: &[u8] = b"KEM\x00\x20";
+/// `suite_id = concat("HPKE", I2OSP(kem_id, 2), I2OSP(kdf_id, 2), I2OSP(aead_id, 2))`.
+const HPKE_SUITE_ID: &[u8] = b"HPKE\x00\x20\x00\x01\x00\x02";
+
+/// HKDF-SHA256 as a backend provides it. Inputs come in parts so that labels are
+/// never concatenated into a temporary buffer.
+pub(super) trait Hkdf {
+    /// `Extract(salt, concat(ikm...))`.
+    fn extract(salt: &[u8], ikm: &[&[u8]]) -> Zeroizing<[u8; 32]>;
+    /// `Expand(prk, concat(info...), out.len())`; every output here is at most 32 bytes.
+    fn expand(prk: &[u8; 32], info: &[&[u8]], out: &mut [u8]);
+}
+
+// RFC 9180 §4
+// def LabeledExtract(salt, label, ikm):
+//   labeled_ikm = concat("HPKE-v1", suite_id, label, ikm)
+//   return Extract(salt, labeled_ikm)
+fn labeled_extract<H: Hkdf>(
+    suite: &[u8],
+    salt: &[u8],
+    label: &[u8],
+    ikm: &[u8],
+) -> Zeroizing<[u8; 32]> {
+    H::extract(salt, &[b"HPKE-v1", suite, label, ikm])
+}
+
+// RFC 9180 §4
+// def LabeledExpand(prk, label, info, L):
+//   labeled_info = concat(I2OSP(L, 2), "HPKE-v1", suite_id, label, info)
+//   return Expand(prk, labeled_info, L)
+fn labeled_expand<H: Hkdf>(
+    suite: &[u8],
+    prk: &[u8; 32],
+    label: &[u8],
+    info: &[u8],
+    out: &mut [u8],
+) {
+    debug_assert!(out.len() <= 32);
+    let len = (out.len() as u16).to_be_bytes();
+    H::expand(prk, &[&len, b"HPKE-v1", suite, label, info], out);
+}
+
+// RFC 9180 §7.1.3
+// def DeriveKeyPair(ikm):
+//   dkp_prk = LabeledExtract("", "dkp_prk", ikm)
+//   sk = LabeledExpand(dkp_prk, "sk", "", Nsk)
+/// The private key of `DeriveKeyPair(ikm)`, clamped (RFC 7748 §5).
+pub(super) fn derive_secret<H: Hkdf>(ikm: &[u8]) -> Zeroizing<[u8; 32]> {
+    let prk = labeled_extract::<H>(KEM_SUITE_ID, b"", b"dkp_prk", ikm);
+    let mut sk = Zeroizing::new([0u8; 32]);
+    labeled_expand::<H>(KEM_SUITE_ID, &prk, b"sk", b"", &mut *sk);
+    clamp(sk)
+}
+
+/// RFC 7748 §5 clamping. A clamped scalar is the same X25519 key as the unclamped one.
+pub(super) fn clamp(mut k: Zeroizing<[u8; 32]>) -> Zeroizing<[u8; 32]> {
+    k[0] &= 248;
+    k[31] &= 127;
+    k[31] |= 64;
+    k
+}
+
+// RFC 9180 §4.1
+// def ExtractAndExpand(dh, kem_context):
+//   eae_prk = LabeledExtract("", "eae_prk", dh)
+//   shared_secret = LabeledExpand(eae_prk, "shared_secret", kem_context, Nsecret)
+/// The KEM's shared secret; `kem_context = concat(enc, pkR)` for both Encap and Decap.
+pub(super) fn extract_and_expand<H: Hkdf>(
+    dh: &[u8; 32],
+    enc: &[u8; 32],
+    pk_r: &[u8; 32],
+) -> Zeroizing<[u8; 32]> {
+    let prk = labeled_extract::<H>(KEM_SUITE_ID, b"", b"eae_prk", dh);
+    let mut kem_context = [0u8; 64];
+    kem_context[..32].copy_from_slice(enc);
+    kem_context[32..].copy_from_slice(pk_r);
+    let mut shared = Zeroizing::new([0u8; 32]);
+    labeled_expand::<H>(
+        KEM_SUITE_ID,
+        &prk,
+        b"shared_secret",
+        &kem_context,
+        &mut *shared,
+    );
+    shared
+}
+
+// RFC 9180 §5.1
+// def KeySchedule<ROLE>(mode, shared_secret, info, psk, psk_id):
+//   psk_id_hash = LabeledExtract("", "psk_id_hash", psk_id)
+//   info_hash = LabeledExtract("", "info_hash", info)
+//   key_schedule_context = concat(mode, psk_id_hash, info_hash)
+//   secret = LabeledExtract(shared_secret, "secret", psk)
+//   key = LabeledExpand(secret, "key", key_schedule_context, Nk)
+//   base_nonce = LabeledExpand(secret, "base_nonce", key_schedule_context, Nn)
+/// Base mode (`mode_base` = 0, empty psk and psk_id): the AEAD key and its nonces.
+pub(super) fn key_schedule<H: Hkdf>(
+    shared_secret: &[u8; 32],
+    info: &[u8],
+) -> (Zeroizing<[u8; 32]>, Nonces) {
+    let psk_id_hash = labeled_extract::<H>(HPKE_SUITE_ID, b"", b"psk_id_hash", b"");
+    let info_hash = labeled_extract::<H>(HPKE_SUITE_ID, b"", b"info_hash", info);
+    let mut ks_context = [0u8; 65];
+    ks_context[1..33].copy_from_slice(&*psk_id_hash);
+    ks_context[33..].copy_from_slice(&*info_hash);
+    let secret = labeled_extract::<H>(HPKE_SUITE_ID, shared_secret, b"secret", b"");
+    let mut key = Zeroizing::new([0u8; 32]);
+    labeled_expand::<H>(HPKE_SUITE_ID, &secret, b"key", &ks_context, &mut *key);
+    let mut base = [0u8; 12];
+    labeled_expand::<H>(
+        HPKE_SUITE_ID,
+        &secret,
+        b"base_nonce",
+        &ks_context,
+        &mut base,
+    );
+    (key, Nonces { base, seq: 0 })
+}
+
+/// A context's base nonce and sequence number (RFC 9180 §5.2).
+pub(super) struct Nonces {
+    base: [u8; 12],
+    seq: u64,
+}
+
+impl Nonces {
+    // RFC 9180 §5.2
+    // def ComputeNonce(self, seq):
+    //   seq_bytes = I2OSP(seq, Nn)
+    //   return xor(self.base_nonce, seq_bytes)
+    /// The nonce for the current sequence number; the number advances. Errs once the
+    /// sequence is exhausted (RFC 9180 §5.2, `MessageLimitReachedError`).
+    pub(super) fn next(&mut self) -> Result<[u8; 12], ()> {
+        let mut nonce = self.base;
+        for (n, s) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
+            *n ^= s;
+        }
+        self.seq = self.seq.checked_add(1).ok_or(())?;
+        Ok(nonce)
+    }
+
+    /// Takes back the last [`Nonces::next`]: a receiver's sequence number only advances
+    /// when a message opens (RFC 9180 §5.2, `ContextR.Open`).
+    pub(super) fn undo(&mut self) {
+        self.seq -= 1;
+    }
+}
