@@ -1,7 +1,7 @@
 //! One log line per request, and a request id that follows the request upstream.
 //!
-//! The id is the client's `X-Request-Id` when it sends a usable one, otherwise 16
-//! random bytes in hex; the upstream sees it, and the response carries it back. The line
+//! The id is the client's `X-Request-Id` when it sends a usable one, otherwise 32 fresh
+//! hex digits; the upstream sees it, and the response carries it back. The line
 //! (target `hpke_gateway::access`, level info) names the request id, method, path (never
 //! the query, which may hold personal data such as an email), account, status, the
 //! gateway's error code if it answered itself, and the duration. No body, key or header
@@ -86,15 +86,18 @@ where
         let mut req = Request::from_parts(parts, body);
         let id = request_id(&req);
         req.headers_mut().insert(REQUEST_ID, id.clone());
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
-        let account = req
-            .headers()
-            .get(&self.account_header)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| crate::config::valid_account_id(v))
-            .unwrap_or("-")
-            .to_owned();
+        // The line's fields are copied only when the line will be written.
+        let logged =
+            tracing::enabled!(target: "hpke_gateway::access", tracing::Level::INFO).then(|| {
+                let account = req
+                    .headers()
+                    .get(&self.account_header)
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|v| crate::config::valid_account_id(v))
+                    .unwrap_or("-")
+                    .to_owned();
+                (req.method().clone(), req.uri().path().to_owned(), account)
+            });
         let future = self.inner.call(req);
         Box::pin(async move {
             let Ok(response) = future.await;
@@ -121,23 +124,25 @@ where
             let (parts, body) = response.into_parts();
             let body = Body::new(Counted::new(body, metrics.response_bytes()));
             let mut response = Response::from_parts(parts, body);
-            tracing::info!(
-                target: "hpke_gateway::access",
-                request_id = id.to_str().unwrap_or("-"),
-                %method,
-                path,
-                account,
-                status,
-                code,
-                ms = elapsed.as_secs_f64() * 1e3,
-            );
+            if let Some((method, path, account)) = logged {
+                tracing::info!(
+                    target: "hpke_gateway::access",
+                    request_id = id.to_str().unwrap_or("-"),
+                    %method,
+                    path,
+                    account,
+                    status,
+                    code,
+                    ms = elapsed.as_secs_f64() * 1e3,
+                );
+            }
             response.headers_mut().insert(REQUEST_ID, id);
             Ok(response)
         })
     }
 }
 
-/// The client's id if it is short visible ASCII, else a fresh random one.
+/// The client's id if it is short visible ASCII, else a fresh one.
 fn request_id(req: &Request<Body>) -> HeaderValue {
     if let Some(v) = req.headers().get(&REQUEST_ID)
         && !v.is_empty()
@@ -146,9 +151,85 @@ fn request_id(req: &Request<Body>) -> HeaderValue {
     {
         return v.clone();
     }
-    let mut bytes = [0u8; 16];
-    // Not a secret: if the OS random source failed, an all-zero id still works.
+    fresh_id()
+}
+
+/// 32 hex digits: a random 64-bit prefix drawn once per thread, then a 64-bit counter
+/// through a bijective mixer (SplitMix64's finalizer), so ids never repeat within a
+/// thread and look unrelated to each other. Not a secret, and no system call per request.
+fn fresh_id() -> HeaderValue {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<(u64, u64)> = Cell::new((random_u64(), random_u64()));
+    }
+    let (prefix, n) = STATE.with(|s| {
+        let (prefix, n) = s.get();
+        s.set((prefix, n.wrapping_add(1)));
+        (prefix, n)
+    });
+    let mut id = [0u8; 32];
+    hex_into(&mut id[..16], prefix);
+    hex_into(&mut id[16..], mix(n));
+    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("-"))
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // If the OS random source failed, zeros still give ids unique within the thread.
     let _ = getrandom::fill(&mut bytes);
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    HeaderValue::from_str(&hex).unwrap_or(HeaderValue::from_static("-"))
+    u64::from_le_bytes(bytes)
+}
+
+/// SplitMix64's output function: a bijection on u64.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn hex_into(out: &mut [u8], v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = DIGITS[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_ids_are_32_hex_digits_and_distinct() {
+        let ids: std::collections::HashSet<_> = (0..10_000).map(|_| fresh_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(100) {
+            let s = id.to_str().unwrap();
+            assert_eq!(s.len(), 32, "{s}");
+            assert!(
+                s.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            );
+        }
+    }
+
+    #[test]
+    fn hex_is_big_endian_nibbles() {
+        let mut out = [0u8; 16];
+        hex_into(&mut out, 0x0123_4567_89ab_cdef);
+        assert_eq!(&out, b"0123456789abcdef");
+    }
+
+    #[test]
+    fn a_usable_client_id_is_kept_and_a_bad_one_replaced() {
+        let req = |v: &'static str| {
+            Request::builder()
+                .header(REQUEST_ID, v)
+                .body(Body::empty())
+                .unwrap()
+        };
+        assert_eq!(request_id(&req("abc-123")), "abc-123");
+        assert_ne!(request_id(&req("has space")), "has space");
+        assert_eq!(request_id(&req("has space")).len(), 32);
+    }
 }

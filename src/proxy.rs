@@ -24,9 +24,13 @@ use tower::Service;
 
 use crate::error::Error;
 
-/// Forwards requests to one upstream.
+/// Forwards requests to one upstream. Cloning is one reference count: the router clones
+/// its services for every request.
 #[derive(Debug, Clone)]
-pub struct Proxy {
+pub struct Proxy(Arc<Inner>);
+
+#[derive(Debug, Clone)]
+struct Inner {
     client: Client<HttpsConnector<HttpConnector>, Body>,
     connect_timeout: Duration,
     tls: Arc<rustls::ClientConfig>,
@@ -69,7 +73,7 @@ impl Proxy {
                     .map_err(|e| Error::Internal(e.into()))?,
             ),
         };
-        Ok(Self {
+        Ok(Self(Arc::new(Inner {
             client: client(connect_timeout, &tls),
             connect_timeout,
             tls,
@@ -79,18 +83,20 @@ impl Proxy {
                 base_path: upstream.path().trim_end_matches('/').to_owned(),
             }),
             timeout,
-        })
+        })))
     }
 
     /// The same proxy with a connection pool of its own (clones share one pool).
     pub fn fresh_pool(&self) -> Self {
-        Self {
-            client: client(self.connect_timeout, &self.tls),
-            ..self.clone()
-        }
+        Self(Arc::new(Inner {
+            client: client(self.0.connect_timeout, &self.0.tls),
+            ..(*self.0).clone()
+        }))
     }
+}
 
-    async fn forward(self, mut req: Request<Body>) -> Result<Response<Body>, Error> {
+impl Inner {
+    async fn forward(&self, mut req: Request<Body>) -> Result<Response<Body>, Error> {
         *req.uri_mut() = self.upstream.uri_for(req.uri())?;
         *req.version_mut() = Version::HTTP_11;
         let headers = req.headers_mut();
@@ -152,7 +158,7 @@ impl Service<Request<Body>> for Proxy {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let this = self.clone();
+        let this = self.0.clone();
         Box::pin(async move {
             Ok(this
                 .forward(req)
@@ -202,10 +208,10 @@ mod tests {
             None,
         )
         .unwrap();
-        let uri = p
-            .upstream
-            .uri_for(&"/1/events.json?cursor=a%2Fb".parse().unwrap())
-            .unwrap();
+        let uri =
+            p.0.upstream
+                .uri_for(&"/1/events.json?cursor=a%2Fb".parse().unwrap())
+                .unwrap();
         assert_eq!(uri, "http://127.0.0.1:9/api/1/events.json?cursor=a%2Fb");
         let p = Proxy::new(
             &"http://127.0.0.1:9".parse().unwrap(),
@@ -214,7 +220,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let uri = p.upstream.uri_for(&"/1/upload".parse().unwrap()).unwrap();
+        let uri = p.0.upstream.uri_for(&"/1/upload".parse().unwrap()).unwrap();
         assert_eq!(uri, "http://127.0.0.1:9/1/upload");
     }
 
