@@ -14,6 +14,9 @@
 //! | `hpke_gateway_server_key_age_seconds` | gauge | `key_id`, `state` (since the key was loaded) |
 //! | `hpke_gateway_server_key_not_after_seconds` | gauge | `key_id` (Unix time; only keys with a `not_after`) |
 //! | `hpke_gateway_reloads_total` | counter | `result` (ok / failed) |
+//! | `hpke_gateway_intake_files_total` | counter | `result` (imported / failed / refused: a manifest refused before its job started) |
+//! | `hpke_gateway_intake_records_total` | counter | `result` (uploaded / skipped: bad rows) |
+//! | `hpke_gateway_intake_deferrals_total` | counter | (jobs put off because the upstream was unavailable) |
 //!
 //! Account ids are labels only when the operator opts in: each account is a series of
 //! its own, so a gateway with many accounts would otherwise flood Prometheus.
@@ -126,6 +129,9 @@ pub struct Metrics {
     key_age: Family<KeyLabels, Gauge>,
     key_not_after: Family<KeyIdLabel, Gauge>,
     reloads: Family<ResultLabel, Counter>,
+    intake_files: Family<ResultLabel, Counter>,
+    intake_records: Family<ResultLabel, Counter>,
+    intake_deferrals: Counter,
 }
 
 impl Default for Metrics {
@@ -153,6 +159,8 @@ impl Metrics {
         let key_age = Family::default();
         let key_not_after = Family::default();
         let reloads = Family::default();
+        let (intake_files, intake_records) = (Family::default(), Family::default());
+        let intake_deferrals = Counter::default();
         let r = &mut registry;
         r.register(
             "requests",
@@ -219,6 +227,21 @@ impl Metrics {
             "Configuration reloads by result",
             reloads.clone(),
         );
+        r.register(
+            "intake_files",
+            "Files the intake finished, by result",
+            intake_files.clone(),
+        );
+        r.register(
+            "intake_records",
+            "Records the intake uploaded or skipped",
+            intake_records.clone(),
+        );
+        r.register(
+            "intake_deferrals",
+            "Intake jobs put off because the upstream was unavailable",
+            intake_deferrals.clone(),
+        );
         let request_duration = [Mode::Encrypted, Mode::Plaintext].map(|mode| {
             request_duration
                 .get_or_create(&ModeLabel {
@@ -242,6 +265,9 @@ impl Metrics {
             key_age,
             key_not_after,
             reloads,
+            intake_files,
+            intake_records,
+            intake_deferrals,
         }
     }
 
@@ -303,6 +329,23 @@ impl Metrics {
     pub fn reloaded(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
         self.reloads.get_or_create(&ResultLabel { result }).inc();
+    }
+    /// Counts a file the intake finished (`imported`, `failed`) or refused before its
+    /// job started (`refused`), with the records it uploaded and skipped.
+    pub fn intake_file(&self, result: &'static str, uploaded: u64, skipped: u64) {
+        self.intake_files
+            .get_or_create(&ResultLabel { result })
+            .inc();
+        for (result, n) in [("uploaded", uploaded), ("skipped", skipped)] {
+            self.intake_records
+                .get_or_create(&ResultLabel { result })
+                .inc_by(n);
+        }
+    }
+
+    /// Counts an intake job put off until the upstream is back.
+    pub fn intake_deferred(&self) {
+        self.intake_deferrals.inc();
     }
 
     /// The counter for request body bytes.

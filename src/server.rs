@@ -160,8 +160,29 @@ pub async fn serve(
         .await
 }
 
-/// How long a client has to send a request head, and to finish a TLS handshake.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection may sit without making progress before the gateway closes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionTimeouts {
+    /// HTTP/1.1: how long a client has to send a request head, counted from the moment
+    /// the connection waits for one (so an idle keep-alive connection closes after it
+    /// too). TLS: how long the handshake may take.
+    pub head: Duration,
+    /// HTTP/2: how long a connection may be quiet before it is pinged.
+    pub h2_ping_interval: Duration,
+    /// HTTP/2: how long a ping may go unanswered before the connection is closed.
+    pub h2_ping_timeout: Duration,
+}
+
+impl Default for ConnectionTimeouts {
+    /// 30 s for a head or handshake; an HTTP/2 ping after 30 s of quiet, answered within 20 s.
+    fn default() -> Self {
+        Self {
+            head: Duration::from_secs(30),
+            h2_ping_interval: Duration::from_secs(30),
+            h2_ping_timeout: Duration::from_secs(20),
+        }
+    }
+}
 
 /// Serves `router` on `listener`, over TLS when `tls` is given (HTTP/2 or HTTP/1.1 by
 /// ALPN; plain connections speak HTTP/1.1, or HTTP/2 with prior knowledge), until
@@ -171,6 +192,7 @@ pub async fn serve_connections(
     listener: TcpListener,
     router: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    timeouts: ConnectionTimeouts,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -183,7 +205,14 @@ pub async fn serve_connections(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT);
+        .header_read_timeout(timeouts.head);
+    // A peer that stops answering pings (gone, or holding the connection open without
+    // reading) is dropped; a live idle client answers them and keeps its connection.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(timeouts.h2_ping_interval)
+        .keep_alive_timeout(timeouts.h2_ping_timeout);
     let builder = Arc::new(builder);
     let service =
         TowerToHyperService::new(router.map_request(
@@ -214,7 +243,7 @@ pub async fn serve_connections(
                 });
             }
             Some(acceptor) => {
-                let handshake = tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(tcp));
+                let handshake = tokio::time::timeout(timeouts.head, acceptor.accept(tcp));
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let Ok(Ok(stream)) = handshake.await else {
@@ -295,7 +324,8 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
                         let shutdown = async move {
                             let _ = stop.wait_for(|stopped| *stopped).await;
                         };
-                        serve_connections(listener, router, tls, shutdown).await
+                        let timeouts = ConnectionTimeouts::default();
+                        serve_connections(listener, router, tls, timeouts, shutdown).await
                     });
                     let _ = done.send(());
                     served
@@ -307,6 +337,7 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
         Some(intake) => Some(spawn_intake(
             intake.clone(),
             gateway.proxy.fresh_pool(),
+            gateway.metrics().clone(),
             stop_rx.clone(),
         )?),
         None => None,
@@ -381,9 +412,10 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
 fn spawn_intake(
     intake: SharedIntake,
     proxy: Proxy,
+    metrics: Arc<Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<std::thread::JoinHandle<()>, crate::BoxError> {
-    let runner = crate::intake::Intake::new(intake, proxy)?;
+    let runner = crate::intake::Intake::new(intake, proxy, metrics)?;
     Ok(std::thread::Builder::new()
         .name("hpke-gateway-intake".into())
         .spawn(move || {

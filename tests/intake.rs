@@ -252,6 +252,7 @@ struct World {
     gateway: Option<Child>,
     log: Arc<Mutex<Vec<String>>>,
     listen: SocketAddr,
+    admin: SocketAddr,
 }
 
 impl World {
@@ -299,10 +300,11 @@ impl World {
         )
         .unwrap();
         let listen = free_port();
+        let admin = free_port();
         let config = format!(
             r#"listen = "{listen}"
 upstream = "http://{upstream}"
-admin_listen = "off"
+admin_listen = "{admin}"
 reload_poll_ms = 0
 
 [[server_keys]]
@@ -353,6 +355,7 @@ passphrase_file = "pgp-passphrase"
             gateway: None,
             log: Arc::new(Mutex::new(Vec::new())),
             listen,
+            admin,
         };
         world.start_gateway();
         world
@@ -399,6 +402,18 @@ passphrase_file = "pgp-passphrase"
 
     fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// The value of one series on the admin listener's `/metrics`.
+    fn metric(&self, series: &str) -> Option<f64> {
+        use std::io::{Read as _, Write as _};
+        let mut conn = std::net::TcpStream::connect(self.admin).ok()?;
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: admin\r\n\r\n")
+            .ok()?;
+        let mut text = String::new();
+        conn.read_to_string(&mut text).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
     /// Writes a file on the customer's workstation.
@@ -612,6 +627,24 @@ async fn uploads_over_sftp_are_decrypted_ingested_and_notified() {
     wait("the second import", || {
         (up.record_count() == 2 * 2499 + 10).then_some(())
     });
+    // The intake's own metrics: three files, every good record, the two bad rows.
+    wait("the intake metrics", || {
+        (w.metric(r#"hpke_gateway_intake_files_total{result="imported"}"#) == Some(3.0))
+            .then_some(())
+    });
+    assert_eq!(
+        w.metric(r#"hpke_gateway_intake_records_total{result="uploaded"}"#),
+        Some((2 * 2499 + 10) as f64)
+    );
+    assert_eq!(
+        w.metric(r#"hpke_gateway_intake_records_total{result="skipped"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        w.metric(r#"hpke_gateway_intake_files_total{result="failed"}"#),
+        None,
+        "no file failed"
+    );
     let log = w.log_text();
     assert!(
         !log.contains(PASSPHRASE) && !log.contains(PASSCODE),
@@ -812,6 +845,18 @@ async fn bad_uploads_fail_clearly_and_nothing_reaches_the_upstream() {
     let failed = w.files_in("ACCT-1/failed");
     let errors = failed.iter().filter(|f| f.ends_with(".error.json")).count();
     assert_eq!(errors, cases.len() + 1, "{failed:?}");
+    // Each refusal is counted once: refused before its job started, or failed in it.
+    let counted = |result: &str| {
+        w.metric(&format!(
+            r#"hpke_gateway_intake_files_total{{result="{result}"}}"#
+        ))
+        .unwrap_or(0.0)
+    };
+    assert_eq!(
+        counted("failed") + counted("refused"),
+        (cases.len() + 1) as f64
+    );
+    assert_eq!(counted("imported"), 0.0);
     // The failed files stay available with their error.
     let one = failed
         .iter()

@@ -322,6 +322,7 @@ async fn mtls_upstream(pki: &Pki) -> SocketAddr {
         listener,
         app,
         Some(acceptor),
+        hpke_gateway::server::ConnectionTimeouts::default(),
         std::future::pending(),
     ));
     addr

@@ -37,6 +37,7 @@ use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 
 use crate::error::ErrorCode;
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use ingest::{BadRow, Item};
 use journal::Journal;
@@ -81,6 +82,7 @@ pub fn decrypted_name(name: &str) -> &str {
 pub struct Intake {
     config: SharedIntake,
     proxy: Proxy,
+    metrics: Arc<Metrics>,
     journal: Journal,
     notifier: Notifier,
     /// The state directory the journal lives in (a reload cannot move it).
@@ -133,7 +135,7 @@ struct Job {
 
 impl Intake {
     /// Opens the journal under `state_dir` (created 0700) and sets up notifications.
-    pub fn new(config: SharedIntake, proxy: Proxy) -> Result<Self, String> {
+    pub fn new(config: SharedIntake, proxy: Proxy, metrics: Arc<Metrics>) -> Result<Self, String> {
         let current = config.load();
         create_private_dir(&current.state_dir)?;
         let journal = Journal::open(&current.state_dir.join("journal.jsonl"))
@@ -144,6 +146,7 @@ impl Intake {
         Ok(Self {
             config,
             proxy,
+            metrics,
             journal,
             notifier,
             state_dir,
@@ -426,6 +429,7 @@ impl Intake {
                     reason = %failure.reason, retry_in_s = wait.as_secs(), "upstream unavailable; the job will resume");
                 self.not_before
                     .insert(job.id.clone(), (Instant::now() + wait, tries));
+                self.metrics.intake_deferred();
             }
             Ok(outcome) => {
                 self.not_before.remove(&job.id);
@@ -476,6 +480,10 @@ impl Intake {
             tracing::error!(job = %job.id, error = %e, "cannot move a finished job out of work/");
         }
         let mut n = notice(stage, account, job);
+        match &result {
+            Ok(o) => self.metrics.intake_file("imported", o.uploaded, o.skipped),
+            Err(f) => self.metrics.intake_file("failed", f.uploaded, f.skipped),
+        }
         match result {
             Ok(outcome) => {
                 n.uploaded = outcome.uploaded;
@@ -504,6 +512,7 @@ impl Intake {
         to: Option<String>,
     ) {
         tracing::warn!(account = %account.id, manifest = %manifest_name, %reason, "upload refused");
+        self.metrics.intake_file("refused", 0, 0);
         let source = account.upload_dir.join(manifest_name);
         self.refused
             .insert((source.clone(), manifest_meta.modified().ok()));
