@@ -6,16 +6,19 @@
 
 On 127.0.0.1 only, it starts a fast upstream (examples/bench_upstream.rs: plain hyper,
 a fixed reply that echoes nothing), nginx as a reverse proxy in front of it (keepalive to
-the upstream), and the gateway in front of it. It installs nginx and wrk from Debian if
-they are missing. The same wrk settings drive six scenarios:
+the upstream), a hyper-only proxy (examples/bare_proxy.rs: the gateway's hyper server,
+client and threading with nothing in between), and the gateway in front of it. It installs
+nginx and wrk from Debian if they are missing. The same wrk settings drive seven scenarios:
 
   1 upstream directly                  4 gateway, encrypted 1 KiB request and response
   2 nginx -> upstream, plaintext       5 gateway, encrypted 1 MiB request and response
-  3 gateway -> upstream, plaintext     6 gateway, 16 concurrent 16 MiB encrypted requests
+  2b hyper-only proxy, plaintext       6 gateway, 16 concurrent 16 MiB encrypted requests
+  3 gateway -> upstream, plaintext
 
 Encrypted scenarios send a pool of pre-sealed requests (sealed before the run by
-`hpke-gateway seal`), so the load generator's own crypto is not measured. The gateway's
-CPU time comes from /proc/PID/stat, its peak RSS from VmHWM (reset before each scenario
+`hpke-gateway seal`), so the load generator's own crypto is not measured. The CPU time
+of the proxy under test (nginx's workers, the hyper-only proxy, the gateway; user and
+system apart) comes from /proc/PID/stat, the gateway's peak RSS from VmHWM (reset before each scenario
 through /proc/PID/clear_refs). The crypto floor per encrypted request is read from the
 envelope bench (`cargo bench --bench envelope`; run here if its results are missing):
 3 X25519 multiplications (1 decapsulation + 1 encapsulation) + AES-256-GCM of both bodies.
@@ -40,6 +43,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 GATEWAY = os.path.join(TARGET, "release", "hpke-gateway")
 UPSTREAM = os.path.join(TARGET, "release", "examples", "bench_upstream")
+BARE = os.path.join(TARGET, "release", "examples", "bare_proxy")
 HPKE = "application/octet-stream+hpke"
 ACCOUNT = "ACCT-BENCH"
 KIB, MIB = 1024, 1024 * 1024
@@ -64,7 +68,7 @@ def ensure_tools(features):
     log("building the gateway and the bench upstream (release)")
     extra = ["--features", features] if features else []
     run(["cargo", "build", "--release", "--locked", *extra, "--bin", "hpke-gateway",
-         "--example", "bench_upstream"], cwd=ROOT)
+         "--example", "bench_upstream", "--example", "bare_proxy"], cwd=ROOT)
 
 
 def free_port():
@@ -90,6 +94,13 @@ def wait_port(port, proc, what):
 def start_upstream(port):
     p = subprocess.Popen([UPSTREAM, f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
     wait_port(port, p, "upstream")
+    return p
+
+
+def start_bare(port, upstream_port):
+    p = subprocess.Popen([BARE, f"127.0.0.1:{port}", f"http://127.0.0.1:{upstream_port}"],
+                         stderr=subprocess.DEVNULL)
+    wait_port(port, p, "hyper-only proxy")
     return p
 
 
@@ -198,10 +209,20 @@ def startup_ms(work, upstream_port):
 
 # === /proc ===
 
-def cpu_seconds(pid):
+def cpu_split(pid):
+    """(user, system) CPU seconds of a process, all its threads."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime
+
+
+def children(pid):
+    """nginx's workers: the master's child processes."""
+    kids = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            kids += [int(c) for c in f.read().split()]
+    return kids
 
 
 def reset_peak_rss(pid):
@@ -329,6 +350,7 @@ SCENARIOS = [
     # name, target, path, body size, encrypted, connections (full), duration (full)
     ("1 upstream direct", "upstream", "/1/upload?size=1024", 1 * KIB, False, 64, 10),
     ("2 nginx plaintext", "nginx", "/1/upload?size=1024", 1 * KIB, False, 64, 10),
+    ("2b hyper-only proxy plaintext", "bare", "/1/upload?size=1024", 1 * KIB, False, 64, 10),
     ("3 gateway plaintext", "gateway", "/1/upload?size=1024", 1 * KIB, False, 64, 10),
     ("4 gateway encrypted 1KiB", "gateway", "/1/upload?size=1024", 1 * KIB, True, 64, 10),
     ("5 gateway encrypted 1MiB", "gateway", f"/1/upload?size={MIB}", MIB, True, 8, 10),
@@ -347,12 +369,18 @@ def main():
     work = tempfile.mkdtemp(prefix="hpke-load-")
     procs = []
     try:
-        ports = {k: free_port() for k in ("upstream", "nginx", "gateway")}
+        ports = {k: free_port() for k in ("upstream", "nginx", "bare", "gateway")}
         procs.append(start_upstream(ports["upstream"]))
-        procs.append(start_nginx(work, ports["nginx"], ports["upstream"]))
+        nginx = start_nginx(work, ports["nginx"], ports["upstream"])
+        procs.append(nginx)
+        bare = start_bare(ports["bare"], ports["upstream"])
+        procs.append(bare)
         server_key, customer_key = make_keys(work)
         gateway = start_gateway(work, ports["gateway"], ports["upstream"])
         procs.append(gateway)
+        # Whose CPU each scenario measures: the proxy under test (nginx: its workers).
+        proxy_pids = {"gateway": lambda: [gateway.pid], "bare": lambda: [bare.pid],
+                      "nginx": lambda: children(nginx.pid), "upstream": lambda: []}
         time.sleep(0.3)
         idle_rss_kib = rss_kib(gateway.pid, "VmRSS")
         server_pub = os.path.join(work, "server-1.pub.pem")
@@ -367,14 +395,17 @@ def main():
             pool = []
             if encrypted:
                 count = 4 if size >= 16 * MIB or args.quick else 32
-                pool = seal_pool(work, f"s{name[0]}", size, count, server_pub)
+                pool = seal_pool(work, f"s{name.split()[0]}", size, count, server_pub)
             elif path.startswith("/1/upload"):
                 pool = [plain_1k]
-            cpu0 = cpu_seconds(gateway.pid)
+            pids = proxy_pids[target]()
+            cpu0 = [cpu_split(p) for p in pids]
             reset_peak_rss(gateway.pid)
             log(f"{name}: wrk -c{conns} -d{dur}s")
-            r = wrk(work, f"s{name[0]}", ports[target], path, conns, dur, pool, encrypted)
-            cpu = cpu_seconds(gateway.pid) - cpu0
+            r = wrk(work, f"s{name.split()[0]}", ports[target], path, conns, dur, pool, encrypted)
+            cpu1 = [cpu_split(p) for p in pids]
+            user = sum(b[0] - a[0] for a, b in zip(cpu0, cpu1))
+            system = sum(b[1] - a[1] for a, b in zip(cpu0, cpu1))
             peak = rss_kib(gateway.pid, "VmHWM")
             if r["requests"] == 0 or r["non2xx"] or r["errors"]:
                 raise SystemExit(f"{name}: {r['requests']} requests, {r['non2xx']} non-2xx, {r['errors']} errors")
@@ -385,7 +416,10 @@ def main():
                 "scenario": name, "target": target, "body_bytes": size, "encrypted": encrypted,
                 "connections": conns, "requests": r["requests"], "rps": r["requests"] / secs,
                 "p50_ms": r["p50_us"] / 1e3, "p99_ms": r["p99_us"] / 1e3, "p999_ms": r["p999_us"] / 1e3,
-                "gateway_cpu_us_per_req": (cpu / r["requests"] * 1e6) if target == "gateway" else None,
+                "proxy_cpu_us_per_req": (user + system) / r["requests"] * 1e6 if pids else None,
+                "proxy_user_us_per_req": user / r["requests"] * 1e6 if pids else None,
+                "proxy_sys_us_per_req": system / r["requests"] * 1e6 if pids else None,
+                "gateway_cpu_us_per_req": ((user + system) / r["requests"] * 1e6) if target == "gateway" else None,
                 "gateway_peak_rss_mib": peak / 1024 if target == "gateway" else None,
             })
         start_ms = startup_ms(work, ports["upstream"])
@@ -402,12 +436,19 @@ def main():
 
 
 def report(args, rows, idle_rss_kib, start_ms):
-    by = {r["scenario"][0]: r for r in rows}
+    by = {r["scenario"].split()[0]: r for r in rows}
     floor = crypto_floor_us(["1KiB", "1MiB", "16MiB"], args.quick)
     ratios = {
         "gateway_plain_vs_nginx_rps": by["3"]["rps"] / by["2"]["rps"],
         "gateway_plain_vs_nginx_p99": by["3"]["p99_ms"] / by["2"]["p99_ms"],
         "gateway_encrypted_1KiB_vs_plain_rps": by["4"]["rps"] / by["3"]["rps"],
+        # The same hyper server and client with nothing in between: how much of the gap
+        # to nginx is the hyper stack's, and how much the gateway's own layers'.
+        "hyper_only_vs_nginx_rps": by["2b"]["rps"] / by["2"]["rps"],
+        "gateway_plain_vs_hyper_only_rps": by["3"]["rps"] / by["2b"]["rps"],
+        "plain_cpu_us_per_req_nginx": by["2"]["proxy_cpu_us_per_req"],
+        "plain_cpu_us_per_req_hyper_only": by["2b"]["proxy_cpu_us_per_req"],
+        "plain_cpu_us_per_req_gateway": by["3"]["proxy_cpu_us_per_req"],
     }
     if floor:
         ratios["cpu_per_encrypted_1KiB_vs_crypto_floor"] = by["4"]["gateway_cpu_us_per_req"] / floor["1KiB"]
@@ -417,11 +458,15 @@ def report(args, rows, idle_rss_kib, start_ms):
     in_flight_mib = 16 * 16 * 2  # 16 requests, 16 MiB each way
     ratios["peak_rss_16x16MiB_limit_mib"] = 20 + 1.5 * in_flight_mib
 
-    print(f"\n{'scenario':32} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'p99.9 ms':>9} {'CPU µs/req':>11} {'peak RSS MiB':>13}")
+    print("\n(CPU: the proxy under test, from /proc: nginx's workers, the hyper-only proxy, or the gateway; "
+          "peak RSS: the gateway's)")
+    print(f"{'scenario':32} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'p99.9 ms':>9} {'CPU µs/req':>11} {'user+sys':>17} {'peak RSS MiB':>13}")
     for r in rows:
-        cpu = f"{r['gateway_cpu_us_per_req']:.1f}" if r["gateway_cpu_us_per_req"] is not None else "-"
+        cpu = f"{r['proxy_cpu_us_per_req']:.1f}" if r["proxy_cpu_us_per_req"] is not None else "-"
+        split = (f"{r['proxy_user_us_per_req']:.1f}+{r['proxy_sys_us_per_req']:.1f}"
+                 if r["proxy_cpu_us_per_req"] is not None else "-")
         rss = f"{r['gateway_peak_rss_mib']:.1f}" if r["gateway_peak_rss_mib"] is not None else "-"
-        print(f"{r['scenario']:32} {r['rps']:>10.0f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {r['p999_ms']:>9.2f} {cpu:>11} {rss:>13}")
+        print(f"{r['scenario']:32} {r['rps']:>10.0f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {r['p999_ms']:>9.2f} {cpu:>11} {split:>17} {rss:>13}")
     print(f"\ngateway idle RSS: {idle_rss_kib / 1024:.1f} MiB")
     print(f"start-up to accepting connections, 20 accounts and 3 server keys: {start_ms:.1f} ms (median of 5)")
     for k, v in ratios.items():
