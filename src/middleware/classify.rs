@@ -179,32 +179,51 @@ pub(crate) async fn peek(mut body: Body, want: usize) -> Result<Peeked, Error> {
         });
     }
     let mut frames = Vec::new();
-    let mut head = BytesMut::new();
+    let mut seen = 0;
     let mut complete = false;
-    while head.len() < want {
+    while seen < want {
         match body.frame().await {
             None => {
                 complete = true;
                 break;
             }
             Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    head.extend_from_slice(data);
-                }
+                seen += frame.data_ref().map_or(0, Bytes::len);
                 frames.push(frame);
             }
             Some(Err(_)) => return Err(Error::BadRequestBody),
         }
     }
     let complete = complete || body.is_end_stream();
-    let replay = futures_util::stream::iter(frames.into_iter().map(Ok));
-    let body = if complete {
-        Body::new(StreamBody::new(replay))
+    // The bytes seen, without a copy when one frame held them all (the usual case).
+    let data: Vec<&Bytes> = frames
+        .iter()
+        .filter_map(http_body::Frame::data_ref)
+        .collect();
+    let head = match data.as_slice() {
+        [] => Bytes::new(),
+        [one] => Bytes::clone(one),
+        many => {
+            let mut head = BytesMut::with_capacity(seen);
+            for d in many {
+                head.extend_from_slice(d);
+            }
+            head.freeze()
+        }
+    };
+    let body = if complete && frames.len() == 1 && frames[0].is_data() {
+        // A whole body in one frame goes on as a buffer of known length.
+        Body::from(head.clone())
     } else {
-        Body::new(StreamBody::new(replay.chain(BodyStream::new(body))))
+        let replay = futures_util::stream::iter(frames.into_iter().map(Ok));
+        if complete {
+            Body::new(StreamBody::new(replay))
+        } else {
+            Body::new(StreamBody::new(replay.chain(BodyStream::new(body))))
+        }
     };
     Ok(Peeked {
-        head: head.freeze(),
+        head,
         complete,
         body,
     })
@@ -339,5 +358,24 @@ mod tests {
         assert!(!p.complete);
         let all = p.body.collect().await.unwrap().to_bytes();
         assert_eq!(&all[..], b"hello world, and more");
+    }
+
+    #[tokio::test]
+    async fn peek_of_a_one_frame_body_keeps_its_length_and_bytes() {
+        let data = Bytes::from(vec![b'x'; 1000]);
+        let p = peek(Body::from(data.clone()), SNIFF_LEN).await.unwrap();
+        assert!(p.complete);
+        assert_eq!(p.head, data);
+        // No copy: the head is the frame itself.
+        assert_eq!(p.head.as_ptr(), data.as_ptr());
+        assert_eq!(http_body::Body::size_hint(&p.body).exact(), Some(1000));
+        assert_eq!(p.body.collect().await.unwrap().to_bytes(), data);
+        // A short body and an empty one.
+        let p = peek(Body::from("ab"), SNIFF_LEN).await.unwrap();
+        assert!(p.complete);
+        assert_eq!(&p.head[..], b"ab");
+        assert_eq!(p.body.collect().await.unwrap().to_bytes(), "ab");
+        let p = peek(Body::empty(), SNIFF_LEN).await.unwrap();
+        assert!(p.complete && p.head.is_empty());
     }
 }
