@@ -154,38 +154,15 @@ fn request_id(req: &Request<Body>) -> HeaderValue {
     fresh_id()
 }
 
-/// 32 hex digits: a random 64-bit prefix drawn once per thread, then a 64-bit counter
-/// through a bijective mixer (SplitMix64's finalizer), so ids never repeat within a
-/// thread and look unrelated to each other. Not a secret, and no system call per request.
+/// 128 random bits in 32 hex digits, from `rand`'s thread-local ChaCha generator (seeded
+/// from the OS, no system call per request): ids reveal nothing about other requests.
 fn fresh_id() -> HeaderValue {
-    use std::cell::Cell;
-    thread_local! {
-        static STATE: Cell<(u64, u64)> = Cell::new((random_u64(), random_u64()));
-    }
-    let (prefix, n) = STATE.with(|s| {
-        let (prefix, n) = s.get();
-        s.set((prefix, n.wrapping_add(1)));
-        (prefix, n)
-    });
+    use rand::Rng as _;
+    let v: u128 = rand::thread_rng().r#gen();
     let mut id = [0u8; 32];
-    hex_into(&mut id[..16], prefix);
-    hex_into(&mut id[16..], mix(n));
+    hex_into(&mut id[..16], (v >> 64) as u64);
+    hex_into(&mut id[16..], v as u64);
     HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("-"))
-}
-
-fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    // If the OS random source failed, zeros still give ids unique within the thread.
-    let _ = getrandom::fill(&mut bytes);
-    u64::from_le_bytes(bytes)
-}
-
-/// SplitMix64's output function: a bijection on u64.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 fn hex_into(out: &mut [u8], v: u64) {

@@ -292,7 +292,11 @@ impl Metrics {
             account: account.filter(|_| self.account_labels).map(str::to_owned),
         };
         self.requests.get_or_create(&labels).inc();
-        self.request_duration[mode as usize].observe(elapsed.as_secs_f64());
+        let histogram = match mode {
+            Mode::Encrypted => &self.request_duration[0],
+            Mode::Plaintext => &self.request_duration[1],
+        };
+        histogram.observe(elapsed.as_secs_f64());
     }
 
     /// Records the time an envelope took to open.
@@ -333,14 +337,15 @@ impl Metrics {
     /// Counts a file the intake finished (`imported`, `failed`) or refused before its
     /// job started (`refused`), with the records it uploaded and skipped.
     pub fn intake_file(&self, result: &'static str, uploaded: u64, skipped: u64) {
-        self.intake_files
-            .get_or_create(&ResultLabel { result })
-            .inc();
+        // Records first: a reader that sees the file counted sees its records too.
         for (result, n) in [("uploaded", uploaded), ("skipped", skipped)] {
             self.intake_records
                 .get_or_create(&ResultLabel { result })
                 .inc_by(n);
         }
+        self.intake_files
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     /// Counts an intake job put off until the upstream is back.

@@ -22,6 +22,10 @@ const TIMEOUTS: ConnectionTimeouts = ConnectionTimeouts {
 const PATIENCE: Duration = Duration::from_secs(10);
 
 async fn serve() -> SocketAddr {
+    serve_with(TIMEOUTS).await
+}
+
+async fn serve_with(timeouts: ConnectionTimeouts) -> SocketAddr {
     let app = axum::Router::new().fallback(|| async { "ok" });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -29,7 +33,7 @@ async fn serve() -> SocketAddr {
         listener,
         app,
         None,
-        TIMEOUTS,
+        timeouts,
         std::future::pending(),
     ));
     addr
@@ -115,7 +119,13 @@ async fn an_http2_peer_that_never_answers_pings_is_dropped() {
 
 #[tokio::test]
 async fn a_live_http2_client_keeps_its_idle_connection() {
-    let addr = serve().await;
+    // A roomy ping timeout, so a loaded machine that is slow to read the client's
+    // acknowledgement does not end the connection; the idle rounds outlast it.
+    let addr = serve_with(ConnectionTimeouts {
+        h2_ping_timeout: Duration::from_secs(2),
+        ..TIMEOUTS
+    })
+    .await;
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -132,8 +142,9 @@ async fn a_live_http2_client_keeps_its_idle_connection() {
         assert_eq!(res.status(), 200, "round {round}");
         let body = res.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "ok");
-        // Idle for several ping rounds: hyper's client acknowledges each ping.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Idle for several ping intervals and longer than interval + timeout: without
+        // acknowledgements the connection would be gone by now.
+        tokio::time::sleep(Duration::from_millis(2800)).await;
     }
     assert!(!conn.is_finished(), "the connection was closed while idle");
 }

@@ -669,6 +669,22 @@ mod tests {
         }
     }
 
+    /// RFC 9180 §5.2: the receiver's sequence number advances only when a message opens.
+    #[test]
+    fn a_failed_open_does_not_advance_the_sequence() {
+        let (sk, pk) = pair();
+        let (enc, mut sender) =
+            setup_sender_with_rng(&pk, b"A", &mut rand_core::UnwrapErr(getrandom::SysRng)).unwrap();
+        let m0 = sender.seal(b"", b"zero").unwrap();
+        let m1 = sender.seal(b"", b"one").unwrap();
+        let mut receiver = setup_receiver(&sk, &enc, b"A").unwrap();
+        // Message 1 first: the receiver expects sequence 0, so it fails and stays at 0.
+        assert_eq!(receiver.open(b"", &m1), Err(OpenError::Authentication));
+        assert_eq!(receiver.open(b"", &m0).unwrap(), b"zero");
+        assert_eq!(receiver.open(b"", &m1).unwrap(), b"one");
+        assert_eq!(receiver.open(b"", &m1), Err(OpenError::Authentication));
+    }
+
     #[test]
     fn private_key_debug_is_redacted() {
         let sk = PrivateKey::derive(&[7u8; 32]);

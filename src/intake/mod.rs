@@ -476,14 +476,17 @@ impl Intake {
         }
         let moved = create_private_dir(&target_dir)
             .and_then(|()| std::fs::rename(&job.work, &target).map_err(|e| e.to_string()));
-        if let Err(e) = moved {
-            tracing::error!(job = %job.id, error = %e, "cannot move a finished job out of work/");
+        match moved {
+            Err(e) => {
+                tracing::error!(job = %job.id, error = %e, "cannot move a finished job out of work/");
+            }
+            // Counted once: a job that could not move is finished again on a later scan.
+            Ok(()) => match &result {
+                Ok(o) => self.metrics.intake_file("imported", o.uploaded, o.skipped),
+                Err(f) => self.metrics.intake_file("failed", f.uploaded, f.skipped),
+            },
         }
         let mut n = notice(stage, account, job);
-        match &result {
-            Ok(o) => self.metrics.intake_file("imported", o.uploaded, o.skipped),
-            Err(f) => self.metrics.intake_file("failed", f.uploaded, f.skipped),
-        }
         match result {
             Ok(outcome) => {
                 n.uploaded = outcome.uploaded;
