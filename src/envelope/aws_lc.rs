@@ -96,6 +96,20 @@ impl schedule::Hkdf for AwsLcHkdf {
     }
 }
 
+impl schedule::Dh for SecretKey {
+    fn derive(ikm: &[u8]) -> Self {
+        SecretKey::derive(ikm)
+    }
+
+    fn public(&self) -> [u8; 32] {
+        SecretKey::public(self)
+    }
+
+    fn dh(&self, peer: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>, ()> {
+        SecretKey::dh(self, peer)
+    }
+}
+
 /// The AEAD half of a context.
 struct Context {
     key: LessSafeKey,
@@ -117,42 +131,22 @@ impl Context {
 pub(super) struct Sender(Context);
 pub(super) struct Receiver(Context);
 
-// RFC 9180 §4.1
-// def Encap(pkR):
-//   skE, pkE = GenerateKeyPair()
-//   dh = DH(skE, pkR)
-//   enc = SerializePublicKey(pkE)
-//   kem_context = concat(enc, SerializePublicKey(pkR))
-//   shared_secret = ExtractAndExpand(dh, kem_context)
 pub(super) fn setup_sender(
     recipient: &[u8; 32],
     info: &[u8],
     rng: &mut impl CryptoRng,
 ) -> Result<([u8; 32], Sender), ()> {
-    // GenerateKeyPair as DeriveKeyPair(random(Nsk)), as rust-hpke does.
-    let mut ikm = Zeroizing::new([0u8; 32]);
-    rng.fill_bytes(&mut *ikm);
-    let ephemeral = SecretKey::derive(&*ikm);
-    let enc = ephemeral.public();
-    let dh = ephemeral.dh(recipient)?;
-    let shared = schedule::extract_and_expand::<AwsLcHkdf>(&dh, &enc, recipient);
+    let (enc, shared) = schedule::encap::<AwsLcHkdf, SecretKey>(recipient, rng)?;
     Ok((enc, Sender(Context::new(&shared, info)?)))
 }
 
-// RFC 9180 §4.1
-// def Decap(enc, skR):
-//   pkE = DeserializePublicKey(enc)
-//   dh = DH(skR, pkE)
-//   kem_context = concat(enc, SerializePublicKey(pk(skR)))
-//   shared_secret = ExtractAndExpand(dh, kem_context)
 pub(super) fn setup_receiver(
     key: &SecretKey,
     own_public: &[u8; 32],
     enc: &[u8; 32],
     info: &[u8],
 ) -> Result<Receiver, ()> {
-    let dh = key.dh(enc)?;
-    let shared = schedule::extract_and_expand::<AwsLcHkdf>(&dh, enc, own_public);
+    let shared = schedule::decap::<AwsLcHkdf, SecretKey>(key, own_public, enc)?;
     Ok(Receiver(Context::new(&shared, info)?))
 }
 

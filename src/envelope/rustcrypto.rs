@@ -92,6 +92,20 @@ impl SecretKey {
     }
 }
 
+impl schedule::Dh for SecretKey {
+    fn derive(ikm: &[u8]) -> Self {
+        SecretKey::derive(ikm)
+    }
+
+    fn public(&self) -> [u8; 32] {
+        SecretKey::public(self)
+    }
+
+    fn dh(&self, peer: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>, ()> {
+        SecretKey::dh(self, peer)
+    }
+}
+
 /// The AEAD half of a context.
 struct Context {
     aead: Aes256Gcm,
@@ -109,44 +123,22 @@ impl Context {
 pub(super) struct Sender(Context);
 pub(super) struct Receiver(Context);
 
-// RFC 9180 §4.1
-// def Encap(pkR):
-//   skE, pkE = GenerateKeyPair()
-//   dh = DH(skE, pkR)
-//   enc = SerializePublicKey(pkE)
-//   kem_context = concat(enc, SerializePublicKey(pkR))
-//   shared_secret = ExtractAndExpand(dh, kem_context)
 pub(super) fn setup_sender(
     recipient: &[u8; 32],
     info: &[u8],
     rng: &mut impl CryptoRng,
 ) -> Result<([u8; 32], Sender), ()> {
-    // GenerateKeyPair as DeriveKeyPair(random(Nsk)), as rust-hpke does: the published
-    // vectors' ikmE then reproduces their enc.
-    let mut ikm = Zeroizing::new([0u8; 32]);
-    rng.fill_bytes(&mut *ikm);
-    let ephemeral = SecretKey::derive(&*ikm);
-    let enc = ephemeral.public();
-    let dh = ephemeral.dh(recipient)?;
-    let shared = schedule::extract_and_expand::<RustCryptoHkdf>(&dh, &enc, recipient);
+    let (enc, shared) = schedule::encap::<RustCryptoHkdf, SecretKey>(recipient, rng)?;
     Ok((enc, Sender(Context::new(&shared, info))))
 }
 
-// RFC 9180 §4.1
-// def Decap(enc, skR):
-//   pkE = DeserializePublicKey(enc)
-//   dh = DH(skR, pkE)
-//   kem_context = concat(enc, SerializePublicKey(pk(skR)))
-//   shared_secret = ExtractAndExpand(dh, kem_context)
-/// `own_public` is `pk(skR)`, computed once when the key was loaded.
 pub(super) fn setup_receiver(
     key: &SecretKey,
     own_public: &[u8; 32],
     enc: &[u8; 32],
     info: &[u8],
 ) -> Result<Receiver, ()> {
-    let dh = key.dh(enc)?;
-    let shared = schedule::extract_and_expand::<RustCryptoHkdf>(&dh, enc, own_public);
+    let shared = schedule::decap::<RustCryptoHkdf, SecretKey>(key, own_public, enc)?;
     Ok(Receiver(Context::new(&shared, info)))
 }
 

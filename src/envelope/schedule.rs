@@ -4,6 +4,7 @@
 //! The backends differ only in where X25519, HMAC-SHA256 and AES-256-GCM come from; the
 //! labels, lengths and the order of the steps live here.
 
+use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 
 /// `suite_id = concat("KEM", I2OSP(kem_id, 2))` for DHKEM(X25519, HKDF-SHA256).
@@ -74,7 +75,7 @@ pub(super) fn clamp(mut k: Zeroizing<[u8; 32]>) -> Zeroizing<[u8; 32]> {
 //   eae_prk = LabeledExtract("", "eae_prk", dh)
 //   shared_secret = LabeledExpand(eae_prk, "shared_secret", kem_context, Nsecret)
 /// The KEM's shared secret; `kem_context = concat(enc, pkR)` for both Encap and Decap.
-pub(super) fn extract_and_expand<H: Hkdf>(
+fn extract_and_expand<H: Hkdf>(
     dh: &[u8; 32],
     enc: &[u8; 32],
     pk_r: &[u8; 32],
@@ -92,6 +93,54 @@ pub(super) fn extract_and_expand<H: Hkdf>(
         &mut *shared,
     );
     shared
+}
+
+/// X25519 as a backend provides it.
+pub(super) trait Dh: Sized {
+    /// `DeriveKeyPair(ikm)`'s private key.
+    fn derive(ikm: &[u8]) -> Self;
+    /// The public key.
+    fn public(&self) -> [u8; 32];
+    /// `DH(sk, pk)`, refusing an all-zero result (a small-order peer, RFC 9180 §7.1.4).
+    fn dh(&self, peer: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>, ()>;
+}
+
+// RFC 9180 §4.1
+// def Encap(pkR):
+//   skE, pkE = GenerateKeyPair()
+//   dh = DH(skE, pkR)
+//   enc = SerializePublicKey(pkE)
+//   kem_context = concat(enc, SerializePublicKey(pkR))
+//   shared_secret = ExtractAndExpand(dh, kem_context)
+//   return shared_secret, enc
+/// `enc` and the shared secret. GenerateKeyPair is DeriveKeyPair(random(Nsk)), as
+/// rust-hpke does it: a published vector's ikmE then reproduces its enc.
+pub(super) fn encap<H: Hkdf, K: Dh>(
+    recipient: &[u8; 32],
+    rng: &mut impl CryptoRng,
+) -> Result<([u8; 32], Zeroizing<[u8; 32]>), ()> {
+    let mut ikm = Zeroizing::new([0u8; 32]);
+    rng.fill_bytes(&mut *ikm);
+    let ephemeral = K::derive(&*ikm);
+    let enc = ephemeral.public();
+    let dh = ephemeral.dh(recipient)?;
+    Ok((enc, extract_and_expand::<H>(&dh, &enc, recipient)))
+}
+
+// RFC 9180 §4.1
+// def Decap(enc, skR):
+//   pkE = DeserializePublicKey(enc)
+//   dh = DH(skR, pkE)
+//   kem_context = concat(enc, SerializePublicKey(pk(skR)))
+//   shared_secret = ExtractAndExpand(dh, kem_context)
+/// The shared secret. `own_public` is `pk(skR)`, computed once when the key was loaded.
+pub(super) fn decap<H: Hkdf, K: Dh>(
+    key: &K,
+    own_public: &[u8; 32],
+    enc: &[u8; 32],
+) -> Result<Zeroizing<[u8; 32]>, ()> {
+    let dh = key.dh(enc)?;
+    Ok(extract_and_expand::<H>(&dh, enc, own_public))
 }
 
 // RFC 9180 §5.1
