@@ -12,7 +12,7 @@
 //! `Idempotency-Key` for the rare crash between the upstream's answer and the journal
 //! line).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::Path;
@@ -60,6 +60,41 @@ enum Line {
     },
 }
 
+impl Line {
+    fn job(&self) -> &str {
+        match self {
+            Line::Picked { job, .. }
+            | Line::Batch { job, .. }
+            | Line::Done { job, .. }
+            | Line::Failed { job, .. } => job,
+        }
+    }
+}
+
+/// Replaces the journal with `lines`, atomically: a private temp file, synced, renamed
+/// over it, and the directory synced.
+fn rewrite<'a>(path: &Path, lines: impl Iterator<Item = &'a [u8]>) -> std::io::Result<()> {
+    let tmp = path.with_extension("jsonl.compacting");
+    let mut options = OpenOptions::new();
+    options.create(true).write(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&tmp)?;
+    for line in lines {
+        file.write_all(line)?;
+        file.write_all(b"\n")?;
+    }
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// The journal file and what it says.
 #[derive(Debug)]
 pub struct Journal {
@@ -76,18 +111,26 @@ impl Journal {
     /// (a crash during a write) is ignored.
     pub fn open(path: &Path) -> std::io::Result<Self> {
         let mut jobs: HashMap<String, JobState> = HashMap::new();
+        // Each line as read, with its job, and each job's account: for compaction.
+        let mut lines: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut accounts: HashMap<String, String> = HashMap::new();
         if let Ok(existing) = File::open(path) {
             // Byte lines, so a torn line (even cut inside a UTF-8 character) is skipped
             // rather than failing the whole journal.
-            for line in BufReader::new(existing).split(b'\n') {
-                let line = line?;
-                let Ok(line) = serde_json::from_slice::<Line>(&line) else {
+            for raw in BufReader::new(existing).split(b'\n') {
+                let raw = raw?;
+                let Ok(line) = serde_json::from_slice::<Line>(&raw) else {
                     continue;
                 };
+                lines.push((line.job().to_owned(), raw));
                 match line {
                     Line::Picked {
-                        job, batch_size, ..
+                        job,
+                        account,
+                        batch_size,
+                        ..
                     } => {
+                        accounts.insert(job.clone(), account);
                         let s = jobs.entry(job).or_default();
                         s.picked = true;
                         s.batch_size = batch_size;
@@ -106,6 +149,27 @@ impl Journal {
                         jobs.entry(job).or_default().finished = Some(Err(error));
                     }
                 }
+            }
+            // A job that finished and left work/ needs no more remembering: its upload
+            // has moved to processed/ or failed/ and cannot be picked up again.
+            let state_dir = path.parent().unwrap_or(Path::new("."));
+            let gone: HashSet<String> = jobs
+                .iter()
+                .filter(|(job, state)| {
+                    state.finished.is_some()
+                        && accounts.get(*job).is_some_and(|account| {
+                            !state_dir.join(account).join("work").join(job).exists()
+                        })
+                })
+                .map(|(job, _)| job.clone())
+                .collect();
+            if !gone.is_empty() {
+                jobs.retain(|job, _| !gone.contains(job));
+                let kept = lines
+                    .iter()
+                    .filter(|(job, _)| !gone.contains(job))
+                    .map(|(_, raw)| raw.as_slice());
+                rewrite(path, kept)?;
             }
             // Cut a torn last line (no newline): the next line starts clean.
             let text = std::fs::read(path)?;
@@ -222,6 +286,8 @@ mod tests {
     fn state_survives_a_reopen_and_a_torn_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.jsonl");
+        // b finishes but is still in work/ (not yet moved): the journal keeps it.
+        std::fs::create_dir_all(dir.path().join("ACCT/work/b")).unwrap();
         {
             let mut j = Journal::open(&path).unwrap();
             j.picked("a", "ACCT", "f.csv.asc", 100).unwrap();
@@ -253,5 +319,38 @@ mod tests {
         assert_eq!(j.state("a").batches, 3);
         assert_eq!(j.state("b").finished, Some(Err("bad".into())));
         assert_eq!(j.state("c"), JobState::default());
+    }
+
+    #[test]
+    fn reopening_forgets_jobs_that_finished_and_left_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        std::fs::create_dir_all(dir.path().join("ACCT/work/moving")).unwrap();
+        {
+            let mut j = Journal::open(&path).unwrap();
+            j.picked("done", "ACCT", "a.csv.asc", 10).unwrap();
+            j.batch("done", 1).unwrap();
+            j.done("done", 10, 0).unwrap();
+            j.picked("running", "ACCT", "b.csv.asc", 10).unwrap();
+            j.batch("running", 1).unwrap();
+            j.picked("moving", "ACCT", "c.csv.asc", 10).unwrap();
+            j.failed("moving", "bad").unwrap();
+        }
+        let before = std::fs::read_to_string(&path).unwrap().lines().count();
+        let j = Journal::open(&path).unwrap();
+        assert_eq!(j.state("done"), JobState::default(), "forgotten");
+        assert_eq!(j.state("running").batches, 1);
+        assert_eq!(j.state("moving").finished, Some(Err("bad".into())));
+        drop(j);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), before - 3, "{text}");
+        assert!(!text.contains("\"done\""), "{text}");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+        // Reopening again changes nothing.
+        let j = Journal::open(&path).unwrap();
+        assert_eq!(j.state("running").batches, 1);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
     }
 }

@@ -92,6 +92,8 @@ pub struct Intake {
     refused: HashSet<(PathBuf, Option<SystemTime>)>,
     /// Jobs waiting for the upstream to come back, and when to try again.
     not_before: HashMap<String, (Instant, u32)>,
+    /// When `processed/` and `failed/` were last pruned.
+    pruned: Option<Instant>,
 }
 
 /// How one job ended.
@@ -153,6 +155,7 @@ impl Intake {
             warned: HashSet::new(),
             refused: HashSet::new(),
             not_before: HashMap::new(),
+            pruned: None,
         })
     }
 
@@ -177,6 +180,16 @@ impl Intake {
     /// then new uploads.
     pub async fn scan(&mut self) {
         let config = self.config.load_full();
+        if let Some(keep) = config.keep_finished
+            && self.pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY)
+        {
+            self.pruned = Some(Instant::now());
+            for account in &config.accounts {
+                for folder in ["processed", "failed"] {
+                    prune(&self.account_dir(account, folder), keep);
+                }
+            }
+        }
         for account in &config.accounts {
             for job in self.jobs_in_progress(account) {
                 if let Some((at, _)) = self.not_before.get(&job.id)
@@ -901,6 +914,41 @@ fn lenient_email(text: &[u8]) -> Option<String> {
     email.parse::<lettre::Address>().ok().map(|_| email)
 }
 
+/// How often `processed/` and `failed/` are checked for jobs past `keep_finished_days`.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Removes the job directories in `dir` last modified longer than `keep` ago. Entries
+/// that are not directories (nothing the intake writes) are left alone.
+fn prune(dir: &Path, keep: Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let now = SystemTime::now();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age > keep);
+        if meta.is_dir() && old {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove a finished job");
+                }
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(dir = %dir.display(), removed, "removed finished jobs past keep_finished_days");
+    }
+    removed
+}
+
 fn stamp() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now())
         .to_string()
@@ -934,5 +982,35 @@ fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
             std::fs::remove_file(from)
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prune_removes_only_old_job_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("2026-01-01T000000Z-old");
+        let new = dir.path().join("2026-11-25T000000Z-new");
+        for d in [&old, &new] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("file.csv.asc"), b"x").unwrap();
+        }
+        let stray = dir.path().join("not-a-job");
+        std::fs::write(&stray, b"x").unwrap();
+        let long_ago = SystemTime::now() - Duration::from_secs(40 * 86_400);
+        for p in [&old, &stray] {
+            std::fs::File::open(p)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        assert_eq!(prune(dir.path(), Duration::from_secs(30 * 86_400)), 1);
+        assert!(!old.exists());
+        assert!(new.join("file.csv.asc").exists());
+        assert!(stray.exists(), "only job directories are removed");
+        assert_eq!(prune(&dir.path().join("missing"), Duration::ZERO), 0);
     }
 }

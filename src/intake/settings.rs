@@ -47,6 +47,9 @@ pub struct RawIntake {
     /// Path of the upload API on the upstream (default `/1/upload`).
     #[serde(default)]
     pub upload_path: Option<String>,
+    /// Days to keep finished jobs in `processed/` and `failed/` (default 30; 0 keeps them).
+    #[serde(default)]
+    pub keep_finished_days: Option<u64>,
     /// Email notifications.
     #[serde(default)]
     pub smtp: Option<RawSmtp>,
@@ -190,6 +193,8 @@ pub struct IntakeConfig {
     pub batch_size: usize,
     /// Upload API path.
     pub upload_path: String,
+    /// How long finished jobs stay in `processed/` and `failed/`; `None` keeps them.
+    pub keep_finished: Option<Duration>,
     /// Email notifications.
     pub smtp: Option<Smtp>,
     /// Webhook notifications.
@@ -317,6 +322,10 @@ pub fn load(raw: &RawIntake, base: &Path) -> Result<IntakeConfig, Vec<String>> {
         max_expansion_ratio: ratio,
         batch_size,
         upload_path,
+        keep_finished: match raw.keep_finished_days.unwrap_or(30) {
+            0 => None,
+            days => Some(Duration::from_secs(days.saturating_mul(86_400))),
+        },
         smtp,
         webhook_url,
         accounts,
