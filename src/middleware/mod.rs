@@ -226,21 +226,40 @@ where
         } else {
             Mode::Plaintext
         };
+        // Plaintext, the common case, gets a future of its own: `handle`'s holds every
+        // encrypted path's state too, and a smaller future is cheaper to allocate and move.
+        if mode == Mode::Plaintext {
+            return Box::pin(async move {
+                let cx = Cx {
+                    state: &state,
+                    metrics: &metrics,
+                };
+                let response = plaintext_request(cx, inner, req)
+                    .await
+                    .unwrap_or_else(|e| e.into_response());
+                Ok(labelled(response, mode, known))
+            });
+        }
         Box::pin(async move {
             let cx = Cx {
                 state: &state,
                 metrics: &metrics,
             };
-            let mut response = handle(cx, negotiation, inner, req)
+            let response = handle(cx, negotiation, inner, req)
                 .await
                 .unwrap_or_else(|e| e.into_response());
-            response.extensions_mut().insert(mode);
-            if let Some(account) = known {
-                response.extensions_mut().insert(KnownAccount(account));
-            }
-            Ok(response)
+            Ok(labelled(response, mode, known))
         })
     }
+}
+
+/// The response with what the access log and the metrics read from it.
+fn labelled(mut response: Response<Body>, mode: Mode, known: Option<String>) -> Response<Body> {
+    response.extensions_mut().insert(mode);
+    if let Some(account) = known {
+        response.extensions_mut().insert(KnownAccount(account));
+    }
+    response
 }
 
 /// What one request's handling reads: the state it started with, and the metrics.
