@@ -134,17 +134,20 @@ fn client(
 
 impl Upstream {
     fn uri_for(&self, original: &Uri) -> Result<Uri, Error> {
-        let pq = original
-            .path_and_query()
-            .map(PathAndQuery::as_str)
-            .unwrap_or("/");
-        let path_and_query = format!("{}{}", self.base_path, pq);
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| Error::Internal(e.into()))
+        let path_and_query = match original.path_and_query() {
+            // An upstream at the root takes the path as it came: no copy, no parse.
+            Some(pq) if self.base_path.is_empty() => pq.clone(),
+            pq => {
+                let pq = pq.map_or("/", PathAndQuery::as_str);
+                PathAndQuery::try_from(format!("{}{}", self.base_path, pq))
+                    .map_err(|e| Error::Internal(e.into()))?
+            }
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).map_err(|e| Error::Internal(e.into()))
     }
 }
 
@@ -222,6 +225,8 @@ mod tests {
         .unwrap();
         let uri = p.0.upstream.uri_for(&"/1/upload".parse().unwrap()).unwrap();
         assert_eq!(uri, "http://127.0.0.1:9/1/upload");
+        let uri = p.0.upstream.uri_for(&"/1/x?a=b%20c".parse().unwrap()).unwrap();
+        assert_eq!(uri, "http://127.0.0.1:9/1/x?a=b%20c");
     }
 
     #[test]
