@@ -225,7 +225,10 @@ mod tests {
         .unwrap();
         let uri = p.0.upstream.uri_for(&"/1/upload".parse().unwrap()).unwrap();
         assert_eq!(uri, "http://127.0.0.1:9/1/upload");
-        let uri = p.0.upstream.uri_for(&"/1/x?a=b%20c".parse().unwrap()).unwrap();
+        let uri =
+            p.0.upstream
+                .uri_for(&"/1/x?a=b%20c".parse().unwrap())
+                .unwrap();
         assert_eq!(uri, "http://127.0.0.1:9/1/x?a=b%20c");
     }
 
