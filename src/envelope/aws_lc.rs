@@ -20,10 +20,6 @@ pub(super) const OPEN_KEEPS_INPUT_ON_FAILURE: bool = false;
 pub(super) struct SecretKey(Zeroizing<[u8; 32]>);
 
 impl SecretKey {
-    pub(super) fn derive(ikm: &[u8]) -> Self {
-        Self(schedule::derive_secret::<AwsLcHkdf>(ikm))
-    }
-
     pub(super) fn from_bytes(bytes: &[u8]) -> Option<Self> {
         let mut sk = Zeroizing::new([0u8; 32]);
         sk.copy_from_slice(bytes.get(..32).filter(|_| bytes.len() == 32)?);
@@ -33,8 +29,15 @@ impl SecretKey {
     pub(super) fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
         self.0.clone()
     }
+}
 
-    pub(super) fn public(&self) -> [u8; 32] {
+/// X25519 for the shared KEM steps in [`super::schedule`].
+impl schedule::Dh for SecretKey {
+    fn derive(ikm: &[u8]) -> Self {
+        Self(schedule::derive_secret::<AwsLcHkdf>(ikm))
+    }
+
+    fn public(&self) -> [u8; 32] {
         let aws = agreement::PrivateKey::from_private_key(&X25519, &*self.0)
             .and_then(|k| k.compute_public_key().map_err(Into::into));
         match aws {
@@ -93,20 +96,6 @@ impl schedule::Hkdf for AwsLcHkdf {
         ctx.update(&[1u8]);
         let tag = ctx.sign();
         out.copy_from_slice(&tag.as_ref()[..out.len()]);
-    }
-}
-
-impl schedule::Dh for SecretKey {
-    fn derive(ikm: &[u8]) -> Self {
-        SecretKey::derive(ikm)
-    }
-
-    fn public(&self) -> [u8; 32] {
-        SecretKey::public(self)
-    }
-
-    fn dh(&self, peer: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>, ()> {
-        SecretKey::dh(self, peer)
     }
 }
 

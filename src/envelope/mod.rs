@@ -32,6 +32,7 @@ use std::fmt;
 use rand_core::CryptoRng;
 
 mod schedule;
+use schedule::Dh as _;
 
 // The one seam between the wire format and the primitives: a backend provides a
 // private key type, base-mode sender/receiver setup (RFC 9180 §5.1) over the shared

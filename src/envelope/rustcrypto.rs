@@ -62,12 +62,6 @@ impl schedule::Hkdf for RustCryptoHkdf {
 pub(super) struct SecretKey(StaticSecret);
 
 impl SecretKey {
-    pub(super) fn derive(ikm: &[u8]) -> Self {
-        Self(StaticSecret::from(
-            *schedule::derive_secret::<RustCryptoHkdf>(ikm),
-        ))
-    }
-
     pub(super) fn from_bytes(bytes: &[u8]) -> Option<Self> {
         let mut sk = Zeroizing::new([0u8; 32]);
         sk.copy_from_slice(bytes.get(..32).filter(|_| bytes.len() == 32)?);
@@ -77,8 +71,17 @@ impl SecretKey {
     pub(super) fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(self.0.to_bytes())
     }
+}
 
-    pub(super) fn public(&self) -> [u8; 32] {
+/// X25519 for the shared KEM steps in [`super::schedule`].
+impl schedule::Dh for SecretKey {
+    fn derive(ikm: &[u8]) -> Self {
+        Self(StaticSecret::from(
+            *schedule::derive_secret::<RustCryptoHkdf>(ikm),
+        ))
+    }
+
+    fn public(&self) -> [u8; 32] {
         PublicKey::from(&self.0).to_bytes()
     }
 
@@ -89,20 +92,6 @@ impl SecretKey {
             return Err(());
         }
         Ok(Zeroizing::new(shared.to_bytes()))
-    }
-}
-
-impl schedule::Dh for SecretKey {
-    fn derive(ikm: &[u8]) -> Self {
-        SecretKey::derive(ikm)
-    }
-
-    fn public(&self) -> [u8; 32] {
-        SecretKey::public(self)
-    }
-
-    fn dh(&self, peer: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>, ()> {
-        SecretKey::dh(self, peer)
     }
 }
 
