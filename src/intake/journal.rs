@@ -71,28 +71,18 @@ impl Line {
     }
 }
 
-/// Replaces the journal with `lines`, atomically: a private temp file, synced, renamed
-/// over it, and the directory synced.
+/// Replaces the journal with `lines`, atomically: a temp file beside it (owner-only, as
+/// `tempfile` creates them), synced, renamed over it, and the directory synced.
 fn rewrite<'a>(path: &Path, lines: impl Iterator<Item = &'a [u8]>) -> std::io::Result<()> {
-    let tmp = path.with_extension("jsonl.compacting");
-    let mut options = OpenOptions::new();
-    options.create(true).write(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     for line in lines {
-        file.write_all(line)?;
-        file.write_all(b"\n")?;
+        tmp.write_all(line)?;
+        tmp.write_all(b"\n")?;
     }
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    File::open(dir)?.sync_all()
 }
 
 /// The journal file and what it says.
