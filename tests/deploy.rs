@@ -158,6 +158,78 @@ fn systemd_unit_stops_reloads_and_listens_as_the_gateway_needs() {
 }
 
 #[test]
+fn systemd_unit_runs_as_a_dedicated_user_in_a_sandbox() {
+    let unit = Unit::parse(&read(UNIT));
+    let user = unit.one("Service", "User");
+    assert!(
+        !user.is_empty() && user != "root" && user != "0",
+        "{UNIT}: User= must be a dedicated user, not {user:?}"
+    );
+    for (key, want) in [
+        ("ProtectSystem", "strict"),
+        ("NoNewPrivileges", "yes"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("PrivateDevices", "yes"),
+        ("CapabilityBoundingSet", ""),
+        ("AmbientCapabilities", ""),
+        ("RestrictSUIDSGID", "yes"),
+        ("MemoryDenyWriteExecute", "yes"),
+        ("UMask", "0077"),
+    ] {
+        assert_eq!(unit.one("Service", key), want, "{UNIT}: {key}");
+    }
+    // The key passphrase comes in as a credential, never as an environment variable.
+    assert!(
+        !unit.all("Service", "LoadCredential").is_empty(),
+        "{UNIT}: the key passphrase is handed over by LoadCredential"
+    );
+    for env in unit.all("Service", "Environment") {
+        assert!(
+            !env.to_ascii_lowercase().contains("pass"),
+            "{UNIT}: no passphrase in Environment=: {env}"
+        );
+    }
+}
+
+#[test]
+fn the_image_is_multi_stage_and_runs_as_non_root() {
+    let text = read(DOCKERFILE);
+    let froms: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().to_ascii_uppercase().starts_with("FROM "))
+        .collect();
+    assert!(
+        froms.len() >= 2,
+        "{DOCKERFILE}: a build stage and a runtime stage: {froms:?}"
+    );
+    let runtime = froms.last().unwrap();
+    assert!(
+        runtime.contains("distroless") || runtime.contains("scratch"),
+        "{DOCKERFILE}: a minimal runtime image (no shell, no package manager): {runtime}"
+    );
+    assert!(
+        !runtime.contains("rust:"),
+        "{DOCKERFILE}: the toolchain stays in the build stage: {runtime}"
+    );
+    let after_runtime = &text[text.rfind(runtime).unwrap()..];
+    let user = after_runtime
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("USER "))
+        .last()
+        .unwrap_or_else(|| panic!("{DOCKERFILE}: the runtime stage sets USER"));
+    let uid = user.split(':').next().unwrap().trim();
+    assert!(
+        uid != "0" && uid != "root",
+        "{DOCKERFILE}: USER {user} is root"
+    );
+    assert!(
+        after_runtime.contains("COPY --from=build"),
+        "{DOCKERFILE}: only the built binary is copied into the runtime stage"
+    );
+}
+
+#[test]
 fn the_systemd_config_loads() {
     // Its passphrase_file is absolute (/run/credentials/...): materialise() moves it
     // under the temporary folder, because the test cannot write there.
