@@ -142,7 +142,7 @@ public_keys = ["acct-1.pub.pem"]
     fn edit_config(&self, from: &str, to: &str) {
         let text = std::fs::read_to_string(self.config_path()).unwrap();
         assert!(text.contains(from), "{from:?} not in:\n{text}");
-        std::fs::write(self.config_path(), text.replacen(from, to, 1)).unwrap();
+        replace_file(&self.config_path(), &text.replacen(from, to, 1));
     }
 
     /// An encrypted round trip to `/1/upload` sealed to `server` with `prefix`; returns
@@ -690,4 +690,150 @@ fn rotating_a_passphrase_protected_key_encrypts_the_new_one_too() {
     );
     assert_eq!(loaded.matches("state = \"primary\"").count(), 1, "{loaded}");
     assert!(dir.path().join("server-9.pem").exists());
+}
+
+/// Writes `text` to `path` as operators and Kubernetes do: a new file renamed over it.
+fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn public_pem(key: &PrivateKey) -> String {
+    keys::public_key_pem(&key.public_key()).unwrap()
+}
+
+/// An encrypted upload for `account`; the status and the raw answer.
+async fn upload(gw: &Served, server: &PublicKey, account: &str) -> (u16, Vec<u8>) {
+    let sealed = envelope::seal(server, Prefix::Raw, account.as_bytes(), b"{}").unwrap();
+    let res = gw
+        .client
+        .post(format!("{}/1/upload", gw.url))
+        .header("content-type", MEDIA)
+        .header("accept", MEDIA)
+        .header(ACCOUNT_HEADER, account)
+        .body(sealed)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.bytes().await.unwrap().to_vec())
+}
+
+/// Asserts that `account`'s answer opens with `customer` (and so with no other key).
+async fn answers_to(gw: &Served, server: &PublicKey, account: &str, customer: &PrivateKey) {
+    let (status, body) = upload(gw, server, account).await;
+    assert_eq!(status, 200, "{account}: {}", String::from_utf8_lossy(&body));
+    assert_eq!(open_with(customer, account, &body), b"{}", "{account}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_key_changes_reload_one_account_and_secret_swaps_are_noticed() {
+    let (_up, up_addr) = Upstream::start().await;
+    let gw = Served::start(up_addr, "").await;
+    let server = private_public(&gw.path("server-1.pem"));
+    let reloaded = async |gw: &Served, before: usize| {
+        gw.wait_log("configuration reloaded", before + 1).await;
+    };
+
+    // ACCT-2's key sits in a folder laid out as a mounted Kubernetes Secret: the file is
+    // a symlink into `..data`, itself a symlink to a timestamped folder.
+    let secret = gw.path("secret");
+    std::fs::create_dir_all(secret.join("..2026_12_01_a")).unwrap();
+    let acct2_b = PrivateKey::generate();
+    std::fs::write(
+        secret.join("..2026_12_01_a/acct-2.pub.pem"),
+        public_pem(&acct2_b),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..2026_12_01_a", secret.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/acct-2.pub.pem", secret.join("acct-2.pub.pem")).unwrap();
+    let config = std::fs::read_to_string(gw.config_path()).unwrap();
+    let before = gw.count_log("configuration reloaded");
+    replace_file(
+        &gw.config_path(),
+        &format!(
+            "{config}\n[[accounts]]\nid = \"ACCT-2\"\nencryption = true\npublic_keys = [\"secret/acct-2.pub.pem\"]\n"
+        ),
+    );
+    reloaded(&gw, before).await;
+    answers_to(&gw, &server, "ACCT-1", &gw.customer).await;
+    answers_to(&gw, &server, "ACCT-2", &acct2_b).await;
+
+    // Replacing ACCT-1's key file is noticed without a signal; ACCT-2 is untouched.
+    let acct1_c = PrivateKey::generate();
+    let before = gw.count_log("configuration reloaded");
+    replace_file(&gw.path("acct-1.pub.pem"), &public_pem(&acct1_c));
+    reloaded(&gw, before).await;
+    answers_to(&gw, &server, "ACCT-1", &acct1_c).await;
+    answers_to(&gw, &server, "ACCT-2", &acct2_b).await;
+
+    // A Secret update: a new timestamped folder, and `..data` swapped to it atomically.
+    let acct2_d = PrivateKey::generate();
+    std::fs::create_dir_all(secret.join("..2026_12_01_b")).unwrap();
+    std::fs::write(
+        secret.join("..2026_12_01_b/acct-2.pub.pem"),
+        public_pem(&acct2_d),
+    )
+    .unwrap();
+    let before = gw.count_log("configuration reloaded");
+    std::os::unix::fs::symlink("..2026_12_01_b", secret.join("..data_tmp")).unwrap();
+    std::fs::rename(secret.join("..data_tmp"), secret.join("..data")).unwrap();
+    std::fs::remove_dir_all(secret.join("..2026_12_01_a")).unwrap();
+    reloaded(&gw, before).await;
+    answers_to(&gw, &server, "ACCT-2", &acct2_d).await;
+    answers_to(&gw, &server, "ACCT-1", &acct1_c).await;
+
+    // A second key for ACCT-1, then the first one removed: the answer follows the list's
+    // first key.
+    let acct1_e = PrivateKey::generate();
+    std::fs::write(gw.path("acct-1e.pub.pem"), public_pem(&acct1_e)).unwrap();
+    let before = gw.count_log("configuration reloaded");
+    gw.edit_config(
+        "public_keys = [\"acct-1.pub.pem\"]",
+        "public_keys = [\"acct-1e.pub.pem\", \"acct-1.pub.pem\"]",
+    );
+    reloaded(&gw, before).await;
+    answers_to(&gw, &server, "ACCT-1", &acct1_e).await;
+    let before = gw.count_log("configuration reloaded");
+    gw.edit_config(
+        "public_keys = [\"acct-1e.pub.pem\", \"acct-1.pub.pem\"]",
+        "public_keys = [\"acct-1.pub.pem\"]",
+    );
+    reloaded(&gw, before).await;
+    answers_to(&gw, &server, "ACCT-1", &acct1_c).await;
+
+    // Switching ACCT-1's encryption off refuses its encrypted requests (4005); ACCT-2
+    // goes on.
+    let before = gw.count_log("configuration reloaded");
+    gw.edit_config("encryption = true", "encryption = false");
+    reloaded(&gw, before).await;
+    let (status, body) = upload(&gw, &server, "ACCT-1").await;
+    assert_eq!(status, 403);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["code"], 4005, "{v}");
+    answers_to(&gw, &server, "ACCT-2", &acct2_d).await;
+    assert_eq!(gw.count_log("reload refused"), 0);
+    assert_eq!(gw.stop(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_drains_and_exits_0_like_sigterm() {
+    let (up, up_addr) = Upstream::start().await;
+    let mut gw = Served::start(up_addr, "").await;
+    let slow = tokio::spawn({
+        let (client, url) = (gw.client.clone(), format!("{}/slow", gw.url));
+        async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    while up.count() == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.signal("INT");
+    assert_eq!(
+        slow.await.unwrap().unwrap(),
+        200,
+        "the in-flight request finished"
+    );
+    assert_eq!(gw.wait_exit(), Some(0));
+    assert_eq!(gw.count_log("shutting down"), 1);
+    assert_eq!(gw.count_log("hpke-gateway stopped"), 1);
 }
