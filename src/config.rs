@@ -47,6 +47,8 @@ pub const DEFAULT_REQUEST_BODY_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_PLAINTEXT_CONTENT_TYPE: &str = "application/json";
 /// Default limit on a request's header section (names, values and line overhead).
 pub const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
+/// Default `header_timeout_ms`: time for a request head (HTTP/1.1) or a TLS handshake.
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 30_000;
 /// Default limit on requests in flight, all workers together.
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: u64 = 1024;
 /// Default time in-flight requests get to finish after SIGTERM.
@@ -90,6 +92,10 @@ pub struct RawConfig {
     /// Largest request header section accepted.
     #[serde(default)]
     pub max_header_bytes: Option<u64>,
+    /// Time a client has to send a request head (HTTP/1.1, also an idle keep-alive
+    /// connection's lifetime) or to finish a TLS handshake, in milliseconds.
+    #[serde(default)]
+    pub header_timeout_ms: Option<u64>,
     /// Most requests in flight at once; beyond, 503 with `Retry-After`.
     #[serde(default)]
     pub max_concurrent_requests: Option<u64>,
@@ -230,6 +236,8 @@ pub struct Config {
 pub struct Ops {
     /// Largest request header section accepted (431 beyond).
     pub max_header_bytes: usize,
+    /// Time for a request head (HTTP/1.1) or a TLS handshake; the connection closes after.
+    pub header_timeout: Duration,
     /// Most requests in flight at once (503 beyond).
     pub max_concurrent_requests: usize,
     /// Time in-flight requests get to finish after SIGTERM/SIGINT.
@@ -248,6 +256,7 @@ impl Default for Ops {
     fn default() -> Self {
         Self {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES as usize,
+            header_timeout: Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS),
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS as usize,
             shutdown_grace: Duration::from_millis(DEFAULT_SHUTDOWN_GRACE_MS),
             reload_poll: Some(Duration::from_millis(DEFAULT_RELOAD_POLL_MS)),
@@ -450,6 +459,13 @@ fn ops(raw: &RawConfig) -> Result<Ops, Vec<String>> {
             raw.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
         ),
     );
+    let header_timeout_ms = take(
+        p,
+        positive(
+            "header_timeout_ms",
+            raw.header_timeout_ms.unwrap_or(DEFAULT_HEADER_TIMEOUT_MS),
+        ),
+    );
     let max_concurrent_requests = take(
         p,
         positive(
@@ -468,14 +484,24 @@ fn ops(raw: &RawConfig) -> Result<Ops, Vec<String>> {
                 .map_err(|e| format!("admin_listen {text:?}: {e} (or \"off\")")),
         ),
     };
-    let (Some(max_header_bytes), Some(max_concurrent_requests), Some(admin_listen)) =
-        (max_header_bytes, max_concurrent_requests, admin_listen)
+    let (
+        Some(max_header_bytes),
+        Some(header_timeout_ms),
+        Some(max_concurrent_requests),
+        Some(admin_listen),
+    ) = (
+        max_header_bytes,
+        header_timeout_ms,
+        max_concurrent_requests,
+        admin_listen,
+    )
     else {
         return Err(problems);
     };
     let usize_of = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
     Ok(Ops {
         max_header_bytes: usize_of(max_header_bytes),
+        header_timeout: Duration::from_millis(header_timeout_ms),
         max_concurrent_requests: usize_of(max_concurrent_requests),
         shutdown_grace: Duration::from_millis(
             raw.shutdown_grace_ms.unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS),

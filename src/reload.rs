@@ -61,12 +61,13 @@ fn stamp(path: &Path) -> Option<FileStamp> {
 /// The settings a reload cannot change, as text to compare.
 pub fn fixed_settings(config: &Config) -> String {
     format!(
-        "listen={} upstream={} account_header={} admin_listen={:?} max_header_bytes={} max_concurrent_requests={} metrics_account_labels={} tls={} upstream_tls={} intake={:?}",
+        "listen={} upstream={} account_header={} admin_listen={:?} max_header_bytes={} header_timeout={:?} max_concurrent_requests={} metrics_account_labels={} tls={} upstream_tls={} intake={:?}",
         config.listen,
         config.upstream,
         config.account_header,
         config.ops.admin_listen,
         config.ops.max_header_bytes,
+        config.ops.header_timeout,
         config.ops.max_concurrent_requests,
         config.ops.metrics_account_labels,
         config.tls.is_some(),
@@ -124,6 +125,7 @@ impl Reloader {
                 if fixed != self.fixed {
                     tracing::warn!(
                         "reload: listen, upstream, account_header, admin_listen, max_header_bytes, \
+                         header_timeout_ms, \
                          max_concurrent_requests, metrics_account_labels, tls, and the intake's \
                          state_dir, smtp and webhook_url need a restart; the running values stay"
                     );

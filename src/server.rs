@@ -310,6 +310,7 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
         .enumerate()
         .map(|(i, socket)| {
             let (gateway, mut stop, done) = (gateway.clone(), stop_rx.clone(), done_tx.clone());
+            let header_timeout = ops.header_timeout;
             let tls = tls_config.clone().map(tokio_rustls::TlsAcceptor::from);
             std::thread::Builder::new()
                 .name(format!("hpke-gateway-{i}"))
@@ -324,7 +325,10 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
                         let shutdown = async move {
                             let _ = stop.wait_for(|stopped| *stopped).await;
                         };
-                        let timeouts = ConnectionTimeouts::default();
+                        let timeouts = ConnectionTimeouts {
+                            head: header_timeout,
+                            ..ConnectionTimeouts::default()
+                        };
                         serve_connections(listener, router, tls, timeouts, shutdown).await
                     });
                     let _ = done.send(());

@@ -837,3 +837,27 @@ async fn sigint_drains_and_exits_0_like_sigterm() {
     assert_eq!(gw.count_log("shutting down"), 1);
     assert_eq!(gw.count_log("hpke-gateway stopped"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_head_is_disconnected_after_header_timeout_ms() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (_up, up_addr) = Upstream::start().await;
+    let gw = Served::start(up_addr, "header_timeout_ms = 300").await;
+    let addr = gw.url.strip_prefix("http://").unwrap().to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /1/profile HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // The head never ends: the gateway closes the connection (the bound is generous; the
+    // setting is 300 ms, and the default would be 30 s).
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "connection still open after 10 s");
+    assert!(
+        rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    let key1 = private_public(&gw.path("server-1.pem"));
+    assert_eq!(gw.round_trip(&key1, Prefix::Tink(1), "ACCT-1").await, 200);
+}
