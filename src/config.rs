@@ -687,7 +687,8 @@ fn load_server_key(entry: &RawServerKey, base: &Path) -> Result<ServerKey, Strin
             entry.id
         ));
     }
-    Ok(ServerKey::new(Some(entry.id), loaded.key))
+    let written_at = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    Ok(ServerKey::new(Some(entry.id), loaded.key).with_written_at(written_at))
 }
 
 fn read_passphrase(

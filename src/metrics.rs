@@ -11,7 +11,7 @@
 //! | `hpke_gateway_request_bytes_total`, `hpke_gateway_response_bytes_total` | counter | (body bytes from and to clients) |
 //! | `hpke_gateway_in_flight_requests` | gauge | |
 //! | `hpke_gateway_overload_rejections_total` | counter | (503s at `max_concurrent_requests`) |
-//! | `hpke_gateway_server_key_age_seconds` | gauge | `key_id`, `state` (since the key was loaded) |
+//! | `hpke_gateway_server_key_age_seconds` | gauge | `key_id`, `state` (since the key file was written: for a key `keys rotate` made, its age) |
 //! | `hpke_gateway_server_key_not_after_seconds` | gauge | `key_id` (Unix time; only keys with a `not_after`) |
 //! | `hpke_gateway_reloads_total` | counter | `result` (ok / failed) |
 //! | `hpke_gateway_intake_files_total` | counter | `result` (imported / failed / refused: a manifest refused before its job started) |
@@ -214,7 +214,7 @@ impl Metrics {
         );
         r.register(
             "server_key_age_seconds",
-            "Seconds since each server key was loaded",
+            "Seconds since each server key's file was last written",
             key_age.clone(),
         );
         r.register(
@@ -370,7 +370,7 @@ impl Metrics {
         let now = SystemTime::now();
         for key in keys.iter() {
             let key_id = key.id().map_or_else(|| "-".into(), |id| id.to_string());
-            let age = now.duration_since(key.loaded_at()).unwrap_or_default();
+            let age = now.duration_since(key.written_at()).unwrap_or_default();
             self.key_age
                 .get_or_create(&KeyLabels {
                     key_id: key_id.clone(),

@@ -421,6 +421,7 @@ pub struct ServerKey {
     state: KeyState,
     not_after: Option<SystemTime>,
     loaded_at: SystemTime,
+    written_at: Option<SystemTime>,
 }
 
 impl ServerKey {
@@ -433,7 +434,16 @@ impl ServerKey {
             state: KeyState::Primary,
             not_after: None,
             loaded_at: SystemTime::now(),
+            written_at: None,
         }
+    }
+
+    /// The same key, noting when its file was last written (for a key that `keys rotate`
+    /// made, when it was made).
+    #[must_use]
+    pub fn with_written_at(mut self, written_at: Option<SystemTime>) -> Self {
+        self.written_at = written_at;
+        self
     }
 
     /// The same key with a rotation state and an optional end of validity.
@@ -467,6 +477,11 @@ impl ServerKey {
     /// When the key was read from its file.
     pub fn loaded_at(&self) -> SystemTime {
         self.loaded_at
+    }
+
+    /// When its file was last written, if known; else when it was loaded.
+    pub fn written_at(&self) -> SystemTime {
+        self.written_at.unwrap_or(self.loaded_at)
     }
 
     /// True if the key decrypts at `now`: not retired and not past its `not_after`.
