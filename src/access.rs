@@ -4,8 +4,10 @@
 //! hex digits; the upstream sees it, and the response carries it back. The line
 //! (target `hpke_gateway::access`, level info) names the request id, method, path (never
 //! the query, which may hold personal data such as an email), account, status, the
-//! gateway's error code if it answered itself, and the duration. No body, key or header
-//! value other than the account id is ever logged.
+//! gateway's error code if it answered itself, the duration to the response head (`ms`),
+//! and the stages that ran within it: `decrypt_ms`, `upstream_ms` (to the upstream's
+//! response head) and `encrypt_ms`. No body, key or header value other than the account
+//! id is ever logged.
 //!
 //! The same layer counts the request in the [`Metrics`] and the body bytes both ways.
 
@@ -14,7 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use http::{HeaderName, HeaderValue, Request, Response};
@@ -22,7 +24,7 @@ use tower::{Layer, Service};
 
 use crate::error::ErrorCode;
 use crate::metrics::{Counted, Metrics, Mode};
-use crate::middleware::KnownAccount;
+use crate::middleware::{KnownAccount, Timings};
 
 /// The request id header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -125,6 +127,12 @@ where
             let body = Body::new(Counted::new(body, metrics.response_bytes()));
             let mut response = Response::from_parts(parts, body);
             if let Some((method, path, account)) = logged {
+                let timings = response
+                    .extensions()
+                    .get::<Timings>()
+                    .copied()
+                    .unwrap_or_default();
+                let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
                 tracing::info!(
                     target: "hpke_gateway::access",
                     request_id = id.to_str().unwrap_or("-"),
@@ -134,6 +142,9 @@ where
                     status,
                     code,
                     ms = elapsed.as_secs_f64() * 1e3,
+                    decrypt_ms = ms(timings.decrypt),
+                    upstream_ms = ms(timings.upstream),
+                    encrypt_ms = ms(timings.encrypt),
                 );
             }
             response.headers_mut().insert(REQUEST_ID, id);

@@ -622,4 +622,16 @@ async fn logs_have_one_line_per_request_and_no_secrets() {
         access[3]["path"], "/1/profile.json",
         "the query is never logged"
     );
+    for line in &access {
+        assert_eq!(line["method"], "POST", "{line}");
+        assert!(line["ms"].as_f64().is_some_and(|ms| ms > 0.0), "{line}");
+    }
+    // The stages that ran, and only those: the good encrypted request ran all three, the
+    // tampered one failed in decryption and went no further, plaintext only went upstream.
+    let stages = |line: &serde_json::Value| {
+        ["decrypt_ms", "upstream_ms", "encrypt_ms"].map(|k| line[k].as_f64().is_some())
+    };
+    assert_eq!(stages(&access[0]), [true, true, true], "{}", access[0]);
+    assert_eq!(stages(&access[1]), [true, false, false], "{}", access[1]);
+    assert_eq!(stages(&access[2]), [false, true, false], "{}", access[2]);
 }

@@ -943,3 +943,29 @@ async fn the_published_keys_name_the_primary_first_in_every_format() {
         "only the encrypted request went upstream"
     );
 }
+
+#[tokio::test]
+async fn a_clients_request_id_goes_upstream_and_comes_back() {
+    let gw = Gateway::start().await;
+    let sealed = gw.seal(1, true, "ACCT-1", b"{}");
+    let res = gw
+        .encrypted_post("/1/upload", "ACCT-1", sealed)
+        .header("x-request-id", "trace-abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-request-id"], "trace-abc-123");
+    assert_eq!(gw.upstream.last().headers["x-request-id"], "trace-abc-123");
+    // An unusable one (control characters) is replaced, on both sides alike.
+    let res = gw
+        .client
+        .get(format!("{}/1/profile", gw.url))
+        .header("x-request-id", "bad\tid")
+        .send()
+        .await
+        .unwrap();
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32, "{id}");
+    assert_eq!(gw.upstream.last().headers["x-request-id"], id.as_str());
+}

@@ -36,6 +36,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -230,43 +231,94 @@ where
         // encrypted path's state too, and a smaller future is cheaper to allocate and move.
         if mode == Mode::Plaintext {
             return Box::pin(async move {
+                let clock = StageClock::default();
                 let cx = Cx {
                     state: &state,
                     metrics: &metrics,
+                    clock: &clock,
                 };
                 let response = plaintext_request(cx, inner, req)
                     .await
                     .unwrap_or_else(|e| e.into_response());
-                Ok(labelled(response, mode, known))
+                Ok(labelled(response, mode, known, clock.timings()))
             });
         }
         Box::pin(async move {
+            let clock = StageClock::default();
             let cx = Cx {
                 state: &state,
                 metrics: &metrics,
+                clock: &clock,
             };
             let response = handle(cx, negotiation, inner, req)
                 .await
                 .unwrap_or_else(|e| e.into_response());
-            Ok(labelled(response, mode, known))
+            Ok(labelled(response, mode, known, clock.timings()))
         })
     }
 }
 
 /// The response with what the access log and the metrics read from it.
-fn labelled(mut response: Response<Body>, mode: Mode, known: Option<String>) -> Response<Body> {
+fn labelled(
+    mut response: Response<Body>,
+    mode: Mode,
+    known: Option<String>,
+    timings: Timings,
+) -> Response<Body> {
     response.extensions_mut().insert(mode);
+    response.extensions_mut().insert(timings);
     if let Some(account) = known {
         response.extensions_mut().insert(KnownAccount(account));
     }
     response
 }
 
-/// What one request's handling reads: the state it started with, and the metrics.
+/// What one request's handling reads: the state it started with, the metrics, and the
+/// clock its stages are timed on.
 #[derive(Clone, Copy)]
 struct Cx<'a> {
     state: &'a HpkeState,
     metrics: &'a Metrics,
+    clock: &'a StageClock,
+}
+
+/// Where one request's time went, as a response extension for the access log: each
+/// stage that ran, `None` for those that did not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Opening the request envelope.
+    pub decrypt: Option<Duration>,
+    /// The upstream, to its response head.
+    pub upstream: Option<Duration>,
+    /// Sealing the response (after its body was collected).
+    pub encrypt: Option<Duration>,
+}
+
+/// [`Timings`] as they are taken: nanoseconds, 0 for a stage that has not run.
+#[derive(Debug, Default)]
+struct StageClock {
+    decrypt: AtomicU64,
+    upstream: AtomicU64,
+    encrypt: AtomicU64,
+}
+
+impl StageClock {
+    fn record(stage: &AtomicU64, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
+        stage.store(nanos, Ordering::Relaxed);
+    }
+
+    fn timings(&self) -> Timings {
+        let read = |stage: &AtomicU64| match stage.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        };
+        Timings {
+            decrypt: read(&self.decrypt),
+            upstream: read(&self.upstream),
+            encrypt: read(&self.encrypt),
+        }
+    }
 }
 
 impl std::ops::Deref for Cx<'_> {
@@ -289,7 +341,9 @@ impl Cx<'_> {
             Err(never) => match never {},
         };
         let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
-        self.metrics.upstream(started.elapsed(), code);
+        let took = started.elapsed();
+        self.metrics.upstream(took, code);
+        StageClock::record(&self.clock.upstream, took);
         response
     }
 }
@@ -363,7 +417,9 @@ where
             tracing::debug!(reason = ?e, "request envelope did not open");
             Error::DecryptionFailed
         });
-        state.metrics.decrypted(started.elapsed());
+        let took = started.elapsed();
+        state.metrics.decrypted(took);
+        StageClock::record(&state.clock.decrypt, took);
         opened?
     };
 
@@ -465,7 +521,9 @@ async fn seal_response(
     sealer
         .seal_in_place(&mut sealed)
         .map_err(|e| Error::Internal(e.into()))?;
-    state.metrics.encrypted(started.elapsed());
+    let took = started.elapsed();
+    state.metrics.encrypted(took);
+    StageClock::record(&state.clock.encrypt, took);
     let headers = &mut parts.headers;
     headers.remove(header::TRANSFER_ENCODING);
     headers.insert(
