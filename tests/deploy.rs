@@ -216,7 +216,7 @@ fn the_image_is_multi_stage_and_runs_as_non_root() {
     let user = after_runtime
         .lines()
         .filter_map(|l| l.trim().strip_prefix("USER "))
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("{DOCKERFILE}: the runtime stage sets USER"));
     let uid = user.split(':').next().unwrap().trim();
     assert!(
