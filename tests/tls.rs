@@ -1,6 +1,7 @@
 //! TLS on both sides, with certificates from a throw-away CA (rcgen): the public
 //! listener of the real binary (HTTP/2 and HTTP/1.1 by ALPN, certificate reload), and an
-//! HTTPS upstream that requires a client certificate (mutual TLS).
+//! HTTPS upstream that requires a client certificate (mutual TLS), or is verified against
+//! the system roots when no `[upstream_tls]` is set.
 
 mod support;
 
@@ -90,13 +91,20 @@ struct Served {
 
 impl Served {
     fn start(config: &Path) -> Self {
-        let mut child = Command::new(BIN)
+        Self::start_with_env(config, &[])
+    }
+
+    fn start_with_env(config: &Path, env: &[(&str, &Path)]) -> Self {
+        let mut command = Command::new(BIN);
+        command
             .args(["serve", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
         std::thread::spawn(move || {
@@ -281,11 +289,22 @@ public_keys = ["acct.pub.pem"]
 
 /// An HTTPS upstream on 127.0.0.1 that requires a client certificate from `pki`.
 async fn mtls_upstream(pki: &Pki) -> SocketAddr {
+    tls_upstream(pki, true).await
+}
+
+/// The recording upstream behind TLS with a certificate from `pki`, asking for a client
+/// certificate from `pki` (and refusing a handshake without one if `require_client`).
+async fn tls_upstream(pki: &Pki, require_client: bool) -> SocketAddr {
     let (cert, key) = pki.leaf(ExtendedKeyUsagePurpose::ServerAuth);
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(pki.roots()),
         provider(),
-    )
+    );
+    let verifier = if require_client {
+        verifier
+    } else {
+        verifier.allow_unauthenticated()
+    }
     .build()
     .unwrap();
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
@@ -468,4 +487,37 @@ fn tls_settings_are_checked_at_load() {
     assert!(err.contains("tls: "), "{err}");
     let err = load("[upstream_tls]\nca_bundle = \"tls.crt\"").unwrap_err();
     assert!(err.contains("upstream is not https://"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_upstream_tls_the_system_roots_verify_the_upstream() {
+    let pki = Pki::new();
+    let upstream = tls_upstream(&pki, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = PrivateKey::generate();
+    write_private(dir.path(), "server-1.pem", &server);
+    let listen = closed_port().await;
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{listen}\"\nupstream = \"https://localhost:{}\"\nadmin_listen = \"off\"\n\n[[server_keys]]\nid = 1\nprivate_key = \"server-1.pem\"\n",
+            upstream.port()
+        ),
+    )
+    .unwrap();
+    // The system store, as OpenSSL-style tools read it: SSL_CERT_FILE names the bundle
+    // (what rustls-native-certs loads on Linux, as for an operator's own CA in the store).
+    let system = dir.path().join("system-roots.pem");
+    let client = reqwest::Client::new();
+    let url = format!("http://{listen}/1/profile");
+    for (trusted, want) in [(pki.ca_pem(), 200), (Pki::new().ca_pem(), 502)] {
+        std::fs::write(&system, trusted).unwrap();
+        let _gw = Served::start_with_env(&config, &[("SSL_CERT_FILE", &system)]);
+        let res = client.get(&url).send().await.unwrap();
+        assert_eq!(res.status(), want);
+        if want == 502 {
+            assert_eq!(support::error_code(res).await.0, 5001);
+        }
+    }
 }
