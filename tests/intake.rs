@@ -30,6 +30,9 @@ const ECC_KEY_ID: &str = "0b3c2a36-6a2e-4f0e-9d55-3f1f2b7c9e10";
 const PASSPHRASE: &str = "correct horse battery staple";
 const PASSCODE: &str = "intake-passcode-7";
 const CLIENT: &str = "user@company1.example";
+/// A header name and a cell value that exist only inside an encrypted file.
+const SECRET_HEADER: &str = "hdr_kestrel_0x5f3a";
+const SECRET_CELL: &str = "cell.marmoset@inside.example";
 
 // === the upstream ===
 
@@ -799,7 +802,8 @@ async fn bad_uploads_fail_clearly_and_nothing_reaches_the_upstream() {
         Refusal {
             what: "a mapped column missing from the header",
             files: vec![("nocol.csv.asc", {
-                let p = w.local_file("nocol.csv", b"email,name\na@b.example,A\n");
+                let text = format!("email,{SECRET_HEADER}\n{SECRET_CELL},A\n");
+                let p = w.local_file("nocol.csv", text.as_bytes());
                 let out = w.local.join("nocol.out");
                 w.gpg.encrypt(&p, &out, CLIENT, true, Compress::Default);
                 std::fs::read(&out).unwrap()
@@ -827,6 +831,12 @@ async fn bad_uploads_fail_clearly_and_nothing_reaches_the_upstream() {
             case.what
         );
     }
+    // The customer is told what the header holds; the log is not.
+    let nocol = w.smtp.wait_mail(&["nocol.csv.asc: import failed"]);
+    assert!(
+        unfold(&nocol).contains(&format!("(email,{SECRET_HEADER})")),
+        "{nocol}"
+    );
     // A symlink planted through SFTP itself, and a manifest naming it.
     let out = w
         .sshd
@@ -842,6 +852,14 @@ async fn bad_uploads_fail_clearly_and_nothing_reaches_the_upstream() {
         .wait_mail(&["import failed", "evil.manifest", "is not a regular file"]);
 
     assert_eq!(up.batches().len(), 0, "nothing reached the upstream");
+    let log = w.log_text();
+    assert!(log.contains("nocol.csv.asc"), "the failure is logged");
+    for secret in [SECRET_HEADER, SECRET_CELL, "bomb@example.com", "user1@example.com"] {
+        assert!(
+            !log.contains(secret),
+            "decrypted content {secret:?} in the log:\n{log}"
+        );
+    }
     let failed = w.files_in("ACCT-1/failed");
     let errors = failed.iter().filter(|f| f.ends_with(".error.json")).count();
     assert_eq!(errors, cases.len() + 1, "{failed:?}");

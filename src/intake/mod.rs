@@ -39,7 +39,7 @@ use tower::ServiceExt as _;
 use crate::error::ErrorCode;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
-use ingest::{BadRow, Item};
+use ingest::{BadRow, FileError, Item};
 use journal::Journal;
 use manifest::Manifest;
 use notify::{Notice, Notifier, Stage};
@@ -107,7 +107,12 @@ struct Outcome {
 /// A failure, with what was counted before it.
 #[derive(Debug)]
 struct Failure {
+    /// Why, naming nothing from the decrypted file or the upstream's answer: this is
+    /// what the log and the journal get.
     reason: String,
+    /// What the customer also gets, in the notice and `error.json`: the file's header
+    /// row, the upstream's answer.
+    detail: Option<String>,
     uploaded: u64,
     skipped: u64,
     bad_rows: Vec<BadRow>,
@@ -119,11 +124,32 @@ impl From<String> for Failure {
     fn from(reason: String) -> Self {
         Self {
             reason,
+            detail: None,
             uploaded: 0,
             skipped: 0,
             bad_rows: Vec::new(),
             retry_later: false,
         }
+    }
+}
+
+impl From<FileError> for Failure {
+    fn from(e: FileError) -> Self {
+        Self {
+            detail: e.detail,
+            ..Self::from(e.reason)
+        }
+    }
+}
+
+impl Failure {
+    /// The reason with its detail, for the customer.
+    fn for_customer(&self) -> String {
+        FileError {
+            reason: self.reason.clone(),
+            detail: self.detail.clone(),
+        }
+        .to_string()
     }
 }
 
@@ -485,7 +511,7 @@ impl Intake {
         let target_dir = self.account_dir(account, folder);
         let target = target_dir.join(format!("{}-{}", stamp(), job.id));
         if let Err(e) = &result {
-            let _ = write_error(&job.work, &job.manifest.file_name, &e.reason);
+            let _ = write_error(&job.work, &job.manifest.file_name, &e.for_customer());
         }
         let moved = create_private_dir(&target_dir)
             .and_then(|()| std::fs::rename(&job.work, &target).map_err(|e| e.to_string()));
@@ -509,8 +535,8 @@ impl Intake {
             Err(failure) => {
                 n.uploaded = failure.uploaded;
                 n.skipped = failure.skipped;
+                n.error = Some(failure.for_customer());
                 n.bad_rows = failure.bad_rows;
-                n.error = Some(failure.reason);
             }
         }
         self.notifier.send(&n).await;
@@ -722,7 +748,7 @@ impl Intake {
                 let records = std::mem::take(&mut batch);
                 let count = records.len() as u64;
                 if batch_no > batches_done {
-                    if let Err((reason, retry)) = self
+                    if let Err((reason, detail, retry)) = self
                         .upload(config, account, &job.id, batch_no, records)
                         .await
                     {
@@ -732,6 +758,7 @@ impl Intake {
                             reason: format!(
                                 "batch {batch_no} was not accepted by the upload API: {reason}"
                             ),
+                            detail,
                             uploaded,
                             skipped,
                             bad_rows,
@@ -750,9 +777,10 @@ impl Intake {
         }
         drop(rx);
         let _ = reader.join();
-        if let Some(reason) = structural {
+        if let Some(e) = structural {
             return Err(Failure {
-                reason,
+                reason: e.reason,
+                detail: e.detail,
                 uploaded,
                 skipped,
                 bad_rows,
@@ -766,6 +794,7 @@ impl Intake {
                 } else {
                     format!("none of the {skipped} rows could be imported")
                 },
+                detail: None,
                 uploaded,
                 skipped,
                 bad_rows,
@@ -779,9 +808,10 @@ impl Intake {
         })
     }
 
-    /// Sends one batch to the upstream's upload API. The error says whether to try the
-    /// job again later (the upstream down, failing or overloaded) or to fail it (the
-    /// upstream refused the batch).
+    /// Sends one batch to the upstream's upload API. The error is the reason (the
+    /// status, fit for the log), the upstream's answer (for the customer only), and
+    /// whether to try the job again later (the upstream down, failing or overloaded) or
+    /// to fail it (the upstream refused the batch).
     async fn upload(
         &self,
         config: &IntakeConfig,
@@ -789,12 +819,17 @@ impl Intake {
         job: &str,
         batch_no: u64,
         records: Vec<serde_json::Value>,
-    ) -> Result<(), (String, bool)> {
+    ) -> Result<(), (String, Option<String>, bool)> {
         let body = serde_json::to_vec(&serde_json::json!({ "d": records }))
-            .map_err(|e| (e.to_string(), false))?;
-        let passcode = HeaderValue::from_str(&account.passcode)
-            .map_err(|_| ("the passcode is not a valid header value".to_owned(), false))?;
-        let mut last = (String::new(), false);
+            .map_err(|e| (e.to_string(), None, false))?;
+        let passcode = HeaderValue::from_str(&account.passcode).map_err(|_| {
+            (
+                "the passcode is not a valid header value".to_owned(),
+                None,
+                false,
+            )
+        })?;
+        let mut last = (String::new(), None, false);
         for attempt in 0..3u32 {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt))).await;
@@ -805,7 +840,7 @@ impl Intake {
                 .header("x-clevertap-passcode", passcode.clone())
                 .header("idempotency-key", format!("{job}-{batch_no}"))
                 .body(Body::from(body.clone()))
-                .map_err(|e| (e.to_string(), false))?;
+                .map_err(|e| (e.to_string(), None, false))?;
             let Ok(response) = self.proxy.clone().oneshot(request).await;
             let status = response.status();
             let gateway_error = response.extensions().get::<ErrorCode>().is_some();
@@ -822,11 +857,12 @@ impl Intake {
             let retry = gateway_error
                 || status.is_server_error()
                 || status == http::StatusCode::TOO_MANY_REQUESTS;
+            let answer = String::from_utf8_lossy(&text[..text.len().min(300)])
+                .trim()
+                .to_owned();
             last = (
-                format!(
-                    "HTTP {status}: {}",
-                    String::from_utf8_lossy(&text[..text.len().min(300)])
-                ),
+                format!("HTTP {status}"),
+                (!answer.is_empty()).then(|| format!("the upload API answered: {answer}")),
                 retry,
             );
             if !retry {
