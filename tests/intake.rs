@@ -426,9 +426,10 @@ passphrase_file = "pgp-passphrase"
         p
     }
 
-    /// `sftp -b` with `cd upload` and a `put` per file, as the vendor's document shows.
+    /// `sftp -b` with a bare `put` per file, as the vendor's document shows (the session
+    /// starts in the upload directory).
     fn upload(&self, names: &[&str]) {
-        let mut batch = String::from("cd upload\n");
+        let mut batch = String::new();
         for n in names {
             batch.push_str(&format!("put {n}\n"));
         }
@@ -840,7 +841,7 @@ async fn bad_uploads_fail_clearly_and_nothing_reaches_the_upstream() {
     // A symlink planted through SFTP itself, and a manifest naming it.
     let out = w
         .sshd
-        .sftp_batch(&w.local, "cd upload\nsymlink /etc/passwd evil.csv.asc\n");
+        .sftp_batch(&w.local, "symlink /etc/passwd evil.csv.asc\n");
     assert!(
         out.status.success(),
         "{}",
