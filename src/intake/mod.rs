@@ -256,6 +256,16 @@ impl Intake {
                     .find(|n| is_manifest(n))
             });
             let Some(manifest_name) = manifest_name else {
+                // A pickup cut short between taking the file and taking its manifest.
+                let failed = self.account_dir(account, "failed");
+                match recover_pickup(&work, &account.upload_dir, &failed) {
+                    Ok(()) => {
+                        tracing::info!(account = %account.id, job = %id, "an interrupted pickup was undone");
+                    }
+                    Err(e) => {
+                        tracing::error!(account = %account.id, job = %id, error = %e, "cannot undo an interrupted pickup");
+                    }
+                }
                 continue;
             };
             let Ok(manifest) = read_small(&work.join(&manifest_name))
@@ -395,8 +405,14 @@ impl Intake {
             tracing::error!(file = %manifest.file_name, error = %e, "cannot take the upload");
             return;
         }
+        // A crash here leaves the file in work/ without its manifest: the next scan
+        // (also the first after a restart) puts it back (see `recover_pickup`).
         if let Err(e) = move_file(&manifest_path, &work.join(manifest_name)) {
             tracing::error!(file = %manifest_name, error = %e, "cannot take the manifest");
+            let failed = self.account_dir(account, "failed");
+            if let Err(e) = recover_pickup(&work, &account.upload_dir, &failed) {
+                tracing::error!(file = %manifest.file_name, error = %e, "cannot put the upload back");
+            }
             return;
         }
         let job = Job {
@@ -1010,6 +1026,56 @@ fn write_error(dir: &Path, name: &str, reason: &str) -> std::io::Result<()> {
     )
 }
 
+/// Undoes a pickup that took the file into `work` but not its manifest (a crash between
+/// the two moves, or a manifest that could not be moved): the file goes back to
+/// `upload_dir`, beside its manifest, and is picked up again with it; the emptied work
+/// directory is removed. If the customer has uploaded a file of the same name since,
+/// theirs stays, and the one taken moves to `failed_dir` with an `error.json`.
+fn recover_pickup(work: &Path, upload_dir: &Path, failed_dir: &Path) -> Result<(), String> {
+    let entries = std::fs::read_dir(work).map_err(|e| e.to_string())?;
+    let mut superseded = Vec::new();
+    for entry in entries.flatten() {
+        let from = entry.path();
+        let to = upload_dir.join(entry.file_name());
+        // Never replace what is in the upload directory now.
+        let back = match std::fs::hard_link(&from, &to) {
+            Ok(()) => std::fs::remove_file(&from).map(|()| true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+                if std::fs::symlink_metadata(&to).is_ok() {
+                    Ok(false)
+                } else {
+                    move_file(&from, &to).map(|()| true)
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match back {
+            Ok(true) => {}
+            Ok(false) => superseded.push(entry.file_name()),
+            Err(e) => return Err(format!("{}: {e}", from.display())),
+        }
+    }
+    if superseded.is_empty() {
+        return std::fs::remove_dir(work).map_err(|e| e.to_string());
+    }
+    let id = work
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let target = failed_dir.join(format!("{}-{id}", stamp()));
+    for name in &superseded {
+        let _ = write_error(
+            work,
+            &name.to_string_lossy(),
+            "the pickup was interrupted and a file of the same name was uploaded since; \
+             this one was not imported",
+        );
+    }
+    create_private_dir(failed_dir)?;
+    std::fs::rename(work, &target).map_err(|e| e.to_string())
+}
+
 /// Renames, or copies and removes when `to` is on another file system.
 fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
     match std::fs::rename(from, to) {
@@ -1024,6 +1090,47 @@ fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interrupted_pickup_puts_the_file_back_beside_its_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (upload, failed) = (dir.path().join("upload"), dir.path().join("failed"));
+        let work = dir.path().join("work").join("job-1");
+        std::fs::create_dir_all(&upload).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        // The crash came after the file moved and before the manifest did.
+        std::fs::write(upload.join("file.manifest"), b"{}").unwrap();
+        std::fs::write(work.join("file.csv.asc"), b"ciphertext").unwrap();
+        let mtime = std::fs::metadata(work.join("file.csv.asc"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        recover_pickup(&work, &upload, &failed).unwrap();
+        assert_eq!(
+            std::fs::read(upload.join("file.csv.asc")).unwrap(),
+            b"ciphertext"
+        );
+        // Unchanged, so it settles and gets the same job id again.
+        let back = std::fs::metadata(upload.join("file.csv.asc")).unwrap();
+        assert_eq!(back.modified().unwrap(), mtime);
+        assert!(!work.exists(), "the emptied work directory is removed");
+        assert!(!failed.exists());
+
+        // A file of the same name uploaded since is not replaced.
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::write(work.join("file.csv.asc"), b"older").unwrap();
+        recover_pickup(&work, &upload, &failed).unwrap();
+        assert_eq!(
+            std::fs::read(upload.join("file.csv.asc")).unwrap(),
+            b"ciphertext"
+        );
+        assert!(!work.exists());
+        let kept: Vec<_> = std::fs::read_dir(&failed).unwrap().flatten().collect();
+        assert_eq!(kept.len(), 1);
+        let job = kept[0].path();
+        assert_eq!(std::fs::read(job.join("file.csv.asc")).unwrap(), b"older");
+        assert!(job.join("file.csv.asc.error.json").exists());
+    }
 
     #[test]
     fn prune_removes_only_old_job_directories() {
