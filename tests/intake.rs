@@ -663,6 +663,9 @@ struct Refusal {
     files: Vec<(&'static str, Vec<u8>)>,
     manifest: String,
     reason: &'static str,
+    /// The file the failure mail's subject names; `None`: the manifest itself (its
+    /// `fileName` is not usable).
+    subject: Option<&'static str>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -733,72 +736,84 @@ async fn bad_uploads_fail_clearly_and_nothing_reaches_the_upstream() {
             files: vec![],
             manifest: manifest("../../etc/passwd.asc", KEY_ID),
             reason: "fileName: \"../../etc/passwd.asc\" has a path",
+            subject: None,
         },
         Refusal {
             what: "absolute path",
             files: vec![],
             manifest: manifest("/etc/passwd", KEY_ID),
             reason: "is an absolute path",
+            subject: None,
         },
         Refusal {
             what: "missing file",
             files: vec![],
             manifest: manifest("never.csv.asc", KEY_ID),
             reason: "which was not uploaded within 1 s",
+            subject: Some("never.csv.asc"),
         },
         Refusal {
             what: "wrong keyId",
             files: vec![("wrongkey.csv.pgp", binary.clone())],
             manifest: manifest("wrongkey.csv.pgp", "no-such-key"),
             reason: "keyId \"no-such-key\" is not a key of this account",
+            subject: Some("wrongkey.csv.pgp"),
         },
         Refusal {
             what: "another key",
             files: vec![("other.csv.asc", to_other)],
             manifest: manifest("other.csv.asc", KEY_ID),
             reason: "not encrypted to the key named by keyId",
+            subject: Some("other.csv.asc"),
         },
         Refusal {
             what: "tampered",
             files: vec![("tampered.csv.pgp", tampered)],
             manifest: manifest("tampered.csv.pgp", KEY_ID),
             reason: "damaged or was modified",
+            subject: Some("tampered.csv.pgp"),
         },
         Refusal {
             what: "truncated",
             files: vec![("truncated.csv.pgp", truncated)],
             manifest: manifest("truncated.csv.pgp", KEY_ID),
             reason: "damaged or was modified",
+            subject: Some("truncated.csv.pgp"),
         },
         Refusal {
             what: "not encrypted",
             files: vec![("plain.csv.asc", csv.clone().into_bytes())],
             manifest: manifest("plain.csv.asc", KEY_ID),
             reason: "not an OpenPGP encrypted message",
+            subject: Some("plain.csv.asc"),
         },
         Refusal {
             what: "not encrypted, and not named so",
             files: vec![("plain.csv", csv.clone().into_bytes())],
             manifest: manifest("plain.csv", KEY_ID),
             reason: "this upload requires encryption",
+            subject: Some("plain.csv"),
         },
         Refusal {
             what: "decompression bomb",
             files: vec![("bomb.csv.pgp", bomb)],
             manifest: manifest("bomb.csv.pgp", KEY_ID),
             reason: "larger than the limit",
+            subject: Some("bomb.csv.pgp"),
         },
         Refusal {
             what: "malformed CSV: an unclosed quote swallows the rest of the file",
             files: vec![("broken.csv.asc", broken)],
             manifest: manifest("broken.csv.asc", KEY_ID),
             reason: "line 2, column -, value \"unclosed,x,1,no\\nuser2@example.com,User,3,no\": the row has 1 fields, the header 4",
+            subject: Some("broken.csv.asc"),
         },
         Refusal {
             what: "bad manifest",
             files: vec![],
             manifest: r#"{"fileName": "x.csv.asc", "type": "profiles", "clientEmail": "user@company1.example"}"#.into(),
             reason: "type: \"profiles\" is neither",
+            subject: None,
         },
         Refusal {
             what: "a mapped column missing from the header",
@@ -811,6 +826,7 @@ async fn bad_uploads_fail_clearly_and_nothing_reaches_the_upstream() {
             })],
             manifest: manifest("nocol.csv.asc", KEY_ID),
             reason: "column(s) age named in the manifest are not in the file's header",
+            subject: Some("nocol.csv.asc"),
         },
     ];
     for (i, case) in cases.iter().enumerate() {
@@ -829,6 +845,15 @@ async fn bad_uploads_fail_clearly_and_nothing_reaches_the_upstream() {
         assert!(
             mail.contains(&format!("To: {CLIENT}")),
             "{}: {mail}",
+            case.what
+        );
+        let subject = format!(
+            "Subject: File upload {}: import failed",
+            case.subject.unwrap_or(&manifest_name)
+        );
+        assert!(
+            unfold(&mail).lines().any(|l| l.trim_end() == subject),
+            "{}: no {subject:?} in {mail}",
             case.what
         );
     }

@@ -334,7 +334,7 @@ impl Intake {
             Ok(t) => t,
             Err(e) => {
                 let reason = format!("manifest: {e}");
-                self.fail_early(account, manifest_name, &manifest_meta, &reason, None)
+                self.fail_early(account, manifest_name, manifest_name, &manifest_meta, &reason, None)
                     .await;
                 return;
             }
@@ -352,7 +352,9 @@ impl Intake {
                         .join("; ")
                 );
                 let to = lenient_email(&text);
-                self.fail_early(account, manifest_name, &manifest_meta, &reason, to)
+                // Its fileName is unknown (or one of the problems): the notice names the
+                // manifest.
+                self.fail_early(account, manifest_name, manifest_name, &manifest_meta, &reason, to)
                     .await;
                 return;
             }
@@ -373,7 +375,8 @@ impl Intake {
                         manifest.file_name,
                         config.missing_file_timeout.as_secs()
                     );
-                    self.fail_early(account, manifest_name, &manifest_meta, &reason, to)
+                    let file = &manifest.file_name;
+                    self.fail_early(account, manifest_name, file, &manifest_meta, &reason, to)
                         .await;
                 }
                 return;
@@ -384,7 +387,8 @@ impl Intake {
                 "{:?} is not a regular file (symlinks are not followed)",
                 manifest.file_name
             );
-            self.fail_early(account, manifest_name, &manifest_meta, &reason, to)
+            let file = &manifest.file_name;
+            self.fail_early(account, manifest_name, file, &manifest_meta, &reason, to)
                 .await;
             return;
         }
@@ -560,11 +564,14 @@ impl Intake {
 
     /// A failure found before a job could start (a bad manifest, a missing file): the
     /// manifest moves to `failed/` with the reason, and the customer hears of it when
-    /// the manifest gave an address. Each manifest is refused once.
+    /// the manifest gave an address. Each manifest is refused once. `file` is what the
+    /// notice is about: the manifest's `fileName`, or the manifest itself when that is
+    /// not known.
     async fn fail_early(
         &mut self,
         account: &IntakeAccount,
         manifest_name: &str,
+        file: &str,
         manifest_meta: &std::fs::Metadata,
         reason: &str,
         to: Option<String>,
@@ -584,7 +591,7 @@ impl Intake {
         let notice = Notice {
             stage: Stage::Failure,
             account: account.id.clone(),
-            file: "-".to_owned(),
+            file: file.to_owned(),
             manifest: manifest_name.to_owned(),
             uploaded: 0,
             skipped: 0,
