@@ -724,6 +724,33 @@ async fn bad_uploads_fail_clearly_and_nothing_reaches_the_upstream() {
             .encrypt(&broken_csv, &out, CLIENT, true, Compress::Default);
         std::fs::read(&out).unwrap()
     };
+    // `gpg --store`: the CSV as a literal data packet, signed by nobody, encrypted to
+    // nobody.
+    let stored = {
+        let out = w.local.join("stored.out");
+        w.gpg.run(
+            w.gpg
+                .command()
+                .args(["--yes", "--store", "--output"])
+                .arg(&out)
+                .arg(&plain),
+        );
+        std::fs::read(&out).unwrap()
+    };
+    // gzip made by the customer before encrypting: about 21 MB of rows, a few kB
+    // compressed, so the encrypted file passes and the gzip layer is what is too big.
+    let gzip_bomb = {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, b"email,age\n").unwrap();
+        let row = b"bomb@example.com,1\n".repeat(10_000);
+        for _ in 0..110 {
+            std::io::Write::write_all(&mut gz, &row).unwrap();
+        }
+        let gz = w.local_file("gzbomb.csv.gz", &gz.finish().unwrap());
+        let out = w.local.join("gzbomb.out");
+        w.gpg.encrypt(&gz, &out, CLIENT, false, Compress::None);
+        std::fs::read(&out).unwrap()
+    };
     let manifest = |file: &str, key: &str| {
         format!(
             r#"{{"fileName":"{file}","type":"profile","clientEmail":"{CLIENT}","keyId":"{key}",
@@ -827,6 +854,20 @@ async fn bad_uploads_fail_clearly_and_nothing_reaches_the_upstream() {
             manifest: manifest("nocol.csv.asc", KEY_ID),
             reason: "column(s) age named in the manifest are not in the file's header",
             subject: Some("nocol.csv.asc"),
+        },
+        Refusal {
+            what: "`gpg --store`: an OpenPGP literal data message, not encrypted",
+            files: vec![("stored.csv.gpg", stored)],
+            manifest: manifest("stored.csv.gpg", KEY_ID),
+            reason: "the file is an OpenPGP message but is not encrypted",
+            subject: Some("stored.csv.gpg"),
+        },
+        Refusal {
+            what: "a gzip bomb inside the encryption",
+            files: vec![("gzbomb.csv.gz.pgp", gzip_bomb)],
+            manifest: manifest("gzbomb.csv.gz.pgp", KEY_ID),
+            reason: "the decompressed content is larger than the limit",
+            subject: Some("gzbomb.csv.gz.pgp"),
         },
     ];
     for (i, case) in cases.iter().enumerate() {
