@@ -33,6 +33,9 @@ const CLIENT: &str = "user@company1.example";
 /// A header name and a cell value that exist only inside an encrypted file.
 const SECRET_HEADER: &str = "hdr_kestrel_0x5f3a";
 const SECRET_CELL: &str = "cell.marmoset@inside.example";
+/// The environment variable the gateway gets the PGP passphrase in, for keys with
+/// `passphrase_env`.
+const PASSPHRASE_ENV: &str = "INTAKE_TEST_PGP_PASSPHRASE";
 
 // === the upstream ===
 
@@ -373,6 +376,7 @@ passphrase_file = "pgp-passphrase"
             .args(["serve", "--config"])
             .arg(self.path("gateway.toml"))
             .env("RUST_LOG", "info")
+            .env(PASSPHRASE_ENV, PASSPHRASE)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -1168,15 +1172,54 @@ async fn webhook() -> (Arc<Mutex<Vec<serde_json::Value>>>, SocketAddr) {
 async fn webhooks_size_limits_ended_keys_and_unencrypted_accounts() {
     let (up, up_addr) = Recorder::start(true).await;
     let (hooks, hook_addr) = webhook().await;
+    // A month from now: the end of a rotation overlap still to come.
+    let month_ahead = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() + Duration::from_secs(30 * 86_400),
+    );
     let w = World::with(
         up_addr,
         &format!("webhook_url = \"http://{hook_addr}/intake\"\nmax_encrypted_file_bytes = 6000"),
         // This account also takes files that are not encrypted.
         "require_encryption = false",
-        // The ECC key again, under an id whose rotation overlap has ended.
-        "[[intake.accounts.keys]]\nid = \"ended-key\"\nprivate_key = \"acct-1.ecc.asc\"\npassphrase_file = \"pgp-passphrase\"\nnot_after = \"2020-01-01T00:00:00Z\"\n",
+        &format!(
+            // The ECC key again, under an id whose rotation overlap has ended.
+            "[[intake.accounts.keys]]\nid = \"ended-key\"\nprivate_key = \"acct-1.ecc.asc\"\npassphrase_file = \"pgp-passphrase\"\nnot_after = \"2020-01-01T00:00:00Z\"\n\n\
+             # The RSA key as the old key of a rotation still in its overlap; the new\n\
+             # key is ECC_KEY_ID.\n\
+             [[intake.accounts.keys]]\nid = \"old-key\"\nprivate_key = \"acct-1.rsa.asc\"\npassphrase_file = \"pgp-passphrase\"\nnot_after = \"{month_ahead}\"\n\n\
+             # The ECC key with its passphrase from the environment.\n\
+             [[intake.accounts.keys]]\nid = \"env-key\"\nprivate_key = \"acct-1.ecc.asc\"\npassphrase_env = \"{PASSPHRASE_ENV}\"\n"
+        ),
     )
     .await;
+    assert!(
+        !std::fs::read_to_string(w.path("gateway.toml"))
+            .unwrap()
+            .contains(PASSPHRASE),
+        "the env key's passphrase is only in the environment"
+    );
+
+    // During the overlap both the old key and the new one decrypt.
+    for (file, recipient, key_id) in [
+        ("overlap-old.csv", CLIENT, "old-key"),
+        ("overlap-new.csv", "ecc@company1.example", ECC_KEY_ID),
+        ("env.csv", "ecc@company1.example", "env-key"),
+    ] {
+        let plain = w.local_file(file, profiles_csv(2, 0).as_bytes());
+        let encrypted = format!("{file}.asc");
+        w.gpg.encrypt(
+            &plain,
+            &w.local.join(&encrypted),
+            recipient,
+            true,
+            Compress::Default,
+        );
+        let manifest = format!("{file}.manifest");
+        w.manifest(&manifest, &encrypted, key_id, "profile");
+        w.upload(&[&encrypted, &manifest]);
+        w.smtp
+            .wait_mail(&[&format!("{encrypted}: imported, 2 records")]);
+    }
 
     // Not encrypted, and allowed here.
     w.local_file("plain.csv", profiles_csv(4, 0).as_bytes());
@@ -1222,8 +1265,8 @@ async fn webhooks_size_limits_ended_keys_and_unencrypted_accounts() {
 
     assert_eq!(
         up.record_count(),
-        4,
-        "only the allowed plain file was imported"
+        4 + 3 * 2,
+        "only the allowed plain file and the three files of valid keys were imported"
     );
     // The webhook got the same notices as JSON.
     let notices = wait("six webhook notices", || {
@@ -1250,7 +1293,11 @@ async fn webhooks_size_limits_ended_keys_and_unencrypted_accounts() {
             "{file} {stage} not in {stages:?}"
         );
     }
-    let success = notices.iter().find(|n| n["stage"] == "success").unwrap();
+    let success = notices
+        .iter()
+        .find(|n| n["stage"] == "success" && n["file"] == "plain.csv")
+        .unwrap();
     assert_eq!(success["uploaded"], 4);
     assert_eq!(success["account"], "ACCT-1");
+    assert!(!w.log_text().contains(PASSPHRASE), "a passphrase in the log");
 }
