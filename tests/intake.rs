@@ -57,6 +57,8 @@ struct Recorder {
     keep_records: bool,
     /// Batches answered before the upstream stops answering.
     hang_after: Arc<AtomicUsize>,
+    /// If set, every batch is refused with 400 and this body (and not recorded).
+    refuse: Arc<Mutex<Option<String>>>,
 }
 
 impl Recorder {
@@ -85,6 +87,9 @@ impl Recorder {
 async fn record(State(rec): State<Recorder>, req: Request) -> axum::response::Response {
     if rec.batches.lock().unwrap().len() >= rec.hang_after.load(Ordering::SeqCst) {
         std::future::pending::<()>().await;
+    }
+    if let Some(answer) = rec.refuse.lock().unwrap().clone() {
+        return (http::StatusCode::BAD_REQUEST, answer).into_response();
     }
     let (parts, body) = req.into_parts();
     assert_eq!(parts.uri.path(), "/1/upload");
@@ -1299,5 +1304,23 @@ async fn webhooks_size_limits_ended_keys_and_unencrypted_accounts() {
         .unwrap();
     assert_eq!(success["uploaded"], 4);
     assert_eq!(success["account"], "ACCT-1");
-    assert!(!w.log_text().contains(PASSPHRASE), "a passphrase in the log");
+
+    // The upstream refuses a batch: the customer gets its answer, the log only the status.
+    const ANSWER: &str = r#"{"status":"fail","error":"quota-wombat-7731 exceeded"}"#;
+    *up.refuse.lock().unwrap() = Some(ANSWER.to_owned());
+    w.local_file("refused.csv", profiles_csv(2, 0).as_bytes());
+    w.manifest("refused.manifest", "refused.csv", KEY_ID, "profile");
+    w.upload(&["refused.csv", "refused.manifest"]);
+    let mail = w.smtp.wait_mail(&[
+        "refused.csv: import failed",
+        "batch 1 was not accepted by the upload API: HTTP 400 Bad Request",
+    ]);
+    assert!(unfold(&mail).contains("quota-wombat-7731"), "{mail}");
+    let log = w.log_text();
+    assert!(
+        log.contains("batch 1 was not accepted by the upload API: HTTP 400"),
+        "{log}"
+    );
+    assert!(!log.contains("quota-wombat-7731"), "the upstream's answer in the log:\n{log}");
+    assert!(!log.contains(PASSPHRASE), "a passphrase in the log");
 }
