@@ -930,7 +930,12 @@ async fn bad_uploads_fail_clearly_and_nothing_reaches_the_upstream() {
     assert_eq!(up.batches().len(), 0, "nothing reached the upstream");
     let log = w.log_text();
     assert!(log.contains("nocol.csv.asc"), "the failure is logged");
-    for secret in [SECRET_HEADER, SECRET_CELL, "bomb@example.com", "user1@example.com"] {
+    for secret in [
+        SECRET_HEADER,
+        SECRET_CELL,
+        "bomb@example.com",
+        "user1@example.com",
+    ] {
         assert!(
             !log.contains(secret),
             "decrypted content {secret:?} in the log:\n{log}"
@@ -1321,6 +1326,9 @@ async fn webhooks_size_limits_ended_keys_and_unencrypted_accounts() {
         log.contains("batch 1 was not accepted by the upload API: HTTP 400"),
         "{log}"
     );
-    assert!(!log.contains("quota-wombat-7731"), "the upstream's answer in the log:\n{log}");
+    assert!(
+        !log.contains("quota-wombat-7731"),
+        "the upstream's answer in the log:\n{log}"
+    );
     assert!(!log.contains(PASSPHRASE), "a passphrase in the log");
 }

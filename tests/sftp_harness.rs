@@ -39,10 +39,7 @@ fn sftp_put_lands_in_upload_dir() {
     let sshd = Sshd::start(root.path());
     let local = customer_files();
 
-    let out = sshd.sftp_batch(
-        local.path(),
-        "put data.csv.asc\nput data.manifest\n",
-    );
+    let out = sshd.sftp_batch(local.path(), "put data.csv.asc\nput data.manifest\n");
     assert!(out.status.success(), "{}", describe(&out, &sshd));
 
     let upload = sshd.upload_dir();

@@ -334,8 +334,15 @@ impl Intake {
             Ok(t) => t,
             Err(e) => {
                 let reason = format!("manifest: {e}");
-                self.fail_early(account, manifest_name, manifest_name, &manifest_meta, &reason, None)
-                    .await;
+                self.fail_early(
+                    account,
+                    manifest_name,
+                    manifest_name,
+                    &manifest_meta,
+                    &reason,
+                    None,
+                )
+                .await;
                 return;
             }
         };
@@ -354,8 +361,15 @@ impl Intake {
                 let to = lenient_email(&text);
                 // Its fileName is unknown (or one of the problems): the notice names the
                 // manifest.
-                self.fail_early(account, manifest_name, manifest_name, &manifest_meta, &reason, to)
-                    .await;
+                self.fail_early(
+                    account,
+                    manifest_name,
+                    manifest_name,
+                    &manifest_meta,
+                    &reason,
+                    to,
+                )
+                .await;
                 return;
             }
         };
