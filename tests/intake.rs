@@ -30,6 +30,12 @@ const ECC_KEY_ID: &str = "0b3c2a36-6a2e-4f0e-9d55-3f1f2b7c9e10";
 const PASSPHRASE: &str = "correct horse battery staple";
 const PASSCODE: &str = "intake-passcode-7";
 const CLIENT: &str = "user@company1.example";
+/// A header name and a cell value that exist only inside an encrypted file.
+const SECRET_HEADER: &str = "hdr_kestrel_0x5f3a";
+const SECRET_CELL: &str = "cell.marmoset@inside.example";
+/// The environment variable the gateway gets the PGP passphrase in, for keys with
+/// `passphrase_env`.
+const PASSPHRASE_ENV: &str = "INTAKE_TEST_PGP_PASSPHRASE";
 
 // === the upstream ===
 
@@ -51,6 +57,8 @@ struct Recorder {
     keep_records: bool,
     /// Batches answered before the upstream stops answering.
     hang_after: Arc<AtomicUsize>,
+    /// If set, every batch is refused with 400 and this body (and not recorded).
+    refuse: Arc<Mutex<Option<String>>>,
 }
 
 impl Recorder {
@@ -79,6 +87,9 @@ impl Recorder {
 async fn record(State(rec): State<Recorder>, req: Request) -> axum::response::Response {
     if rec.batches.lock().unwrap().len() >= rec.hang_after.load(Ordering::SeqCst) {
         std::future::pending::<()>().await;
+    }
+    if let Some(answer) = rec.refuse.lock().unwrap().clone() {
+        return (http::StatusCode::BAD_REQUEST, answer).into_response();
     }
     let (parts, body) = req.into_parts();
     assert_eq!(parts.uri.path(), "/1/upload");
@@ -370,6 +381,7 @@ passphrase_file = "pgp-passphrase"
             .args(["serve", "--config"])
             .arg(self.path("gateway.toml"))
             .env("RUST_LOG", "info")
+            .env(PASSPHRASE_ENV, PASSPHRASE)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -423,9 +435,10 @@ passphrase_file = "pgp-passphrase"
         p
     }
 
-    /// `sftp -b` with `cd upload` and a `put` per file, as the vendor's document shows.
+    /// `sftp -b` with a bare `put` per file, as the vendor's document shows (the session
+    /// starts in the upload directory).
     fn upload(&self, names: &[&str]) {
-        let mut batch = String::from("cd upload\n");
+        let mut batch = String::new();
         for n in names {
             batch.push_str(&format!("put {n}\n"));
         }
@@ -659,6 +672,9 @@ struct Refusal {
     files: Vec<(&'static str, Vec<u8>)>,
     manifest: String,
     reason: &'static str,
+    /// The file the failure mail's subject names; `None`: the manifest itself (its
+    /// `fileName` is not usable).
+    subject: Option<&'static str>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -717,6 +733,33 @@ async fn bad_uploads_fail_clearly_and_nothing_reaches_the_upstream() {
             .encrypt(&broken_csv, &out, CLIENT, true, Compress::Default);
         std::fs::read(&out).unwrap()
     };
+    // `gpg --store`: the CSV as a literal data packet, signed by nobody, encrypted to
+    // nobody.
+    let stored = {
+        let out = w.local.join("stored.out");
+        w.gpg.run(
+            w.gpg
+                .command()
+                .args(["--yes", "--store", "--output"])
+                .arg(&out)
+                .arg(&plain),
+        );
+        std::fs::read(&out).unwrap()
+    };
+    // gzip made by the customer before encrypting: about 21 MB of rows, a few kB
+    // compressed, so the encrypted file passes and the gzip layer is what is too big.
+    let gzip_bomb = {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, b"email,age\n").unwrap();
+        let row = b"bomb@example.com,1\n".repeat(10_000);
+        for _ in 0..110 {
+            std::io::Write::write_all(&mut gz, &row).unwrap();
+        }
+        let gz = w.local_file("gzbomb.csv.gz", &gz.finish().unwrap());
+        let out = w.local.join("gzbomb.out");
+        w.gpg.encrypt(&gz, &out, CLIENT, false, Compress::None);
+        std::fs::read(&out).unwrap()
+    };
     let manifest = |file: &str, key: &str| {
         format!(
             r#"{{"fileName":"{file}","type":"profile","clientEmail":"{CLIENT}","keyId":"{key}",
@@ -729,83 +772,111 @@ async fn bad_uploads_fail_clearly_and_nothing_reaches_the_upstream() {
             files: vec![],
             manifest: manifest("../../etc/passwd.asc", KEY_ID),
             reason: "fileName: \"../../etc/passwd.asc\" has a path",
+            subject: None,
         },
         Refusal {
             what: "absolute path",
             files: vec![],
             manifest: manifest("/etc/passwd", KEY_ID),
             reason: "is an absolute path",
+            subject: None,
         },
         Refusal {
             what: "missing file",
             files: vec![],
             manifest: manifest("never.csv.asc", KEY_ID),
             reason: "which was not uploaded within 1 s",
+            subject: Some("never.csv.asc"),
         },
         Refusal {
             what: "wrong keyId",
             files: vec![("wrongkey.csv.pgp", binary.clone())],
             manifest: manifest("wrongkey.csv.pgp", "no-such-key"),
             reason: "keyId \"no-such-key\" is not a key of this account",
+            subject: Some("wrongkey.csv.pgp"),
         },
         Refusal {
             what: "another key",
             files: vec![("other.csv.asc", to_other)],
             manifest: manifest("other.csv.asc", KEY_ID),
             reason: "not encrypted to the key named by keyId",
+            subject: Some("other.csv.asc"),
         },
         Refusal {
             what: "tampered",
             files: vec![("tampered.csv.pgp", tampered)],
             manifest: manifest("tampered.csv.pgp", KEY_ID),
             reason: "damaged or was modified",
+            subject: Some("tampered.csv.pgp"),
         },
         Refusal {
             what: "truncated",
             files: vec![("truncated.csv.pgp", truncated)],
             manifest: manifest("truncated.csv.pgp", KEY_ID),
             reason: "damaged or was modified",
+            subject: Some("truncated.csv.pgp"),
         },
         Refusal {
             what: "not encrypted",
             files: vec![("plain.csv.asc", csv.clone().into_bytes())],
             manifest: manifest("plain.csv.asc", KEY_ID),
             reason: "not an OpenPGP encrypted message",
+            subject: Some("plain.csv.asc"),
         },
         Refusal {
             what: "not encrypted, and not named so",
             files: vec![("plain.csv", csv.clone().into_bytes())],
             manifest: manifest("plain.csv", KEY_ID),
             reason: "this upload requires encryption",
+            subject: Some("plain.csv"),
         },
         Refusal {
             what: "decompression bomb",
             files: vec![("bomb.csv.pgp", bomb)],
             manifest: manifest("bomb.csv.pgp", KEY_ID),
             reason: "larger than the limit",
+            subject: Some("bomb.csv.pgp"),
         },
         Refusal {
             what: "malformed CSV: an unclosed quote swallows the rest of the file",
             files: vec![("broken.csv.asc", broken)],
             manifest: manifest("broken.csv.asc", KEY_ID),
             reason: "line 2, column -, value \"unclosed,x,1,no\\nuser2@example.com,User,3,no\": the row has 1 fields, the header 4",
+            subject: Some("broken.csv.asc"),
         },
         Refusal {
             what: "bad manifest",
             files: vec![],
             manifest: r#"{"fileName": "x.csv.asc", "type": "profiles", "clientEmail": "user@company1.example"}"#.into(),
             reason: "type: \"profiles\" is neither",
+            subject: None,
         },
         Refusal {
             what: "a mapped column missing from the header",
             files: vec![("nocol.csv.asc", {
-                let p = w.local_file("nocol.csv", b"email,name\na@b.example,A\n");
+                let text = format!("email,{SECRET_HEADER}\n{SECRET_CELL},A\n");
+                let p = w.local_file("nocol.csv", text.as_bytes());
                 let out = w.local.join("nocol.out");
                 w.gpg.encrypt(&p, &out, CLIENT, true, Compress::Default);
                 std::fs::read(&out).unwrap()
             })],
             manifest: manifest("nocol.csv.asc", KEY_ID),
             reason: "column(s) age named in the manifest are not in the file's header",
+            subject: Some("nocol.csv.asc"),
+        },
+        Refusal {
+            what: "`gpg --store`: an OpenPGP literal data message, not encrypted",
+            files: vec![("stored.csv.gpg", stored)],
+            manifest: manifest("stored.csv.gpg", KEY_ID),
+            reason: "the file is an OpenPGP message but is not encrypted",
+            subject: Some("stored.csv.gpg"),
+        },
+        Refusal {
+            what: "a gzip bomb inside the encryption",
+            files: vec![("gzbomb.csv.gz.pgp", gzip_bomb)],
+            manifest: manifest("gzbomb.csv.gz.pgp", KEY_ID),
+            reason: "the decompressed content is larger than the limit",
+            subject: Some("gzbomb.csv.gz.pgp"),
         },
     ];
     for (i, case) in cases.iter().enumerate() {
@@ -826,11 +897,26 @@ async fn bad_uploads_fail_clearly_and_nothing_reaches_the_upstream() {
             "{}: {mail}",
             case.what
         );
+        let subject = format!(
+            "Subject: File upload {}: import failed",
+            case.subject.unwrap_or(&manifest_name)
+        );
+        assert!(
+            unfold(&mail).lines().any(|l| l.trim_end() == subject),
+            "{}: no {subject:?} in {mail}",
+            case.what
+        );
     }
+    // The customer is told what the header holds; the log is not.
+    let nocol = w.smtp.wait_mail(&["nocol.csv.asc: import failed"]);
+    assert!(
+        unfold(&nocol).contains(&format!("(email,{SECRET_HEADER})")),
+        "{nocol}"
+    );
     // A symlink planted through SFTP itself, and a manifest naming it.
     let out = w
         .sshd
-        .sftp_batch(&w.local, "cd upload\nsymlink /etc/passwd evil.csv.asc\n");
+        .sftp_batch(&w.local, "symlink /etc/passwd evil.csv.asc\n");
     assert!(
         out.status.success(),
         "{}",
@@ -842,6 +928,19 @@ async fn bad_uploads_fail_clearly_and_nothing_reaches_the_upstream() {
         .wait_mail(&["import failed", "evil.manifest", "is not a regular file"]);
 
     assert_eq!(up.batches().len(), 0, "nothing reached the upstream");
+    let log = w.log_text();
+    assert!(log.contains("nocol.csv.asc"), "the failure is logged");
+    for secret in [
+        SECRET_HEADER,
+        SECRET_CELL,
+        "bomb@example.com",
+        "user1@example.com",
+    ] {
+        assert!(
+            !log.contains(secret),
+            "decrypted content {secret:?} in the log:\n{log}"
+        );
+    }
     let failed = w.files_in("ACCT-1/failed");
     let errors = failed.iter().filter(|f| f.ends_with(".error.json")).count();
     assert_eq!(errors, cases.len() + 1, "{failed:?}");
@@ -1083,15 +1182,54 @@ async fn webhook() -> (Arc<Mutex<Vec<serde_json::Value>>>, SocketAddr) {
 async fn webhooks_size_limits_ended_keys_and_unencrypted_accounts() {
     let (up, up_addr) = Recorder::start(true).await;
     let (hooks, hook_addr) = webhook().await;
+    // A month from now: the end of a rotation overlap still to come.
+    let month_ahead = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() + Duration::from_secs(30 * 86_400),
+    );
     let w = World::with(
         up_addr,
         &format!("webhook_url = \"http://{hook_addr}/intake\"\nmax_encrypted_file_bytes = 6000"),
         // This account also takes files that are not encrypted.
         "require_encryption = false",
-        // The ECC key again, under an id whose rotation overlap has ended.
-        "[[intake.accounts.keys]]\nid = \"ended-key\"\nprivate_key = \"acct-1.ecc.asc\"\npassphrase_file = \"pgp-passphrase\"\nnot_after = \"2020-01-01T00:00:00Z\"\n",
+        &format!(
+            // The ECC key again, under an id whose rotation overlap has ended.
+            "[[intake.accounts.keys]]\nid = \"ended-key\"\nprivate_key = \"acct-1.ecc.asc\"\npassphrase_file = \"pgp-passphrase\"\nnot_after = \"2020-01-01T00:00:00Z\"\n\n\
+             # The RSA key as the old key of a rotation still in its overlap; the new\n\
+             # key is ECC_KEY_ID.\n\
+             [[intake.accounts.keys]]\nid = \"old-key\"\nprivate_key = \"acct-1.rsa.asc\"\npassphrase_file = \"pgp-passphrase\"\nnot_after = \"{month_ahead}\"\n\n\
+             # The ECC key with its passphrase from the environment.\n\
+             [[intake.accounts.keys]]\nid = \"env-key\"\nprivate_key = \"acct-1.ecc.asc\"\npassphrase_env = \"{PASSPHRASE_ENV}\"\n"
+        ),
     )
     .await;
+    assert!(
+        !std::fs::read_to_string(w.path("gateway.toml"))
+            .unwrap()
+            .contains(PASSPHRASE),
+        "the env key's passphrase is only in the environment"
+    );
+
+    // During the overlap both the old key and the new one decrypt.
+    for (file, recipient, key_id) in [
+        ("overlap-old.csv", CLIENT, "old-key"),
+        ("overlap-new.csv", "ecc@company1.example", ECC_KEY_ID),
+        ("env.csv", "ecc@company1.example", "env-key"),
+    ] {
+        let plain = w.local_file(file, profiles_csv(2, 0).as_bytes());
+        let encrypted = format!("{file}.asc");
+        w.gpg.encrypt(
+            &plain,
+            &w.local.join(&encrypted),
+            recipient,
+            true,
+            Compress::Default,
+        );
+        let manifest = format!("{file}.manifest");
+        w.manifest(&manifest, &encrypted, key_id, "profile");
+        w.upload(&[&encrypted, &manifest]);
+        w.smtp
+            .wait_mail(&[&format!("{encrypted}: imported, 2 records")]);
+    }
 
     // Not encrypted, and allowed here.
     w.local_file("plain.csv", profiles_csv(4, 0).as_bytes());
@@ -1137,8 +1275,8 @@ async fn webhooks_size_limits_ended_keys_and_unencrypted_accounts() {
 
     assert_eq!(
         up.record_count(),
-        4,
-        "only the allowed plain file was imported"
+        4 + 3 * 2,
+        "only the allowed plain file and the three files of valid keys were imported"
     );
     // The webhook got the same notices as JSON.
     let notices = wait("six webhook notices", || {
@@ -1165,7 +1303,32 @@ async fn webhooks_size_limits_ended_keys_and_unencrypted_accounts() {
             "{file} {stage} not in {stages:?}"
         );
     }
-    let success = notices.iter().find(|n| n["stage"] == "success").unwrap();
+    let success = notices
+        .iter()
+        .find(|n| n["stage"] == "success" && n["file"] == "plain.csv")
+        .unwrap();
     assert_eq!(success["uploaded"], 4);
     assert_eq!(success["account"], "ACCT-1");
+
+    // The upstream refuses a batch: the customer gets its answer, the log only the status.
+    const ANSWER: &str = r#"{"status":"fail","error":"quota-wombat-7731 exceeded"}"#;
+    *up.refuse.lock().unwrap() = Some(ANSWER.to_owned());
+    w.local_file("refused.csv", profiles_csv(2, 0).as_bytes());
+    w.manifest("refused.manifest", "refused.csv", KEY_ID, "profile");
+    w.upload(&["refused.csv", "refused.manifest"]);
+    let mail = w.smtp.wait_mail(&[
+        "refused.csv: import failed",
+        "batch 1 was not accepted by the upload API: HTTP 400 Bad Request",
+    ]);
+    assert!(unfold(&mail).contains("quota-wombat-7731"), "{mail}");
+    let log = w.log_text();
+    assert!(
+        log.contains("batch 1 was not accepted by the upload API: HTTP 400"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("quota-wombat-7731"),
+        "the upstream's answer in the log:\n{log}"
+    );
+    assert!(!log.contains(PASSPHRASE), "a passphrase in the log");
 }

@@ -65,7 +65,7 @@ fn the_sshd_snippet_passes_sshd_t() {
     );
     for line in [
         "chrootdirectory /srv/sftp/%u",
-        "forcecommand internal-sftp -u 0007 -p symlink,hardlink@openssh.com",
+        "forcecommand internal-sftp -d /upload -u 0007 -p symlink,hardlink@openssh.com",
         "authenticationmethods publickey",
         "passwordauthentication no",
         "allowtcpforwarding no",

@@ -39,10 +39,7 @@ fn sftp_put_lands_in_upload_dir() {
     let sshd = Sshd::start(root.path());
     let local = customer_files();
 
-    let out = sshd.sftp_batch(
-        local.path(),
-        "cd upload\nput data.csv.asc\nput data.manifest\n",
-    );
+    let out = sshd.sftp_batch(local.path(), "put data.csv.asc\nput data.manifest\n");
     assert!(out.status.success(), "{}", describe(&out, &sshd));
 
     let upload = sshd.upload_dir();
@@ -102,7 +99,7 @@ fn chroot_holds_and_unknown_key_is_refused() {
     // A key that is not in authorized_keys is refused before any SFTP happens.
     let stranger = root.path().join("stranger_ed25519");
     generate_key(&stranger);
-    let out = sshd.sftp_batch_with_key(local.path(), "cd upload\nput data.csv.asc\n", &stranger);
+    let out = sshd.sftp_batch_with_key(local.path(), "put data.csv.asc\n", &stranger);
     assert!(
         !out.status.success(),
         "stranger got in: {}",

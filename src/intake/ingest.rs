@@ -37,6 +37,35 @@ pub struct BadRow {
     pub reason: String,
 }
 
+/// Why a file failed as a whole. `reason` names nothing read from the decrypted file
+/// and may go to the log and the journal; `detail` (the file's header row, say) is for
+/// the customer only: their notice and the job's `error.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileError {
+    /// What went wrong, without the file's content.
+    pub reason: String,
+    /// Content of the file that explains it, for the customer.
+    pub detail: Option<String>,
+}
+
+impl From<String> for FileError {
+    fn from(reason: String) -> Self {
+        Self {
+            reason,
+            detail: None,
+        }
+    }
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.detail {
+            Some(detail) => write!(f, "{} ({detail})", self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
 /// What the reader produces.
 #[derive(Debug)]
 pub enum Item {
@@ -163,12 +192,12 @@ pub fn spawn_reader(
     name: &str,
     manifest: Manifest,
     limit: u64,
-    tx: tokio::sync::mpsc::Sender<Result<Item, String>>,
+    tx: tokio::sync::mpsc::Sender<Result<Item, FileError>>,
 ) -> std::thread::JoinHandle<()> {
     let (path, name) = (path.to_path_buf(), name.to_owned());
     std::thread::spawn(move || {
         let result = open(&path, limit)
-            .map_err(|e| e.to_string())
+            .map_err(|e| FileError::from(e.to_string()))
             .and_then(|mut r| {
                 let first = r
                     .fill_buf()
@@ -190,7 +219,7 @@ fn read_csv(
     reader: Box<dyn BufRead + Send>,
     manifest: &Manifest,
     mut send: impl FnMut(Item) -> bool,
-) -> Result<(), String> {
+) -> Result<(), FileError> {
     let mut csv = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
@@ -210,11 +239,14 @@ fn read_csv(
         }
     }
     if !missing.is_empty() {
-        return Err(format!(
-            "column(s) {} named in the manifest are not in the file's header ({})",
-            missing.join(", "),
-            header.join(",")
-        ));
+        // The names missing are the manifest's; the header is the file's own content.
+        return Err(FileError {
+            reason: format!(
+                "column(s) {} named in the manifest are not in the file's header",
+                missing.join(", ")
+            ),
+            detail: Some(header.join(",")),
+        });
     }
     let mut record = csv::StringRecord::new();
     loop {
@@ -223,8 +255,13 @@ fn read_csv(
             Ok(false) => return Ok(()),
             Ok(true) => {}
             Err(e) => {
-                // A broken quote and the like: the reader cannot go on.
-                return Err(format!("malformed CSV at line {line}: {e}"));
+                return Err(match e.kind() {
+                    // A limit reached, or a damaged gzip layer.
+                    csv::ErrorKind::Io(io) => format!("cannot read the file at line {line}: {io}"),
+                    // A broken quote and the like: the reader cannot go on.
+                    _ => format!("malformed CSV at line {line}: {e}"),
+                }
+                .into());
             }
         }
         if record.iter().all(str::is_empty) {
@@ -257,7 +294,7 @@ fn read_json(
     mut reader: Box<dyn BufRead + Send>,
     manifest: &Manifest,
     mut send: impl FnMut(Item) -> bool,
-) -> Result<(), String> {
+) -> Result<(), FileError> {
     let first = reader
         .fill_buf()
         .map_err(|e| e.to_string())?
@@ -292,12 +329,12 @@ fn read_json(
         send(item)
     };
     if first == Some(b'[') {
-        json_array(reader, &mut |n, v| handle(n, Ok(v), ""))
+        json_array(reader, &mut |n, v| handle(n, Ok(v), "")).map_err(FileError::from)
     } else {
         // JSON lines: one object per line; a bad line is a bad row.
         for (i, line) in line_limited(reader).lines().enumerate() {
             let n = i as u64 + 1;
-            let line = line.map_err(|e| format!("cannot read line {n}: {e}"))?;
+            let line = line.map_err(|e| FileError::from(format!("cannot read line {n}: {e}")))?;
             if line.trim().is_empty() {
                 continue;
             }
@@ -463,7 +500,7 @@ mod tests {
         .unwrap()
     }
 
-    fn run(text: &str, format: Format) -> (Vec<Value>, Vec<BadRow>, Result<(), String>) {
+    fn run(text: &str, format: Format) -> (Vec<Value>, Vec<BadRow>, Result<(), FileError>) {
         let m = manifest("event");
         let mut good = Vec::new();
         let mut bad = Vec::new();
@@ -520,19 +557,26 @@ mod tests {
         let reader: Box<dyn BufRead + Send> =
             Box::new(std::io::Cursor::new(text.clone().into_bytes()));
         let err = read_csv(line_limited(reader), &m, |_| true).unwrap_err();
-        assert!(err.contains("longer than"), "{err}");
+        assert!(err.reason.contains("longer than"), "{err}");
         let json_lines = format!("{{\"email\":\"{}\"}}\n", "x".repeat(MAX_LINE_BYTES + 10));
         let reader: Box<dyn BufRead + Send> =
             Box::new(std::io::Cursor::new(json_lines.into_bytes()));
         let err = read_json(reader, &m, |_| true).unwrap_err();
-        assert!(err.contains("longer than"), "{err}");
+        assert!(err.reason.contains("longer than"), "{err}");
     }
 
     #[test]
     fn a_missing_mapped_column_fails_the_file() {
-        let (_, _, result) = run("email,name\na,b\n", Format::Csv);
+        let (_, _, result) = run("email,secret_header\na,b\n", Format::Csv);
         let err = result.unwrap_err();
-        assert!(err.contains("price") && err.contains("vip"), "{err}");
+        assert!(
+            err.reason.contains("price") && err.reason.contains("vip"),
+            "{err}"
+        );
+        // The file's own header is for the customer, not for the log.
+        assert!(!err.reason.contains("secret_header"), "{err}");
+        assert_eq!(err.detail.as_deref(), Some("email,secret_header"));
+        assert!(err.to_string().ends_with("(email,secret_header)"), "{err}");
     }
 
     #[test]
@@ -553,6 +597,6 @@ mod tests {
         assert_eq!((good.len(), bad.len()), (1, 1));
         assert_eq!(bad[0].line, 2);
         let (_, _, r) = run("[{\"email\": ", Format::Json);
-        assert!(r.unwrap_err().contains("malformed JSON"));
+        assert!(r.unwrap_err().reason.contains("malformed JSON"));
     }
 }

@@ -39,7 +39,7 @@ use tower::ServiceExt as _;
 use crate::error::ErrorCode;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
-use ingest::{BadRow, Item};
+use ingest::{BadRow, FileError, Item};
 use journal::Journal;
 use manifest::Manifest;
 use notify::{Notice, Notifier, Stage};
@@ -107,7 +107,12 @@ struct Outcome {
 /// A failure, with what was counted before it.
 #[derive(Debug)]
 struct Failure {
+    /// Why, naming nothing from the decrypted file or the upstream's answer: this is
+    /// what the log and the journal get.
     reason: String,
+    /// What the customer also gets, in the notice and `error.json`: the file's header
+    /// row, the upstream's answer.
+    detail: Option<String>,
     uploaded: u64,
     skipped: u64,
     bad_rows: Vec<BadRow>,
@@ -119,11 +124,32 @@ impl From<String> for Failure {
     fn from(reason: String) -> Self {
         Self {
             reason,
+            detail: None,
             uploaded: 0,
             skipped: 0,
             bad_rows: Vec::new(),
             retry_later: false,
         }
+    }
+}
+
+impl From<FileError> for Failure {
+    fn from(e: FileError) -> Self {
+        Self {
+            detail: e.detail,
+            ..Self::from(e.reason)
+        }
+    }
+}
+
+impl Failure {
+    /// The reason with its detail, for the customer.
+    fn for_customer(&self) -> String {
+        FileError {
+            reason: self.reason.clone(),
+            detail: self.detail.clone(),
+        }
+        .to_string()
     }
 }
 
@@ -230,6 +256,16 @@ impl Intake {
                     .find(|n| is_manifest(n))
             });
             let Some(manifest_name) = manifest_name else {
+                // A pickup cut short between taking the file and taking its manifest.
+                let failed = self.account_dir(account, "failed");
+                match recover_pickup(&work, &account.upload_dir, &failed) {
+                    Ok(()) => {
+                        tracing::info!(account = %account.id, job = %id, "an interrupted pickup was undone");
+                    }
+                    Err(e) => {
+                        tracing::error!(account = %account.id, job = %id, error = %e, "cannot undo an interrupted pickup");
+                    }
+                }
                 continue;
             };
             let Ok(manifest) = read_small(&work.join(&manifest_name))
@@ -298,8 +334,15 @@ impl Intake {
             Ok(t) => t,
             Err(e) => {
                 let reason = format!("manifest: {e}");
-                self.fail_early(account, manifest_name, &manifest_meta, &reason, None)
-                    .await;
+                self.fail_early(
+                    account,
+                    manifest_name,
+                    manifest_name,
+                    &manifest_meta,
+                    &reason,
+                    None,
+                )
+                .await;
                 return;
             }
         };
@@ -316,8 +359,17 @@ impl Intake {
                         .join("; ")
                 );
                 let to = lenient_email(&text);
-                self.fail_early(account, manifest_name, &manifest_meta, &reason, to)
-                    .await;
+                // Its fileName is unknown (or one of the problems): the notice names the
+                // manifest.
+                self.fail_early(
+                    account,
+                    manifest_name,
+                    manifest_name,
+                    &manifest_meta,
+                    &reason,
+                    to,
+                )
+                .await;
                 return;
             }
         };
@@ -337,7 +389,8 @@ impl Intake {
                         manifest.file_name,
                         config.missing_file_timeout.as_secs()
                     );
-                    self.fail_early(account, manifest_name, &manifest_meta, &reason, to)
+                    let file = &manifest.file_name;
+                    self.fail_early(account, manifest_name, file, &manifest_meta, &reason, to)
                         .await;
                 }
                 return;
@@ -348,7 +401,8 @@ impl Intake {
                 "{:?} is not a regular file (symlinks are not followed)",
                 manifest.file_name
             );
-            self.fail_early(account, manifest_name, &manifest_meta, &reason, to)
+            let file = &manifest.file_name;
+            self.fail_early(account, manifest_name, file, &manifest_meta, &reason, to)
                 .await;
             return;
         }
@@ -369,8 +423,14 @@ impl Intake {
             tracing::error!(file = %manifest.file_name, error = %e, "cannot take the upload");
             return;
         }
+        // A crash here leaves the file in work/ without its manifest: the next scan
+        // (also the first after a restart) puts it back (see `recover_pickup`).
         if let Err(e) = move_file(&manifest_path, &work.join(manifest_name)) {
             tracing::error!(file = %manifest_name, error = %e, "cannot take the manifest");
+            let failed = self.account_dir(account, "failed");
+            if let Err(e) = recover_pickup(&work, &account.upload_dir, &failed) {
+                tracing::error!(file = %manifest.file_name, error = %e, "cannot put the upload back");
+            }
             return;
         }
         let job = Job {
@@ -485,7 +545,7 @@ impl Intake {
         let target_dir = self.account_dir(account, folder);
         let target = target_dir.join(format!("{}-{}", stamp(), job.id));
         if let Err(e) = &result {
-            let _ = write_error(&job.work, &job.manifest.file_name, &e.reason);
+            let _ = write_error(&job.work, &job.manifest.file_name, &e.for_customer());
         }
         let moved = create_private_dir(&target_dir)
             .and_then(|()| std::fs::rename(&job.work, &target).map_err(|e| e.to_string()));
@@ -509,8 +569,8 @@ impl Intake {
             Err(failure) => {
                 n.uploaded = failure.uploaded;
                 n.skipped = failure.skipped;
+                n.error = Some(failure.for_customer());
                 n.bad_rows = failure.bad_rows;
-                n.error = Some(failure.reason);
             }
         }
         self.notifier.send(&n).await;
@@ -518,11 +578,14 @@ impl Intake {
 
     /// A failure found before a job could start (a bad manifest, a missing file): the
     /// manifest moves to `failed/` with the reason, and the customer hears of it when
-    /// the manifest gave an address. Each manifest is refused once.
+    /// the manifest gave an address. Each manifest is refused once. `file` is what the
+    /// notice is about: the manifest's `fileName`, or the manifest itself when that is
+    /// not known.
     async fn fail_early(
         &mut self,
         account: &IntakeAccount,
         manifest_name: &str,
+        file: &str,
         manifest_meta: &std::fs::Metadata,
         reason: &str,
         to: Option<String>,
@@ -542,7 +605,7 @@ impl Intake {
         let notice = Notice {
             stage: Stage::Failure,
             account: account.id.clone(),
-            file: "-".to_owned(),
+            file: file.to_owned(),
             manifest: manifest_name.to_owned(),
             uploaded: 0,
             skipped: 0,
@@ -722,7 +785,7 @@ impl Intake {
                 let records = std::mem::take(&mut batch);
                 let count = records.len() as u64;
                 if batch_no > batches_done {
-                    if let Err((reason, retry)) = self
+                    if let Err((reason, detail, retry)) = self
                         .upload(config, account, &job.id, batch_no, records)
                         .await
                     {
@@ -732,6 +795,7 @@ impl Intake {
                             reason: format!(
                                 "batch {batch_no} was not accepted by the upload API: {reason}"
                             ),
+                            detail,
                             uploaded,
                             skipped,
                             bad_rows,
@@ -750,9 +814,10 @@ impl Intake {
         }
         drop(rx);
         let _ = reader.join();
-        if let Some(reason) = structural {
+        if let Some(e) = structural {
             return Err(Failure {
-                reason,
+                reason: e.reason,
+                detail: e.detail,
                 uploaded,
                 skipped,
                 bad_rows,
@@ -766,6 +831,7 @@ impl Intake {
                 } else {
                     format!("none of the {skipped} rows could be imported")
                 },
+                detail: None,
                 uploaded,
                 skipped,
                 bad_rows,
@@ -779,9 +845,10 @@ impl Intake {
         })
     }
 
-    /// Sends one batch to the upstream's upload API. The error says whether to try the
-    /// job again later (the upstream down, failing or overloaded) or to fail it (the
-    /// upstream refused the batch).
+    /// Sends one batch to the upstream's upload API. The error is the reason (the
+    /// status, fit for the log), the upstream's answer (for the customer only), and
+    /// whether to try the job again later (the upstream down, failing or overloaded) or
+    /// to fail it (the upstream refused the batch).
     async fn upload(
         &self,
         config: &IntakeConfig,
@@ -789,12 +856,17 @@ impl Intake {
         job: &str,
         batch_no: u64,
         records: Vec<serde_json::Value>,
-    ) -> Result<(), (String, bool)> {
+    ) -> Result<(), (String, Option<String>, bool)> {
         let body = serde_json::to_vec(&serde_json::json!({ "d": records }))
-            .map_err(|e| (e.to_string(), false))?;
-        let passcode = HeaderValue::from_str(&account.passcode)
-            .map_err(|_| ("the passcode is not a valid header value".to_owned(), false))?;
-        let mut last = (String::new(), false);
+            .map_err(|e| (e.to_string(), None, false))?;
+        let passcode = HeaderValue::from_str(&account.passcode).map_err(|_| {
+            (
+                "the passcode is not a valid header value".to_owned(),
+                None,
+                false,
+            )
+        })?;
+        let mut last = (String::new(), None, false);
         for attempt in 0..3u32 {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt))).await;
@@ -805,7 +877,7 @@ impl Intake {
                 .header("x-clevertap-passcode", passcode.clone())
                 .header("idempotency-key", format!("{job}-{batch_no}"))
                 .body(Body::from(body.clone()))
-                .map_err(|e| (e.to_string(), false))?;
+                .map_err(|e| (e.to_string(), None, false))?;
             let Ok(response) = self.proxy.clone().oneshot(request).await;
             let status = response.status();
             let gateway_error = response.extensions().get::<ErrorCode>().is_some();
@@ -822,11 +894,12 @@ impl Intake {
             let retry = gateway_error
                 || status.is_server_error()
                 || status == http::StatusCode::TOO_MANY_REQUESTS;
+            let answer = String::from_utf8_lossy(&text[..text.len().min(300)])
+                .trim()
+                .to_owned();
             last = (
-                format!(
-                    "HTTP {status}: {}",
-                    String::from_utf8_lossy(&text[..text.len().min(300)])
-                ),
+                format!("HTTP {status}"),
+                (!answer.is_empty()).then(|| format!("the upload API answered: {answer}")),
                 retry,
             );
             if !retry {
@@ -974,6 +1047,56 @@ fn write_error(dir: &Path, name: &str, reason: &str) -> std::io::Result<()> {
     )
 }
 
+/// Undoes a pickup that took the file into `work` but not its manifest (a crash between
+/// the two moves, or a manifest that could not be moved): the file goes back to
+/// `upload_dir`, beside its manifest, and is picked up again with it; the emptied work
+/// directory is removed. If the customer has uploaded a file of the same name since,
+/// theirs stays, and the one taken moves to `failed_dir` with an `error.json`.
+fn recover_pickup(work: &Path, upload_dir: &Path, failed_dir: &Path) -> Result<(), String> {
+    let entries = std::fs::read_dir(work).map_err(|e| e.to_string())?;
+    let mut superseded = Vec::new();
+    for entry in entries.flatten() {
+        let from = entry.path();
+        let to = upload_dir.join(entry.file_name());
+        // Never replace what is in the upload directory now.
+        let back = match std::fs::hard_link(&from, &to) {
+            Ok(()) => std::fs::remove_file(&from).map(|()| true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+                if std::fs::symlink_metadata(&to).is_ok() {
+                    Ok(false)
+                } else {
+                    move_file(&from, &to).map(|()| true)
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match back {
+            Ok(true) => {}
+            Ok(false) => superseded.push(entry.file_name()),
+            Err(e) => return Err(format!("{}: {e}", from.display())),
+        }
+    }
+    if superseded.is_empty() {
+        return std::fs::remove_dir(work).map_err(|e| e.to_string());
+    }
+    let id = work
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let target = failed_dir.join(format!("{}-{id}", stamp()));
+    for name in &superseded {
+        let _ = write_error(
+            work,
+            &name.to_string_lossy(),
+            "the pickup was interrupted and a file of the same name was uploaded since; \
+             this one was not imported",
+        );
+    }
+    create_private_dir(failed_dir)?;
+    std::fs::rename(work, &target).map_err(|e| e.to_string())
+}
+
 /// Renames, or copies and removes when `to` is on another file system.
 fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
     match std::fs::rename(from, to) {
@@ -988,6 +1111,47 @@ fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interrupted_pickup_puts_the_file_back_beside_its_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (upload, failed) = (dir.path().join("upload"), dir.path().join("failed"));
+        let work = dir.path().join("work").join("job-1");
+        std::fs::create_dir_all(&upload).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        // The crash came after the file moved and before the manifest did.
+        std::fs::write(upload.join("file.manifest"), b"{}").unwrap();
+        std::fs::write(work.join("file.csv.asc"), b"ciphertext").unwrap();
+        let mtime = std::fs::metadata(work.join("file.csv.asc"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        recover_pickup(&work, &upload, &failed).unwrap();
+        assert_eq!(
+            std::fs::read(upload.join("file.csv.asc")).unwrap(),
+            b"ciphertext"
+        );
+        // Unchanged, so it settles and gets the same job id again.
+        let back = std::fs::metadata(upload.join("file.csv.asc")).unwrap();
+        assert_eq!(back.modified().unwrap(), mtime);
+        assert!(!work.exists(), "the emptied work directory is removed");
+        assert!(!failed.exists());
+
+        // A file of the same name uploaded since is not replaced.
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::write(work.join("file.csv.asc"), b"older").unwrap();
+        recover_pickup(&work, &upload, &failed).unwrap();
+        assert_eq!(
+            std::fs::read(upload.join("file.csv.asc")).unwrap(),
+            b"ciphertext"
+        );
+        assert!(!work.exists());
+        let kept: Vec<_> = std::fs::read_dir(&failed).unwrap().flatten().collect();
+        assert_eq!(kept.len(), 1);
+        let job = kept[0].path();
+        assert_eq!(std::fs::read(job.join("file.csv.asc")).unwrap(), b"older");
+        assert!(job.join("file.csv.asc.error.json").exists());
+    }
 
     #[test]
     fn prune_removes_only_old_job_directories() {

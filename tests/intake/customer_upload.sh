@@ -38,7 +38,6 @@ JSON
 
 # 4. Upload the file, then its manifest, over SFTP.
 sftp -b - $SFTP_OPTS "$SFTP_TARGET" <<SFTP
-cd upload
 put $FILE.asc
 put $FILE.manifest
 SFTP

@@ -9,7 +9,7 @@
 //!   sshd_config  sshd.log  sshd.pid  authorized_keys
 //!   host_ed25519[.pub]  user_ed25519[.pub]  batch-N.txt
 //!   chroot/          root:root 0755   (ChrootDirectory)
-//!     upload/        owned by the login user, where `put` lands
+//!     upload/        owned by the login user, where a session starts and `put` lands
 //! ```
 //!
 //! [`Sshd::sftp_batch`] then uploads with the real `sftp -b` client, as a customer does.
@@ -275,7 +275,8 @@ impl Sshd {
         self.root.join("chroot")
     }
 
-    /// The host path of `root/chroot/upload`, where `cd upload` + `put` land.
+    /// The host path of `root/chroot/upload`, where a session starts (`internal-sftp -d
+    /// /upload`, as the shipped snippet has it) and a bare `put` lands.
     pub fn upload_dir(&self) -> PathBuf {
         self.chroot_dir().join("upload")
     }
@@ -304,8 +305,8 @@ impl Sshd {
     /// -o UserKnownHostsFile=/dev/null -o BatchMode=yes <user>@127.0.0.1`
     ///
     /// in the current directory `local_dir`, so `put file.csv.asc` takes a relative
-    /// name. Remote paths are relative to the chroot, so a batch usually starts with
-    /// `cd upload`. sftp stops at the first failing command and then exits non-zero.
+    /// name. The session starts in `/upload` (the chroot's `upload/`), so a bare
+    /// `put file.csv.asc` lands in [`upload_dir`](Sshd::upload_dir). sftp stops at the first failing command and then exits non-zero.
     /// Panics if sftp runs longer than [`SFTP_TIMEOUT`].
     pub fn sftp_batch(&self, local_dir: &Path, commands: &str) -> Output {
         self.sftp_batch_with_key(local_dir, commands, &self.user_key)
@@ -439,7 +440,7 @@ fn render_config(p: &ConfigParams<'_>) -> String {
          Subsystem sftp internal-sftp\n\
          \n\
          Match User {user}\n\
-         \tForceCommand internal-sftp\n\
+         \tForceCommand internal-sftp -d /upload\n\
          \tChrootDirectory {chroot}\n\
          \tAllowTcpForwarding no\n\
          \tX11Forwarding no\n",
