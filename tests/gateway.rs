@@ -5,6 +5,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use futures_util::StreamExt as _;
 use hpke_gateway::envelope::{self, Prefix, PrivateKey};
 use hpke_gateway::keys;
@@ -968,4 +970,39 @@ async fn a_clients_request_id_goes_upstream_and_comes_back() {
     let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(id.len(), 32, "{id}");
     assert_eq!(gw.upstream.last().headers["x-request-id"], id.as_str());
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_accepts_the_connection_is_a_502_after_the_connect_timeout() {
+    // A listener whose accept queue is full: the kernel drops further SYNs, so a connect
+    // to it neither succeeds nor fails until the connector gives up.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            fillers.push(s);
+        }
+    }
+    // The response timeout is long: only the connect timeout can answer in time.
+    let gw = Gateway::start_with(Options {
+        upstream: Some(addr),
+        upstream_timeout_ms: 60_000,
+        extra: "upstream_connect_timeout_ms = 300".into(),
+        ..Options::default()
+    })
+    .await;
+    let res = tokio::time::timeout(
+        Duration::from_secs(20),
+        gw.encrypted_post("/1/upload", "ACCT-1", gw.seal(1, true, "ACCT-1", PROFILE))
+            .send(),
+    )
+    .await
+    .expect("no answer within 20 s: the connect timeout did not apply")
+    .unwrap();
+    assert_eq!(res.status(), 502);
+    assert_eq!(error_code(res).await.0, 5001);
+    drop((listener, fillers));
 }
