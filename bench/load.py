@@ -373,6 +373,8 @@ def main():
     args = ap.parse_args()
 
     ensure_tools(args.features)
+    if not args.quick:
+        ensure_matplotlib()
     work = tempfile.mkdtemp(prefix="hpke-load-")
     procs = []
     try:
@@ -504,8 +506,8 @@ def report(args, rows, idle_rss_kib, start_ms):
     stem = "load" + (f"-{args.features}" if args.features else "")
     with open(os.path.join(args.out, f"{stem}.json"), "w") as f:
         json.dump(result, f, indent=2)
-    chart(rows, os.path.join(args.out, f"{stem}.png"))
-    print(f"\nwrote {os.path.join(args.out, stem)}.json and .png")
+    charted = chart(rows, os.path.join(args.out, f"{stem}.png"))
+    print(f"\nwrote {os.path.join(args.out, stem)}.json" + (" and .png" if charted else " (no chart)"))
 
 
 def machine():
@@ -513,14 +515,25 @@ def machine():
     return {"cpu": cpu, "cores": os.cpu_count(), "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
 
 
+def ensure_matplotlib():
+    """Installs the pinned matplotlib (bench/requirements.txt) when it is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        log("installing matplotlib (bench/requirements.txt) for the chart")
+        run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "-r", os.path.join(ROOT, "bench", "requirements.txt")])
+
+
 def chart(rows, path):
+    """The latency percentiles per scenario as a PNG; returns whether it was written."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        log("matplotlib is missing (pip install matplotlib): no chart")
-        return
+        log("matplotlib is missing (pip install -r bench/requirements.txt): no chart")
+        return False
     fig, ax = plt.subplots(figsize=(10, 5))
     names = [r["scenario"] for r in rows]
     width = 0.27
@@ -534,6 +547,7 @@ def chart(rows, path):
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    return True
 
 
 if __name__ == "__main__":
