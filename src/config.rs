@@ -345,7 +345,7 @@ impl Config {
         );
         let connect_ms = take(
             p,
-            positive(
+            bounded_timeout(
                 "upstream_connect_timeout_ms",
                 raw.upstream_connect_timeout_ms
                     .unwrap_or(DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS),
@@ -353,7 +353,7 @@ impl Config {
         );
         let timeout_ms = take(
             p,
-            positive(
+            bounded_timeout(
                 "upstream_timeout_ms",
                 raw.upstream_timeout_ms
                     .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS),
@@ -361,7 +361,7 @@ impl Config {
         );
         let body_timeout_ms = take(
             p,
-            positive(
+            bounded_timeout(
                 "request_body_timeout_ms",
                 raw.request_body_timeout_ms
                     .unwrap_or(DEFAULT_REQUEST_BODY_TIMEOUT_MS),
@@ -461,11 +461,17 @@ fn ops(raw: &RawConfig) -> Result<Ops, Vec<String>> {
     );
     let header_timeout_ms = take(
         p,
-        positive(
+        bounded_timeout(
             "header_timeout_ms",
             raw.header_timeout_ms.unwrap_or(DEFAULT_HEADER_TIMEOUT_MS),
         ),
     );
+    let shutdown_grace_ms = raw.shutdown_grace_ms.unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS);
+    if shutdown_grace_ms > MAX_TIMEOUT_MS {
+        p.push(format!(
+            "shutdown_grace_ms must be at most {MAX_TIMEOUT_MS} (a day), not {shutdown_grace_ms}"
+        ));
+    }
     let max_concurrent_requests = take(
         p,
         positive(
@@ -498,14 +504,15 @@ fn ops(raw: &RawConfig) -> Result<Ops, Vec<String>> {
     else {
         return Err(problems);
     };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
     let usize_of = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
     Ok(Ops {
         max_header_bytes: usize_of(max_header_bytes),
         header_timeout: Duration::from_millis(header_timeout_ms),
         max_concurrent_requests: usize_of(max_concurrent_requests),
-        shutdown_grace: Duration::from_millis(
-            raw.shutdown_grace_ms.unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS),
-        ),
+        shutdown_grace: Duration::from_millis(shutdown_grace_ms),
         reload_poll: match raw.reload_poll_ms.unwrap_or(DEFAULT_RELOAD_POLL_MS) {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
@@ -574,6 +581,21 @@ fn take<T>(problems: &mut Vec<String>, r: Result<T, String>) -> Option<T> {
 /// Keeps a value, or records all its problems.
 fn take_all<T>(problems: &mut Vec<String>, r: Result<T, Vec<String>>) -> Option<T> {
     r.map_err(|e| problems.extend(e)).ok()
+}
+
+/// The longest any timeout may be: a day (far beyond any sane setting, and far from
+/// overflowing a clock).
+const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// A timeout in milliseconds: more than 0 and at most [`MAX_TIMEOUT_MS`].
+fn bounded_timeout(name: &str, value: u64) -> Result<u64, String> {
+    let value = positive(name, value)?;
+    if value > MAX_TIMEOUT_MS {
+        return Err(format!(
+            "{name} must be at most {MAX_TIMEOUT_MS} (a day), not {value}"
+        ));
+    }
+    Ok(value)
 }
 
 fn positive(name: &str, value: u64) -> Result<u64, String> {

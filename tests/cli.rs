@@ -577,9 +577,14 @@ async fn logs_have_one_line_per_request_and_no_secrets() {
         MARKER.to_owned(),
     ];
     secrets.push("jack.secret".to_owned());
+    // Each base64 line of both PEM files on its own (a log would escape the newlines).
     for pem in ["server.pem", "server.plain.pem"] {
         let text = std::fs::read_to_string(dir.path().join(pem)).unwrap();
-        secrets.push(text.lines().filter(|l| !l.starts_with("-----")).collect());
+        secrets.extend(
+            text.lines()
+                .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+                .map(str::to_owned),
+        );
     }
     let plain = std::fs::read(dir.path().join("server.plain.pem")).unwrap();
     let scalar = keys::parse_private_key(&plain, None)

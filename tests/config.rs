@@ -228,3 +228,25 @@ fn tink_private_keyset_as_server_key_must_match_its_id() {
     let err = load(dir.path(), &wrong).unwrap_err();
     assert!(err.contains(&format!("key id is {id}")), "{err}");
 }
+
+#[test]
+fn timeouts_are_bounded_to_a_day() {
+    let dir = tempfile::tempdir().unwrap();
+    with_server_key(dir.path());
+    let top =
+        |line: &str| base("").replacen("[[server_keys]]", &format!("{line}\n[[server_keys]]"), 1);
+    for key in [
+        "upstream_connect_timeout_ms",
+        "upstream_timeout_ms",
+        "request_body_timeout_ms",
+        "header_timeout_ms",
+        "shutdown_grace_ms",
+    ] {
+        let err = load(dir.path(), &top(&format!("{key} = 86400001"))).unwrap_err();
+        assert!(
+            err.contains(key) && err.contains("at most 86400000"),
+            "{err}"
+        );
+        load(dir.path(), &top(&format!("{key} = 86400000"))).unwrap();
+    }
+}

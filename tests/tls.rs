@@ -509,12 +509,12 @@ async fn without_upstream_tls_the_system_roots_verify_the_upstream() {
     // The system store, as OpenSSL-style tools read it: SSL_CERT_FILE names the bundle
     // (what rustls-native-certs loads on Linux, as for an operator's own CA in the store).
     let system = dir.path().join("system-roots.pem");
-    let client = reqwest::Client::new();
     let url = format!("http://{listen}/1/profile");
     for (trusted, want) in [(pki.ca_pem(), 200), (Pki::new().ca_pem(), 502)] {
         std::fs::write(&system, trusted).unwrap();
         let _gw = Served::start_with_env(&config, &[("SSL_CERT_FILE", &system)]);
-        let res = client.get(&url).send().await.unwrap();
+        // A client per process: no pooled connection to the one before.
+        let res = reqwest::Client::new().get(&url).send().await.unwrap();
         assert_eq!(res.status(), want);
         if want == 502 {
             assert_eq!(support::error_code(res).await.0, 5001);

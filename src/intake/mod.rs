@@ -1053,6 +1053,10 @@ fn write_error(dir: &Path, name: &str, reason: &str) -> std::io::Result<()> {
 /// directory is removed. If the customer has uploaded a file of the same name since,
 /// theirs stays, and the one taken moves to `failed_dir` with an `error.json`.
 fn recover_pickup(work: &Path, upload_dir: &Path, failed_dir: &Path) -> Result<(), String> {
+    // Only job directories are pickups; anything else in `work` is not ours to move.
+    if !std::fs::symlink_metadata(work).is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
     let entries = std::fs::read_dir(work).map_err(|e| e.to_string())?;
     let mut superseded = Vec::new();
     for entry in entries.flatten() {
@@ -1061,6 +1065,13 @@ fn recover_pickup(work: &Path, upload_dir: &Path, failed_dir: &Path) -> Result<(
         // Never replace what is in the upload directory now.
         let back = match std::fs::hard_link(&from, &to) {
             Ok(()) => std::fs::remove_file(&from).map(|()| true),
+            // A crash between the link and the removal left the same file in both
+            // places: finish the move.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AlreadyExists && same_path_file(&from, &to) =>
+            {
+                std::fs::remove_file(&from).map(|()| true)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
                 if std::fs::symlink_metadata(&to).is_ok() {
@@ -1095,6 +1106,15 @@ fn recover_pickup(work: &Path, upload_dir: &Path, failed_dir: &Path) -> Result<(
     }
     create_private_dir(failed_dir)?;
     std::fs::rename(work, &target).map_err(|e| e.to_string())
+}
+
+/// Whether two paths are links to one file (the same inode on the same device).
+fn same_path_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::symlink_metadata(a), std::fs::symlink_metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
 }
 
 /// Renames, or copies and removes when `to` is on another file system.
@@ -1151,6 +1171,25 @@ mod tests {
         let job = kept[0].path();
         assert_eq!(std::fs::read(job.join("file.csv.asc")).unwrap(), b"older");
         assert!(job.join("file.csv.asc.error.json").exists());
+
+        // A crash inside the move back itself (linked, not yet removed) finishes the move
+        // rather than taking the file for a newer upload.
+        std::fs::remove_dir_all(&failed).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::hard_link(upload.join("file.csv.asc"), work.join("file.csv.asc")).unwrap();
+        recover_pickup(&work, &upload, &failed).unwrap();
+        assert_eq!(
+            std::fs::read(upload.join("file.csv.asc")).unwrap(),
+            b"ciphertext"
+        );
+        assert!(!work.exists());
+        assert!(!failed.exists(), "nothing was superseded");
+
+        // A stray file in work/ is not a pickup and is left alone.
+        let stray = dir.path().join("work").join("stray.txt");
+        std::fs::write(&stray, b"x").unwrap();
+        recover_pickup(&stray, &upload, &failed).unwrap();
+        assert!(stray.exists());
     }
 
     #[test]
