@@ -150,6 +150,15 @@ public_keys = ["acct-1.pub.pem"]
     async fn round_trip(&self, server: &PublicKey, prefix: Prefix, account: &str) -> u16 {
         let body = br#"{"d":[{"identity":"x"}]}"#;
         let sealed = envelope::seal(server, prefix, account.as_bytes(), body).unwrap();
+        let (status, bytes) = self.post_sealed(account, sealed).await;
+        if status == 200 {
+            assert_eq!(open_with(&self.customer, account, &bytes), body);
+        }
+        status
+    }
+
+    /// POSTs an encrypted body to `/1/upload` for `account`; the status and the answer.
+    async fn post_sealed(&self, account: &str, sealed: Vec<u8>) -> (u16, Vec<u8>) {
         let res = self
             .client
             .post(format!("{}/1/upload", self.url))
@@ -160,12 +169,7 @@ public_keys = ["acct-1.pub.pem"]
             .send()
             .await
             .unwrap();
-        let status = res.status().as_u16();
-        let bytes = res.bytes().await.unwrap();
-        if status == 200 {
-            assert_eq!(open_with(&self.customer, account, &bytes), body);
-        }
-        status
+        (res.status().as_u16(), res.bytes().await.unwrap().to_vec())
     }
 
     async fn get(&self, url: String) -> (u16, String) {
@@ -320,18 +324,9 @@ async fn rotation_keeps_both_keys_working_through_the_overlap() {
     gw.wait_log("configuration reloaded", before + 1).await;
     for prefix in [Prefix::Tink(1), Prefix::Raw] {
         let sealed = envelope::seal(&key1, prefix, b"ACCT-1", b"{}").unwrap();
-        let res = gw
-            .client
-            .post(format!("{}/1/upload", gw.url))
-            .header("content-type", MEDIA)
-            .header("accept", MEDIA)
-            .header(ACCOUNT_HEADER, "ACCT-1")
-            .body(sealed)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 400, "{prefix:?}");
-        let v: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+        let (status, body) = gw.post_sealed("ACCT-1", sealed).await;
+        assert_eq!(status, 400, "{prefix:?}");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["code"], 4008, "{v}");
         assert_eq!(v["error"], "decryption failed", "{v}");
     }
@@ -402,20 +397,9 @@ async fn requests_keep_succeeding_across_reloads() {
         let live_by = Instant::now() + Duration::from_secs(5);
         loop {
             let sealed = envelope::seal(&key1, Prefix::Raw, b"ACCT-2", br#"{"d":[]}"#).unwrap();
-            let res = gw
-                .client
-                .post(format!("{}/1/upload", gw.url))
-                .header("content-type", MEDIA)
-                .header("accept", MEDIA)
-                .header(ACCOUNT_HEADER, "ACCT-2")
-                .body(sealed)
-                .send()
-                .await
-                .unwrap();
-            let status = res.status().as_u16();
+            let (status, body) = gw.post_sealed("ACCT-2", sealed).await;
             if status == want {
                 if encryption {
-                    let body = res.bytes().await.unwrap();
                     assert_eq!(open_with(&acct2, "ACCT-2", &body), br#"{"d":[]}"#);
                 }
                 break;
@@ -716,17 +700,7 @@ fn public_pem(key: &PrivateKey) -> String {
 /// An encrypted upload for `account`; the status and the raw answer.
 async fn upload(gw: &Served, server: &PublicKey, account: &str) -> (u16, Vec<u8>) {
     let sealed = envelope::seal(server, Prefix::Raw, account.as_bytes(), b"{}").unwrap();
-    let res = gw
-        .client
-        .post(format!("{}/1/upload", gw.url))
-        .header("content-type", MEDIA)
-        .header("accept", MEDIA)
-        .header(ACCOUNT_HEADER, account)
-        .body(sealed)
-        .send()
-        .await
-        .unwrap();
-    (res.status().as_u16(), res.bytes().await.unwrap().to_vec())
+    gw.post_sealed(account, sealed).await
 }
 
 /// Asserts that `account`'s answer opens with `customer` (and so with no other key).
