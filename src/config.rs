@@ -466,12 +466,13 @@ fn ops(raw: &RawConfig) -> Result<Ops, Vec<String>> {
             raw.header_timeout_ms.unwrap_or(DEFAULT_HEADER_TIMEOUT_MS),
         ),
     );
-    let shutdown_grace_ms = raw.shutdown_grace_ms.unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS);
-    if shutdown_grace_ms > MAX_TIMEOUT_MS {
-        p.push(format!(
-            "shutdown_grace_ms must be at most {MAX_TIMEOUT_MS} (a day), not {shutdown_grace_ms}"
-        ));
-    }
+    let shutdown_grace_ms = take(
+        p,
+        at_most_a_day(
+            "shutdown_grace_ms",
+            raw.shutdown_grace_ms.unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS),
+        ),
+    );
     let max_concurrent_requests = take(
         p,
         positive(
@@ -493,20 +494,19 @@ fn ops(raw: &RawConfig) -> Result<Ops, Vec<String>> {
     let (
         Some(max_header_bytes),
         Some(header_timeout_ms),
+        Some(shutdown_grace_ms),
         Some(max_concurrent_requests),
         Some(admin_listen),
     ) = (
         max_header_bytes,
         header_timeout_ms,
+        shutdown_grace_ms,
         max_concurrent_requests,
         admin_listen,
     )
     else {
         return Err(problems);
     };
-    if !problems.is_empty() {
-        return Err(problems);
-    }
     let usize_of = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
     Ok(Ops {
         max_header_bytes: usize_of(max_header_bytes),
@@ -589,7 +589,11 @@ const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// A timeout in milliseconds: more than 0 and at most [`MAX_TIMEOUT_MS`].
 fn bounded_timeout(name: &str, value: u64) -> Result<u64, String> {
-    let value = positive(name, value)?;
+    at_most_a_day(name, positive(name, value)?)
+}
+
+/// A duration in milliseconds of at most [`MAX_TIMEOUT_MS`].
+fn at_most_a_day(name: &str, value: u64) -> Result<u64, String> {
     if value > MAX_TIMEOUT_MS {
         return Err(format!(
             "{name} must be at most {MAX_TIMEOUT_MS} (a day), not {value}"
@@ -709,8 +713,11 @@ fn load_server_key(entry: &RawServerKey, base: &Path) -> Result<ServerKey, Strin
             entry.id
         ));
     }
-    let written_at = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-    Ok(ServerKey::new(Some(entry.id), loaded.key).with_written_at(written_at))
+    let key = ServerKey::new(Some(entry.id), loaded.key);
+    Ok(match std::fs::metadata(&path).and_then(|m| m.modified()) {
+        Ok(written_at) => key.with_written_at(written_at),
+        Err(_) => key,
+    })
 }
 
 fn read_passphrase(

@@ -121,6 +121,14 @@ public_keys = ["acct-1.pub.pem"]
         }
     }
 
+    /// Makes `change` to the files and waits for the reload after it. Counting from just
+    /// before the change means an earlier reload's line cannot be taken for this one.
+    async fn reload_after(&self, change: impl FnOnce()) {
+        let before = self.count_log("configuration reloaded");
+        change();
+        self.wait_log("configuration reloaded", before + 1).await;
+    }
+
     fn count_log(&self, needle: &str) -> usize {
         self.log
             .lock()
@@ -298,11 +306,10 @@ async fn rotation_keeps_both_keys_working_through_the_overlap() {
         .unwrap()
         .to_owned();
     let soon = humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(600));
-    let before = gw.count_log("configuration reloaded");
     // The watcher alone reloads it (one reload per atomic edit; a SIGHUP as well could
     // land after the next step's count).
-    gw.edit_config(&old_line, &format!("not_after = \"{soon}\""));
-    gw.wait_log("configuration reloaded", before + 1).await;
+    gw.reload_after(|| gw.edit_config(&old_line, &format!("not_after = \"{soon}\"")))
+        .await;
     let res = gw
         .client
         .get(format!("{}/.well-known/hpke-keys", gw.url))
@@ -319,9 +326,8 @@ async fn rotation_keeps_both_keys_working_through_the_overlap() {
     assert_eq!(gw.round_trip(&key1, Prefix::Tink(1), "ACCT-1").await, 200);
 
     // Retiring the old key: its ciphertexts get the normal decryption error.
-    let before = gw.count_log("configuration reloaded");
-    gw.edit_config("state = \"decrypt-only\"", "state = \"retired\"");
-    gw.wait_log("configuration reloaded", before + 1).await;
+    gw.reload_after(|| gw.edit_config("state = \"decrypt-only\"", "state = \"retired\""))
+        .await;
     for prefix in [Prefix::Tink(1), Prefix::Raw] {
         let sealed = envelope::seal(&key1, prefix, b"ACCT-1", b"{}").unwrap();
         let (status, body) = gw.post_sealed("ACCT-1", sealed).await;
@@ -385,12 +391,13 @@ async fn requests_keep_succeeding_across_reloads() {
         );
         // On SIGHUP steps the file watcher may reload the new text too, so count from
         // here rather than from the start.
-        let before = gw.count_log("configuration reloaded");
-        std::fs::write(gw.config_path(), text).unwrap();
-        if i % 2 == 0 {
-            gw.signal("HUP");
-        }
-        gw.wait_log("configuration reloaded", before + 1).await;
+        gw.reload_after(|| {
+            std::fs::write(gw.config_path(), text).unwrap();
+            if i % 2 == 0 {
+                gw.signal("HUP");
+            }
+        })
+        .await;
         // The change to ACCT-2 is live; ACCT-1 is untouched. A SIGHUP's own reload may
         // land just after the watcher's, so allow a moment (bounded) for the last one.
         let want = if encryption { 200 } else { 403 };
@@ -568,14 +575,15 @@ async fn the_admin_listener_reports_health_readiness_and_metrics() {
     );
     // A key's age is its file's: a key file written two hours ago (the watcher reloads
     // it) is two hours old, however recently it was loaded.
-    let before = gw.count_log("configuration reloaded");
-    let touched = Command::new("touch")
-        .args(["-d", "2 hours ago"])
-        .arg(gw.path("server-1.pem"))
-        .status()
-        .unwrap();
-    assert!(touched.success());
-    gw.wait_log("configuration reloaded", before + 1).await;
+    gw.reload_after(|| {
+        let touched = Command::new("touch")
+            .args(["-d", "2 hours ago"])
+            .arg(gw.path("server-1.pem"))
+            .status()
+            .unwrap();
+        assert!(touched.success());
+    })
+    .await;
     let m = gw.metrics().await;
     assert!((7200.0..7800.0).contains(&sample(&m, age)), "{m}");
     assert_eq!(gw.stop(), Some(0));
@@ -715,9 +723,6 @@ async fn customer_key_changes_reload_one_account_and_secret_swaps_are_noticed() 
     let (_up, up_addr) = Upstream::start().await;
     let gw = Served::start(up_addr, "").await;
     let server = private_public(&gw.path("server-1.pem"));
-    let reloaded = async |gw: &Served, before: usize| {
-        gw.wait_log("configuration reloaded", before + 1).await;
-    };
 
     // ACCT-2's key sits in a folder laid out as a mounted Kubernetes Secret: the file is
     // a symlink into `..data`, itself a symlink to a timestamped folder.
@@ -732,22 +737,22 @@ async fn customer_key_changes_reload_one_account_and_secret_swaps_are_noticed() 
     std::os::unix::fs::symlink("..2026_12_01_a", secret.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/acct-2.pub.pem", secret.join("acct-2.pub.pem")).unwrap();
     let config = std::fs::read_to_string(gw.config_path()).unwrap();
-    let before = gw.count_log("configuration reloaded");
-    replace_file(
-        &gw.config_path(),
-        &format!(
-            "{config}\n[[accounts]]\nid = \"ACCT-2\"\nencryption = true\npublic_keys = [\"secret/acct-2.pub.pem\"]\n"
-        ),
-    );
-    reloaded(&gw, before).await;
+    gw.reload_after(|| {
+        replace_file(
+            &gw.config_path(),
+            &format!(
+                "{config}\n[[accounts]]\nid = \"ACCT-2\"\nencryption = true\npublic_keys = [\"secret/acct-2.pub.pem\"]\n"
+            ),
+        )
+    })
+    .await;
     answers_to(&gw, &server, "ACCT-1", &gw.customer).await;
     answers_to(&gw, &server, "ACCT-2", &acct2_b).await;
 
     // Replacing ACCT-1's key file is noticed without a signal; ACCT-2 is untouched.
     let acct1_c = PrivateKey::generate();
-    let before = gw.count_log("configuration reloaded");
-    replace_file(&gw.path("acct-1.pub.pem"), &public_pem(&acct1_c));
-    reloaded(&gw, before).await;
+    gw.reload_after(|| replace_file(&gw.path("acct-1.pub.pem"), &public_pem(&acct1_c)))
+        .await;
     answers_to(&gw, &server, "ACCT-1", &acct1_c).await;
     answers_to(&gw, &server, "ACCT-2", &acct2_b).await;
 
@@ -759,11 +764,12 @@ async fn customer_key_changes_reload_one_account_and_secret_swaps_are_noticed() 
         public_pem(&acct2_d),
     )
     .unwrap();
-    let before = gw.count_log("configuration reloaded");
-    std::os::unix::fs::symlink("..2026_12_01_b", secret.join("..data_tmp")).unwrap();
-    std::fs::rename(secret.join("..data_tmp"), secret.join("..data")).unwrap();
-    std::fs::remove_dir_all(secret.join("..2026_12_01_a")).unwrap();
-    reloaded(&gw, before).await;
+    gw.reload_after(|| {
+        std::os::unix::fs::symlink("..2026_12_01_b", secret.join("..data_tmp")).unwrap();
+        std::fs::rename(secret.join("..data_tmp"), secret.join("..data")).unwrap();
+        std::fs::remove_dir_all(secret.join("..2026_12_01_a")).unwrap();
+    })
+    .await;
     answers_to(&gw, &server, "ACCT-2", &acct2_d).await;
     answers_to(&gw, &server, "ACCT-1", &acct1_c).await;
 
@@ -771,26 +777,19 @@ async fn customer_key_changes_reload_one_account_and_secret_swaps_are_noticed() 
     // first key.
     let acct1_e = PrivateKey::generate();
     std::fs::write(gw.path("acct-1e.pub.pem"), public_pem(&acct1_e)).unwrap();
-    let before = gw.count_log("configuration reloaded");
-    gw.edit_config(
+    let (one, two) = (
         "public_keys = [\"acct-1.pub.pem\"]",
         "public_keys = [\"acct-1e.pub.pem\", \"acct-1.pub.pem\"]",
     );
-    reloaded(&gw, before).await;
+    gw.reload_after(|| gw.edit_config(one, two)).await;
     answers_to(&gw, &server, "ACCT-1", &acct1_e).await;
-    let before = gw.count_log("configuration reloaded");
-    gw.edit_config(
-        "public_keys = [\"acct-1e.pub.pem\", \"acct-1.pub.pem\"]",
-        "public_keys = [\"acct-1.pub.pem\"]",
-    );
-    reloaded(&gw, before).await;
+    gw.reload_after(|| gw.edit_config(two, one)).await;
     answers_to(&gw, &server, "ACCT-1", &acct1_c).await;
 
     // Switching ACCT-1's encryption off refuses its encrypted requests (4005); ACCT-2
     // goes on.
-    let before = gw.count_log("configuration reloaded");
-    gw.edit_config("encryption = true", "encryption = false");
-    reloaded(&gw, before).await;
+    gw.reload_after(|| gw.edit_config("encryption = true", "encryption = false"))
+        .await;
     let (status, body) = upload(&gw, &server, "ACCT-1").await;
     assert_eq!(status, 403);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();

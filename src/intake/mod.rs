@@ -107,12 +107,9 @@ struct Outcome {
 /// A failure, with what was counted before it.
 #[derive(Debug)]
 struct Failure {
-    /// Why, naming nothing from the decrypted file or the upstream's answer: this is
-    /// what the log and the journal get.
-    reason: String,
-    /// What the customer also gets, in the notice and `error.json`: the file's header
-    /// row, the upstream's answer.
-    detail: Option<String>,
+    /// Why: its `reason` is what the log and the journal get; the customer's notice and
+    /// `error.json` get its `detail` too (the file's header row, the upstream's answer).
+    error: FileError,
     uploaded: u64,
     skipped: u64,
     bad_rows: Vec<BadRow>,
@@ -120,11 +117,10 @@ struct Failure {
     retry_later: bool,
 }
 
-impl From<String> for Failure {
-    fn from(reason: String) -> Self {
+impl From<FileError> for Failure {
+    fn from(error: FileError) -> Self {
         Self {
-            reason,
-            detail: None,
+            error,
             uploaded: 0,
             skipped: 0,
             bad_rows: Vec::new(),
@@ -133,23 +129,9 @@ impl From<String> for Failure {
     }
 }
 
-impl From<FileError> for Failure {
-    fn from(e: FileError) -> Self {
-        Self {
-            detail: e.detail,
-            ..Self::from(e.reason)
-        }
-    }
-}
-
-impl Failure {
-    /// The reason with its detail, for the customer.
-    fn for_customer(&self) -> String {
-        FileError {
-            reason: self.reason.clone(),
-            detail: self.detail.clone(),
-        }
-        .to_string()
+impl From<String> for Failure {
+    fn from(reason: String) -> Self {
+        FileError::from(reason).into()
     }
 }
 
@@ -499,7 +481,7 @@ impl Intake {
                 let tries = self.not_before.get(&job.id).map_or(0, |(_, n)| *n) + 1;
                 let wait = Duration::from_secs(5u64.saturating_mul(1 << tries.min(8)));
                 tracing::warn!(account = %account.id, file = %job.manifest.file_name, job = %job.id,
-                    reason = %failure.reason, retry_in_s = wait.as_secs(), "upstream unavailable; the job will resume");
+                    reason = %failure.error.reason, retry_in_s = wait.as_secs(), "upstream unavailable; the job will resume");
                 self.not_before
                     .insert(job.id.clone(), (Instant::now() + wait, tries));
                 self.metrics.intake_deferred();
@@ -519,12 +501,12 @@ impl Intake {
             }
             Err(failure) => {
                 self.not_before.remove(&job.id);
-                if let Err(e) = self.journal.failed(&job.id, &failure.reason) {
+                if let Err(e) = self.journal.failed(&job.id, &failure.error.reason) {
                     tracing::error!(error = %e, "cannot write the intake journal");
                     return;
                 }
                 tracing::warn!(account = %account.id, file = %job.manifest.file_name, job = %job.id,
-                    reason = %failure.reason, "import failed");
+                    reason = %failure.error.reason, "import failed");
                 self.finish(account, &job, Err(failure)).await;
             }
         }
@@ -545,7 +527,7 @@ impl Intake {
         let target_dir = self.account_dir(account, folder);
         let target = target_dir.join(format!("{}-{}", stamp(), job.id));
         if let Err(e) = &result {
-            let _ = write_error(&job.work, &job.manifest.file_name, &e.for_customer());
+            let _ = write_error(&job.work, &job.manifest.file_name, &e.error.to_string());
         }
         let moved = create_private_dir(&target_dir)
             .and_then(|()| std::fs::rename(&job.work, &target).map_err(|e| e.to_string()));
@@ -569,7 +551,7 @@ impl Intake {
             Err(failure) => {
                 n.uploaded = failure.uploaded;
                 n.skipped = failure.skipped;
-                n.error = Some(failure.for_customer());
+                n.error = Some(failure.error.to_string());
                 n.bad_rows = failure.bad_rows;
             }
         }
@@ -785,17 +767,20 @@ impl Intake {
                 let records = std::mem::take(&mut batch);
                 let count = records.len() as u64;
                 if batch_no > batches_done {
-                    if let Err((reason, detail, retry)) = self
+                    if let Err((refusal, retry)) = self
                         .upload(config, account, &job.id, batch_no, records)
                         .await
                     {
                         drop(rx);
                         let _ = reader.join();
                         return Err(Failure {
-                            reason: format!(
-                                "batch {batch_no} was not accepted by the upload API: {reason}"
-                            ),
-                            detail,
+                            error: FileError {
+                                reason: format!(
+                                    "batch {batch_no} was not accepted by the upload API: {}",
+                                    refusal.reason
+                                ),
+                                detail: refusal.detail,
+                            },
                             uploaded,
                             skipped,
                             bad_rows,
@@ -816,8 +801,7 @@ impl Intake {
         let _ = reader.join();
         if let Some(e) = structural {
             return Err(Failure {
-                reason: e.reason,
-                detail: e.detail,
+                error: e,
                 uploaded,
                 skipped,
                 bad_rows,
@@ -826,12 +810,11 @@ impl Intake {
         }
         if good == 0 {
             return Err(Failure {
-                reason: if skipped == 0 {
-                    "the file has no records".into()
+                error: FileError::from(if skipped == 0 {
+                    "the file has no records".to_owned()
                 } else {
                     format!("none of the {skipped} rows could be imported")
-                },
-                detail: None,
+                }),
                 uploaded,
                 skipped,
                 bad_rows,
@@ -845,10 +828,10 @@ impl Intake {
         })
     }
 
-    /// Sends one batch to the upstream's upload API. The error is the reason (the
-    /// status, fit for the log), the upstream's answer (for the customer only), and
-    /// whether to try the job again later (the upstream down, failing or overloaded) or
-    /// to fail it (the upstream refused the batch).
+    /// Sends one batch to the upstream's upload API. The error is why (the status as its
+    /// reason, fit for the log; the upstream's answer as its detail, for the customer
+    /// only), and whether to try the job again later (the upstream down, failing or
+    /// overloaded) or to fail it (the upstream refused the batch).
     async fn upload(
         &self,
         config: &IntakeConfig,
@@ -856,17 +839,13 @@ impl Intake {
         job: &str,
         batch_no: u64,
         records: Vec<serde_json::Value>,
-    ) -> Result<(), (String, Option<String>, bool)> {
+    ) -> Result<(), (FileError, bool)> {
+        let fail = |reason: String| (FileError::from(reason), false);
         let body = serde_json::to_vec(&serde_json::json!({ "d": records }))
-            .map_err(|e| (e.to_string(), None, false))?;
-        let passcode = HeaderValue::from_str(&account.passcode).map_err(|_| {
-            (
-                "the passcode is not a valid header value".to_owned(),
-                None,
-                false,
-            )
-        })?;
-        let mut last = (String::new(), None, false);
+            .map_err(|e| fail(e.to_string()))?;
+        let passcode = HeaderValue::from_str(&account.passcode)
+            .map_err(|_| fail("the passcode is not a valid header value".to_owned()))?;
+        let mut last = fail(String::new());
         for attempt in 0..3u32 {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt))).await;
@@ -877,7 +856,7 @@ impl Intake {
                 .header("x-clevertap-passcode", passcode.clone())
                 .header("idempotency-key", format!("{job}-{batch_no}"))
                 .body(Body::from(body.clone()))
-                .map_err(|e| (e.to_string(), None, false))?;
+                .map_err(|e| fail(e.to_string()))?;
             let Ok(response) = self.proxy.clone().oneshot(request).await;
             let status = response.status();
             let gateway_error = response.extensions().get::<ErrorCode>().is_some();
@@ -898,8 +877,11 @@ impl Intake {
                 .trim()
                 .to_owned();
             last = (
-                format!("HTTP {status}"),
-                (!answer.is_empty()).then(|| format!("the upload API answered: {answer}")),
+                FileError {
+                    reason: format!("HTTP {status}"),
+                    detail: (!answer.is_empty())
+                        .then(|| format!("the upload API answered: {answer}")),
+                },
                 retry,
             );
             if !retry {

@@ -420,8 +420,7 @@ pub struct ServerKey {
     key: PrivateKey,
     state: KeyState,
     not_after: Option<SystemTime>,
-    loaded_at: SystemTime,
-    written_at: Option<SystemTime>,
+    written_at: SystemTime,
 }
 
 impl ServerKey {
@@ -433,15 +432,14 @@ impl ServerKey {
             key,
             state: KeyState::Primary,
             not_after: None,
-            loaded_at: SystemTime::now(),
-            written_at: None,
+            written_at: SystemTime::now(),
         }
     }
 
     /// The same key, noting when its file was last written (for a key that `keys rotate`
-    /// made, when it was made).
+    /// made, when it was made); without it, the key counts from when it was made here.
     #[must_use]
-    pub fn with_written_at(mut self, written_at: Option<SystemTime>) -> Self {
+    pub fn with_written_at(mut self, written_at: SystemTime) -> Self {
         self.written_at = written_at;
         self
     }
@@ -474,14 +472,9 @@ impl ServerKey {
         self.not_after
     }
 
-    /// When the key was read from its file.
-    pub fn loaded_at(&self) -> SystemTime {
-        self.loaded_at
-    }
-
-    /// When its file was last written, if known; else when it was loaded.
+    /// When its file was last written, if known; else when the key was loaded.
     pub fn written_at(&self) -> SystemTime {
-        self.written_at.unwrap_or(self.loaded_at)
+        self.written_at
     }
 
     /// True if the key decrypts at `now`: not retired and not past its `not_after`.

@@ -294,29 +294,38 @@ pub struct Timings {
     pub encrypt: Option<Duration>,
 }
 
-/// [`Timings`] as they are taken: nanoseconds, 0 for a stage that has not run.
+/// [`Timings`] as they are taken (atomics only because the future must be `Send`).
 #[derive(Debug, Default)]
 struct StageClock {
-    decrypt: AtomicU64,
-    upstream: AtomicU64,
-    encrypt: AtomicU64,
+    decrypt: StageTime,
+    upstream: StageTime,
+    encrypt: StageTime,
 }
 
 impl StageClock {
-    fn record(stage: &AtomicU64, took: Duration) {
+    fn timings(&self) -> Timings {
+        Timings {
+            decrypt: self.decrypt.get(),
+            upstream: self.upstream.get(),
+            encrypt: self.encrypt.get(),
+        }
+    }
+}
+
+/// One stage's duration in nanoseconds; 0 until it has run.
+#[derive(Debug, Default)]
+struct StageTime(AtomicU64);
+
+impl StageTime {
+    fn record(&self, took: Duration) {
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
-        stage.store(nanos, Ordering::Relaxed);
+        self.0.store(nanos, Ordering::Relaxed);
     }
 
-    fn timings(&self) -> Timings {
-        let read = |stage: &AtomicU64| match stage.load(Ordering::Relaxed) {
+    fn get(&self) -> Option<Duration> {
+        match self.0.load(Ordering::Relaxed) {
             0 => None,
             nanos => Some(Duration::from_nanos(nanos)),
-        };
-        Timings {
-            decrypt: read(&self.decrypt),
-            upstream: read(&self.upstream),
-            encrypt: read(&self.encrypt),
         }
     }
 }
@@ -343,7 +352,7 @@ impl Cx<'_> {
         let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
         let took = started.elapsed();
         self.metrics.upstream(took, code);
-        StageClock::record(&self.clock.upstream, took);
+        self.clock.upstream.record(took);
         response
     }
 }
@@ -419,7 +428,7 @@ where
         });
         let took = started.elapsed();
         state.metrics.decrypted(took);
-        StageClock::record(&state.clock.decrypt, took);
+        state.clock.decrypt.record(took);
         opened?
     };
 
@@ -523,7 +532,7 @@ async fn seal_response(
         .map_err(|e| Error::Internal(e.into()))?;
     let took = started.elapsed();
     state.metrics.encrypted(took);
-    StageClock::record(&state.clock.encrypt, took);
+    state.clock.encrypt.record(took);
     let headers = &mut parts.headers;
     headers.remove(header::TRANSFER_ENCODING);
     headers.insert(
