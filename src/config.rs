@@ -43,6 +43,18 @@ pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 30_000;
 /// Default time to receive a whole request body that must be buffered (encrypted).
 pub const DEFAULT_REQUEST_BODY_TIMEOUT_MS: u64 = 30_000;
+/// Default most time between two reads of a request body (nginx's `client_body_timeout`).
+pub const DEFAULT_REQUEST_BODY_IDLE_TIMEOUT_MS: u64 = 10_000;
+/// Default size up to which a plaintext request body is received whole before the
+/// request takes one of `max_concurrent_requests` (nginx buffers every body).
+pub const DEFAULT_REQUEST_BUFFER_BYTES: u64 = 64 * 1024;
+/// The buffer budget's floor when derived from the body limits.
+pub const MIN_DEFAULT_BUFFER_BUDGET_BYTES: u64 = 256 * 1024 * 1024;
+/// Default wait for buffer budget to come free before answering 503.
+pub const DEFAULT_BUFFER_WAIT_MS: u64 = 1_000;
+/// Default most open client connections per process (public and admin listeners
+/// each); beyond, the listener stops accepting until one closes.
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
 /// Default media type of a decrypted body as the upstream sees it.
 pub const DEFAULT_PLAINTEXT_CONTENT_TYPE: &str = "application/json";
 /// Default limit on a request's header section (names, values and line overhead).
@@ -86,6 +98,24 @@ pub struct RawConfig {
     /// Time to receive a request body the gateway must buffer, in milliseconds.
     #[serde(default)]
     pub request_body_timeout_ms: Option<u64>,
+    /// Most time between two reads of a request body, in milliseconds.
+    #[serde(default)]
+    pub request_body_idle_timeout_ms: Option<u64>,
+    /// Plaintext bodies up to this size are received whole before going upstream.
+    #[serde(default)]
+    pub request_buffer_bytes: Option<u64>,
+    /// Keep request header fields whose name has an underscore (dropped by default).
+    #[serde(default)]
+    pub underscores_in_headers: bool,
+    /// Most bytes of bodies held in memory for decryption and encryption at once.
+    #[serde(default)]
+    pub buffer_budget_bytes: Option<u64>,
+    /// How long a request waits for buffer budget before 503, in milliseconds.
+    #[serde(default)]
+    pub buffer_wait_ms: Option<u64>,
+    /// Most open client connections per listener.
+    #[serde(default)]
+    pub max_connections: Option<u64>,
     /// `Content-Type` (and `Accept`) the upstream sees on a decrypted request.
     #[serde(default)]
     pub plaintext_content_type: Option<String>,
@@ -212,6 +242,12 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// Time to receive a request body the gateway must buffer.
     pub request_body_timeout: Duration,
+    /// Most time between two reads of a request body.
+    pub request_body_idle_timeout: Duration,
+    /// Plaintext bodies up to this size are received whole before going upstream.
+    pub request_buffer_bytes: u64,
+    /// Keep request header fields whose name has an underscore.
+    pub underscores_in_headers: bool,
     /// `Content-Type` (and `Accept`) the upstream sees on a decrypted request.
     pub plaintext_content_type: HeaderValue,
     /// Operational settings: limits, shutdown, reload, admin listener.
@@ -240,6 +276,12 @@ pub struct Ops {
     pub header_timeout: Duration,
     /// Most requests in flight at once (503 beyond).
     pub max_concurrent_requests: usize,
+    /// Most bytes of bodies held in memory at once (503 beyond).
+    pub buffer_budget_bytes: u64,
+    /// How long a request waits for buffer budget before 503.
+    pub buffer_wait: Duration,
+    /// Most open client connections per listener.
+    pub max_connections: usize,
     /// Time in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
     /// Interval between checks of [`Config::files`]; `None`: SIGHUP only.
@@ -258,6 +300,12 @@ impl Default for Ops {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES as usize,
             header_timeout: Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS),
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS as usize,
+            buffer_budget_bytes: default_buffer_budget(
+                DEFAULT_MAX_ENCRYPTED_BODY_BYTES,
+                DEFAULT_MAX_RESPONSE_BODY_BYTES,
+            ),
+            buffer_wait: Duration::from_millis(DEFAULT_BUFFER_WAIT_MS),
+            max_connections: DEFAULT_MAX_CONNECTIONS as usize,
             shutdown_grace: Duration::from_millis(DEFAULT_SHUTDOWN_GRACE_MS),
             reload_poll: Some(Duration::from_millis(DEFAULT_RELOAD_POLL_MS)),
             keys_max_age: Duration::from_secs(DEFAULT_KEYS_MAX_AGE_S),
@@ -367,7 +415,34 @@ impl Config {
                     .unwrap_or(DEFAULT_REQUEST_BODY_TIMEOUT_MS),
             ),
         );
-        let ops = take_all(p, ops(&raw));
+        let idle_ms = take(
+            p,
+            bounded_timeout(
+                "request_body_idle_timeout_ms",
+                raw.request_body_idle_timeout_ms
+                    .unwrap_or(DEFAULT_REQUEST_BODY_IDLE_TIMEOUT_MS),
+            ),
+        );
+        let request_buffer_bytes = raw
+            .request_buffer_bytes
+            .unwrap_or(DEFAULT_REQUEST_BUFFER_BYTES);
+        if account_header
+            .as_ref()
+            .is_some_and(|h| h.as_str().contains('_'))
+            && !raw.underscores_in_headers
+        {
+            p.push(format!(
+                "account_header {header:?} has an underscore, and such fields are dropped: rename it, or set underscores_in_headers = true"
+            ));
+        }
+        let ops = take_all(
+            p,
+            ops(
+                &raw,
+                max_encrypted_body_bytes.unwrap_or(DEFAULT_MAX_ENCRYPTED_BODY_BYTES),
+                max_response_body_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BODY_BYTES),
+            ),
+        );
         let tls = take(
             p,
             raw.tls
@@ -402,6 +477,7 @@ impl Config {
             Some(connect_ms),
             Some(timeout_ms),
             Some(body_timeout_ms),
+            Some(idle_ms),
             Some(ops),
             Some(tls),
             Some(upstream_tls),
@@ -418,6 +494,7 @@ impl Config {
             connect_ms,
             timeout_ms,
             body_timeout_ms,
+            idle_ms,
             ops,
             tls,
             upstream_tls,
@@ -428,6 +505,9 @@ impl Config {
         else {
             return Err(problems);
         };
+        if !problems.is_empty() {
+            return Err(problems);
+        }
         Ok(Config {
             listen,
             upstream,
@@ -437,6 +517,9 @@ impl Config {
             upstream_connect_timeout: Duration::from_millis(connect_ms),
             upstream_timeout: Duration::from_millis(timeout_ms),
             request_body_timeout: Duration::from_millis(body_timeout_ms),
+            request_body_idle_timeout: Duration::from_millis(idle_ms),
+            request_buffer_bytes,
+            underscores_in_headers: raw.underscores_in_headers,
             plaintext_content_type,
             ops,
             tls,
@@ -449,7 +532,20 @@ impl Config {
     }
 }
 
-fn ops(raw: &RawConfig) -> Result<Ops, Vec<String>> {
+/// The buffer budget when none is set: room for two of the largest requests with their
+/// largest responses, and at least [`MIN_DEFAULT_BUFFER_BUDGET_BYTES`].
+pub fn default_buffer_budget(max_encrypted_body_bytes: u64, max_response_body_bytes: u64) -> u64 {
+    max_encrypted_body_bytes
+        .saturating_add(max_response_body_bytes)
+        .saturating_mul(2)
+        .max(MIN_DEFAULT_BUFFER_BUDGET_BYTES)
+}
+
+fn ops(
+    raw: &RawConfig,
+    max_encrypted_body_bytes: u64,
+    max_response_body_bytes: u64,
+) -> Result<Ops, Vec<String>> {
     let mut problems = Vec::new();
     let p = &mut problems;
     let max_header_bytes = take(
@@ -481,6 +577,29 @@ fn ops(raw: &RawConfig) -> Result<Ops, Vec<String>> {
                 .unwrap_or(DEFAULT_MAX_CONCURRENT_REQUESTS),
         ),
     );
+    let one_exchange = max_encrypted_body_bytes.saturating_add(max_response_body_bytes);
+    let buffer_budget_bytes = raw.buffer_budget_bytes.unwrap_or_else(|| {
+        default_buffer_budget(max_encrypted_body_bytes, max_response_body_bytes)
+    });
+    if buffer_budget_bytes < one_exchange {
+        p.push(format!(
+            "buffer_budget_bytes ({buffer_budget_bytes}) must hold at least one largest request and response: max_encrypted_body_bytes + max_response_body_bytes = {one_exchange}"
+        ));
+    }
+    let buffer_wait_ms = take(
+        p,
+        at_most_a_day(
+            "buffer_wait_ms",
+            raw.buffer_wait_ms.unwrap_or(DEFAULT_BUFFER_WAIT_MS),
+        ),
+    );
+    let max_connections = take(
+        p,
+        positive(
+            "max_connections",
+            raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        ),
+    );
     let admin = raw.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
     let admin_listen = match admin {
         "off" => Some(None),
@@ -497,21 +616,31 @@ fn ops(raw: &RawConfig) -> Result<Ops, Vec<String>> {
         Some(shutdown_grace_ms),
         Some(max_concurrent_requests),
         Some(admin_listen),
+        Some(buffer_wait_ms),
+        Some(max_connections),
     ) = (
         max_header_bytes,
         header_timeout_ms,
         shutdown_grace_ms,
         max_concurrent_requests,
         admin_listen,
+        buffer_wait_ms,
+        max_connections,
     )
     else {
         return Err(problems);
     };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
     let usize_of = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
     Ok(Ops {
         max_header_bytes: usize_of(max_header_bytes),
         header_timeout: Duration::from_millis(header_timeout_ms),
         max_concurrent_requests: usize_of(max_concurrent_requests),
+        buffer_budget_bytes,
+        buffer_wait: Duration::from_millis(buffer_wait_ms),
+        max_connections: usize_of(max_connections),
         shutdown_grace: Duration::from_millis(shutdown_grace_ms),
         reload_poll: match raw.reload_poll_ms.unwrap_or(DEFAULT_RELOAD_POLL_MS) {
             0 => None,

@@ -71,6 +71,32 @@ pub enum Error {
     /// The gateway is at its concurrent request limit; the client should retry later.
     #[error("too many concurrent requests, retry later")]
     Overloaded,
+    /// The gateway's memory budget for buffered bodies is spent; the client should
+    /// retry later.
+    #[error("the gateway is busy buffering other requests, retry later")]
+    BufferBudgetExhausted,
+    /// The `Connection` header names an end-to-end header the gateway acts on.
+    #[error("the Connection header may not name {name}")]
+    ConnectionNamesEndToEnd {
+        /// The header named.
+        name: http::HeaderName,
+    },
+    /// A method the gateway does not forward (CONNECT).
+    #[error("method {method} is not allowed")]
+    MethodNotAllowed {
+        /// The method refused.
+        method: http::Method,
+    },
+    /// A `Connection` header that is not a list of field names.
+    #[error("invalid Connection header")]
+    BadConnectionHeader,
+    /// A protocol upgrade (WebSocket...) asked together with encryption: a tunnel
+    /// cannot be sealed.
+    #[error("a protocol upgrade cannot be encrypted")]
+    UpgradeNotEncryptable,
+    /// A request path with dot segments (raw or percent-encoded) or otherwise unusable.
+    #[error("invalid request path")]
+    InvalidPath,
     /// The upstream could not be reached.
     #[error("upstream unavailable")]
     UpstreamUnavailable(#[source] BoxError),
@@ -110,7 +136,12 @@ impl Error {
             Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Overloaded | Error::BufferBudgetExhausted => StatusCode::SERVICE_UNAVAILABLE,
+            Error::ConnectionNamesEndToEnd { .. }
+            | Error::BadConnectionHeader
+            | Error::UpgradeNotEncryptable
+            | Error::InvalidPath => StatusCode::BAD_REQUEST,
+            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::UpstreamUnavailable(_) | Error::BadUpstreamResponse(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -134,7 +165,13 @@ impl Error {
             Error::BadRequestBody => 4010,
             Error::RequestTimeout => 4011,
             Error::HeadersTooLarge { .. } => 4012,
+            Error::ConnectionNamesEndToEnd { .. } => 4013,
+            Error::MethodNotAllowed { .. } => 4014,
+            Error::UpgradeNotEncryptable => 4015,
+            Error::InvalidPath => 4016,
+            Error::BadConnectionHeader => 4017,
             Error::Overloaded => 5004,
+            Error::BufferBudgetExhausted => 5005,
             Error::UpstreamUnavailable(_) => 5001,
             Error::UpstreamTimeout => 5002,
             Error::BadUpstreamResponse(_) => 5003,
@@ -175,6 +212,12 @@ impl IntoResponse for Error {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            response.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
@@ -209,6 +252,16 @@ mod tests {
             Error::RequestTimeout,
             Error::HeadersTooLarge { limit: 1 },
             Error::Overloaded,
+            Error::BufferBudgetExhausted,
+            Error::ConnectionNamesEndToEnd {
+                name: http::header::HOST,
+            },
+            Error::MethodNotAllowed {
+                method: http::Method::CONNECT,
+            },
+            Error::UpgradeNotEncryptable,
+            Error::InvalidPath,
+            Error::BadConnectionHeader,
             Error::UpstreamUnavailable("x".into()),
             Error::UpstreamTimeout,
             Error::BadUpstreamResponse("x".into()),

@@ -9,7 +9,7 @@
 //! - [`proxy`]: forwarding to the upstream.
 //! - [`error`]: the one place where failures become responses.
 //! - [`access`]: the per-request log line and request id.
-//! - [`limits`]: header size and concurrency limits.
+//! - [`limits`]: header size, concurrency and buffer budget limits; [`linger`]: lingering close.
 //! - [`metrics`]: Prometheus metrics; [`admin`]: the health, readiness and metrics listener.
 //! - [`publish`]: the published keys at `/.well-known/hpke-keys`.
 //! - [`reload`]: swapping in a changed configuration while serving; [`rotate`]: `keys rotate`.
@@ -31,6 +31,7 @@ pub mod error;
 pub mod intake;
 pub mod keys;
 pub mod limits;
+pub mod linger;
 pub mod metrics;
 pub mod middleware;
 pub mod proxy;

@@ -1,6 +1,12 @@
-//! Request limits the gateway enforces before any other work: the size of the header
-//! section (431, code 4012) and the number of requests in flight across all workers
-//! (503 with `Retry-After`, code 5004). A refused request costs no upstream call.
+//! Request limits: the size of the header section (431, code 4012), checked before any
+//! other work; the number of requests with the upstream across all workers (503 with
+//! `Retry-After`, code 5004); and the memory budget for buffered bodies (503 with
+//! `Retry-After`, code 5005). A refused request costs no upstream call.
+//!
+//! A request takes its concurrency slot ([`Admission::request_slot`]) only once it is
+//! ready for the upstream: after its body has arrived when the gateway buffers it. A
+//! client that sends its body slowly therefore holds a connection and a timer, never a
+//! slot that other clients need (the `request_body_*` timeouts bound how long).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,35 +17,160 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::response::IntoResponse as _;
 use http::{HeaderMap, Request, Response};
-use tokio::sync::Semaphore;
+use std::time::Duration;
+
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{Layer, Service};
 
 use crate::error::Error;
 use crate::metrics::Metrics;
 
-/// Adds [`Limits`] around a service. Clones share one concurrency budget.
+/// Adds [`Limits`] (the header section's size) around a service.
 #[derive(Debug, Clone)]
 pub struct LimitsLayer {
     max_header_bytes: usize,
-    permits: Arc<Semaphore>,
-    metrics: Arc<Metrics>,
 }
 
 impl LimitsLayer {
-    /// At most `max_header_bytes` of headers (see [`header_bytes`]) and
-    /// `max_concurrent_requests` requests in flight.
+    /// At most `max_header_bytes` of headers (see [`header_bytes`]).
+    pub fn new(max_header_bytes: usize) -> Self {
+        Self { max_header_bytes }
+    }
+}
+
+/// The budgets requests draw from, shared by all workers: slots for requests with the
+/// upstream, and bytes of bodies held in memory.
+#[derive(Debug)]
+pub struct Admission {
+    slots: Arc<Semaphore>,
+    /// The buffer budget in KiB units (a semaphore counts at most `u32` per acquire).
+    budget: Arc<Semaphore>,
+    budget_kib: u64,
+    budget_wait: Duration,
+    metrics: Arc<Metrics>,
+}
+
+/// A request's place among `max_concurrent_requests`, and its count in the in-flight
+/// gauge, until dropped.
+#[derive(Debug)]
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _in_flight: InFlight,
+}
+
+/// Bytes of the buffer budget held until dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    permit: Option<OwnedSemaphorePermit>,
+    bytes: u64,
+    gauge: Gauge,
+}
+
+impl Reservation {
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn absorb(&mut self, mut other: Reservation) {
+        if let Some(p) = other.permit.take() {
+            match &mut self.permit {
+                Some(mine) => mine.merge(p),
+                None => self.permit = Some(p),
+            }
+        }
+        self.bytes += std::mem::take(&mut other.bytes);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.gauge
+            .dec_by(i64::try_from(self.bytes).unwrap_or(i64::MAX));
+    }
+}
+
+const KIB: u64 = 1024;
+
+impl Admission {
+    /// `max_concurrent_requests` slots and `budget_bytes` of buffer budget; a
+    /// reservation waits at most `budget_wait` for bytes to come free.
     pub fn new(
-        max_header_bytes: usize,
         max_concurrent_requests: usize,
+        budget_bytes: u64,
+        budget_wait: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let budget_kib = budget_bytes
+            .div_ceil(KIB)
+            .min(Semaphore::MAX_PERMITS as u64);
         Self {
-            max_header_bytes,
-            permits: Arc::new(Semaphore::new(
+            slots: Arc::new(Semaphore::new(
                 max_concurrent_requests.min(Semaphore::MAX_PERMITS),
             )),
+            budget: Arc::new(Semaphore::new(usize::try_from(budget_kib).unwrap_or(0))),
+            budget_kib,
+            budget_wait,
             metrics,
         }
+    }
+
+    /// A slot for a request going to the upstream, or 503/5004 at the limit.
+    pub fn request_slot(&self) -> Result<Slot, Error> {
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            self.metrics.overloaded();
+            return Err(Error::Overloaded);
+        };
+        Ok(Slot {
+            _permit: permit,
+            _in_flight: InFlight::new(self.metrics.in_flight().clone()),
+        })
+    }
+
+    /// An empty reservation, to grow with [`Admission::grow`].
+    pub fn empty_reservation(&self) -> Reservation {
+        Reservation {
+            permit: None,
+            bytes: 0,
+            gauge: self.metrics.buffered_body_bytes().clone(),
+        }
+    }
+
+    /// Grows `held` by `bytes`, waiting up to the configured time for them to come
+    /// free; 503/5005 if they do not (or can never: more than the whole budget).
+    pub async fn grow(&self, held: &mut Reservation, bytes: u64) -> Result<(), Error> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let kib = bytes.div_ceil(KIB);
+        let refuse = || {
+            self.metrics.buffer_budget_rejected();
+            Error::BufferBudgetExhausted
+        };
+        if kib + held.bytes.div_ceil(KIB) > self.budget_kib {
+            return Err(refuse());
+        }
+        let kib = u32::try_from(kib).map_err(|_| refuse())?;
+        let permit = match self.budget.clone().try_acquire_many_owned(kib) {
+            Ok(p) => p,
+            Err(_) => tokio::time::timeout(
+                self.budget_wait,
+                self.budget.clone().acquire_many_owned(kib),
+            )
+            .await
+            .map_err(|_| refuse())?
+            .map_err(|_| refuse())?,
+        };
+        self.metrics
+            .buffered_body_bytes()
+            .inc_by(i64::try_from(bytes).unwrap_or(i64::MAX));
+        held.absorb(Reservation {
+            permit: Some(permit),
+            bytes,
+            gauge: self.metrics.buffered_body_bytes().clone(),
+        });
+        Ok(())
     }
 }
 
@@ -89,23 +220,12 @@ where
             let response = Error::HeadersTooLarge { limit }.into_response();
             return Box::pin(async move { Ok(response) });
         }
-        let Ok(permit) = self.layer.permits.clone().try_acquire_owned() else {
-            self.layer.metrics.overloaded();
-            let response = Error::Overloaded.into_response();
-            return Box::pin(async move { Ok(response) });
-        };
-        let in_flight = InFlight::new(self.layer.metrics.in_flight().clone());
-        let future = self.inner.call(req);
-        Box::pin(async move {
-            let response = future.await;
-            // Also on a dropped future (the client went away): the guard counts down.
-            drop((in_flight, permit));
-            response
-        })
+        Box::pin(self.inner.call(req))
     }
 }
 
 /// Counts a request in the in-flight gauge for as long as it lives.
+#[derive(Debug)]
 struct InFlight(prometheus_client::metrics::gauge::Gauge);
 
 impl InFlight {

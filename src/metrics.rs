@@ -132,6 +132,16 @@ pub struct Metrics {
     intake_files: Family<ResultLabel, Counter>,
     intake_records: Family<ResultLabel, Counter>,
     intake_deferrals: Counter,
+    upstream_bodies_dropped: Counter,
+    underscore_headers_dropped: Counter,
+    buffer_budget_rejections: Counter,
+    buffered_body_bytes: Gauge,
+    protocol_errors: Family<KindLabel, Counter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
 }
 
 impl Default for Metrics {
@@ -161,7 +171,36 @@ impl Metrics {
         let reloads = Family::default();
         let (intake_files, intake_records) = (Family::default(), Family::default());
         let intake_deferrals = Counter::default();
+        let (upstream_bodies_dropped, underscore_headers_dropped, buffer_budget_rejections) =
+            (Counter::default(), Counter::default(), Counter::default());
+        let buffered_body_bytes = Gauge::default();
+        let protocol_errors = Family::default();
         let r = &mut registry;
+        r.register(
+            "upstream_bodies_dropped",
+            "Bodies an upstream sent with 204, 205 or 304 to a request that asked for encryption, dropped unsent",
+            upstream_bodies_dropped.clone(),
+        );
+        r.register(
+            "underscore_headers_dropped",
+            "Request header fields dropped because their name has an underscore",
+            underscore_headers_dropped.clone(),
+        );
+        r.register(
+            "buffer_budget_rejections",
+            "Requests refused with 503 because the memory budget for buffered bodies was spent",
+            buffer_budget_rejections.clone(),
+        );
+        r.register(
+            "buffered_body_bytes",
+            "Bytes of request and response bodies held in memory for decryption and encryption",
+            buffered_body_bytes.clone(),
+        );
+        r.register(
+            "http_protocol_errors",
+            "Connections closed by the HTTP layer itself, by kind (head_too_large: hyper answered a bare 431)",
+            protocol_errors.clone(),
+        );
         r.register(
             "requests",
             "Requests answered, by mode, status and gateway error code (0: the upstream answered)",
@@ -268,7 +307,39 @@ impl Metrics {
             intake_files,
             intake_records,
             intake_deferrals,
+            upstream_bodies_dropped,
+            underscore_headers_dropped,
+            buffer_budget_rejections,
+            buffered_body_bytes,
+            protocol_errors,
         }
+    }
+
+    /// Counts an upstream body dropped because its status carries none.
+    pub fn upstream_body_dropped(&self) {
+        self.upstream_bodies_dropped.inc();
+    }
+
+    /// Counts request header fields dropped for an underscore in their name.
+    pub fn underscore_headers_dropped(&self, n: u64) {
+        self.underscore_headers_dropped.inc_by(n);
+    }
+
+    /// Counts a request refused because the buffer budget was spent.
+    pub fn buffer_budget_rejected(&self) {
+        self.buffer_budget_rejections.inc();
+    }
+
+    /// The gauge of buffered body bytes.
+    pub fn buffered_body_bytes(&self) -> &Gauge {
+        &self.buffered_body_bytes
+    }
+
+    /// Counts a connection the HTTP layer closed with an error of `kind`.
+    pub fn protocol_error(&self, kind: &'static str) {
+        self.protocol_errors
+            .get_or_create(&KindLabel { kind })
+            .inc();
     }
 
     /// Whether request counts carry the account id.

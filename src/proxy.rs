@@ -2,8 +2,14 @@
 //! streams the answer back.
 //!
 //! Method, path, query and end-to-end headers (authentication headers included) go
-//! through untouched; hop-by-hop headers (RFC 9110 §7.6.1) are dropped both ways and
+//! through untouched; hop-by-hop headers (RFC 9110 §7.6.1) are dropped both ways (on
+//! requests, the middleware's ingress already did so before acting on any header) and
 //! `Host` becomes the upstream's. Bodies stream in both directions.
+//!
+//! A protocol upgrade the ingress let through (a plaintext WebSocket handshake) keeps
+//! `Connection: upgrade` and `Upgrade`; when the upstream answers 101, the two
+//! connections are joined into a tunnel that copies bytes both ways until either side
+//! closes. A 101 to any other request is a 502: there is nothing to switch to.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,7 +21,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::response::IntoResponse as _;
 use http::uri::{PathAndQuery, Uri};
-use http::{HeaderMap, HeaderName, Request, Response, Version, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version, header};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -23,6 +29,7 @@ use hyper_util::rt::TokioExecutor;
 use tower::Service;
 
 use crate::error::Error;
+use crate::middleware::UpgradeRequest;
 
 /// Forwards requests to one upstream. Cloning is one reference count: the router clones
 /// its services for every request.
@@ -99,18 +106,76 @@ impl Inner {
     async fn forward(&self, mut req: Request<Body>) -> Result<Response<Body>, Error> {
         *req.uri_mut() = self.upstream.uri_for(req.uri())?;
         *req.version_mut() = Version::HTTP_11;
+        let upgrade = req.extensions().get::<UpgradeRequest>().is_some();
+        let client_side = if upgrade {
+            req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
+        };
         let headers = req.headers_mut();
+        let kept = upgrade.then(|| keep_upgrade(headers));
         remove_hop_by_hop(headers);
+        if let Some(kept) = kept {
+            kept.restore(headers);
+        }
         headers.remove(header::HOST);
 
-        let response = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+        let mut response = match tokio::time::timeout(self.timeout, self.client.request(req)).await
+        {
             Err(_) => return Err(Error::UpstreamTimeout),
             Ok(Err(e)) => return Err(Error::UpstreamUnavailable(e.into())),
             Ok(Ok(r)) => r,
         };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_side) = client_side else {
+                return Err(Error::BadUpstreamResponse(
+                    "101 Switching Protocols to a request that asked for no upgrade".into(),
+                ));
+            };
+            let upstream_side = hyper::upgrade::on(&mut response);
+            let kept = keep_upgrade(response.headers_mut());
+            let (mut parts, _) = response.into_parts();
+            remove_hop_by_hop(&mut parts.headers);
+            kept.restore(&mut parts.headers);
+            tokio::spawn(tunnel(client_side, upstream_side));
+            return Ok(Response::from_parts(parts, Body::empty()));
+        }
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, Body::new(body)))
+    }
+}
+
+/// `Connection: upgrade` and `Upgrade`, kept aside while the other hop-by-hop fields go.
+struct KeptUpgrade(Option<HeaderValue>);
+
+fn keep_upgrade(headers: &HeaderMap) -> KeptUpgrade {
+    KeptUpgrade(headers.get(header::UPGRADE).cloned())
+}
+
+impl KeptUpgrade {
+    fn restore(self, headers: &mut HeaderMap) {
+        if let Some(protocol) = self.0 {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, protocol);
+        }
+    }
+}
+
+/// Copies bytes both ways between an upgraded client and upstream connection until
+/// either closes.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    use hyper_util::rt::TokioIo;
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "tunnel closed");
     }
 }
 
@@ -134,6 +199,10 @@ fn client(
 
 impl Upstream {
     fn uri_for(&self, original: &Uri) -> Result<Uri, Error> {
+        // `OPTIONS *` means the server itself: under a base path there is no such thing.
+        if original.path() == "*" && !self.base_path.is_empty() {
+            return Err(Error::InvalidPath);
+        }
         let path_and_query = match original.path_and_query() {
             // An upstream at the root takes the path as it came: no copy, no parse.
             Some(pq) if self.base_path.is_empty() => pq.clone(),

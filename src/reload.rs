@@ -61,7 +61,7 @@ fn stamp(path: &Path) -> Option<FileStamp> {
 /// The settings a reload cannot change, as text to compare.
 pub fn fixed_settings(config: &Config) -> String {
     format!(
-        "listen={} upstream={} account_header={} admin_listen={:?} max_header_bytes={} header_timeout={:?} max_concurrent_requests={} metrics_account_labels={} tls={} upstream_tls={} intake={:?}",
+        "listen={} upstream={} account_header={} admin_listen={:?} max_header_bytes={} header_timeout={:?} max_concurrent_requests={} buffer_budget_bytes={} buffer_wait={:?} max_connections={} metrics_account_labels={} tls={} upstream_tls={} intake={:?}",
         config.listen,
         config.upstream,
         config.account_header,
@@ -69,6 +69,9 @@ pub fn fixed_settings(config: &Config) -> String {
         config.ops.max_header_bytes,
         config.ops.header_timeout,
         config.ops.max_concurrent_requests,
+        config.ops.buffer_budget_bytes,
+        config.ops.buffer_wait,
+        config.ops.max_connections,
         config.ops.metrics_account_labels,
         config.tls.is_some(),
         config.upstream_tls.is_some(),

@@ -26,7 +26,7 @@ use crate::admin::{self, Admin};
 use crate::config::Config;
 use crate::error::Error;
 use crate::intake::SharedIntake;
-use crate::limits::LimitsLayer;
+use crate::limits::{Admission, LimitsLayer};
 use crate::metrics::Metrics;
 use crate::middleware::{HpkeLayer, HpkeState, SharedState};
 use crate::proxy::Proxy;
@@ -40,6 +40,7 @@ pub struct Gateway {
     shared: SharedState,
     metrics: Arc<Metrics>,
     limits: LimitsLayer,
+    admission: Arc<Admission>,
     proxy: Proxy,
     account_header: HeaderName,
     tls: Option<Arc<CertResolver>>,
@@ -64,17 +65,20 @@ impl Gateway {
             .take()
             .map(|i| Arc::new(ArcSwap::from_pointee(i)));
         let metrics = Arc::new(Metrics::new(config.ops.metrics_account_labels));
-        let limits = LimitsLayer::new(
-            config.ops.max_header_bytes,
+        let limits = LimitsLayer::new(config.ops.max_header_bytes);
+        let admission = Arc::new(Admission::new(
             config.ops.max_concurrent_requests,
+            config.ops.buffer_budget_bytes,
+            config.ops.buffer_wait,
             metrics.clone(),
-        );
+        ));
         let account_header = config.account_header.clone();
         let shared = Arc::new(ArcSwap::from_pointee(HpkeState::from_config(config)));
         Ok(Self {
             shared,
             metrics,
             limits,
+            admission,
             proxy,
             account_header,
             tls,
@@ -109,7 +113,12 @@ impl Gateway {
     }
 
     fn router_with(&self, proxy: Proxy) -> Router {
-        let hpke = HpkeLayer::from_shared(self.shared.clone(), self.metrics.clone()).layer(proxy);
+        let hpke = HpkeLayer::from_shared(
+            self.shared.clone(),
+            self.metrics.clone(),
+            self.admission.clone(),
+        )
+        .layer(proxy);
         let pgp_keys = Router::new()
             .route(publish::PGP_PATH, get(publish::pgp_keys))
             .with_state(PgpKeysState {
@@ -184,15 +193,68 @@ impl Default for ConnectionTimeouts {
     }
 }
 
+/// How many connections a listener holds open at once, shared by the workers that
+/// accept on it, and where connection errors are counted.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    slots: Arc<tokio::sync::Semaphore>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl ConnectionLimits {
+    /// At most `max_connections` open at once; beyond, the listener stops accepting
+    /// (new connections wait in the kernel's queue) until one closes.
+    pub fn new(max_connections: usize, metrics: Option<Arc<Metrics>>) -> Self {
+        Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                max_connections.clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+            metrics,
+        }
+    }
+}
+
+impl Default for ConnectionLimits {
+    /// `max_connections`' default, uncounted.
+    fn default() -> Self {
+        Self::new(crate::config::DEFAULT_MAX_CONNECTIONS as usize, None)
+    }
+}
+
+/// Counts a connection that hyper closed with an error of its own: a head over its
+/// hard bounds (it answered a bare 431 itself), a malformed head, a head timeout.
+fn count_connection_error(metrics: Option<&Metrics>, error: &(dyn std::error::Error + 'static)) {
+    let (Some(metrics), Some(e)) = (metrics, error.downcast_ref::<hyper::Error>()) else {
+        return;
+    };
+    let kind = if e.is_parse_too_large() {
+        "head_too_large"
+    } else if e.is_parse() {
+        "malformed_head"
+    } else if e.is_timeout() {
+        "head_timeout"
+    } else {
+        return;
+    };
+    metrics.protocol_error(kind);
+}
+
+/// More header fields than this in one request head and hyper answers a bare 431
+/// itself, before the gateway sees the request (counted in
+/// `hpke_gateway_http_protocol_errors{kind="head_too_large"}`); below it,
+/// `max_header_bytes` answers 431 with the JSON body.
+pub const MAX_HEADER_FIELDS: usize = 100;
+
 /// Serves `router` on `listener`, over TLS when `tls` is given (HTTP/2 or HTTP/1.1 by
 /// ALPN; plain connections speak HTTP/1.1, or HTTP/2 with prior knowledge), until
 /// `shutdown` completes; then stops accepting and waits for open connections to finish
-/// their requests.
+/// their requests. Each connection lingers when it closes (see [`crate::linger`]).
 pub async fn serve_connections(
     listener: TcpListener,
     router: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
     timeouts: ConnectionTimeouts,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -205,7 +267,8 @@ pub async fn serve_connections(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.head);
+        .header_read_timeout(timeouts.head)
+        .max_headers(MAX_HEADER_FIELDS);
     // A peer that stops answering pings (gone, or holding the connection open without
     // reading) is dropped; a live idle client answers them and keeps its connection.
     builder
@@ -220,6 +283,14 @@ pub async fn serve_connections(
         ));
     tokio::pin!(shutdown);
     loop {
+        // A free connection slot first: at max_connections, stop accepting.
+        let slot = tokio::select! {
+            slot = limits.slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (tcp, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -233,17 +304,21 @@ pub async fn serve_connections(
             () = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
+        let io = crate::linger::Lingering::new(tcp, slot);
         let (builder, service) = (builder.clone(), service.clone());
+        let metrics = limits.metrics.clone();
         match &tls {
             None => {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    if let Err(e) = conn.await {
+                        count_connection_error(metrics.as_deref(), &*e);
+                    }
                 });
             }
             Some(acceptor) => {
-                let handshake = tokio::time::timeout(timeouts.head, acceptor.accept(tcp));
+                let handshake = tokio::time::timeout(timeouts.head, acceptor.accept(io));
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let Ok(Ok(stream)) = handshake.await else {
@@ -251,7 +326,9 @@ pub async fn serve_connections(
                     };
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    let _ = watcher.watch(conn.into_owned()).await;
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        count_connection_error(metrics.as_deref(), &*e);
+                    }
                 });
             }
         }
@@ -305,11 +382,15 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
         .transpose()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    // One connection budget for all workers.
+    let connection_limits =
+        ConnectionLimits::new(ops.max_connections, Some(gateway.metrics().clone()));
     let threads: Vec<_> = sockets
         .into_iter()
         .enumerate()
         .map(|(i, socket)| {
             let (gateway, mut stop, done) = (gateway.clone(), stop_rx.clone(), done_tx.clone());
+            let limits = connection_limits.clone();
             let header_timeout = ops.header_timeout;
             let tls = tls_config.clone().map(tokio_rustls::TlsAcceptor::from);
             std::thread::Builder::new()
@@ -329,7 +410,7 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
                             head: header_timeout,
                             ..ConnectionTimeouts::default()
                         };
-                        serve_connections(listener, router, tls, timeouts, shutdown).await
+                        serve_connections(listener, router, tls, timeouts, limits, shutdown).await
                     });
                     let _ = done.send(());
                     served
@@ -354,8 +435,23 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
             Some(socket) => {
                 let listener = TcpListener::from_std(socket)?;
                 let router = gateway.admin_router(&upstream, connect_timeout);
+                // The same head timeout and connection limit as the public listener: the
+                // admin port may face a network (the Kubernetes manifests bind 0.0.0.0).
+                let timeouts = ConnectionTimeouts {
+                    head: ops.header_timeout,
+                    ..ConnectionTimeouts::default()
+                };
+                let limits = ConnectionLimits::new(ops.max_connections, None);
                 Some(tokio::spawn(async move {
-                    if let Err(e) = axum::serve(listener, router).await {
+                    let serving = serve_connections(
+                        listener,
+                        router,
+                        None,
+                        timeouts,
+                        limits,
+                        std::future::pending(),
+                    );
+                    if let Err(e) = serving.await {
                         tracing::error!(error = %e, "admin listener failed");
                     }
                 }))

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hpke_gateway::server::{ConnectionTimeouts, serve_connections};
+use hpke_gateway::server::{ConnectionLimits, ConnectionTimeouts, serve_connections};
 use http_body_util::{BodyExt as _, Empty};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -34,6 +34,7 @@ async fn serve_with(timeouts: ConnectionTimeouts) -> SocketAddr {
         app,
         None,
         timeouts,
+        ConnectionLimits::default(),
         std::future::pending(),
     ));
     addr

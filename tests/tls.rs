@@ -342,6 +342,7 @@ async fn tls_upstream(pki: &Pki, require_client: bool) -> SocketAddr {
         app,
         Some(acceptor),
         hpke_gateway::server::ConnectionTimeouts::default(),
+        hpke_gateway::server::ConnectionLimits::default(),
         std::future::pending(),
     ));
     addr

@@ -1,17 +1,12 @@
 //! Reading what a request asks for: its encryption headers, its account, and whether
-//! a body that came without the headers is in fact an envelope.
+//! a body that came without the headers is in fact an envelope. Reading the body
+//! itself is [`super::body`]'s.
 
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt as _;
 use http::{HeaderMap, HeaderName, header};
-use http_body::Body as _;
-use http_body_util::{BodyExt as _, BodyStream, StreamBody};
-
-use axum::body::Body;
 
 use crate::HPKE_MEDIA_TYPE;
 use crate::config::valid_account_id;
-use crate::envelope::{MIN_SEALED_LEN, Prefix, TAG_LEN, split_prefix};
+use crate::envelope::{MIN_SEALED_LEN, Prefix, split_prefix};
 use crate::error::Error;
 use crate::keys::ServerKeys;
 
@@ -159,105 +154,6 @@ fn declared_textual(headers: &HeaderMap) -> bool {
         || media.ends_with("+xml"))
 }
 
-/// The first bytes of a body, and the body with those bytes put back in front.
-pub(crate) struct Peeked {
-    /// At least `want` bytes, or the whole body if it is shorter.
-    pub(crate) head: Bytes,
-    /// True if `head` is the whole body.
-    pub(crate) complete: bool,
-    /// The whole body again, for forwarding.
-    pub(crate) body: Body,
-}
-
-/// Reads frames until `want` bytes are seen or the body ends, without reading further.
-pub(crate) async fn peek(mut body: Body, want: usize) -> Result<Peeked, Error> {
-    if body.is_end_stream() {
-        return Ok(Peeked {
-            head: Bytes::new(),
-            complete: true,
-            body,
-        });
-    }
-    let mut frames = Vec::new();
-    let mut seen = 0;
-    let mut complete = false;
-    while seen < want {
-        match body.frame().await {
-            None => {
-                complete = true;
-                break;
-            }
-            Some(Ok(frame)) => {
-                seen += frame.data_ref().map_or(0, Bytes::len);
-                frames.push(frame);
-            }
-            Some(Err(_)) => return Err(Error::BadRequestBody),
-        }
-    }
-    let complete = complete || body.is_end_stream();
-    // The bytes seen, without a copy when one frame held them all (the usual case).
-    let data: Vec<&Bytes> = frames
-        .iter()
-        .filter_map(http_body::Frame::data_ref)
-        .collect();
-    let head = match data.as_slice() {
-        [] => Bytes::new(),
-        [one] => Bytes::clone(one),
-        many => {
-            let mut head = BytesMut::with_capacity(seen);
-            for d in many {
-                head.extend_from_slice(d);
-            }
-            head.freeze()
-        }
-    };
-    let body = if complete && frames.len() == 1 && frames[0].is_data() {
-        // A whole body in one frame goes on as a buffer of known length.
-        Body::from(head.clone())
-    } else {
-        let replay = futures_util::stream::iter(frames.into_iter().map(Ok));
-        if complete {
-            Body::new(StreamBody::new(replay))
-        } else {
-            Body::new(StreamBody::new(replay.chain(BodyStream::new(body))))
-        }
-    };
-    Ok(Peeked {
-        head,
-        complete,
-        body,
-    })
-}
-
-/// Reads a whole body into one buffer after `headroom` zero bytes (room for an
-/// envelope header, so sealing needs no second copy), failing with `too_large` past
-/// `limit` body bytes. Capacity for a tag is reserved too.
-pub(crate) async fn collect_limited(
-    mut body: Body,
-    limit: u64,
-    headroom: usize,
-    too_large: impl Fn() -> Error,
-    read_error: impl Fn(axum::Error) -> Error,
-) -> Result<Vec<u8>, Error> {
-    let hint = body.size_hint();
-    if hint.lower() > limit {
-        return Err(too_large());
-    }
-    let expected = usize::try_from(hint.exact().unwrap_or(hint.lower()).min(limit)).unwrap_or(0);
-    let mut buf = Vec::with_capacity(headroom + expected + TAG_LEN);
-    buf.resize(headroom, 0);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(&read_error)?;
-        if let Some(data) = frame.data_ref() {
-            if (buf.len() - headroom + data.len()) as u64 > limit {
-                return Err(too_large());
-            }
-            buf.extend_from_slice(data);
-        }
-    }
-    Ok(buf)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,39 +239,5 @@ mod tests {
         assert!(!looks_like_text(&[0xff; 64]));
         assert!(!looks_like_text(&[0x01, 0, 0, 0, 1]));
         assert!(looks_like_text(b"a,b\r\n1,2\n\tx"));
-    }
-
-    #[tokio::test]
-    async fn peek_puts_bytes_back() {
-        let chunks: Vec<Result<_, std::io::Error>> = vec![
-            Ok(http_body::Frame::data(Bytes::from_static(b"hello "))),
-            Ok(http_body::Frame::data(Bytes::from_static(b"world, "))),
-            Ok(http_body::Frame::data(Bytes::from_static(b"and more"))),
-        ];
-        let body = Body::new(StreamBody::new(futures_util::stream::iter(chunks)));
-        let p = peek(body, 8).await.unwrap();
-        assert_eq!(&p.head[..], b"hello world, ");
-        assert!(!p.complete);
-        let all = p.body.collect().await.unwrap().to_bytes();
-        assert_eq!(&all[..], b"hello world, and more");
-    }
-
-    #[tokio::test]
-    async fn peek_of_a_one_frame_body_keeps_its_length_and_bytes() {
-        let data = Bytes::from(vec![b'x'; 1000]);
-        let p = peek(Body::from(data.clone()), SNIFF_LEN).await.unwrap();
-        assert!(p.complete);
-        assert_eq!(p.head, data);
-        // No copy: the head is the frame itself.
-        assert_eq!(p.head.as_ptr(), data.as_ptr());
-        assert_eq!(http_body::Body::size_hint(&p.body).exact(), Some(1000));
-        assert_eq!(p.body.collect().await.unwrap().to_bytes(), data);
-        // A short body and an empty one.
-        let p = peek(Body::from("ab"), SNIFF_LEN).await.unwrap();
-        assert!(p.complete);
-        assert_eq!(&p.head[..], b"ab");
-        assert_eq!(p.body.collect().await.unwrap().to_bytes(), "ab");
-        let p = peek(Body::empty(), SNIFF_LEN).await.unwrap();
-        assert!(p.complete && p.head.is_empty());
     }
 }

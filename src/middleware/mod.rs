@@ -30,7 +30,12 @@
 //! # }
 //! ```
 
+mod body;
 mod classify;
+mod coding;
+mod ingress;
+
+pub use ingress::UpgradeRequest;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -52,8 +57,10 @@ use crate::accounts::{Accounts, ResponseSealer};
 use crate::config::{self, Config};
 use crate::error::{Error, ErrorCode};
 use crate::keys::ServerKeys;
+use crate::limits::Admission;
 use crate::metrics::{Metrics, Mode};
 
+use body::Collect;
 use classify::{Negotiation, SNIFF_LEN};
 
 /// What the middleware needs to know: keys, accounts and limits.
@@ -65,6 +72,9 @@ pub struct HpkeState {
     max_encrypted_body_bytes: u64,
     max_response_body_bytes: u64,
     request_body_timeout: Duration,
+    request_body_idle_timeout: Duration,
+    request_buffer_bytes: u64,
+    underscores_in_headers: bool,
     upstream_timeout: Duration,
     plaintext_content_type: HeaderValue,
     keys_max_age: Duration,
@@ -88,6 +98,11 @@ impl HpkeState {
             max_encrypted_body_bytes: config::DEFAULT_MAX_ENCRYPTED_BODY_BYTES,
             max_response_body_bytes: config::DEFAULT_MAX_RESPONSE_BODY_BYTES,
             request_body_timeout: Duration::from_millis(config::DEFAULT_REQUEST_BODY_TIMEOUT_MS),
+            request_body_idle_timeout: Duration::from_millis(
+                config::DEFAULT_REQUEST_BODY_IDLE_TIMEOUT_MS,
+            ),
+            request_buffer_bytes: config::DEFAULT_REQUEST_BUFFER_BYTES,
+            underscores_in_headers: false,
             upstream_timeout: Duration::from_millis(config::DEFAULT_UPSTREAM_TIMEOUT_MS),
             plaintext_content_type: HeaderValue::from_static(
                 config::DEFAULT_PLAINTEXT_CONTENT_TYPE,
@@ -105,6 +120,9 @@ impl HpkeState {
             max_encrypted_body_bytes: config.max_encrypted_body_bytes,
             max_response_body_bytes: config.max_response_body_bytes,
             request_body_timeout: config.request_body_timeout,
+            request_body_idle_timeout: config.request_body_idle_timeout,
+            request_buffer_bytes: config.request_buffer_bytes,
+            underscores_in_headers: config.underscores_in_headers,
             upstream_timeout: config.upstream_timeout,
             plaintext_content_type: config.plaintext_content_type,
             keys_max_age: config.ops.keys_max_age,
@@ -154,18 +172,37 @@ impl HpkeState {
 pub struct HpkeLayer {
     state: SharedState,
     metrics: Arc<Metrics>,
+    admission: Arc<Admission>,
 }
 
 impl HpkeLayer {
-    /// A layer over the given state.
+    /// A layer over the given state, with the default concurrency limit and buffer
+    /// budget.
     pub fn new(state: HpkeState) -> Self {
-        Self::from_shared(Arc::new(ArcSwap::from_pointee(state)), Arc::default())
+        let metrics = Arc::new(Metrics::default());
+        let ops = config::Ops::default();
+        let admission = Arc::new(Admission::new(
+            ops.max_concurrent_requests,
+            ops.buffer_budget_bytes,
+            ops.buffer_wait,
+            metrics.clone(),
+        ));
+        Self::from_shared(Arc::new(ArcSwap::from_pointee(state)), metrics, admission)
     }
 
     /// A layer over state shared with other layers (one per worker thread) and
-    /// replaced by reloads, recording into `metrics`.
-    pub fn from_shared(state: SharedState, metrics: Arc<Metrics>) -> Self {
-        Self { state, metrics }
+    /// replaced by reloads, recording into `metrics` and drawing on `admission`'s
+    /// concurrency slots and buffer budget.
+    pub fn from_shared(
+        state: SharedState,
+        metrics: Arc<Metrics>,
+        admission: Arc<Admission>,
+    ) -> Self {
+        Self {
+            state,
+            metrics,
+            admission,
+        }
     }
 }
 
@@ -177,6 +214,7 @@ impl<S> Layer<S> for HpkeLayer {
             inner,
             state: self.state.clone(),
             metrics: self.metrics.clone(),
+            admission: self.admission.clone(),
         }
     }
 }
@@ -189,6 +227,7 @@ pub struct Hpke<S> {
     inner: S,
     state: SharedState,
     metrics: Arc<Metrics>,
+    admission: Arc<Admission>,
 }
 
 impl<S> Service<Request<Body>> for Hpke<S>
@@ -207,12 +246,26 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         // The clone is the one left for the next call; this call uses the ready one.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let state = self.state.load_full();
         let metrics = self.metrics.clone();
+        let admission = self.admission.clone();
+        // Hop-by-hop fields, underscores, CONNECT and dot segments, once, before
+        // anything below reads a header.
+        let admitted = ingress::admit(
+            &mut req,
+            &state.account_header,
+            state.underscores_in_headers,
+        )
+        .map(|(admitted, dropped)| {
+            if dropped > 0 {
+                metrics.underscore_headers_dropped(dropped);
+            }
+            admitted
+        });
         // The account id, if it is one of the configured accounts (for metric labels:
         // an arbitrary header value must not create a series).
         let known = metrics
@@ -227,6 +280,15 @@ where
         } else {
             Mode::Plaintext
         };
+        let refused = match admitted {
+            Err(e) => Some(e),
+            Ok(a) if a.upgrade && mode == Mode::Encrypted => Some(Error::UpgradeNotEncryptable),
+            Ok(_) => None,
+        };
+        if let Some(e) = refused {
+            let response = labelled(e.into_response(), mode, known, Timings::default());
+            return Box::pin(std::future::ready(Ok(response)));
+        }
         // Plaintext, the common case, gets a future of its own: `handle`'s holds every
         // encrypted path's state too, and a smaller future is cheaper to allocate and move.
         if mode == Mode::Plaintext {
@@ -235,6 +297,7 @@ where
                 let cx = Cx {
                     state: &state,
                     metrics: &metrics,
+                    admission: &admission,
                     clock: &clock,
                 };
                 let response = plaintext_request(cx, inner, req)
@@ -248,6 +311,7 @@ where
             let cx = Cx {
                 state: &state,
                 metrics: &metrics,
+                admission: &admission,
                 clock: &clock,
             };
             let response = handle(cx, negotiation, inner, req)
@@ -279,6 +343,7 @@ fn labelled(
 struct Cx<'a> {
     state: &'a HpkeState,
     metrics: &'a Metrics,
+    admission: &'a Admission,
     clock: &'a StageClock,
 }
 
@@ -372,7 +437,9 @@ where
         (false, true) => {
             let sealer = state.sealer_for(&req)?;
             let (parts, body) = req.into_parts();
-            let peeked = state.receiving(classify::peek(body, 1)).await?;
+            let peeked = state
+                .receiving(body::peek(body, 1, state.request_body_idle_timeout))
+                .await?;
             if !peeked.head.is_empty() {
                 return Err(Error::MissingContentTypeHeader);
             }
@@ -398,14 +465,18 @@ where
         return Err(Error::PayloadTooLarge { limit });
     }
     let (mut parts, body) = req.into_parts();
+    // The budget is held from the first byte read until hyper has sent the plaintext on.
+    let mut held = state.admission.empty_reservation();
+    let how = Collect {
+        limit,
+        headroom: 0,
+        idle: state.request_body_idle_timeout,
+        too_large: || Error::PayloadTooLarge { limit },
+        read_error: |_: axum::Error| Error::BadRequestBody,
+        timed_out: || Error::RequestTimeout,
+    };
     let sealed = state
-        .receiving(classify::collect_limited(
-            body,
-            limit,
-            0,
-            || Error::PayloadTooLarge { limit },
-            |_| Error::BadRequestBody,
-        ))
+        .receiving(body::collect_limited(body, how, state.admission, &mut held))
         .await?;
     // Vec -> Bytes -> BytesMut takes over the allocation without copying.
     let sealed = Bytes::from(sealed)
@@ -439,7 +510,8 @@ where
         .headers
         .insert(header::CONTENT_LENGTH, plaintext.len().into());
     parts.headers.remove(header::TRANSFER_ENCODING);
-    let req = Request::from_parts(parts, Body::from(plaintext));
+    parts.headers.remove(header::CONTENT_ENCODING);
+    let req = Request::from_parts(parts, body::held_buffer(plaintext, held));
     forward_for_encrypted_response(state, inner, req, sealer).await
 }
 
@@ -453,6 +525,8 @@ async fn forward_for_encrypted_response<S>(
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
 {
+    // Held through sealing: the slot bounds the work in flight, not only the upstream's.
+    let _slot = state.admission.request_slot()?;
     let headers = req.headers_mut();
     headers.insert(header::ACCEPT, state.plaintext_content_type.clone());
     // The body is encrypted whole; ask for it unencoded and entire, so the client gets
@@ -469,6 +543,11 @@ where
     seal_response(state, response, &sealer, head).await
 }
 
+/// Seals an upstream answer for a client that asked for encryption. No byte of the
+/// upstream's body reaches the client unsealed, whatever the status: a status that
+/// carries no body (204, 205, 304) goes out without one (a body the upstream sent
+/// anyway is dropped and counted), an interim or switching answer (1xx, 101) is a 502,
+/// and everything else is sealed or refused with the gateway's own JSON error.
 async fn seal_response(
     state: Cx<'_>,
     response: Response<Body>,
@@ -477,6 +556,12 @@ async fn seal_response(
 ) -> Result<Response<Body>, Error> {
     let (mut parts, body) = response.into_parts();
     let status = parts.status;
+    if status.is_informational() {
+        return Err(Error::BadUpstreamResponse(
+            format!("the upstream answered {status}, which cannot be encrypted").into(),
+        ));
+    }
+    let codings = coding::codings(&parts.headers)?;
     let headers = &mut parts.headers;
     // These describe the plaintext representation, not the envelope the client receives.
     for name in [
@@ -490,42 +575,71 @@ async fn seal_response(
         headers.remove(name);
     }
     headers.append(header::VARY, HeaderValue::from_static("Accept"));
-    if status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::RESET_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok(Response::from_parts(parts, body));
+    if matches!(
+        status,
+        StatusCode::NO_CONTENT | StatusCode::RESET_CONTENT | StatusCode::NOT_MODIFIED
+    ) {
+        if !http_body::Body::is_end_stream(&body)
+            && http_body::Body::size_hint(&body).exact() != Some(0)
+        {
+            tracing::debug!(%status, "dropped a body the upstream sent with a bodyless status");
+            state.metrics.upstream_body_dropped();
+        }
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::TRANSFER_ENCODING);
+        if status == StatusCode::RESET_CONTENT {
+            // RFC 9110 §15.3.6: a 205 says it has no content with a zero length.
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
+        return Ok(Response::from_parts(parts, Body::empty()));
     }
     if head {
         // What a GET would answer: the envelope's type and length, without the body.
-        let plain_len = content_length(headers);
+        let plain_len = if codings.is_empty() {
+            content_length(headers)
+        } else {
+            // The decoded length is unknown without the body.
+            None
+        };
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(HPKE_MEDIA_TYPE),
         );
-        match plain_len {
-            Some(n) => {
-                let sealed = n + sealer.header_len() as u64 + crate::envelope::TAG_LEN as u64;
-                headers.insert(header::CONTENT_LENGTH, sealed.into());
-            }
-            None => {
-                headers.remove(header::CONTENT_LENGTH);
-            }
+        headers.remove(header::CONTENT_LENGTH);
+        if let Some(n) = plain_len {
+            let sealed = n
+                .checked_add(sealer.header_len() as u64 + crate::envelope::TAG_LEN as u64)
+                .ok_or_else(|| {
+                    Error::BadUpstreamResponse(
+                        format!("impossible Content-Length {n} on a HEAD answer").into(),
+                    )
+                })?;
+            headers.insert(header::CONTENT_LENGTH, sealed.into());
         }
-        return Ok(Response::from_parts(parts, body));
+        return Ok(Response::from_parts(parts, Body::empty()));
     }
     let limit = state.max_response_body_bytes;
-    let collect = classify::collect_limited(
-        body,
+    let mut held = state.admission.empty_reservation();
+    let how = Collect {
         limit,
-        sealer.header_len(),
-        || Error::BadUpstreamResponse(format!("response body larger than {limit} bytes").into()),
-        |e| Error::BadUpstreamResponse(e.into()),
-    );
+        headroom: sealer.header_len(),
+        idle: state.upstream_timeout,
+        too_large: || {
+            Error::BadUpstreamResponse(format!("response body larger than {limit} bytes").into())
+        },
+        read_error: |e: axum::Error| Error::BadUpstreamResponse(e.into()),
+        timed_out: || Error::UpstreamTimeout,
+    };
+    let collect = body::collect_limited(body, how, state.admission, &mut held);
     let mut sealed = tokio::time::timeout(state.upstream_timeout, collect)
         .await
         .map_err(|_| Error::UpstreamTimeout)??;
+    if !codings.is_empty() {
+        sealed = coding::decode(&codings, sealed, sealer.header_len(), limit)?;
+        let decoded = (sealed.len() - sealer.header_len()) as u64;
+        let more = decoded.saturating_sub(held.bytes());
+        state.admission.grow(&mut held, more).await?;
+    }
     let started = Instant::now();
     sealer
         .seal_in_place(&mut sealed)
@@ -540,10 +654,15 @@ async fn seal_response(
         HeaderValue::from_static(HPKE_MEDIA_TYPE),
     );
     headers.insert(header::CONTENT_LENGTH, sealed.len().into());
-    Ok(Response::from_parts(parts, Body::from(sealed)))
+    Ok(Response::from_parts(parts, body::held_buffer(sealed, held)))
 }
 
 /// No encryption headers: refuse an envelope, pass anything else through untouched.
+///
+/// A body of up to `request_buffer_bytes` is received whole before the request takes
+/// a concurrency slot, so a client that sends slowly holds no slot; a larger one is
+/// streamed on once its first `request_buffer_bytes` are in, each further frame within
+/// the idle timeout.
 async fn plaintext_request<S>(
     state: Cx<'_>,
     inner: S,
@@ -553,7 +672,12 @@ where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
 {
     let (parts, body) = req.into_parts();
-    let peeked = state.receiving(classify::peek(body, SNIFF_LEN)).await?;
+    let want = usize::try_from(state.request_buffer_bytes)
+        .unwrap_or(usize::MAX)
+        .max(SNIFF_LEN);
+    let peeked = state
+        .receiving(body::peek(body, want, state.request_body_idle_timeout))
+        .await?;
     let total_at_least = if peeked.complete {
         peeked.head.len()
     } else {
@@ -564,13 +688,14 @@ where
             .max(usize::try_from(declared).unwrap_or(usize::MAX))
     };
     if classify::looks_encrypted(
-        &peeked.head,
+        &peeked.head[..peeked.head.len().min(SNIFF_LEN)],
         total_at_least,
         &parts.headers,
         &state.server_keys,
     ) {
         return Err(Error::EncryptedBodyWithoutHeaders);
     }
+    let _slot = state.admission.request_slot()?;
     let req = Request::from_parts(parts, peeked.body);
     Ok(state.forward(inner, req).await)
 }

@@ -18,6 +18,8 @@ use hpke_gateway::keys::{self, ServerKey, ServerKeys};
 use http_body_util::BodyExt as _;
 use tokio::net::TcpListener;
 
+pub mod served;
+
 pub const MEDIA: &str = "application/octet-stream+hpke";
 pub const ACCOUNT_HEADER: &str = "X-CleverTap-Account-Id";
 pub const PASSCODE: &str = "s3cret-passcode";
@@ -267,7 +269,15 @@ public_keys = ["acct-off.pub.b64"]
         let app = hpke_gateway::app(config).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        // The accept loop `serve` runs: its timeouts, connection limit and lingering close.
+        tokio::spawn(hpke_gateway::server::serve_connections(
+            listener,
+            app,
+            None,
+            hpke_gateway::server::ConnectionTimeouts::default(),
+            hpke_gateway::server::ConnectionLimits::default(),
+            std::future::pending(),
+        ));
         Gateway {
             url: format!("http://{addr}"),
             upstream,

@@ -1,0 +1,237 @@
+//! The real binary under test: `hpke-gateway serve` as a child process with its own
+//! keys and config, its log collected line by line.
+#![allow(dead_code)]
+
+use std::io::BufRead as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hpke_gateway::envelope::{self, Prefix, PrivateKey, PublicKey};
+use hpke_gateway::keys;
+
+use super::{ACCOUNT_HEADER, MEDIA, closed_port, open_with, write_private};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hpke-gateway");
+
+/// A `serve` child with its stderr collected line by line.
+pub struct Served {
+    pub child: Child,
+    pub log: Arc<Mutex<Vec<String>>>,
+    /// The thread that collects stderr; joined by `wait_exit` so no line is missed.
+    pub reader: Option<std::thread::JoinHandle<()>>,
+    pub url: String,
+    pub admin: String,
+    pub dir: tempfile::TempDir,
+    pub customer: PrivateKey,
+    pub client: reqwest::Client,
+}
+
+impl Served {
+    /// Writes keys and a config (`extra` lines at the top level) and starts `serve`.
+    pub async fn start(upstream: SocketAddr, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        write_private(dir.path(), "server-1.pem", &PrivateKey::generate());
+        let customer = PrivateKey::generate();
+        std::fs::write(
+            dir.path().join("acct-1.pub.pem"),
+            keys::public_key_pem(&customer.public_key()).unwrap(),
+        )
+        .unwrap();
+        let (listen, admin) = (closed_port().await, closed_port().await);
+        let poll = if extra.contains("reload_poll_ms") {
+            ""
+        } else {
+            "reload_poll_ms = 100"
+        };
+        let config = format!(
+            r#"listen = "{listen}"
+upstream = "http://{upstream}"
+admin_listen = "{admin}"
+{poll}
+{extra}
+
+[[server_keys]]
+id = 1
+private_key = "server-1.pem"
+
+[[accounts]]
+id = "ACCT-1"
+encryption = true
+public_keys = ["acct-1.pub.pem"]
+"#
+        );
+        std::fs::write(dir.path().join("gateway.toml"), config).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(dir.path().join("gateway.toml"))
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let served = Served {
+            child,
+            log,
+            reader: Some(reader),
+            url: format!("http://{listen}"),
+            admin: format!("http://{admin}"),
+            dir,
+            customer,
+            client: reqwest::Client::new(),
+        };
+        served.wait_log("hpke-gateway listening", 1).await;
+        served
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("gateway.toml")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Waits until `needle` has appeared in at least `count` log lines.
+    pub async fn wait_log(&self, needle: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let seen = self.count_log(needle);
+            if seen >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited for {count} log lines with {needle:?}; log:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Makes `change` to the files and waits for the reload after it. Counting from just
+    /// before the change means an earlier reload's line cannot be taken for this one.
+    pub async fn reload_after(&self, change: impl FnOnce()) {
+        let before = self.count_log("configuration reloaded");
+        change();
+        self.wait_log("configuration reloaded", before + 1).await;
+    }
+
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(self.config_path()).unwrap();
+        assert!(text.contains(from), "{from:?} not in:\n{text}");
+        replace_file(&self.config_path(), &text.replacen(from, to, 1));
+    }
+
+    /// An encrypted round trip to `/1/upload` sealed to `server` with `prefix`; returns
+    /// the status, and checks the response decrypts when it is 200.
+    pub async fn round_trip(&self, server: &PublicKey, prefix: Prefix, account: &str) -> u16 {
+        let body = br#"{"d":[{"identity":"x"}]}"#;
+        let sealed = envelope::seal(server, prefix, account.as_bytes(), body).unwrap();
+        let (status, bytes) = self.post_sealed(account, sealed).await;
+        if status == 200 {
+            assert_eq!(open_with(&self.customer, account, &bytes), body);
+        }
+        status
+    }
+
+    /// POSTs an encrypted body to `/1/upload` for `account`; the status and the answer.
+    pub async fn post_sealed(&self, account: &str, sealed: Vec<u8>) -> (u16, Vec<u8>) {
+        let res = self
+            .client
+            .post(format!("{}/1/upload", self.url))
+            .header("content-type", MEDIA)
+            .header("accept", MEDIA)
+            .header(ACCOUNT_HEADER, account)
+            .body(sealed)
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.bytes().await.unwrap().to_vec())
+    }
+
+    pub async fn get(&self, url: String) -> (u16, String) {
+        let res = self.client.get(url).send().await.unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    }
+
+    pub async fn metrics(&self) -> String {
+        let (status, text) = self.get(format!("{}/metrics", self.admin)).await;
+        assert_eq!(status, 200);
+        text
+    }
+
+    /// The primary of the published Tink keyset.
+    pub async fn published_primary(&self) -> (PublicKey, Prefix) {
+        let (status, json) = self
+            .get(format!("{}/.well-known/hpke-keys", self.url))
+            .await;
+        assert_eq!(status, 200, "{json}");
+        keys::parse_public_key(json.as_bytes()).unwrap()
+    }
+
+    /// SIGTERM, then the exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        self.signal("TERM");
+        self.wait_exit()
+    }
+
+    /// Waits for the process to exit and for its last log lines to be collected.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let code = self.child.wait().unwrap().code();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        code
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `text` to `path` as operators and Kubernetes do: a new file renamed over it.
+pub fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The value of one sample line of the metrics text; panics if it is absent.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no series {series} in\n{metrics}"))
+}
