@@ -142,6 +142,8 @@ pub struct Options {
     pub upstream_down: bool,
     /// Point the gateway at this upstream instead of the recording one.
     pub upstream: Option<SocketAddr>,
+    /// A base path on the upstream URL (`/api/v1`), empty for the root.
+    pub upstream_base: String,
     /// More top-level configuration lines.
     pub extra: String,
 }
@@ -155,6 +157,7 @@ impl Default for Options {
             request_body_timeout_ms: 30_000,
             upstream_down: false,
             upstream: None,
+            upstream_base: String::new(),
             extra: String::new(),
         }
     }
@@ -227,7 +230,7 @@ impl Gateway {
         let config = format!(
             r#"
 listen = "127.0.0.1:0"
-upstream = "http://{up_addr}"
+upstream = "http://{up_addr}{base}"
 max_encrypted_body_bytes = {max_body}
 max_response_body_bytes = {max_resp}
 upstream_timeout_ms = {timeout}
@@ -262,6 +265,7 @@ public_keys = ["acct-off.pub.b64"]
             timeout = opts.upstream_timeout_ms,
             body_timeout = opts.request_body_timeout_ms,
             extra = opts.extra,
+            base = opts.upstream_base,
         );
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config).unwrap();

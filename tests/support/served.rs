@@ -16,6 +16,12 @@ use super::{ACCOUNT_HEADER, MEDIA, closed_port, open_with, write_private};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hpke-gateway");
 
+/// The binary to run: this build's, or `HPKE_GATEWAY_BIN` (to run the same tests
+/// against another build, such as the commit before a fix).
+pub fn bin() -> String {
+    std::env::var("HPKE_GATEWAY_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
+
 /// A `serve` child with its stderr collected line by line.
 pub struct Served {
     pub child: Child,
@@ -64,7 +70,7 @@ public_keys = ["acct-1.pub.pem"]
 "#
         );
         std::fs::write(dir.path().join("gateway.toml"), config).unwrap();
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args(["serve", "--config"])
             .arg(dir.path().join("gateway.toml"))
             .env("RUST_LOG", "info")
