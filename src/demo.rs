@@ -41,9 +41,17 @@ pub async fn run(listen: SocketAddr, once: bool) -> Result<std::process::ExitCod
     let listen = listener.local_addr()?;
     let app = crate::server::app(config)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::server::serve(listener, app, async move {
-        let _ = stop_rx.await;
-    }));
+    // The accept loop `serve` runs, with its default timeouts and limits.
+    let server = tokio::spawn(crate::server::serve_connections(
+        listener,
+        app,
+        None,
+        crate::server::ConnectionTimeouts::default(),
+        crate::server::ConnectionLimits::default(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
 
     println!("hpke-gateway demo");
     println!("  keys and config in {}", dir.path().display());

@@ -152,23 +152,6 @@ pub fn app(config: Config) -> Result<Router, Error> {
     Ok(Gateway::new(config)?.router())
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then lets in-flight
-/// requests finish.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    // Small responses go out at once: no Nagle delay on accepted connections.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
 /// How long a connection may sit without making progress before the gateway closes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionTimeouts {
@@ -239,10 +222,11 @@ fn count_connection_error(metrics: Option<&Metrics>, error: &(dyn std::error::Er
     metrics.protocol_error(kind);
 }
 
-/// More header fields than this in one request head and hyper answers a bare 431
-/// itself, before the gateway sees the request (counted in
+/// hyper's own bound: more header fields than this in one request head and hyper
+/// answers a bare 431 itself, before the gateway sees the request (counted in
 /// `hpke_gateway_http_protocol_errors{kind="head_too_large"}`); below it,
-/// `max_header_bytes` answers 431 with the JSON body.
+/// `max_header_bytes` answers 431 with the JSON body. Left at hyper's default: setting
+/// it makes hyper size its header arrays for every request head it parses.
 pub const MAX_HEADER_FIELDS: usize = 100;
 
 /// Serves `router` on `listener`, over TLS when `tls` is given (HTTP/2 or HTTP/1.1 by
@@ -267,8 +251,7 @@ pub async fn serve_connections(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.head)
-        .max_headers(MAX_HEADER_FIELDS);
+        .header_read_timeout(timeouts.head);
     // A peer that stops answering pings (gone, or holding the connection open without
     // reading) is dropped; a live idle client answers them and keeps its connection.
     builder
