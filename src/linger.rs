@@ -67,7 +67,7 @@ async fn linger(mut stream: TcpStream) {
     // Already done when hyper shut the connection down itself; then this fails harmlessly.
     let _ = stream.shutdown().await;
     let deadline = tokio::time::Instant::now() + LINGER_TOTAL;
-    let mut sink = vec![0u8; 64 * 1024];
+    let mut sink = [0u8; 4096];
     loop {
         let until = deadline.min(tokio::time::Instant::now() + LINGER_IDLE);
         match tokio::time::timeout_at(until, stream.read(&mut sink)).await {

@@ -123,6 +123,8 @@ impl Inner {
         let mut response = match tokio::time::timeout(self.timeout, self.client.request(req)).await
         {
             Err(_) => return Err(Error::UpstreamTimeout),
+            // The client's body stalled while it streamed on: the client's fault, 408.
+            Ok(Err(e)) if caused_by_request_timeout(&e) => return Err(Error::RequestTimeout),
             Ok(Err(e)) => return Err(Error::UpstreamUnavailable(e.into())),
             Ok(Ok(r)) => r,
         };
@@ -162,10 +164,27 @@ impl KeptUpgrade {
     }
 }
 
+/// True when `e`'s causes include the client body's idle timeout.
+fn caused_by_request_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if matches!(c.downcast_ref::<Error>(), Some(Error::RequestTimeout)) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// A tunnel with no bytes either way for this long is closed (nginx closes a proxied
+/// WebSocket after `proxy_read_timeout`, 60 s, without reads; live WebSockets ping).
+pub const TUNNEL_IDLE: Duration = Duration::from_secs(300);
+
 /// Copies bytes both ways between an upgraded client and upstream connection until
-/// either closes.
+/// either closes or neither side sends anything for [`TUNNEL_IDLE`].
 async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
     use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(both) => both,
         Err(e) => {
@@ -173,10 +192,31 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
             return;
         }
     };
-    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "tunnel closed");
+    let (mut client_read, mut client_write) = tokio::io::split(TokioIo::new(client));
+    let (mut up_read, mut up_write) = tokio::io::split(TokioIo::new(upstream));
+    let (mut to_up, mut to_client) = ([0u8; 8192], [0u8; 8192]);
+    loop {
+        // Whichever side sends first within the idle time is copied on; either side
+        // closing, an error, or silence ends the tunnel.
+        let step = tokio::time::timeout(TUNNEL_IDLE, async {
+            tokio::select! {
+                read = client_read.read(&mut to_up) => match read {
+                    Ok(n) if n > 0 => up_write.write_all(&to_up[..n]).await.is_ok(),
+                    _ => false,
+                },
+                read = up_read.read(&mut to_client) => match read {
+                    Ok(n) if n > 0 => client_write.write_all(&to_client[..n]).await.is_ok(),
+                    _ => false,
+                },
+            }
+        })
+        .await;
+        if !matches!(step, Ok(true)) {
+            break;
+        }
     }
+    let _ = up_write.shutdown().await;
+    let _ = client_write.shutdown().await;
 }
 
 fn client(

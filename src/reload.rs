@@ -129,7 +129,8 @@ impl Reloader {
                     tracing::warn!(
                         "reload: listen, upstream, account_header, admin_listen, max_header_bytes, \
                          header_timeout_ms, \
-                         max_concurrent_requests, metrics_account_labels, tls, and the intake's \
+                         max_concurrent_requests, buffer_budget_bytes, buffer_wait_ms, \
+                         max_connections, metrics_account_labels, tls, and the intake's \
                          state_dir, smtp and webhook_url need a restart; the running values stay"
                     );
                 }

@@ -44,8 +44,17 @@ pub(crate) struct Peeked {
 }
 
 /// Reads frames until `want` bytes are seen or the body ends, without reading further;
-/// 408 when a frame takes longer than `idle`.
-pub(crate) async fn peek(mut body: Body, want: usize, idle: Duration) -> Result<Peeked, Error> {
+/// 408 when a frame takes longer than `idle`. A body that comes in one frame (the usual
+/// case) is kept as it came; more frames are gathered into one buffer as they arrive
+/// (so a body sent in one-byte chunks costs its bytes, not a frame's bookkeeping each),
+/// and those bytes are reserved in `held` from the buffer budget.
+pub(crate) async fn peek(
+    mut body: Body,
+    want: usize,
+    idle: Duration,
+    admission: &Admission,
+    held: &mut Reservation,
+) -> Result<Peeked, Error> {
     if body.is_end_stream() {
         return Ok(Peeked {
             head: Bytes::new(),
@@ -53,44 +62,62 @@ pub(crate) async fn peek(mut body: Body, want: usize, idle: Duration) -> Result<
             body,
         });
     }
-    let mut frames = Vec::new();
-    let mut seen = 0;
+    let mut first: Option<Bytes> = None;
+    let mut gathered = BytesMut::new();
+    let mut trailers = None;
     let mut complete = false;
-    while seen < want {
+    let seen = |first: &Option<Bytes>, gathered: &BytesMut| {
+        first.as_ref().map_or(0, Bytes::len) + gathered.len()
+    };
+    while seen(&first, &gathered) < want {
         match next_frame(&mut body, idle, &|| Error::RequestTimeout).await? {
             None => {
                 complete = true;
                 break;
             }
-            Some(Ok(frame)) => {
-                seen += frame.data_ref().map_or(0, Bytes::len);
-                frames.push(frame);
-            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if data.is_empty() => {}
+                Ok(data) => match &first {
+                    None => first = Some(data),
+                    Some(one) => {
+                        let total = (one.len() + gathered.len() + data.len()) as u64;
+                        if total > held.bytes() {
+                            let step = (total - held.bytes()).max(BUDGET_STEP);
+                            admission.grow(held, step).await?;
+                        }
+                        if gathered.is_empty() {
+                            gathered.extend_from_slice(one);
+                        }
+                        gathered.extend_from_slice(&data);
+                    }
+                },
+                Err(frame) => {
+                    // Trailers end the body.
+                    trailers = frame.into_trailers().ok();
+                    complete = true;
+                    break;
+                }
+            },
             Some(Err(_)) => return Err(Error::BadRequestBody),
         }
     }
     let complete = complete || body.is_end_stream();
-    // The bytes seen, without a copy when one frame held them all (the usual case).
-    let data: Vec<&Bytes> = frames.iter().filter_map(Frame::data_ref).collect();
-    let head = match data.as_slice() {
-        [] => Bytes::new(),
-        [one] => Bytes::clone(one),
-        many => {
-            let mut head = BytesMut::with_capacity(seen);
-            for d in many {
-                head.extend_from_slice(d);
-            }
-            head.freeze()
-        }
-    };
-    let body = if complete && frames.iter().all(Frame::is_data) {
-        // A whole body goes on as one buffer of known length.
-        Body::from(head.clone())
+    let head = if gathered.is_empty() {
+        first.unwrap_or_default()
     } else {
-        let replay = futures_util::stream::iter(frames.into_iter().map(Ok));
-        if complete {
-            Body::new(StreamBody::new(replay))
-        } else {
+        gathered.freeze()
+    };
+    let body = match (complete, trailers) {
+        // A whole body goes on as one buffer of known length.
+        (true, None) => Body::from(head.clone()),
+        (true, Some(trailers)) => {
+            let frames = [Frame::data(head.clone()), Frame::trailers(trailers)];
+            Body::new(StreamBody::new(futures_util::stream::iter(
+                frames.map(Ok::<_, axum::Error>),
+            )))
+        }
+        (false, _) => {
+            let replay = futures_util::stream::iter([Ok(Frame::data(head.clone()))]);
             Body::new(StreamBody::new(
                 replay.chain(BodyStream::new(IdleTimeout::new(body, idle))),
             ))
@@ -123,9 +150,11 @@ pub(crate) struct Collect<E, R, T> {
 const BUDGET_STEP: u64 = 64 * 1024;
 
 /// Reads a whole body into one buffer after `headroom` zero bytes (so sealing needs no
-/// second copy), failing past `limit` body bytes. The bytes are first reserved in
-/// `held` from the buffer budget: all at once when the length is known, in steps when
-/// it is not. Capacity for a tag is reserved too.
+/// second copy), failing past `limit` body bytes. Bytes are reserved in `held` from the
+/// buffer budget as they arrive, in steps of [`BUDGET_STEP`]: a declared length sizes
+/// the buffer (untouched capacity costs no memory) but reserves nothing, so a client
+/// cannot hold budget with a `Content-Length` it never sends. Capacity for a tag is
+/// reserved too.
 pub(crate) async fn collect_limited<E, R, T>(
     mut body: Body,
     how: Collect<E, R, T>,
@@ -142,9 +171,6 @@ where
         return Err((how.too_large)());
     }
     let expected = hint.exact().unwrap_or(hint.lower()).min(how.limit);
-    if expected > held.bytes() {
-        admission.grow(held, expected - held.bytes()).await?;
-    }
     let capacity = usize::try_from(expected).unwrap_or(0);
     let mut buf = Vec::with_capacity(how.headroom + capacity + TAG_LEN);
     buf.resize(how.headroom, 0);
@@ -250,12 +276,46 @@ impl<B: HttpBody + Unpin> HttpBody for Held<B> {
     }
 }
 
-/// A whole buffer as a body that holds its reservation until sent.
+/// How much of a held buffer is handed to hyper at a time.
+const SLICE: usize = 64 * 1024;
+
+/// A whole buffer as a body that holds its reservation until the last of it is taken.
+/// It goes out in [`SLICE`]s (views, no copies): hyper takes the next one only when its
+/// write queue has room, so the buffer stays counted in the budget while a slow reader
+/// keeps it waiting (given whole, hyper would queue it all and drop the body at once).
 pub(crate) fn held_buffer(data: impl Into<Bytes>, reservation: Reservation) -> Body {
-    Body::new(Held::new(
-        http_body_util::Full::new(data.into()),
-        reservation,
-    ))
+    let data: Bytes = data.into();
+    if data.len() <= SLICE {
+        return Body::new(Held::new(http_body_util::Full::new(data), reservation));
+    }
+    Body::new(Held::new(Sliced(data), reservation))
+}
+
+/// A buffer handed out in [`SLICE`]s.
+struct Sliced(Bytes);
+
+impl HttpBody for Sliced {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.0.is_empty() {
+            return Poll::Ready(None);
+        }
+        let n = self.0.len().min(SLICE);
+        Poll::Ready(Some(Ok(Frame::data(self.0.split_to(n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0.len() as u64)
+    }
 }
 
 #[cfg(test)]
@@ -264,6 +324,21 @@ mod tests {
     use crate::middleware::classify::SNIFF_LEN;
 
     const IDLE: Duration = Duration::from_secs(5);
+
+    fn admission() -> Admission {
+        Admission::new(
+            8,
+            1 << 20,
+            Duration::from_secs(1),
+            std::sync::Arc::new(crate::metrics::Metrics::default()),
+        )
+    }
+
+    async fn peek(body: Body, want: usize, idle: Duration) -> Result<Peeked, Error> {
+        let admission = admission();
+        let mut held = admission.empty_reservation();
+        super::peek(body, want, idle, &admission, &mut held).await
+    }
 
     #[tokio::test]
     async fn peek_puts_bytes_back() {
@@ -312,5 +387,106 @@ mod tests {
             peek(body, SNIFF_LEN, Duration::from_millis(100)).await,
             Err(Error::RequestTimeout)
         ));
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    /// A body that declares a length it may never send.
+    struct Declared<B>(B, u64);
+
+    impl<B: HttpBody + Unpin> HttpBody for Declared<B> {
+        type Data = B::Data;
+        type Error = B::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+            Pin::new(&mut self.0).poll_frame(cx)
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.1)
+        }
+    }
+
+    #[tokio::test]
+    async fn many_small_frames_are_gathered_and_counted_in_the_budget() {
+        let admission = Admission::new(
+            8,
+            1 << 20,
+            Duration::from_secs(1),
+            std::sync::Arc::new(crate::metrics::Metrics::default()),
+        );
+        let mut held = admission.empty_reservation();
+        let frames =
+            (0..1000).map(|_| Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"x"))));
+        let body = Body::new(StreamBody::new(futures_util::stream::iter(frames)));
+        let p = peek(body, 4096, Duration::from_secs(5), &admission, &mut held)
+            .await
+            .unwrap();
+        assert!(p.complete);
+        assert_eq!(p.head.len(), 1000);
+        assert!(held.bytes() >= 1000, "gathered bytes are reserved");
+        assert_eq!(p.body.collect().await.unwrap().to_bytes().len(), 1000);
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_reserves_nothing_until_bytes_arrive() {
+        let admission = Admission::new(
+            8,
+            1 << 20,
+            Duration::from_secs(1),
+            std::sync::Arc::new(crate::metrics::Metrics::default()),
+        );
+        let mut held = admission.empty_reservation();
+        // Claims 1 MiB (the whole budget), sends 10 bytes, then stalls.
+        let stalled = futures_util::stream::iter([Ok::<_, std::io::Error>(Frame::data(
+            Bytes::from_static(b"0123456789"),
+        ))])
+        .chain(futures_util::stream::pending());
+        let body = Body::new(Declared(StreamBody::new(stalled), 1 << 20));
+        let how = Collect {
+            limit: 1 << 20,
+            headroom: 0,
+            idle: Duration::from_millis(200),
+            too_large: || Error::PayloadTooLarge { limit: 1 },
+            read_error: |_: axum::Error| Error::BadRequestBody,
+            timed_out: || Error::RequestTimeout,
+        };
+        let collecting = collect_limited(body, how, &admission, &mut held);
+        let other = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Another request can still have most of the budget meanwhile.
+            let mut mine = admission.empty_reservation();
+            admission.grow(&mut mine, 900 * 1024).await
+        };
+        let (collected, other) = tokio::join!(collecting, other);
+        assert!(matches!(collected, Err(Error::RequestTimeout)));
+        assert!(other.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_held_buffer_goes_out_in_slices_and_keeps_its_reservation_until_the_last() {
+        let admission = Admission::new(
+            8,
+            1 << 20,
+            Duration::from_secs(1),
+            std::sync::Arc::new(crate::metrics::Metrics::default()),
+        );
+        let mut held = admission.empty_reservation();
+        admission.grow(&mut held, 200 * 1024).await.unwrap();
+        let mut body = held_buffer(vec![7u8; 200 * 1024], held);
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(200 * 1024));
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first.len(), SLICE);
+        // The rest is still reserved: only 1 MiB - 200 KiB is free.
+        let mut other = admission.empty_reservation();
+        assert!(admission.grow(&mut other, 900 * 1024).await.is_err());
+        drop(body);
+        assert!(admission.grow(&mut other, 900 * 1024).await.is_ok());
     }
 }

@@ -24,16 +24,22 @@ pub(crate) struct Negotiation {
 
 impl Negotiation {
     pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
-        let encrypted_body = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| is_hpke_media_type(v.split(';').next().unwrap_or_default()));
-        let encrypted_response = headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(accepts_hpke);
+        // Read as lossy text: a stray non-ASCII byte elsewhere in a value must not hide
+        // the media type (an `Accept` list that asks for encryption would otherwise get a
+        // plaintext answer).
+        let encrypted_body = headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+            is_hpke_media_type(
+                String::from_utf8_lossy(v.as_bytes())
+                    .split(';')
+                    .next()
+                    .unwrap_or_default(),
+            )
+        });
+        let encrypted_response = headers.get_all(header::ACCEPT).iter().any(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .split(',')
+                .any(accepts_hpke)
+        });
         Self {
             encrypted_body,
             encrypted_response,
@@ -184,6 +190,13 @@ mod tests {
         assert!(!n.encrypted_body && !n.encrypted_response);
         let n = Negotiation::from_headers(&headers(&[("accept", "*/*")]));
         assert!(!n.encrypted_response);
+        // A non-ASCII byte elsewhere in the list does not hide the HPKE type.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_bytes(b"application/octet-stream+hpke, text/\xe9").unwrap(),
+        );
+        assert!(Negotiation::from_headers(&h).encrypted_response);
     }
 
     #[test]

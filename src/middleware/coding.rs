@@ -11,6 +11,7 @@ use std::io::Read;
 use http::{HeaderMap, header};
 
 use crate::error::Error;
+use crate::limits::{Admission, Reservation};
 
 /// A content coding the gateway can undo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,63 +52,128 @@ fn unsupported(what: &str) -> Error {
 
 /// Undoes `codings` (last applied, first undone) on `body[headroom..]`, returning a new
 /// buffer with the same `headroom` of zero bytes in front; fails past `limit` decoded
-/// bytes, so a small compressed body cannot expand without bound.
-pub(crate) fn decode(
+/// bytes, so a small compressed body cannot expand without bound. The decoded bytes are
+/// reserved in `held` from the buffer budget as they come, and decoding yields to the
+/// worker's other tasks between steps.
+pub(crate) async fn decode(
     codings: &[Coding],
     body: Vec<u8>,
     headroom: usize,
     limit: u64,
+    admission: &Admission,
+    held: &mut Reservation,
 ) -> Result<Vec<u8>, Error> {
     let mut current = body;
     for coding in codings.iter().rev() {
-        current = decode_one(*coding, &current[headroom..], headroom, limit)?;
+        // Each pass's output replaces its input: the reservation follows the newest.
+        let mut step_held = admission.empty_reservation();
+        current = decode_one(
+            *coding,
+            &current[headroom..],
+            headroom,
+            limit,
+            admission,
+            &mut step_held,
+        )
+        .await?;
+        *held = step_held;
     }
     Ok(current)
 }
 
-fn decode_one(coding: Coding, input: &[u8], headroom: usize, limit: u64) -> Result<Vec<u8>, Error> {
-    let mut out = vec![0; headroom];
-    let read = match coding {
-        Coding::Gzip => read_limited(flate2::read::MultiGzDecoder::new(input), &mut out, limit),
+/// Bytes decoded between two looks at the budget and two yields.
+const STEP: usize = 64 * 1024;
+
+async fn decode_one(
+    coding: Coding,
+    input: &[u8],
+    headroom: usize,
+    limit: u64,
+    admission: &Admission,
+    held: &mut Reservation,
+) -> Result<Vec<u8>, Error> {
+    match coding {
+        Coding::Gzip => {
+            drain(
+                flate2::read::MultiGzDecoder::new(input),
+                headroom,
+                limit,
+                admission,
+                held,
+            )
+            .await
+        }
         // HTTP's "deflate" is the zlib format (RFC 9110 §8.4.1.2), though some servers
-        // send raw DEFLATE: take the zlib form when it parses, the raw one otherwise.
-        Coding::Deflate => read_limited(flate2::read::ZlibDecoder::new(input), &mut out, limit)
-            .or_else(|_| {
-                out.truncate(headroom);
-                read_limited(flate2::read::DeflateDecoder::new(input), &mut out, limit)
-            }),
-        Coding::Brotli => read_limited(
-            brotli_decompressor::Decompressor::new(input, 8192),
-            &mut out,
-            limit,
-        ),
-    };
-    match read {
-        Ok(()) => Ok(out),
-        Err(Limit::Exceeded) => Err(Error::BadUpstreamResponse(
-            format!("decoded response body larger than {limit} bytes").into(),
-        )),
-        Err(Limit::Io(e)) => Err(Error::BadUpstreamResponse(
-            format!("the response body does not decode: {e}").into(),
-        )),
+        // send raw DEFLATE: take the zlib form when its header is there.
+        Coding::Deflate if looks_like_zlib(input) => {
+            drain(
+                flate2::read::ZlibDecoder::new(input),
+                headroom,
+                limit,
+                admission,
+                held,
+            )
+            .await
+        }
+        Coding::Deflate => {
+            drain(
+                flate2::read::DeflateDecoder::new(input),
+                headroom,
+                limit,
+                admission,
+                held,
+            )
+            .await
+        }
+        Coding::Brotli => {
+            drain(
+                brotli_decompressor::Decompressor::new(input, 8192),
+                headroom,
+                limit,
+                admission,
+                held,
+            )
+            .await
+        }
     }
 }
 
-enum Limit {
-    Exceeded,
-    Io(std::io::Error),
+/// A zlib stream's two header bytes (RFC 1950 §2.2): method 8, and a check sum.
+fn looks_like_zlib(input: &[u8]) -> bool {
+    matches!(input, [cmf, flg, ..] if cmf & 0x0f == 8 && (u16::from(*cmf) << 8 | u16::from(*flg)) % 31 == 0)
 }
 
-fn read_limited(reader: impl Read, out: &mut Vec<u8>, limit: u64) -> Result<(), Limit> {
-    let start = out.len();
-    reader
-        .take(limit.saturating_add(1))
-        .read_to_end(out)
-        .map_err(Limit::Io)?;
-    if (out.len() - start) as u64 > limit {
-        return Err(Limit::Exceeded);
+async fn drain(
+    mut reader: impl Read,
+    headroom: usize,
+    limit: u64,
+    admission: &Admission,
+    held: &mut Reservation,
+) -> Result<Vec<u8>, Error> {
+    let mut out = vec![0; headroom];
+    loop {
+        let start = out.len();
+        out.resize(start + STEP, 0);
+        let n = reader.read(&mut out[start..]).map_err(|e| {
+            Error::BadUpstreamResponse(format!("the response body does not decode: {e}").into())
+        })?;
+        out.truncate(start + n);
+        if n == 0 {
+            return Ok(out);
+        }
+        let decoded = (out.len() - headroom) as u64;
+        if decoded > limit {
+            return Err(Error::BadUpstreamResponse(
+                format!("decoded response body larger than {limit} bytes").into(),
+            ));
+        }
+        if decoded > held.bytes() {
+            admission
+                .grow(held, (STEP as u64).max(decoded - held.bytes()))
+                .await?;
+        }
+        tokio::task::yield_now().await;
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -139,12 +205,32 @@ mod tests {
         assert!(codings(&headers("compress")).is_err());
     }
 
-    #[test]
-    fn decodes_gzip_and_both_deflate_forms_after_the_headroom() {
+    fn admission() -> Admission {
+        Admission::new(
+            8,
+            64 << 20,
+            std::time::Duration::from_secs(1),
+            std::sync::Arc::new(crate::metrics::Metrics::default()),
+        )
+    }
+
+    async fn decode(
+        codings: &[Coding],
+        body: Vec<u8>,
+        headroom: usize,
+        limit: u64,
+    ) -> Result<Vec<u8>, Error> {
+        let admission = admission();
+        let mut held = admission.empty_reservation();
+        super::decode(codings, body, headroom, limit, &admission, &mut held).await
+    }
+
+    #[tokio::test]
+    async fn decodes_gzip_and_both_deflate_forms_after_the_headroom() {
         let text = b"{\"hello\":\"world\"}".repeat(50);
         let mut input = vec![0; 5];
         input.extend(gzip(&text));
-        let out = decode(&[Coding::Gzip], input, 5, 1 << 20).unwrap();
+        let out = decode(&[Coding::Gzip], input, 5, 1 << 20).await.unwrap();
         assert_eq!(&out[..5], &[0; 5]);
         assert_eq!(&out[5..], &text[..]);
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -152,20 +238,30 @@ mod tests {
         let mut d = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
         d.write_all(&text).unwrap();
         for encoded in [z.finish().unwrap(), d.finish().unwrap()] {
-            let out = decode(&[Coding::Deflate], encoded, 0, 1 << 20).unwrap();
+            let out = decode(&[Coding::Deflate], encoded, 0, 1 << 20)
+                .await
+                .unwrap();
             assert_eq!(out, text);
         }
     }
 
-    #[test]
-    fn a_bomb_stops_at_the_limit_and_garbage_is_an_error() {
+    #[tokio::test]
+    async fn a_bomb_stops_at_the_limit_and_garbage_is_an_error() {
         let bomb = gzip(&vec![0; 10 << 20]);
         assert!(bomb.len() < 100 << 10);
         assert!(matches!(
-            decode(&[Coding::Gzip], bomb, 0, 1 << 20),
+            decode(&[Coding::Gzip], bomb, 0, 1 << 20).await,
             Err(Error::BadUpstreamResponse(_))
         ));
-        assert!(decode(&[Coding::Gzip], b"not gzip".to_vec(), 0, 1 << 20).is_err());
-        assert!(decode(&[Coding::Brotli], vec![0xff; 40], 0, 1 << 20).is_err());
+        assert!(
+            decode(&[Coding::Gzip], b"not gzip".to_vec(), 0, 1 << 20)
+                .await
+                .is_err()
+        );
+        assert!(
+            decode(&[Coding::Brotli], vec![0xff; 40], 0, 1 << 20)
+                .await
+                .is_err()
+        );
     }
 }

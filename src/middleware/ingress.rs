@@ -71,8 +71,11 @@ pub(crate) fn check_path(uri: &Uri) -> Result<(), Error> {
     }
     for segment in path.split('/') {
         let decoded = percent_decode(segment.as_bytes());
+        // A `;` starts path parameters, which servlet containers strip before they
+        // resolve dots: `..;` is `..` to Tomcat.
         if decoded
             .split(|b| *b == b'/' || *b == b'\\')
+            .map(|part| part.split(|b| *b == b';').next().unwrap_or_default())
             .any(|part| part == b"." || part == b"..")
         {
             return Err(Error::InvalidPath);
@@ -207,6 +210,9 @@ mod tests {
             "/.%2e/admin",
             "/a/..%2fadmin",
             "/a/%2e%2e%5cadmin",
+            "/api/..;/..;/admin",
+            "/%2e%2e%3b/admin",
+            "/.;x/admin",
             "/..",
             "/.",
         ] {
@@ -223,6 +229,7 @@ mod tests {
             "/%2e%2ex",
             "/x?path=../../etc",
             "/a%2fb",
+            "/a;b/c..;d",
         ] {
             let r = request(good, &[]);
             assert!(check_path(r.uri()).is_ok(), "{good}");

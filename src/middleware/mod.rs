@@ -437,8 +437,15 @@ where
         (false, true) => {
             let sealer = state.sealer_for(&req)?;
             let (parts, body) = req.into_parts();
+            let mut held = state.admission.empty_reservation();
             let peeked = state
-                .receiving(body::peek(body, 1, state.request_body_idle_timeout))
+                .receiving(body::peek(
+                    body,
+                    1,
+                    state.request_body_idle_timeout,
+                    state.admission,
+                    &mut held,
+                ))
                 .await?;
             if !peeked.head.is_empty() {
                 return Err(Error::MissingContentTypeHeader);
@@ -561,7 +568,9 @@ async fn seal_response(
             format!("the upstream answered {status}, which cannot be encrypted").into(),
         ));
     }
-    let codings = coding::codings(&parts.headers)?;
+    // Read before the headers go; checked only where a body is sealed (a 304 or a HEAD
+    // answer may well name a coding the gateway cannot decode: it sends no body).
+    let codings = coding::codings(&parts.headers);
     let headers = &mut parts.headers;
     // These describe the plaintext representation, not the envelope the client receives.
     for name in [
@@ -595,7 +604,7 @@ async fn seal_response(
     }
     if head {
         // What a GET would answer: the envelope's type and length, without the body.
-        let plain_len = if codings.is_empty() {
+        let plain_len = if codings.as_ref().is_ok_and(Vec::is_empty) {
             content_length(headers)
         } else {
             // The decoded length is unknown without the body.
@@ -618,6 +627,7 @@ async fn seal_response(
         }
         return Ok(Response::from_parts(parts, Body::empty()));
     }
+    let codings = codings?;
     let limit = state.max_response_body_bytes;
     let mut held = state.admission.empty_reservation();
     let how = Collect {
@@ -633,12 +643,22 @@ async fn seal_response(
     let collect = body::collect_limited(body, how, state.admission, &mut held);
     let mut sealed = tokio::time::timeout(state.upstream_timeout, collect)
         .await
-        .map_err(|_| Error::UpstreamTimeout)??;
+        .map_err(|_| Error::UpstreamTimeout)?
+        .map_err(answer_not_buffered)?;
     if !codings.is_empty() {
-        sealed = coding::decode(&codings, sealed, sealer.header_len(), limit)?;
-        let decoded = (sealed.len() - sealer.header_len()) as u64;
-        let more = decoded.saturating_sub(held.bytes());
-        state.admission.grow(&mut held, more).await?;
+        let mut decoded_held = state.admission.empty_reservation();
+        sealed = coding::decode(
+            &codings,
+            sealed,
+            sealer.header_len(),
+            limit,
+            state.admission,
+            &mut decoded_held,
+        )
+        .await
+        .map_err(answer_not_buffered)?;
+        // The compressed buffer is gone; the decoded one is what stays counted.
+        held = decoded_held;
     }
     let started = Instant::now();
     sealer
@@ -655,6 +675,18 @@ async fn seal_response(
     );
     headers.insert(header::CONTENT_LENGTH, sealed.len().into());
     Ok(Response::from_parts(parts, body::held_buffer(sealed, held)))
+}
+
+/// The upstream has already acted on the request when its answer cannot be buffered:
+/// a 503 with `Retry-After` would invite a client to send a POST again. A 502 says the
+/// answer was lost.
+fn answer_not_buffered(e: Error) -> Error {
+    match e {
+        Error::BufferBudgetExhausted => {
+            Error::BadUpstreamResponse("no buffer budget left for the upstream's answer".into())
+        }
+        other => other,
+    }
 }
 
 /// No encryption headers: refuse an envelope, pass anything else through untouched.
@@ -675,8 +707,15 @@ where
     let want = usize::try_from(state.request_buffer_bytes)
         .unwrap_or(usize::MAX)
         .max(SNIFF_LEN);
+    let mut held = state.admission.empty_reservation();
     let peeked = state
-        .receiving(body::peek(body, want, state.request_body_idle_timeout))
+        .receiving(body::peek(
+            body,
+            want,
+            state.request_body_idle_timeout,
+            state.admission,
+            &mut held,
+        ))
         .await?;
     let total_at_least = if peeked.complete {
         peeked.head.len()
@@ -696,7 +735,12 @@ where
         return Err(Error::EncryptedBodyWithoutHeaders);
     }
     let _slot = state.admission.request_slot()?;
-    let req = Request::from_parts(parts, peeked.body);
+    let body = if held.bytes() == 0 {
+        peeked.body
+    } else {
+        Body::new(body::Held::new(peeked.body, held))
+    };
+    let req = Request::from_parts(parts, body);
     Ok(state.forward(inner, req).await)
 }
 
