@@ -986,6 +986,113 @@ async fn bad_uploads_fail_clearly_and_nothing_reaches_the_upstream() {
     w.smtp.wait_mail(&["good.csv.asc: imported, 3 records"]);
 }
 
+/// The operator's address for failures no customer can be told of.
+const FAILURE_CONTACT: &str = "ops@platform.example";
+
+/// A manifest cut off mid-upload names nobody the intake can read: the account's
+/// `failure_contact` is told which manifest failed and that it could not be read, and
+/// nothing from the manifest or the file. A manifest with a usable `clientEmail` still
+/// goes to the customer only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_that_cannot_be_read_is_reported_to_the_failure_contact() {
+    let (up, up_addr) = Recorder::start(false).await;
+    let w = World::with(
+        up_addr,
+        "",
+        &format!("failure_contact = \"{FAILURE_CONTACT}\""),
+        "",
+    )
+    .await;
+
+    // Control: a bad manifest that gives an address is the customer's to hear of.
+    w.local_file(
+        "control.manifest",
+        format!(r#"{{"fileName": "x.csv.asc", "type": "profiles", "clientEmail": "{CLIENT}"}}"#)
+            .as_bytes(),
+    );
+    w.upload(&["control.manifest"]);
+    let control = w.smtp.wait_mail(&["control.manifest", "import failed"]);
+    assert!(control.contains(&format!("To: {CLIENT}")), "{control}");
+
+    // The upload: a file whose header and cells are secret, and its manifest cut off
+    // after the secret column's name (as an interrupted `put` leaves it).
+    let text = format!("email,{SECRET_HEADER}\n{SECRET_CELL},A\n");
+    let plain = w.local_file("secret.csv", text.as_bytes());
+    w.gpg.encrypt(
+        &plain,
+        &w.local.join("secret.csv.asc"),
+        CLIENT,
+        true,
+        Compress::Default,
+    );
+    let full = format!(
+        r#"{{"fileName":"secret.csv.asc","type":"profile","clientEmail":"{CLIENT}","keyId":"{KEY_ID}",
+        "columns":{{"email":{{"ctName":"identity","dataType":"String"}},"{SECRET_HEADER}":{{"dataType":"String"}}}}}}"#
+    );
+    let cut = &full[..full.find(SECRET_HEADER).unwrap() + SECRET_HEADER.len() + 6];
+    assert!(serde_json::from_str::<serde_json::Value>(cut).is_err());
+    w.local_file("cutoff.manifest", cut.as_bytes());
+    // And one that parses but gives no address, with the secret column among its
+    // problems.
+    w.local_file(
+        "noaddress.manifest",
+        format!(
+            r#"{{"fileName":"secret.csv.asc","type":"profile","keyId":"{KEY_ID}",
+            "columns":{{"{SECRET_HEADER}":{{"dataType":"Bogus"}}}}}}"#
+        )
+        .as_bytes(),
+    );
+    w.upload(&["secret.csv.asc", "cutoff.manifest", "noaddress.manifest"]);
+
+    let cutoff = w.smtp.wait_mail(&[
+        &format!("To: {FAILURE_CONTACT}"),
+        "File: cutoff.manifest",
+        "The manifest could not be read",
+    ]);
+    let body = unfold(&cutoff);
+    assert!(body.contains("is not valid JSON"), "{body}");
+    // The subject, with the header's folding undone.
+    assert!(
+        body.replace("\r\n ", " ").replace("\n ", " ").contains(
+            "Subject: File upload cutoff.manifest: import failed, the manifest could not be read"
+        ),
+        "{body}"
+    );
+    let noaddress = w.smtp.wait_mail(&[
+        &format!("To: {FAILURE_CONTACT}"),
+        "File: noaddress.manifest",
+        "The manifest could not be read",
+    ]);
+    let body2 = unfold(&noaddress);
+    assert!(
+        body2.contains("problems in clientEmail, columns"),
+        "{body2}"
+    );
+    for (mail, what) in [(&body, "cutoff"), (&body2, "noaddress")] {
+        for secret in [
+            SECRET_HEADER,
+            SECRET_CELL,
+            CLIENT,
+            KEY_ID,
+            PASSCODE,
+            PASSPHRASE,
+        ] {
+            assert!(
+                !mail.contains(secret),
+                "{what}: {secret:?} in the contact's mail:\n{mail}"
+            );
+        }
+    }
+    // The customer-addressed failure did not go to the contact; nothing was uploaded.
+    assert!(
+        !w.smtp.mails().iter().any(
+            |m| m.contains(&format!("To: {FAILURE_CONTACT}")) && m.contains("control.manifest")
+        ),
+        "the control's failure reached the contact"
+    );
+    assert_eq!(up.batches().len(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_in_the_middle_of_a_file_resumes_without_uploading_twice() {
     let (up, up_addr) = Recorder::start(true).await;

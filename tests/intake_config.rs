@@ -173,6 +173,35 @@ fn at_most_twenty_keys_and_other_account_rules() {
     );
 }
 
+#[test]
+fn the_failure_contact_is_an_address_checked_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let plain = "require_encryption = false";
+    load(d, plain, "").unwrap();
+    let config = load(
+        d,
+        &format!("{plain}\nfailure_contact = \"ops@platform.example\""),
+        "",
+    )
+    .unwrap();
+    let intake = config.intake.as_ref().unwrap();
+    assert_eq!(
+        intake.accounts[0].failure_contact.as_deref(),
+        Some("ops@platform.example")
+    );
+    let err = load(
+        d,
+        &format!("{plain}\nfailure_contact = \"ops at example\""),
+        "",
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("failure_contact \"ops at example\" is not an email address"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn the_public_keys_are_published_and_gpg_encrypts_to_them() {
     let gpg = Gpg::new();

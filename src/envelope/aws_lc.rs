@@ -6,7 +6,7 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::agreement::{self, UnparsedPublicKey, X25519};
 use aws_lc_rs::hmac;
 use rand_core::CryptoRng;
-use zeroize::Zeroizing;
+use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 use super::schedule::{self, Nonces};
 
@@ -18,6 +18,8 @@ pub(super) const OPEN_KEEPS_INPUT_ON_FAILURE: bool = false;
 /// A clamped X25519 scalar, zeroized on drop.
 #[derive(Clone)]
 pub(super) struct SecretKey(Zeroizing<[u8; 32]>);
+
+impl ZeroizeOnDrop for SecretKey {}
 
 impl SecretKey {
     pub(super) fn from_bytes(bytes: &[u8]) -> Option<Self> {
@@ -47,6 +49,8 @@ impl schedule::Dh for SecretKey {
                 out
             }
             // Any valid scalar has a public key; x25519-dalek computes the same one.
+            // (Not reached in practice. `StaticSecret` takes the scalar only by value, so
+            // an argument temporary may stay on the stack; the `StaticSecret` is wiped.)
             _ => *x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*self.0))
                 .as_bytes(),
         }
@@ -54,6 +58,8 @@ impl schedule::Dh for SecretKey {
 
     fn dh(&self, peer: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>, ()> {
         let me = agreement::PrivateKey::from_private_key(&X25519, &*self.0).map_err(drop)?;
+        // The slice `agree` hands over is aws-lc-rs's own buffer, which it does not wipe
+        // and this code cannot reach; the copy taken here is wiped.
         let shared = agreement::agree(&me, UnparsedPublicKey::new(&X25519, peer), (), |z| {
             let mut out = Zeroizing::new([0u8; 32]);
             out.copy_from_slice(z);
@@ -68,6 +74,13 @@ impl schedule::Dh for SecretKey {
 }
 
 /// HKDF-SHA256 as HMAC-SHA256 from aws-lc-rs.
+///
+/// A copy remains in each step: aws-lc-rs returns an HMAC result as `hmac::Tag`, a
+/// `Copy` struct with a private array and no `Drop`, which safe code cannot wipe; it
+/// stays on this function's stack frame until later calls overwrite it. (aws-lc-rs's
+/// `hkdf::Prk` is wiped, but it hides the PRK bytes the shared key schedule needs and
+/// would cost an allocation per step.) The HMAC keys themselves live in AWS-LC's
+/// `HMAC_CTX`, which AWS-LC cleanses when freed.
 struct AwsLcHkdf;
 
 impl schedule::Hkdf for AwsLcHkdf {
@@ -105,6 +118,10 @@ struct Context {
     nonces: Nonces,
 }
 
+// `LessSafeKey` holds its AES key schedule in AWS-LC memory, which AWS-LC cleanses when
+// it frees it (`OPENSSL_free`); `Nonces` wipes the base nonce.
+impl ZeroizeOnDrop for Context {}
+
 impl Context {
     fn new(shared: &[u8; 32], info: &[u8]) -> Result<Self, ()> {
         let (key, nonces) = schedule::key_schedule::<AwsLcHkdf>(shared, info);
@@ -113,12 +130,24 @@ impl Context {
     }
 
     fn next_nonce(&mut self) -> Result<Nonce, ()> {
-        Ok(Nonce::assume_unique_for_key(self.nonces.next()?))
+        // A copy remains: aws-lc-rs's `Nonce` takes the nonce by value and does not wipe
+        // it. The per-message nonce is derived from the base nonce, which is wiped.
+        Ok(Nonce::assume_unique_for_key(*self.nonces.next()?))
     }
 }
 
 pub(super) struct Sender(Context);
 pub(super) struct Receiver(Context);
+
+impl ZeroizeOnDrop for Sender {}
+impl ZeroizeOnDrop for Receiver {}
+
+/// Compile-time: the Rust-side secrets these markers vouch for do wipe themselves.
+const _: () = {
+    fn wipes<T: ZeroizeOnDrop>() {}
+    let _ = wipes::<Zeroizing<[u8; 32]>>;
+    let _ = wipes::<Nonces>;
+};
 
 pub(super) fn setup_sender(
     recipient: &[u8; 32],

@@ -30,6 +30,7 @@
 use std::fmt;
 
 use rand_core::CryptoRng;
+use zeroize::ZeroizeOnDrop;
 
 mod schedule;
 use schedule::Dh as _;
@@ -154,6 +155,9 @@ impl PrivateKey {
         PublicKey { pk: self.public }
     }
 }
+
+// The scalar lives in the backend's `SecretKey`, which wipes itself; the rest is public.
+impl ZeroizeOnDrop for PrivateKey {}
 
 impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -363,6 +367,9 @@ impl SenderContext {
     }
 }
 
+// The backend's sender holds the AEAD key and base nonce and wipes them on drop.
+impl ZeroizeOnDrop for SenderContext {}
+
 impl fmt::Debug for SenderContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SenderContext(<redacted>)")
@@ -464,6 +471,9 @@ impl ReceiverContext {
         Ok(buf)
     }
 }
+
+// The backend's receiver holds the AEAD key and base nonce and wipes them on drop.
+impl ZeroizeOnDrop for ReceiverContext {}
 
 impl fmt::Debug for ReceiverContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -684,6 +694,20 @@ mod tests {
         assert_eq!(receiver.open(b"", &m0).unwrap(), b"zero");
         assert_eq!(receiver.open(b"", &m1).unwrap(), b"one");
         assert_eq!(receiver.open(b"", &m1), Err(OpenError::Authentication));
+    }
+
+    /// Compile-time: every type that holds a private key, an AEAD key or a base nonce
+    /// is wiped when dropped (on both backends).
+    #[test]
+    fn secret_holders_zeroize_on_drop() {
+        fn wipes<T: ZeroizeOnDrop>() {}
+        wipes::<PrivateKey>();
+        wipes::<SenderContext>();
+        wipes::<ReceiverContext>();
+        wipes::<backend::SecretKey>();
+        wipes::<backend::Sender>();
+        wipes::<backend::Receiver>();
+        wipes::<schedule::Nonces>();
     }
 
     #[test]

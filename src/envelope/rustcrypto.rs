@@ -9,11 +9,11 @@
 //! check this one against.
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use aes_gcm::{Aes256Gcm, Key, Tag};
 use rand_core::CryptoRng;
 use sha2::Sha256;
 use x25519_dalek::{PublicKey, StaticSecret};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize as _, ZeroizeOnDrop, Zeroizing};
 
 use super::schedule::{self, Nonces};
 
@@ -32,9 +32,12 @@ impl schedule::Hkdf for RustCryptoHkdf {
         for part in ikm {
             extract.input_ikm(part);
         }
-        let (prk, _) = extract.finalize();
+        // The second half, an `Hkdf` keyed with the PRK, wipes its HMAC state on drop
+        // (the `hmac` crate's `zeroize` feature); the PRK itself is a plain array.
+        let (mut prk, _) = extract.finalize();
         let mut out = Zeroizing::new([0u8; 32]);
         out.copy_from_slice(&prk);
+        prk.as_mut_slice().zeroize();
         out
     }
 
@@ -47,13 +50,16 @@ impl schedule::Hkdf for RustCryptoHkdf {
         debug_assert!(out.len() <= 32);
         let mut key = Zeroizing::new([0u8; 64]);
         key[..32].copy_from_slice(prk);
-        let mut mac = <hkdf::hmac::Hmac<Sha256> as KeyInit>::new(&(*key).into());
+        // A reference conversion: the padded key is not copied out of its wrapper.
+        let mut mac = <hkdf::hmac::Hmac<Sha256> as KeyInit>::new((&*key).into());
         for part in info {
             mac.update(part);
         }
         mac.update(&[1u8]);
-        let block = mac.finalize().into_bytes();
+        // T(1) is the output itself (an AEAD key, a base nonce, a shared secret).
+        let mut block = mac.finalize().into_bytes();
         out.copy_from_slice(&block[..out.len()]);
+        block.as_mut_slice().zeroize();
     }
 }
 
@@ -61,24 +67,39 @@ impl schedule::Hkdf for RustCryptoHkdf {
 #[derive(Clone)]
 pub(super) struct SecretKey(StaticSecret);
 
+// The one field is x25519-dalek's `StaticSecret`, which wipes itself on drop.
+impl ZeroizeOnDrop for SecretKey {}
+
 impl SecretKey {
+    /// Moves a clamped scalar into x25519-dalek's wiped-on-drop `StaticSecret`.
+    ///
+    /// A copy remains: `StaticSecret` is built only from a `[u8; 32]` by value
+    /// (`From<[u8; 32]>`; no constructor takes a reference or fills in place), so the
+    /// scalar passes through an argument temporary on the stack that safe code cannot
+    /// wipe. `scalar` itself is wiped when it drops here; in optimized builds the move
+    /// is usually written straight into the result.
+    fn from_scalar(scalar: Zeroizing<[u8; 32]>) -> Self {
+        Self(StaticSecret::from(*scalar))
+    }
+
     pub(super) fn from_bytes(bytes: &[u8]) -> Option<Self> {
         let mut sk = Zeroizing::new([0u8; 32]);
         sk.copy_from_slice(bytes.get(..32).filter(|_| bytes.len() == 32)?);
-        Some(Self(StaticSecret::from(*schedule::clamp(sk))))
+        Some(Self::from_scalar(schedule::clamp(sk)))
     }
 
     pub(super) fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
-        Zeroizing::new(self.0.to_bytes())
+        // Copied from a reference: `StaticSecret::to_bytes` would return an unwiped copy.
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(self.0.as_bytes());
+        out
     }
 }
 
 /// X25519 for the shared KEM steps in [`super::schedule`].
 impl schedule::Dh for SecretKey {
     fn derive(ikm: &[u8]) -> Self {
-        Self(StaticSecret::from(
-            *schedule::derive_secret::<RustCryptoHkdf>(ikm),
-        ))
+        Self::from_scalar(schedule::derive_secret::<RustCryptoHkdf>(ikm))
     }
 
     fn public(&self) -> [u8; 32] {
@@ -91,7 +112,10 @@ impl schedule::Dh for SecretKey {
         if !shared.was_contributory() {
             return Err(());
         }
-        Ok(Zeroizing::new(shared.to_bytes()))
+        // `SharedSecret` wipes itself on drop; copied from a reference, not `to_bytes`.
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(shared.as_bytes());
+        Ok(out)
     }
 }
 
@@ -101,16 +125,32 @@ struct Context {
     nonces: Nonces,
 }
 
+// `Aes256Gcm` wipes its round keys and GHASH key on drop (aes-gcm's `zeroize` feature);
+// `Nonces` wipes the base nonce.
+impl ZeroizeOnDrop for Context {}
+
 impl Context {
     fn new(shared: &[u8; 32], info: &[u8]) -> Self {
         let (key, nonces) = schedule::key_schedule::<RustCryptoHkdf>(shared, info);
-        let aead = Aes256Gcm::new(&(*key).into());
+        // A reference conversion: the key is not copied out of its wiped wrapper.
+        let aead = Aes256Gcm::new(<&Key<Aes256Gcm>>::from(&*key));
         Self { aead, nonces }
     }
 }
 
 pub(super) struct Sender(Context);
 pub(super) struct Receiver(Context);
+
+impl ZeroizeOnDrop for Sender {}
+impl ZeroizeOnDrop for Receiver {}
+
+/// Compile-time: every field these markers vouch for does wipe itself.
+const _: () = {
+    fn wipes<T: ZeroizeOnDrop>() {}
+    let _ = wipes::<StaticSecret>;
+    let _ = wipes::<Aes256Gcm>;
+    let _ = wipes::<Nonces>;
+};
 
 pub(super) fn setup_sender(
     recipient: &[u8; 32],
@@ -133,11 +173,11 @@ pub(super) fn setup_receiver(
 
 impl Sender {
     pub(super) fn seal_in_place(&mut self, aad: &[u8], buf: &mut [u8]) -> Result<[u8; 16], ()> {
-        let nonce = Nonce::from(self.0.nonces.next()?);
+        let nonce = self.0.nonces.next()?;
         let tag = self
             .0
             .aead
-            .encrypt_inout_detached(&nonce, aad, buf.into())
+            .encrypt_inout_detached((&*nonce).into(), aad, buf.into())
             .map_err(drop)?;
         Ok(tag.into())
     }
@@ -151,10 +191,10 @@ impl Receiver {
         tag: &[u8],
     ) -> Result<(), ()> {
         let tag = Tag::try_from(tag).map_err(drop)?;
-        let nonce = Nonce::from(self.0.nonces.next()?);
+        let nonce = self.0.nonces.next()?;
         self.0
             .aead
-            .decrypt_inout_detached(&nonce, aad, body.into(), &tag)
+            .decrypt_inout_detached((&*nonce).into(), aad, body.into(), &tag)
             .map_err(|_| self.0.nonces.undo())
     }
 }

@@ -5,7 +5,7 @@
 //! labels, lengths and the order of the steps live here.
 
 use rand_core::CryptoRng;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// `suite_id = concat("KEM", I2OSP(kem_id, 2))` for DHKEM(X25519, HKDF-SHA256).
 const KEM_SUITE_ID: &[u8] = b"KEM\x00\x20";
@@ -164,22 +164,43 @@ pub(super) fn key_schedule<H: Hkdf>(
     let secret = labeled_extract::<H>(HPKE_SUITE_ID, shared_secret, b"secret", b"");
     let mut key = Zeroizing::new([0u8; 32]);
     labeled_expand::<H>(HPKE_SUITE_ID, &secret, b"key", &ks_context, &mut *key);
-    let mut base = [0u8; 12];
+    // Expanded straight into its wiped-on-drop home: no copy of the base nonce is left
+    // on the stack.
+    let mut nonces = Nonces {
+        base: [0u8; 12],
+        seq: 0,
+    };
     labeled_expand::<H>(
         HPKE_SUITE_ID,
         &secret,
         b"base_nonce",
         &ks_context,
-        &mut base,
+        &mut nonces.base,
     );
-    (key, Nonces { base, seq: 0 })
+    (key, nonces)
 }
 
-/// A context's base nonce and sequence number (RFC 9180 §5.2).
+/// A context's base nonce and sequence number (RFC 9180 §5.2), wiped on drop: the base
+/// nonce is derived from the shared secret, as rust-hpke treats it.
 pub(super) struct Nonces {
     base: [u8; 12],
     seq: u64,
 }
+
+impl Zeroize for Nonces {
+    fn zeroize(&mut self) {
+        self.base.zeroize();
+        self.seq.zeroize();
+    }
+}
+
+impl Drop for Nonces {
+    fn drop(&mut self) {
+        self.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for Nonces {}
 
 impl Nonces {
     // RFC 9180 §5.2
@@ -188,8 +209,9 @@ impl Nonces {
     //   return xor(self.base_nonce, seq_bytes)
     /// The nonce for the current sequence number; the number advances. Errs once the
     /// sequence is exhausted (RFC 9180 §5.2, `MessageLimitReachedError`).
-    pub(super) fn next(&mut self) -> Result<[u8; 12], ()> {
-        let mut nonce = self.base;
+    pub(super) fn next(&mut self) -> Result<Zeroizing<[u8; 12]>, ()> {
+        let mut nonce = Zeroizing::new([0u8; 12]);
+        nonce.copy_from_slice(&self.base);
         for (n, s) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
             *n ^= s;
         }
@@ -201,5 +223,49 @@ impl Nonces {
     /// when a message opens (RFC 9180 §5.2, `ContextR.Open`).
     pub(super) fn undo(&mut self) {
         self.seq -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fixed-output HKDF stand-in: every expand writes 0xAA bytes.
+    struct Fill;
+
+    impl Hkdf for Fill {
+        fn extract(_salt: &[u8], _ikm: &[&[u8]]) -> Zeroizing<[u8; 32]> {
+            Zeroizing::new([0x11; 32])
+        }
+
+        fn expand(_prk: &[u8; 32], _info: &[&[u8]], out: &mut [u8]) {
+            out.fill(0xAA);
+        }
+    }
+
+    #[test]
+    fn nonces_wipe_clears_the_base_nonce_and_sequence() {
+        let (_, mut nonces) = key_schedule::<Fill>(&[7u8; 32], b"info");
+        assert_eq!(nonces.base, [0xAA; 12]);
+        nonces.next().unwrap();
+        nonces.zeroize();
+        assert_eq!(nonces.base, [0u8; 12]);
+        assert_eq!(nonces.seq, 0);
+    }
+
+    #[test]
+    fn nonces_are_xor_of_base_and_sequence() {
+        let (_, mut nonces) = key_schedule::<Fill>(&[7u8; 32], b"info");
+        assert_eq!(*nonces.next().unwrap(), [0xAA; 12]);
+        let mut second = [0xAA; 12];
+        second[11] ^= 1;
+        assert_eq!(*nonces.next().unwrap(), second);
+    }
+
+    /// Compile-time: each type that holds key-schedule secrets is wiped when dropped.
+    #[test]
+    fn secret_holders_zeroize_on_drop() {
+        fn wipes<T: ZeroizeOnDrop>() {}
+        wipes::<Nonces>();
     }
 }

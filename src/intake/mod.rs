@@ -41,7 +41,7 @@ use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use ingest::{BadRow, FileError, Item};
 use journal::Journal;
-use manifest::Manifest;
+use manifest::{Manifest, ManifestProblem};
 use notify::{Notice, Notifier, Stage};
 use settings::{IntakeAccount, IntakeConfig};
 
@@ -315,14 +315,18 @@ impl Intake {
         let text = match read_small(&manifest_path) {
             Ok(t) => t,
             Err(e) => {
+                // An I/O error or the size limit: nothing from the manifest is quoted.
                 let reason = format!("manifest: {e}");
+                let tell = Tell::Nobody {
+                    summary: reason.clone(),
+                };
                 self.fail_early(
                     account,
                     manifest_name,
                     manifest_name,
                     &manifest_meta,
                     &reason,
-                    None,
+                    tell,
                 )
                 .await;
                 return;
@@ -340,7 +344,12 @@ impl Intake {
                         .collect::<Vec<_>>()
                         .join("; ")
                 );
-                let to = lenient_email(&text);
+                let tell = match lenient_email(&text) {
+                    Some(to) => Tell::Customer(to),
+                    None => Tell::Nobody {
+                        summary: unreadable_summary(&problems),
+                    },
+                };
                 // Its fileName is unknown (or one of the problems): the notice names the
                 // manifest.
                 self.fail_early(
@@ -349,14 +358,14 @@ impl Intake {
                     manifest_name,
                     &manifest_meta,
                     &reason,
-                    to,
+                    tell,
                 )
                 .await;
                 return;
             }
         };
         let file_path = dir.join(&manifest.file_name);
-        let to = Some(manifest.client_email.clone());
+        let to = || Tell::Customer(manifest.client_email.clone());
         let file_meta = match std::fs::symlink_metadata(&file_path) {
             Ok(m) => m,
             Err(_) => {
@@ -372,7 +381,7 @@ impl Intake {
                         config.missing_file_timeout.as_secs()
                     );
                     let file = &manifest.file_name;
-                    self.fail_early(account, manifest_name, file, &manifest_meta, &reason, to)
+                    self.fail_early(account, manifest_name, file, &manifest_meta, &reason, to())
                         .await;
                 }
                 return;
@@ -384,7 +393,7 @@ impl Intake {
                 manifest.file_name
             );
             let file = &manifest.file_name;
-            self.fail_early(account, manifest_name, file, &manifest_meta, &reason, to)
+            self.fail_early(account, manifest_name, file, &manifest_meta, &reason, to())
                 .await;
             return;
         }
@@ -560,9 +569,10 @@ impl Intake {
 
     /// A failure found before a job could start (a bad manifest, a missing file): the
     /// manifest moves to `failed/` with the reason, and the customer hears of it when
-    /// the manifest gave an address. Each manifest is refused once. `file` is what the
-    /// notice is about: the manifest's `fileName`, or the manifest itself when that is
-    /// not known.
+    /// the manifest gave an address; when it gave none, the account's
+    /// `failure_contact` does. Each manifest is refused once. `file` is what the notice
+    /// is about: the manifest's `fileName`, or the manifest itself when that is not
+    /// known.
     async fn fail_early(
         &mut self,
         account: &IntakeAccount,
@@ -570,7 +580,7 @@ impl Intake {
         file: &str,
         manifest_meta: &std::fs::Metadata,
         reason: &str,
-        to: Option<String>,
+        tell: Tell,
     ) {
         tracing::warn!(account = %account.id, manifest = %manifest_name, %reason, "upload refused");
         self.metrics.intake_file("refused", 0, 0);
@@ -593,9 +603,32 @@ impl Intake {
             skipped: 0,
             error: Some(reason.to_owned()),
             bad_rows: Vec::new(),
-            to,
+            to: None,
+            manifest_unreadable: false,
         };
-        self.notifier.send(&notice).await;
+        match tell {
+            Tell::Customer(to) => {
+                let notice = Notice {
+                    to: Some(to),
+                    ..notice
+                };
+                self.notifier.send(&notice).await;
+            }
+            Tell::Nobody { summary } => {
+                // The webhook gets the full notice, as for every failure; the contact
+                // an email that quotes nothing from the manifest.
+                self.notifier.send(&notice).await;
+                if let Some(contact) = &account.failure_contact {
+                    let notice = Notice {
+                        to: Some(contact.clone()),
+                        error: Some(summary),
+                        manifest_unreadable: true,
+                        ..notice
+                    };
+                    self.notifier.send_email(&notice).await;
+                }
+            }
+        }
     }
 
     /// Decrypts and ingests one job's file.
@@ -904,7 +937,55 @@ fn notice(stage: Stage, account: &IntakeAccount, job: &Job) -> Notice {
         error: None,
         bad_rows: Vec::new(),
         to: Some(job.manifest.client_email.clone()),
+        manifest_unreadable: false,
     }
+}
+
+/// Who is told of a failure found before a job could start.
+enum Tell {
+    /// The customer, at the address the manifest gave.
+    Customer(String),
+    /// Nobody the manifest names: the account's `failure_contact`, if set, with
+    /// `summary` as the reason (it quotes nothing from the manifest).
+    Nobody {
+        /// The reason, told without the manifest's values.
+        summary: String,
+    },
+}
+
+/// The reason the failure contact is given for a manifest that could not be read. A
+/// manifest may name the encrypted file's columns, and a YAML parser's complaint may
+/// quote a value, so this keeps only what quotes nothing: the JSON parser's complaint
+/// (position and kind of the syntax error), the first words of any other complaint
+/// about the manifest as a whole, and the names of the top-level fields with problems.
+fn unreadable_summary(problems: &[ManifestProblem]) -> String {
+    const FIELDS: [&str; 5] = ["fileName", "type", "columns", "clientEmail", "keyId"];
+    let mut parts = Vec::new();
+    let mut fields = Vec::new();
+    for p in problems {
+        if p.field == "manifest" {
+            let said = if p.reason.starts_with("is not valid JSON:") {
+                p.reason.as_str()
+            } else {
+                p.reason.split(':').next().unwrap_or_default()
+            };
+            parts.push(format!("the manifest {said}"));
+        } else {
+            let top = p.field.split('.').next().unwrap_or_default();
+            let name = FIELDS
+                .iter()
+                .find(|f| **f == top)
+                .unwrap_or(&"other fields");
+            if !fields.contains(name) {
+                fields.push(*name);
+            }
+        }
+    }
+    if !fields.is_empty() {
+        parts.push(format!("problems in {}", fields.join(", ")));
+    }
+    parts.push("it gives no usable clientEmail".into());
+    parts.join("; ")
 }
 
 /// Prefix of a decrypted file being written.
@@ -1113,6 +1194,47 @@ fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn problem(field: &str, reason: &str) -> ManifestProblem {
+        ManifestProblem {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn the_contacts_reason_quotes_nothing_from_the_manifest() {
+        let cut = manifest::parse(br#"{"fileName":"a.csv.asc","columns":{"hdr_secret":{"da"#)
+            .unwrap_err();
+        let said = unreadable_summary(&cut);
+        assert!(
+            said.starts_with("the manifest is not valid JSON: "),
+            "{said}"
+        );
+        assert!(said.ends_with("; it gives no usable clientEmail"), "{said}");
+        assert!(
+            !said.contains("hdr_secret") && !said.contains("a.csv.asc"),
+            "{said}"
+        );
+
+        let said = unreadable_summary(&[
+            problem(
+                "columns.hdr_secret.dataType",
+                "\"Bogus\" is not a data type",
+            ),
+            problem("clientEmail", "is required"),
+            problem("hdr_other", "is not a manifest field"),
+            problem(
+                "manifest",
+                "is neither JSON nor valid YAML: invalid type: string \"cell\"",
+            ),
+        ]);
+        assert_eq!(
+            said,
+            "the manifest is neither JSON nor valid YAML; problems in columns, clientEmail, \
+             other fields; it gives no usable clientEmail"
+        );
+    }
 
     #[test]
     fn an_interrupted_pickup_puts_the_file_back_beside_its_manifest() {

@@ -1,6 +1,9 @@
 //! Notifications at pickup, success and failure: an email to the manifest's
 //! `clientEmail` (lettre over SMTP) and, if configured, the same notice as JSON to a
-//! webhook. A notification that cannot be delivered is logged; it never fails the file.
+//! webhook. A failure whose manifest cannot be read (so names no `clientEmail`) is
+//! emailed to the account's `failure_contact` instead, with a reason that quotes
+//! nothing from the manifest. A notification that cannot be delivered is logged; it
+//! never fails the file.
 
 use std::sync::Arc;
 
@@ -51,10 +54,20 @@ pub struct Notice {
     /// Whom the email goes to.
     #[serde(skip)]
     pub to: Option<String>,
+    /// The email goes to the account's `failure_contact` because the manifest could not
+    /// be read: it says so, and `error` quotes nothing from the manifest.
+    #[serde(skip)]
+    pub manifest_unreadable: bool,
 }
 
 impl Notice {
     fn subject(&self) -> String {
+        if self.manifest_unreadable {
+            return format!(
+                "File upload {}: import failed, the manifest could not be read",
+                self.file
+            );
+        }
         match self.stage {
             Stage::Pickup => format!("File upload {}: picked up for processing", self.file),
             Stage::Success => format!(
@@ -70,6 +83,15 @@ impl Notice {
             "Account: {}\nFile: {}\nManifest: {}\n\n",
             self.account, self.file, self.manifest
         );
+        if self.manifest_unreadable {
+            text.push_str(&format!(
+                "The manifest could not be read, so the customer could not be told: the \
+                 upload was not imported.\nReason: {}\nThe manifest and the full reason are in \
+                 the intake's state directory, under failed/.\n",
+                self.error.as_deref().unwrap_or("unknown")
+            ));
+            return text;
+        }
         match self.stage {
             Stage::Pickup => {
                 text.push_str("The file was picked up and is being decrypted and imported.\n")
@@ -171,6 +193,12 @@ impl Notifier {
 
     /// Sends `notice` on every channel; failures are logged.
     pub async fn send(&self, notice: &Notice) {
+        self.send_email(notice).await;
+        self.post_webhook(notice).await;
+    }
+
+    /// Emails `notice` to its `to`, if SMTP is configured; failures are logged.
+    pub async fn send_email(&self, notice: &Notice) {
         if let (Some((transport, from)), Some(to)) = (&self.smtp, &notice.to) {
             match email(from, to, notice) {
                 Ok(message) => {
@@ -181,6 +209,10 @@ impl Notifier {
                 Err(e) => tracing::warn!(error = %e, "notification email not built"),
             }
         }
+    }
+
+    /// Posts `notice` to the webhook, if one is configured; failures are logged.
+    async fn post_webhook(&self, notice: &Notice) {
         if let Some((uri, client)) = &self.webhook {
             let body = serde_json::to_vec(notice).unwrap_or_default();
             let request = http::Request::post(uri.clone())
@@ -216,4 +248,46 @@ fn email(from: &lettre::message::Mailbox, to: &str, notice: &Notice) -> Result<M
         .header(ContentType::TEXT_PLAIN)
         .body(notice.body())
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreadable() -> Notice {
+        Notice {
+            stage: Stage::Failure,
+            account: "ACCT-1".into(),
+            file: "upload.manifest".into(),
+            manifest: "upload.manifest".into(),
+            uploaded: 0,
+            skipped: 0,
+            error: Some("is not valid JSON: EOF while parsing an object".into()),
+            bad_rows: Vec::new(),
+            to: Some("ops@platform.example".into()),
+            manifest_unreadable: true,
+        }
+    }
+
+    #[test]
+    fn an_unreadable_manifest_notice_says_so() {
+        let n = unreadable();
+        assert_eq!(
+            n.subject(),
+            "File upload upload.manifest: import failed, the manifest could not be read"
+        );
+        let body = n.body();
+        assert!(body.contains("File: upload.manifest\n"), "{body}");
+        assert!(body.contains("The manifest could not be read"), "{body}");
+        assert!(body.contains("Reason: is not valid JSON"), "{body}");
+    }
+
+    #[test]
+    fn the_webhook_json_is_unchanged_by_the_contact_fields() {
+        let v = serde_json::to_value(unreadable()).unwrap();
+        assert!(
+            v.get("to").is_none() && v.get("manifest_unreadable").is_none(),
+            "{v}"
+        );
+    }
 }

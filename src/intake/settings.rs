@@ -105,6 +105,10 @@ pub struct RawIntakeAccount {
     /// Refuse files that are not encrypted (default true).
     #[serde(default)]
     pub require_encryption: Option<bool>,
+    /// The operator's address for failures no customer can be told of: a manifest that
+    /// cannot be read (cut-off JSON, no valid `clientEmail`).
+    #[serde(default)]
+    pub failure_contact: Option<String>,
     /// The account's OpenPGP keys.
     #[serde(default)]
     pub keys: Vec<RawPgpKey>,
@@ -168,6 +172,8 @@ pub struct IntakeAccount {
     pub download_dir: PathBuf,
     /// Refuse unencrypted files.
     pub require_encryption: bool,
+    /// Who hears of a failure whose manifest names nobody to tell (a checked address).
+    pub failure_contact: Option<String>,
     /// Its keys, by `keyId` (shared, so a job keeps its key across a reload).
     pub keys: Vec<std::sync::Arc<PgpKey>>,
 }
@@ -400,6 +406,14 @@ fn account(raw: &RawIntakeAccount, base: &Path) -> Result<IntakeAccount, Vec<Str
             None
         }
     };
+    let failure_contact = raw.failure_contact.as_deref().map(str::trim);
+    if let Some(contact) = failure_contact
+        && let Err(e) = contact.parse::<lettre::Address>()
+    {
+        problems.push(format!(
+            "failure_contact {contact:?} is not an email address: {e}"
+        ));
+    }
     let upload_dir = resolve(base, &raw.upload_dir);
     let download_dir = resolve(base, &raw.download_dir);
     if !upload_dir.is_dir() {
@@ -445,6 +459,7 @@ fn account(raw: &RawIntakeAccount, base: &Path) -> Result<IntakeAccount, Vec<Str
             upload_dir,
             download_dir,
             require_encryption,
+            failure_contact: failure_contact.map(str::to_owned),
             keys,
         }),
         _ => Err(problems),

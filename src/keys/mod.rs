@@ -19,7 +19,7 @@ use der::asn1::{BitStringRef, OctetStringRef};
 use der::{Decode as _, Encode as _, EncodePem as _, pem::LineEnding};
 use pkcs8::{EncryptedPrivateKeyInfoRef, PrivateKeyInfoRef};
 use spki::{AlgorithmIdentifierRef, ObjectIdentifier, SubjectPublicKeyInfoRef};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 pub use tink::{public_keyset_json, public_keyset_json_of};
 
@@ -522,6 +522,10 @@ impl ServerKeys {
     /// the whole ciphertext is tried as RAW against every key. The plaintext is
     /// decrypted in place and returned as a slice of `sealed`'s allocation.
     ///
+    /// That allocation is wiped (all of its capacity) when the last `Bytes` sharing it
+    /// drops, and on failure before this returns: callers need not wipe anything. A copy
+    /// a caller makes (`to_vec`, `BytesMut::from`) is the caller's to wipe.
+    ///
     /// Keys that are retired or past their `not_after` are not tried.
     pub fn open(&self, info: &[u8], sealed: BytesMut) -> Result<Bytes, OpenError> {
         self.open_at(SystemTime::now(), info, sealed)
@@ -532,11 +536,14 @@ impl ServerKeys {
         &self,
         now: SystemTime,
         info: &[u8],
-        mut sealed: BytesMut,
+        sealed: BytesMut,
     ) -> Result<Bytes, OpenError> {
+        // A uniquely owned `BytesMut` (as the middleware builds it) gives up its
+        // allocation without a copy.
+        let mut sealed = WipedOnDrop(Vec::from(sealed));
         let usable = || self.keys.iter().filter(move |k| k.valid_at(now));
         let mut attempts: Vec<(&ServerKey, usize)> = Vec::with_capacity(self.keys.len() + 1);
-        if let (Prefix::Tink(id), _) = envelope::split_prefix(&sealed) {
+        if let (Prefix::Tink(id), _) = envelope::split_prefix(&sealed.0) {
             attempts.extend(
                 usable()
                     .filter(|k| k.matches(id))
@@ -546,25 +553,53 @@ impl ServerKeys {
         attempts.extend(usable().map(|k| (k, 0)));
         // A backend that may write into the buffer on a failed open gets a pristine copy
         // back before the next try (only when there is a next try).
-        let pristine =
-            (!envelope::OPEN_KEEPS_INPUT_ON_FAILURE && attempts.len() > 1).then(|| sealed.to_vec());
+        let pristine = (!envelope::OPEN_KEEPS_INPUT_ON_FAILURE && attempts.len() > 1)
+            .then(|| sealed.0.clone());
         let mut last = OpenError::Authentication;
         for (i, (key, offset)) in attempts.iter().enumerate() {
-            match envelope::open_in_place(&key.key, info, &mut sealed[*offset..]) {
+            match envelope::open_in_place(&key.key, info, &mut sealed.0[*offset..]) {
                 Ok(pt) => {
                     let start = offset + ENC_LEN;
                     let end = start + pt.len();
-                    return Ok(sealed.freeze().slice(start..end));
+                    return Ok(Bytes::from_owner(sealed).slice(start..end));
                 }
                 Err(e) => last = e,
             }
             if let Some(copy) = &pristine
                 && i + 1 < attempts.len()
             {
-                sealed.copy_from_slice(copy);
+                sealed.0.copy_from_slice(copy);
             }
         }
         Err(last)
+    }
+}
+
+/// A decrypted body's allocation, wiped when dropped: as the owner behind the `Bytes`
+/// that [`ServerKeys::open`] returns, when the last clone of that `Bytes` drops.
+struct WipedOnDrop(Vec<u8>);
+
+impl Zeroize for WipedOnDrop {
+    /// Zeroes every byte of the allocation, spare capacity included. Not
+    /// `Vec::zeroize`, which writes element by element (volatile); this is one memset
+    /// per part behind an optimization barrier, at memcpy speed.
+    fn zeroize(&mut self) {
+        self.0.as_mut_slice().zeroize();
+        self.0.spare_capacity_mut().zeroize();
+    }
+}
+
+impl Drop for WipedOnDrop {
+    fn drop(&mut self) {
+        self.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for WipedOnDrop {}
+
+impl AsRef<[u8]> for WipedOnDrop {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
     }
 }
 
@@ -686,6 +721,42 @@ mod tests {
             .map(|k| k.id())
             .collect();
         assert_eq!(ids, [Some(2)]);
+    }
+
+    /// The wipe zeroes the bytes in place and keeps the allocation (its spare capacity
+    /// is zeroed as well, which safe code cannot read back).
+    #[test]
+    fn wiped_on_drop_zeroes_the_plaintext() {
+        let mut v = Vec::with_capacity(64);
+        v.extend_from_slice(b"secret plaintext");
+        let ptr = v.as_ptr();
+        let mut buf = WipedOnDrop(v);
+        buf.zeroize();
+        assert_eq!(buf.0, [0u8; 16]);
+        assert_eq!(buf.0.as_ptr(), ptr);
+        assert_eq!(buf.0.capacity(), 64);
+    }
+
+    /// Compile-time: the plaintext's owner is wiped when dropped.
+    #[test]
+    fn plaintext_owner_zeroizes_on_drop() {
+        fn wipes<T: ZeroizeOnDrop>() {}
+        wipes::<WipedOnDrop>();
+    }
+
+    /// The plaintext outlives the keyring call and every clone reads it; the
+    /// allocation is shared, not copied, so only one owner wipes it.
+    #[test]
+    fn opened_plaintext_is_a_shared_slice_of_the_wiped_owner() {
+        let a = PrivateKey::generate();
+        let pa = a.public_key();
+        let ring = ServerKeys::new(vec![ServerKey::new(Some(1), a)]);
+        let ct = envelope::seal(&pa, Prefix::Tink(1), b"acct", b"plain text").unwrap();
+        let pt = ring.open(b"acct", BytesMut::from(&ct[..])).unwrap();
+        let clone = pt.clone();
+        assert_eq!(pt.as_ptr(), clone.as_ptr());
+        drop(pt);
+        assert_eq!(&clone[..], b"plain text");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::KeyError;
 use crate::envelope::{Prefix, PrivateKey, PublicKey};
@@ -71,6 +71,12 @@ struct KeysetKey {
     output_prefix_type: String,
 }
 
+// Its `key_data` wipes itself; the rest is public.
+impl ZeroizeOnDrop for KeysetKey {}
+
+/// One key's material. In a private keyset `value` is a private key, so it is wiped on
+/// drop: the primary key's after it is decoded, every other key's as soon as the keyset
+/// is read.
 #[derive(Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct KeyData {
@@ -78,6 +84,14 @@ struct KeyData {
     value: String,
     key_material_type: String,
 }
+
+impl Drop for KeyData {
+    fn drop(&mut self) {
+        self.value.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for KeyData {}
 
 /// Reads the primary key of a Tink public keyset.
 pub(crate) fn parse_public_keyset(json: &[u8]) -> Result<(PublicKey, Prefix), KeyError> {
@@ -90,9 +104,9 @@ pub(crate) fn parse_public_keyset(json: &[u8]) -> Result<(PublicKey, Prefix), Ke
 
 /// Reads the primary key of a cleartext Tink private keyset.
 pub(crate) fn parse_private_keyset(json: &[u8]) -> Result<(PrivateKey, Prefix), KeyError> {
-    let (mut key, prefix) = primary_key(json, PRIVATE_TYPE_URL)?;
+    let (key, prefix) = primary_key(json, PRIVATE_TYPE_URL)?;
     let bytes = Zeroizing::new(decode_value(&key.key_data.value)?);
-    zeroize::Zeroize::zeroize(&mut key.key_data.value);
+    drop(key);
     let mut proto = HpkePrivateKey::decode(bytes.as_slice())
         .map_err(|_| tink_error("HpkePrivateKey does not decode".into()))?;
     let private_bytes = Zeroizing::new(std::mem::take(&mut proto.private_key));
@@ -327,6 +341,52 @@ mod tests {
             assert_eq!(got, pk);
             assert_eq!(got_prefix, prefix);
         }
+    }
+
+    /// Compile-time: every key of a keyset read (primary or not) is wiped when dropped.
+    #[test]
+    fn keyset_key_material_zeroizes_on_drop() {
+        fn wipes<T: ZeroizeOnDrop>() {}
+        wipes::<KeyData>();
+        wipes::<KeysetKey>();
+    }
+
+    #[test]
+    fn a_private_keyset_with_several_keys_reads_its_primary() {
+        let keys: Vec<PrivateKey> = (0..3).map(|_| PrivateKey::generate()).collect();
+        let entry = |id: u32, key: &PrivateKey| {
+            let proto = HpkePrivateKey {
+                version: 0,
+                public_key: Some(HpkePublicKey {
+                    version: 0,
+                    params: Some(HpkeParams {
+                        kem: KEM_X25519_HKDF_SHA256,
+                        kdf: KDF_HKDF_SHA256,
+                        aead: AEAD_AES_256_GCM,
+                    }),
+                    public_key: key.public_key().to_bytes().to_vec(),
+                }),
+                private_key: key.to_bytes().to_vec(),
+            };
+            serde_json::json!({
+                "keyData": {
+                    "typeUrl": PRIVATE_TYPE_URL,
+                    "value": STANDARD.encode(proto.encode_to_vec()),
+                    "keyMaterialType": "ASYMMETRIC_PRIVATE"
+                },
+                "status": "ENABLED",
+                "keyId": id,
+                "outputPrefixType": "TINK"
+            })
+        };
+        let json = serde_json::json!({
+            "primaryKeyId": 11,
+            "key": [entry(10, &keys[0]), entry(11, &keys[1]), entry(12, &keys[2])]
+        })
+        .to_string();
+        let (key, prefix) = parse_private_keyset(json.as_bytes()).unwrap();
+        assert_eq!(prefix, Prefix::Tink(11));
+        assert_eq!(key.public_key(), keys[1].public_key());
     }
 
     #[test]
