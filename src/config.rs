@@ -52,6 +52,9 @@ pub const DEFAULT_REQUEST_BUFFER_BYTES: u64 = 64 * 1024;
 pub const MIN_DEFAULT_BUFFER_BUDGET_BYTES: u64 = 256 * 1024 * 1024;
 /// Default wait for buffer budget to come free before answering 503.
 pub const DEFAULT_BUFFER_WAIT_MS: u64 = 1_000;
+/// Default most time a write to a client may wait without progress (nginx's
+/// `send_timeout`).
+pub const DEFAULT_SEND_TIMEOUT_MS: u64 = 60_000;
 /// Default most open client connections per process (public and admin listeners
 /// each); beyond, the listener stops accepting until one closes.
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
@@ -116,6 +119,9 @@ pub struct RawConfig {
     /// Most open client connections per listener.
     #[serde(default)]
     pub max_connections: Option<u64>,
+    /// Most time a write to a client may wait without progress, in milliseconds.
+    #[serde(default)]
+    pub send_timeout_ms: Option<u64>,
     /// `Content-Type` (and `Accept`) the upstream sees on a decrypted request.
     #[serde(default)]
     pub plaintext_content_type: Option<String>,
@@ -282,6 +288,8 @@ pub struct Ops {
     pub buffer_wait: Duration,
     /// Most open client connections per listener.
     pub max_connections: usize,
+    /// Most time a write to a client may wait without progress.
+    pub send_timeout: Duration,
     /// Time in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
     /// Interval between checks of [`Config::files`]; `None`: SIGHUP only.
@@ -306,6 +314,7 @@ impl Default for Ops {
             ),
             buffer_wait: Duration::from_millis(DEFAULT_BUFFER_WAIT_MS),
             max_connections: DEFAULT_MAX_CONNECTIONS as usize,
+            send_timeout: Duration::from_millis(DEFAULT_SEND_TIMEOUT_MS),
             shutdown_grace: Duration::from_millis(DEFAULT_SHUTDOWN_GRACE_MS),
             reload_poll: Some(Duration::from_millis(DEFAULT_RELOAD_POLL_MS)),
             keys_max_age: Duration::from_secs(DEFAULT_KEYS_MAX_AGE_S),
@@ -600,6 +609,13 @@ fn ops(
             raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
         ),
     );
+    let send_timeout_ms = take(
+        p,
+        bounded_timeout(
+            "send_timeout_ms",
+            raw.send_timeout_ms.unwrap_or(DEFAULT_SEND_TIMEOUT_MS),
+        ),
+    );
     let admin = raw.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
     let admin_listen = match admin {
         "off" => Some(None),
@@ -618,6 +634,7 @@ fn ops(
         Some(admin_listen),
         Some(buffer_wait_ms),
         Some(max_connections),
+        Some(send_timeout_ms),
     ) = (
         max_header_bytes,
         header_timeout_ms,
@@ -626,6 +643,7 @@ fn ops(
         admin_listen,
         buffer_wait_ms,
         max_connections,
+        send_timeout_ms,
     )
     else {
         return Err(problems);
@@ -641,6 +659,7 @@ fn ops(
         buffer_budget_bytes,
         buffer_wait: Duration::from_millis(buffer_wait_ms),
         max_connections: usize_of(max_connections),
+        send_timeout: Duration::from_millis(send_timeout_ms),
         shutdown_grace: Duration::from_millis(shutdown_grace_ms),
         reload_poll: match raw.reload_poll_ms.unwrap_or(DEFAULT_RELOAD_POLL_MS) {
             0 => None,

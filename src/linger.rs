@@ -8,7 +8,13 @@
 //! `http.client`, Java's `HttpClient`) gets a connection reset instead of the answer:
 //! closing a socket with unread data makes the kernel send RST, and the client's write
 //! fails before it ever reads the 413.
+//!
+//! The same wrapper bounds how long a write may wait on a client that does not read
+//! (nginx's `send_timeout`): a connection whose writes make no progress for the send
+//! timeout fails, hyper drops it, and the answer's buffer (and its share of the buffer
+//! budget) goes with it.
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -17,6 +23,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Sleep;
 
 /// The longest a closing connection is read and discarded (nginx's `lingering_time`).
 pub const LINGER_TOTAL: Duration = Duration::from_secs(30);
@@ -29,14 +36,44 @@ pub const LINGER_IDLE: Duration = Duration::from_secs(5);
 pub struct Lingering {
     stream: Option<TcpStream>,
     slot: Option<OwnedSemaphorePermit>,
+    send_timeout: Duration,
+    /// Armed while a write waits for the client to read.
+    stalled: Option<Pin<Box<Sleep>>>,
 }
 
 impl Lingering {
-    /// Wraps an accepted connection and the slot it holds among `max_connections`.
-    pub fn new(stream: TcpStream, slot: OwnedSemaphorePermit) -> Self {
+    /// Wraps an accepted connection and the slot it holds among `max_connections`;
+    /// a write that cannot progress for `send_timeout` fails.
+    pub fn new(stream: TcpStream, slot: OwnedSemaphorePermit, send_timeout: Duration) -> Self {
         Self {
             stream: Some(stream),
             slot: Some(slot),
+            send_timeout,
+            stalled: None,
+        }
+    }
+
+    /// After a write was polled: progress disarms the timer, a wait arms it, and a
+    /// wait past the send timeout becomes an error.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let timeout = self.send_timeout;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing for the send timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -96,10 +133,11 @@ impl AsyncWrite for Lingering {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.stream() {
+        let polled = match self.stream() {
             Ok(s) => Pin::new(s).poll_write(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        self.watch(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -107,10 +145,11 @@ impl AsyncWrite for Lingering {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.stream() {
+        let polled = match self.stream() {
             Ok(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        self.watch(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

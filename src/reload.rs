@@ -61,7 +61,7 @@ fn stamp(path: &Path) -> Option<FileStamp> {
 /// The settings a reload cannot change, as text to compare.
 pub fn fixed_settings(config: &Config) -> String {
     format!(
-        "listen={} upstream={} account_header={} admin_listen={:?} max_header_bytes={} header_timeout={:?} max_concurrent_requests={} buffer_budget_bytes={} buffer_wait={:?} max_connections={} metrics_account_labels={} tls={} upstream_tls={} intake={:?}",
+        "listen={} upstream={} account_header={} admin_listen={:?} max_header_bytes={} header_timeout={:?} max_concurrent_requests={} buffer_budget_bytes={} buffer_wait={:?} max_connections={} send_timeout={:?} metrics_account_labels={} tls={} upstream_tls={} intake={:?}",
         config.listen,
         config.upstream,
         config.account_header,
@@ -72,6 +72,7 @@ pub fn fixed_settings(config: &Config) -> String {
         config.ops.buffer_budget_bytes,
         config.ops.buffer_wait,
         config.ops.max_connections,
+        config.ops.send_timeout,
         config.ops.metrics_account_labels,
         config.tls.is_some(),
         config.upstream_tls.is_some(),
@@ -130,7 +131,7 @@ impl Reloader {
                         "reload: listen, upstream, account_header, admin_listen, max_header_bytes, \
                          header_timeout_ms, \
                          max_concurrent_requests, buffer_budget_bytes, buffer_wait_ms, \
-                         max_connections, metrics_account_labels, tls, and the intake's \
+                         max_connections, send_timeout_ms, metrics_account_labels, tls, and the intake's \
                          state_dir, smtp and webhook_url need a restart; the running values stay"
                     );
                 }

@@ -163,15 +163,20 @@ pub struct ConnectionTimeouts {
     pub h2_ping_interval: Duration,
     /// HTTP/2: how long a ping may go unanswered before the connection is closed.
     pub h2_ping_timeout: Duration,
+    /// How long a write to the client may wait without progress (a client that stops
+    /// reading) before the connection is closed.
+    pub send: Duration,
 }
 
 impl Default for ConnectionTimeouts {
-    /// 30 s for a head or handshake; an HTTP/2 ping after 30 s of quiet, answered within 20 s.
+    /// 30 s for a head or handshake; an HTTP/2 ping after 30 s of quiet, answered within
+    /// 20 s; 60 s for a write the client does not read (nginx's `send_timeout`).
     fn default() -> Self {
         Self {
             head: Duration::from_secs(30),
             h2_ping_interval: Duration::from_secs(30),
             h2_ping_timeout: Duration::from_secs(20),
+            send: Duration::from_secs(60),
         }
     }
 }
@@ -287,7 +292,7 @@ pub async fn serve_connections(
             () = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
-        let io = crate::linger::Lingering::new(tcp, slot);
+        let io = crate::linger::Lingering::new(tcp, slot, timeouts.send);
         let (builder, service) = (builder.clone(), service.clone());
         let metrics = limits.metrics.clone();
         match &tls {
@@ -374,7 +379,7 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
         .map(|(i, socket)| {
             let (gateway, mut stop, done) = (gateway.clone(), stop_rx.clone(), done_tx.clone());
             let limits = connection_limits.clone();
-            let header_timeout = ops.header_timeout;
+            let (header_timeout, send_timeout) = (ops.header_timeout, ops.send_timeout);
             let tls = tls_config.clone().map(tokio_rustls::TlsAcceptor::from);
             std::thread::Builder::new()
                 .name(format!("hpke-gateway-{i}"))
@@ -391,6 +396,7 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
                         };
                         let timeouts = ConnectionTimeouts {
                             head: header_timeout,
+                            send: send_timeout,
                             ..ConnectionTimeouts::default()
                         };
                         serve_connections(listener, router, tls, timeouts, limits, shutdown).await
@@ -422,6 +428,7 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
                 // admin port may face a network (the Kubernetes manifests bind 0.0.0.0).
                 let timeouts = ConnectionTimeouts {
                     head: ops.header_timeout,
+                    send: ops.send_timeout,
                     ..ConnectionTimeouts::default()
                 };
                 let limits = ConnectionLimits::new(ops.max_connections, None);

@@ -16,6 +16,7 @@ const TIMEOUTS: ConnectionTimeouts = ConnectionTimeouts {
     head: Duration::from_millis(400),
     h2_ping_interval: Duration::from_millis(300),
     h2_ping_timeout: Duration::from_millis(300),
+    send: Duration::from_millis(500),
 };
 
 /// Closing must happen well within this; a hang fails the test instead of blocking it.

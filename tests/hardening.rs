@@ -834,3 +834,151 @@ async fn too_many_header_fields_are_counted_and_too_many_bytes_get_json() {
     assert_eq!(res.status(), 200);
     let _ = PASSCODE;
 }
+
+// === review findings: budget holders, non-reading clients, streaming bodies ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_that_declare_bodies_they_never_send_hold_no_budget() {
+    let (_up, up_addr) = Upstream::start().await;
+    // 60 MiB of budget; ten silent heads declare 100 MiB between them (six would
+    // reserve all of it if a declared length were reserved up front).
+    let gw = Served::start(
+        up_addr,
+        "buffer_budget_bytes = 62914560\nmax_response_body_bytes = 16777216",
+    )
+    .await;
+    let server = server_public(gw.dir.path());
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+    let mut silent = Vec::new();
+    for _ in 0..10 {
+        let mut tcp = TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /1/upload HTTP/1.1\r\nHost: x\r\nContent-Type: {MEDIA}\r\nAccept: {MEDIA}\r\n{ACCOUNT_HEADER}: ACCT-1\r\nContent-Length: 10485760\r\n\r\n"
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        silent.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let sealed = envelope::seal(&server, Prefix::Raw, b"ACCT-1", b"{}").unwrap();
+        let res = gw
+            .client
+            .post(format!("{}/1/upload", gw.url))
+            .header("content-type", MEDIA)
+            .header("accept", MEDIA)
+            .header(ACCOUNT_HEADER, "ACCT-1")
+            .body(sealed)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    drop(silent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_a_client_does_not_read_stays_counted_until_the_send_timeout() {
+    let (_up, up_addr) = Upstream::start().await;
+    let gw = Served::start(
+        up_addr,
+        "buffer_budget_bytes = 67108864\nmax_response_body_bytes = 16777216\nsend_timeout_ms = 3000",
+    )
+    .await;
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+    // Four clients ask for a 10 MiB encrypted answer and never read it.
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut tcp = TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "GET /big/10485760 HTTP/1.1\r\nHost: x\r\nAccept: {MEDIA}\r\n{ACCOUNT_HEADER}: ACCT-1\r\n\r\n"
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        stalled.push(tcp);
+    }
+    let gauge = "hpke_gateway_buffered_body_bytes";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut held = 0.0;
+    while Instant::now() < deadline {
+        held = sample(&gw.metrics().await, gauge);
+        if held >= 30.0 * 1024.0 * 1024.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        held >= 30.0 * 1024.0 * 1024.0,
+        "unread answers are counted: {held}"
+    );
+    // And stay counted while unread (given to hyper whole, they were let go at once).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let still = sample(&gw.metrics().await, gauge);
+    assert!(
+        still >= 30.0 * 1024.0 * 1024.0,
+        "unread answers stay counted: {still}"
+    );
+    // The send timeout closes them and gives the budget back.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && sample(&gw.metrics().await, gauge) > 0.0 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(sample(&gw.metrics().await, gauge), 0.0);
+    drop(stalled);
+}
+
+/// An upstream that answers as soon as it has a request head, without waiting for the
+/// body (a streaming API), and keeps reading whatever body comes.
+fn answer_at_once(_method: &str, _path: &str) -> Vec<u8> {
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}"
+        .to_vec()
+}
+
+#[tokio::test]
+async fn streaming_plaintext_bodies_go_on_at_once_when_buffering_is_off() {
+    let upstream = raw_upstream(answer_at_once).await;
+    let gw = Gateway::start_with(Options {
+        upstream: Some(upstream),
+        extra: "request_buffer_bytes = 0".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut tcp = TcpStream::connect(gw.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let chunk = "x".repeat(200);
+    let request = format!(
+        "POST /stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n",
+        chunk.len()
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    // The body stays open: the answer must come anyway.
+    let mut got = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut got))
+        .await
+        .expect("the upstream's early answer reached the client")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got[..n]);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
+
+#[tokio::test]
+async fn a_streamed_body_that_stalls_is_a_408_not_an_upstream_error() {
+    let gw = Gateway::start_with(Options {
+        extra: "request_buffer_bytes = 0\nrequest_body_idle_timeout_ms = 500".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut tcp = TcpStream::connect(gw.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let chunk = "y".repeat(100);
+    let request = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n",
+        chunk.len()
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut got)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("4011"), "{text}");
+}
