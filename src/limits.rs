@@ -140,6 +140,18 @@ impl Admission {
     /// Grows `held` by `bytes`, waiting up to the configured time for them to come
     /// free; 503/5005 if they do not (or can never: more than the whole budget).
     pub async fn grow(&self, held: &mut Reservation, bytes: u64) -> Result<(), Error> {
+        self.grow_waiting(held, bytes, self.budget_wait).await
+    }
+
+    /// [`Admission::grow`], waiting up to `wait` instead of the configured time: an
+    /// upstream's answer, which the upstream has already spent work on, may wait longer
+    /// for bytes to come free than a new request.
+    pub async fn grow_waiting(
+        &self,
+        held: &mut Reservation,
+        bytes: u64,
+        wait: Duration,
+    ) -> Result<(), Error> {
         if bytes == 0 {
             return Ok(());
         }
@@ -154,13 +166,10 @@ impl Admission {
         let kib = u32::try_from(kib).map_err(|_| refuse())?;
         let permit = match self.budget.clone().try_acquire_many_owned(kib) {
             Ok(p) => p,
-            Err(_) => tokio::time::timeout(
-                self.budget_wait,
-                self.budget.clone().acquire_many_owned(kib),
-            )
-            .await
-            .map_err(|_| refuse())?
-            .map_err(|_| refuse())?,
+            Err(_) => tokio::time::timeout(wait, self.budget.clone().acquire_many_owned(kib))
+                .await
+                .map_err(|_| refuse())?
+                .map_err(|_| refuse())?,
         };
         self.metrics
             .buffered_body_bytes()

@@ -187,6 +187,7 @@ impl Default for ConnectionTimeouts {
 pub struct ConnectionLimits {
     slots: Arc<tokio::sync::Semaphore>,
     metrics: Option<Arc<Metrics>>,
+    read_buffer: usize,
 }
 
 impl ConnectionLimits {
@@ -198,9 +199,23 @@ impl ConnectionLimits {
                 max_connections.clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
             )),
             metrics,
+            read_buffer: MIN_READ_BUFFER,
         }
     }
+
+    /// Room in each HTTP/1.1 connection's read buffer for a request head of
+    /// `max_header_bytes` (and the request line) besides the minimum.
+    pub fn with_head_room(mut self, max_header_bytes: usize) -> Self {
+        self.read_buffer = MIN_READ_BUFFER.max(max_header_bytes.saturating_add(8 * 1024));
+        self
+    }
 }
+
+/// The smallest read buffer an HTTP/1.1 connection gets. hyper's default grows to about
+/// 400 KiB per connection while a body streams in; with thousands of connections that
+/// is memory no budget sees. A head must fit in it: one that does not gets hyper's bare
+/// 431 (see [`MAX_HEADER_FIELDS`]).
+pub const MIN_READ_BUFFER: usize = 64 * 1024;
 
 impl Default for ConnectionLimits {
     /// `max_connections`' default, uncounted.
@@ -256,7 +271,8 @@ pub async fn serve_connections(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.head);
+        .header_read_timeout(timeouts.head)
+        .max_buf_size(limits.read_buffer);
     // A peer that stops answering pings (gone, or holding the connection open without
     // reading) is dropped; a live idle client answers them and keeps its connection.
     builder
@@ -372,7 +388,8 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     // One connection budget for all workers.
     let connection_limits =
-        ConnectionLimits::new(ops.max_connections, Some(gateway.metrics().clone()));
+        ConnectionLimits::new(ops.max_connections, Some(gateway.metrics().clone()))
+            .with_head_room(ops.max_header_bytes);
     let threads: Vec<_> = sockets
         .into_iter()
         .enumerate()
@@ -431,7 +448,8 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
                     send: ops.send_timeout,
                     ..ConnectionTimeouts::default()
                 };
-                let limits = ConnectionLimits::new(ops.max_connections, None);
+                let limits = ConnectionLimits::new(ops.max_connections, None)
+                    .with_head_room(ops.max_header_bytes);
                 Some(tokio::spawn(async move {
                     let serving = serve_connections(
                         listener,

@@ -144,6 +144,21 @@ pub(crate) struct Collect<E, R, T> {
     pub(crate) read_error: R,
     /// The error when a frame is late.
     pub(crate) timed_out: T,
+    /// How long to wait for buffer budget.
+    pub(crate) budget_wait: BudgetWait,
+}
+
+/// How a body waits for buffer budget.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum BudgetWait {
+    /// A client's body: its first step waits up to `buffer_wait_ms` (it holds nothing
+    /// yet), later ones not at all. Under overload a body that cannot grow gives its
+    /// bytes back at once with a 503, so the others finish, instead of all of them
+    /// creeping on a step at a time until the request deadline.
+    Request,
+    /// An upstream's answer, which the upstream has already spent its work on: every
+    /// step may wait this long.
+    Answer(Duration),
 }
 
 /// How much more budget a body of unknown length takes at a time.
@@ -184,7 +199,13 @@ where
             if total > held.bytes() {
                 let step = (total - held.bytes()).max(BUDGET_STEP);
                 let step = step.min(how.limit.saturating_sub(held.bytes())).max(1);
-                admission.grow(held, step).await?;
+                match how.budget_wait {
+                    BudgetWait::Request if held.bytes() == 0 => admission.grow(held, step).await?,
+                    BudgetWait::Request => {
+                        admission.grow_waiting(held, step, Duration::ZERO).await?;
+                    }
+                    BudgetWait::Answer(wait) => admission.grow_waiting(held, step, wait).await?,
+                }
             }
             buf.extend_from_slice(data);
         }
@@ -456,6 +477,7 @@ mod budget_tests {
             too_large: || Error::PayloadTooLarge { limit: 1 },
             read_error: |_: axum::Error| Error::BadRequestBody,
             timed_out: || Error::RequestTimeout,
+            budget_wait: BudgetWait::Request,
         };
         let collecting = collect_limited(body, how, &admission, &mut held);
         let other = async {

@@ -81,6 +81,9 @@ pub(crate) async fn decode(
     Ok(current)
 }
 
+/// How long a decoded answer waits for buffer budget.
+const ANSWER_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Bytes decoded between two looks at the budget and two yields.
 const STEP: usize = 64 * 1024;
 
@@ -168,8 +171,10 @@ async fn drain(
             ));
         }
         if decoded > held.bytes() {
+            // The upstream's answer: worth waiting for (see `Admission::grow_waiting`).
+            let step = (STEP as u64).max(decoded - held.bytes());
             admission
-                .grow(held, (STEP as u64).max(decoded - held.bytes()))
+                .grow_waiting(held, step, ANSWER_BUDGET_WAIT)
                 .await?;
         }
         tokio::task::yield_now().await;

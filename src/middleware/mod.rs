@@ -60,7 +60,7 @@ use crate::keys::ServerKeys;
 use crate::limits::Admission;
 use crate::metrics::{Metrics, Mode};
 
-use body::Collect;
+use body::{BudgetWait, Collect};
 use classify::{Negotiation, SNIFF_LEN};
 
 /// What the middleware needs to know: keys, accounts and limits.
@@ -481,6 +481,7 @@ where
         too_large: || Error::PayloadTooLarge { limit },
         read_error: |_: axum::Error| Error::BadRequestBody,
         timed_out: || Error::RequestTimeout,
+        budget_wait: BudgetWait::Request,
     };
     let sealed = state
         .receiving(body::collect_limited(body, how, state.admission, &mut held))
@@ -639,6 +640,9 @@ async fn seal_response(
         },
         read_error: |e: axum::Error| Error::BadUpstreamResponse(e.into()),
         timed_out: || Error::UpstreamTimeout,
+        // The upstream has done its work: its answer waits for budget as long as it
+        // may take to arrive, while new requests wait only `buffer_wait_ms`.
+        budget_wait: BudgetWait::Answer(state.upstream_timeout),
     };
     let collect = body::collect_limited(body, how, state.admission, &mut held);
     let mut sealed = tokio::time::timeout(state.upstream_timeout, collect)
