@@ -27,6 +27,10 @@ async fn serve() -> SocketAddr {
 }
 
 async fn serve_with(timeouts: ConnectionTimeouts) -> SocketAddr {
+    serve_limited(timeouts, ConnectionLimits::default()).await
+}
+
+async fn serve_limited(timeouts: ConnectionTimeouts, limits: ConnectionLimits) -> SocketAddr {
     let app = axum::Router::new().fallback(|| async { "ok" });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -35,7 +39,7 @@ async fn serve_with(timeouts: ConnectionTimeouts) -> SocketAddr {
         app,
         None,
         timeouts,
-        ConnectionLimits::default(),
+        limits,
         std::future::pending(),
     ));
     addr
@@ -149,4 +153,36 @@ async fn a_live_http2_client_keeps_its_idle_connection() {
         tokio::time::sleep(Duration::from_millis(2800)).await;
     }
     assert!(!conn.is_finished(), "the connection was closed while idle");
+}
+
+#[tokio::test]
+async fn at_max_connections_the_listener_waits_until_one_closes() {
+    let timeouts = ConnectionTimeouts {
+        head: Duration::from_secs(30),
+        ..TIMEOUTS
+    };
+    let addr = serve_limited(timeouts, ConnectionLimits::new(2, None)).await;
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(s); // kept open (keep-alive)
+    }
+    // The third connects (the kernel queues it) but is not served while two are open.
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    third.write_all(request).await.unwrap();
+    let mut buf = [0u8; 256];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+    assert!(early.is_err(), "served beyond max_connections");
+    // One closes (and finishes lingering, which the client's close ends at once).
+    drop(held.pop());
+    let n = tokio::time::timeout(PATIENCE, third.read(&mut buf))
+        .await
+        .expect("served once a connection closed")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
 }
