@@ -263,6 +263,10 @@ mod tests {
                 .await
                 .is_err()
         );
+        // Cut off in the middle of the stream.
+        let whole = gzip(&b"{\"a\":1}".repeat(1000));
+        let cut = whole[..whole.len() / 2].to_vec();
+        assert!(decode(&[Coding::Gzip], cut, 0, 1 << 20).await.is_err());
         assert!(
             decode(&[Coding::Brotli], vec![0xff; 40], 0, 1 << 20)
                 .await
