@@ -230,12 +230,24 @@ impl Gpg {
             .unwrap_or_else(|| panic!("no KEY_CREATED status from gpg --generate-key:\n{status}"))
             .to_string();
 
-        let secret = self.run(
-            self.command()
-                .args(["--pinentry-mode", "loopback", "--passphrase-file"])
+        // On a loaded machine gpg-agent has been seen to answer the export of a key it
+        // has just written with "Corrupted protection" (CI, 2026-12-02, 1 run in 4 while
+        // fuzzers shared the cores); the key is fine, and the next export reads it.
+        let mut tries = 0;
+        let secret = loop {
+            let mut cmd = self.command();
+            cmd.args(["--pinentry-mode", "loopback", "--passphrase-file"])
                 .arg(pw.path())
-                .args(["--armor", "--export-secret-key", &fingerprint]),
-        );
+                .args(["--armor", "--export-secret-key", &fingerprint]);
+            let out = output(&mut cmd);
+            tries += 1;
+            if tries < 3 && String::from_utf8_lossy(&out.stderr).contains("Corrupted protection") {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                continue;
+            }
+            check(&cmd, &out);
+            break out.stdout;
+        };
         let secret_armored = String::from_utf8(secret).expect("armored secret key is UTF-8");
         // gpg exits 0 with no output when the agent refused to hand the key over.
         assert!(
