@@ -39,11 +39,11 @@ struct Inner {
 }
 
 #[derive(Debug)]
-struct Upstream {
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
+pub(crate) struct Upstream {
+    pub(crate) scheme: http::uri::Scheme,
+    pub(crate) authority: http::uri::Authority,
     /// The base URL's path without a trailing slash ("" for the root).
-    base_path: String,
+    pub(crate) base_path: String,
 }
 
 impl Proxy {
@@ -133,7 +133,7 @@ fn client(
 }
 
 impl Upstream {
-    fn uri_for(&self, original: &Uri) -> Result<Uri, Error> {
+    pub(crate) fn uri_for(&self, original: &Uri) -> Result<Uri, Error> {
         let path_and_query = match original.path_and_query() {
             // An upstream at the root takes the path as it came: no copy, no parse.
             Some(pq) if self.base_path.is_empty() => pq.clone(),
@@ -183,7 +183,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

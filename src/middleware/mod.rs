@@ -30,7 +30,7 @@
 //! # }
 //! ```
 
-mod classify;
+pub(crate) mod classify;
 
 use std::convert::Infallible;
 use std::future::Future;
