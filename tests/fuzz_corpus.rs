@@ -9,19 +9,6 @@ use std::path::{Path, PathBuf};
 
 use hpke_gateway::fuzzing;
 
-type Target = fn(&[u8]);
-
-const TARGETS: [(&str, Target); 8] = [
-    ("envelope_open", fuzzing::envelope_open),
-    ("classify", fuzzing::classify),
-    ("upstream_uri", fuzzing::upstream_uri),
-    ("key_files", fuzzing::key_files),
-    ("config_file", fuzzing::config_file),
-    ("intake_manifest", fuzzing::intake_manifest),
-    ("intake_records", fuzzing::intake_records),
-    ("intake_pgp", fuzzing::intake_pgp),
-];
-
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
 }
@@ -38,19 +25,40 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-#[test]
-fn corpus_and_regressions_replay_without_panic() {
-    for (name, target) in TARGETS {
-        let corpus = files(&fuzz_dir().join("corpus").join(name));
-        assert!(!corpus.is_empty(), "fuzz/corpus/{name} is empty");
-        let regressions = files(&fuzz_dir().join("regressions").join(name));
-        for file in corpus.iter().chain(&regressions) {
-            let data = std::fs::read(file).unwrap();
-            let outcome = std::panic::catch_unwind(|| target(&data));
-            assert!(outcome.is_ok(), "{name} panicked on {}", file.display());
-        }
+/// Runs every corpus and regression input of `name` through `target`.
+fn replay(name: &str, target: fn(&[u8])) {
+    let corpus = files(&fuzz_dir().join("corpus").join(name));
+    assert!(!corpus.is_empty(), "fuzz/corpus/{name} is empty");
+    let regressions = files(&fuzz_dir().join("regressions").join(name));
+    for file in corpus.iter().chain(&regressions) {
+        let data = std::fs::read(file).unwrap();
+        let outcome = std::panic::catch_unwind(|| target(&data));
+        assert!(outcome.is_ok(), "{name} panicked on {}", file.display());
     }
 }
+
+/// One test per target, named after it: `cargo test --test fuzz_corpus intake_pgp`.
+macro_rules! replay_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                replay(stringify!($name), fuzzing::$name);
+            }
+        )*
+    };
+}
+
+replay_tests!(
+    envelope_open,
+    classify,
+    upstream_uri,
+    key_files,
+    config_file,
+    intake_manifest,
+    intake_records,
+    intake_pgp,
+);
 
 // === generated seeds ===
 
