@@ -6,6 +6,8 @@
 //! generated seeds (`seed-*` files); docs/fuzzing.md says how to run the fuzzers.
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use hpke_gateway::fuzzing;
 
@@ -25,6 +27,10 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// How long one input may take in this (unoptimized) build: libFuzzer reports an input
+/// over its `-timeout` as a crash, and so does this test.
+const PER_INPUT: Duration = Duration::from_secs(30);
+
 /// Runs every corpus and regression input of `name` through `target`.
 fn replay(name: &str, target: fn(&[u8])) {
     let corpus = files(&fuzz_dir().join("corpus").join(name));
@@ -32,8 +38,16 @@ fn replay(name: &str, target: fn(&[u8])) {
     let regressions = files(&fuzz_dir().join("regressions").join(name));
     for file in corpus.iter().chain(&regressions) {
         let data = std::fs::read(file).unwrap();
-        let outcome = std::panic::catch_unwind(|| target(&data));
-        assert!(outcome.is_ok(), "{name} panicked on {}", file.display());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let outcome = std::panic::catch_unwind(|| target(&data));
+            let _ = tx.send(outcome.is_ok());
+        });
+        match rx.recv_timeout(PER_INPUT) {
+            Ok(true) => {}
+            Ok(false) => panic!("{name} panicked on {}", file.display()),
+            Err(_) => panic!("{name} took over {PER_INPUT:?} on {}", file.display()),
+        }
     }
 }
 
