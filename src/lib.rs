@@ -16,6 +16,7 @@
 //! - [`server`]: the routers and the listeners; [`tls`]: rustls on both sides.
 //! - [`intake`]: the PGP-encrypted file intake (SFTP uploads, manifests, ingestion).
 //! - [`sample_upstream`] and [`demo`]: the embedded default.
+//! - `fuzzing`: the fuzz targets' bodies (hidden, not an API; see `docs/fuzzing.md`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
@@ -28,6 +29,8 @@ pub mod config;
 pub mod demo;
 pub mod envelope;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod intake;
 pub mod keys;
 pub mod limits;

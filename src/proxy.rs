@@ -46,11 +46,11 @@ struct Inner {
 }
 
 #[derive(Debug)]
-struct Upstream {
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
+pub(crate) struct Upstream {
+    pub(crate) scheme: http::uri::Scheme,
+    pub(crate) authority: http::uri::Authority,
     /// The base URL's path without a trailing slash ("" for the root).
-    base_path: String,
+    pub(crate) base_path: String,
 }
 
 impl Proxy {
@@ -238,7 +238,7 @@ fn client(
 }
 
 impl Upstream {
-    fn uri_for(&self, original: &Uri) -> Result<Uri, Error> {
+    pub(crate) fn uri_for(&self, original: &Uri) -> Result<Uri, Error> {
         // `OPTIONS *` means the server itself: under a base path there is no such thing.
         if original.path() == "*" && !self.base_path.is_empty() {
             return Err(Error::InvalidPath);
@@ -292,7 +292,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

@@ -156,7 +156,7 @@ impl<R: Read> Read for LineLimited<R> {
     }
 }
 
-fn line_limited(reader: Box<dyn BufRead + Send>) -> Box<dyn BufRead + Send> {
+pub(crate) fn line_limited(reader: Box<dyn BufRead + Send>) -> Box<dyn BufRead + Send> {
     Box::new(BufReader::with_capacity(
         64 * 1024,
         LineLimited {
@@ -215,7 +215,7 @@ pub fn spawn_reader(
     })
 }
 
-fn read_csv(
+pub(crate) fn read_csv(
     reader: Box<dyn BufRead + Send>,
     manifest: &Manifest,
     mut send: impl FnMut(Item) -> bool,
@@ -290,7 +290,7 @@ fn read_csv(
     }
 }
 
-fn read_json(
+pub(crate) fn read_json(
     mut reader: Box<dyn BufRead + Send>,
     manifest: &Manifest,
     mut send: impl FnMut(Item) -> bool,

@@ -19,9 +19,10 @@ use std::time::SystemTime;
 
 use pgp::composed::DecryptionOptions;
 use pgp::composed::{
-    ArmorOptions, Deserializable as _, Message, MessageBuilder, SignedSecretKey, TheRing,
+    ArmorOptions, Deserializable as _, Edata, Message, MessageBuilder, SignedSecretKey, TheRing,
 };
 use pgp::crypto::sym::SymmetricKeyAlgorithm;
+use pgp::packet::{ProtectedDataConfig, SymEncryptedProtectedDataConfig};
 use pgp::types::{KeyDetails as _, Password, Seipdv1ReadMode};
 use zeroize::Zeroizing;
 
@@ -183,6 +184,7 @@ pub fn decrypt_stream<R: Read + Send>(
     if !message.is_encrypted() {
         return Err(DecryptError::NotEncrypted);
     }
+    check_aead_mode(&message)?;
     let ring = TheRing {
         secret_keys: keys.iter().map(|k| &k.key).collect(),
         key_passwords: keys.iter().map(|k| &k.passphrase).collect(),
@@ -204,6 +206,28 @@ pub fn decrypt_stream<R: Read + Send>(
             .map_err(|e| DecryptError::Integrity(e.to_string()))?;
     }
     copy_limited(&mut message, out, limit)
+}
+
+/// Refuses a SEIPDv2 packet whose AEAD mode is not one rPGP implements. rPGP 0.21 reads
+/// the mode from the (unauthenticated) packet header and panics deriving the nonce for
+/// an unknown one (`aead_setup_rfc9580`), once a session key was decrypted: any uploader
+/// who has the account's public key could trigger it. Found by the `intake_pgp` fuzz
+/// target; input kept in `fuzz/regressions/intake_pgp/`.
+fn check_aead_mode(message: &Message<'_>) -> Result<(), DecryptError> {
+    if let Message::Encrypted {
+        edata: Edata::SymEncryptedProtectedData { reader },
+        ..
+    } = message
+        && let ProtectedDataConfig::Seipd(SymEncryptedProtectedDataConfig::V2 { aead, .. }) =
+            reader.config()
+        && aead.tag_size().is_none()
+    {
+        return Err(DecryptError::Integrity(format!(
+            "unsupported AEAD mode {}",
+            u8::from(*aead)
+        )));
+    }
+    Ok(())
 }
 
 /// True if `head` begins with an armor header or with the packet an encrypted message

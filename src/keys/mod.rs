@@ -221,6 +221,7 @@ pub fn parse_private_key(
                     detail: e.to_string(),
                 }
             })?;
+            check_kdf_cost(&encrypted.encryption_algorithm)?;
             let plain = encrypted
                 .decrypt(passphrase)
                 .map_err(|_| KeyError::BadPassphrase)?;
@@ -236,6 +237,47 @@ pub fn parse_private_key(
         key,
         tink_prefix: None,
     })
+}
+
+/// The most key derivation work an encrypted private key file may ask for. OpenSSL and
+/// [`private_key_encrypted_pem`] write PBKDF2 with 2048 iterations or scrypt with
+/// N = 2^14, r = 8, p = 1 (16 MiB); OpenSSL itself refuses scrypt above 32 MiB.
+const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
+/// scrypt's memory, `128 * r * N` bytes.
+const MAX_SCRYPT_MEMORY: u64 = 256 << 20;
+/// scrypt's work, `128 * r * N * p`.
+const MAX_SCRYPT_WORK: u64 = 1 << 30;
+
+/// Refuses an encrypted PKCS#8 file whose key derivation parameters would take minutes
+/// and gigabytes before the passphrase is even checked (scrypt's r and p go to 65535).
+/// Found by the `key_files` fuzz target; input kept in `fuzz/regressions/key_files/`.
+fn check_kdf_cost(scheme: &pkcs8::pkcs5::EncryptionScheme) -> Result<(), KeyError> {
+    use pkcs8::pkcs5::{EncryptionScheme, pbes2::Kdf};
+    let EncryptionScheme::Pbes2(params) = scheme else {
+        return Ok(());
+    };
+    let within = match &params.kdf {
+        Kdf::Pbkdf2(p) => p.iteration_count <= MAX_PBKDF2_ITERATIONS,
+        Kdf::Scrypt(s) => {
+            let memory = 128u64
+                .saturating_mul(u64::from(s.block_size))
+                .saturating_mul(s.cost_parameter);
+            memory <= MAX_SCRYPT_MEMORY
+                && memory.saturating_mul(u64::from(s.parallelization)) <= MAX_SCRYPT_WORK
+        }
+        _ => true,
+    };
+    if within {
+        Ok(())
+    } else {
+        Err(KeyError::Malformed {
+            what: "encrypted PKCS#8",
+            detail: format!(
+                "its key derivation asks for more than {MAX_PBKDF2_ITERATIONS} PBKDF2 iterations or {} MiB of scrypt memory; re-encrypt it with the defaults of openssl pkcs8 -topk8",
+                MAX_SCRYPT_MEMORY >> 20
+            ),
+        })
+    }
 }
 
 fn private_key_from_pkcs8(der: &[u8]) -> Result<PrivateKey, KeyError> {

@@ -66,8 +66,13 @@ pub(crate) async fn peek(
     let mut gathered = BytesMut::new();
     let mut trailers = None;
     let mut complete = false;
+    // Once a second frame came, `gathered` holds the first one too.
     let seen = |first: &Option<Bytes>, gathered: &BytesMut| {
-        first.as_ref().map_or(0, Bytes::len) + gathered.len()
+        if gathered.is_empty() {
+            first.as_ref().map_or(0, Bytes::len)
+        } else {
+            gathered.len()
+        }
     };
     while seen(&first, &gathered) < want {
         match next_frame(&mut body, idle, &|| Error::RequestTimeout).await? {
@@ -80,7 +85,7 @@ pub(crate) async fn peek(
                 Ok(data) => match &first {
                     None => first = Some(data),
                     Some(one) => {
-                        let total = (one.len() + gathered.len() + data.len()) as u64;
+                        let total = (seen(&first, &gathered) + data.len()) as u64;
                         if total > held.bytes() {
                             let step = (total - held.bytes()).max(BUDGET_STEP);
                             admission.grow(held, step).await?;
@@ -371,6 +376,14 @@ mod tests {
         let body = Body::new(StreamBody::new(futures_util::stream::iter(chunks)));
         let p = peek(body, 8, IDLE).await.unwrap();
         assert_eq!(&p.head[..], b"hello world, ");
+        // Three frames are needed to see 14 bytes: all three are gathered.
+        let chunks: Vec<Result<_, std::io::Error>> = ["hello ", "world, ", "and more"]
+            .into_iter()
+            .map(|c| Ok(http_body::Frame::data(Bytes::from_static(c.as_bytes()))))
+            .collect();
+        let body = Body::new(StreamBody::new(futures_util::stream::iter(chunks)));
+        let p = peek(body, 14, IDLE).await.unwrap();
+        assert_eq!(&p.head[..], b"hello world, and more");
         assert!(!p.complete);
         let all = p.body.collect().await.unwrap().to_bytes();
         assert_eq!(&all[..], b"hello world, and more");

@@ -30,10 +30,10 @@
 //! # }
 //! ```
 
-mod body;
-mod classify;
+pub(crate) mod body;
+pub(crate) mod classify;
 mod coding;
-mod ingress;
+pub(crate) mod ingress;
 
 pub use ingress::UpgradeRequest;
 

@@ -1,0 +1,544 @@
+//! Fuzz target bodies: not an API.
+//!
+//! One function per parser that sees outside bytes. `fuzz/fuzz_targets/<name>.rs`
+//! calls `fuzzing::<name>` under libFuzzer and `tests/fuzz_corpus.rs` replays the
+//! committed corpus and regressions through the same function in `cargo test`. Each
+//! function takes any bytes and must never panic; the `assert!`s in it are properties
+//! the code under test must keep, so a failing one is a finding, like a crash.
+//!
+//! How to run them, and what ran: `docs/fuzzing.md`.
+
+// Here a failed `expect` is a finding, as a failed `assert!` is: both panic on purpose.
+#![allow(clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::io::{BufRead, Cursor};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+use http_body_util::StreamBody;
+
+use crate::envelope::{self, MIN_SEALED_LEN, Prefix, PrivateKey, TINK_PREFIX_LEN};
+use crate::error::Error;
+use crate::intake::ingest::{self, Item};
+use crate::intake::manifest::{self, Manifest};
+use crate::intake::pgp::{self, PgpKey};
+use crate::keys::{self, KeyState, ServerKey, ServerKeys};
+use crate::limits::Admission;
+use crate::middleware::body::{self, BudgetWait, Collect};
+use crate::middleware::{classify, ingress};
+use crate::proxy::Upstream;
+
+// === envelope_open ===
+
+/// The Tink key id of the fuzzing keyrings' prefixed key.
+pub const ENVELOPE_TINK_ID: u32 = 0x0102_0304;
+/// The `info` (account id) envelopes are opened with.
+pub const ENVELOPE_INFO: &[u8] = b"acct-1";
+
+/// The keys the envelope target opens with: `[0]` has the Tink id
+/// [`ENVELOPE_TINK_ID`], `[1]` is a second key. Derived, so seeds sealed to them stay
+/// valid.
+pub fn envelope_keys() -> [PrivateKey; 2] {
+    [
+        PrivateKey::derive(b"hpke-gateway fuzz key 0"),
+        PrivateKey::derive(b"hpke-gateway fuzz key 1"),
+    ]
+}
+
+/// The key shapes a configuration can give, one keyring each.
+fn keyrings() -> &'static [ServerKeys; 4] {
+    static RINGS: OnceLock<[ServerKeys; 4]> = OnceLock::new();
+    RINGS.get_or_init(|| {
+        let ring =
+            |f: &dyn Fn([PrivateKey; 2]) -> Vec<ServerKey>| ServerKeys::new(f(envelope_keys()));
+        [
+            // One key with a Tink id: TINK envelopes for it, and RAW envelopes.
+            ring(&|[a, _]| vec![ServerKey::new(Some(ENVELOPE_TINK_ID), a)]),
+            // One key with no id (the CLI's shape: any Tink prefix is tried with it).
+            ring(&|[_, b]| vec![ServerKey::new(None, b)]),
+            // Both: a prefixed primary, and a second key during a rotation.
+            ring(&|[a, b]| {
+                vec![
+                    ServerKey::new(Some(ENVELOPE_TINK_ID), a),
+                    ServerKey::new(Some(7), b).with_lifecycle(KeyState::DecryptOnly, None),
+                ]
+            }),
+            // A retired key: must never open anything.
+            ring(&|[a, _]| {
+                vec![
+                    ServerKey::new(Some(ENVELOPE_TINK_ID), a)
+                        .with_lifecycle(KeyState::Retired, None),
+                ]
+            }),
+        ]
+    })
+}
+
+/// The request envelope: the Tink prefix split and `ServerKeys::open` for every key
+/// shape. The first byte picks the mode:
+///
+/// - bits 0-1: the keyring (Tink-id key, id-less key, both, retired);
+/// - bit 2 clear: the rest is a ciphertext, opened as a request body is;
+/// - bit 2 set: the rest is a plaintext, sealed to the ring's first key (TINK or RAW
+///   by bit 3) and opened back, then opened again with one byte flipped (the byte at
+///   the position the second byte names): the first must give the plaintext back, the
+///   second must fail.
+pub fn envelope_open(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let rings = keyrings();
+    let ring = &rings[usize::from(mode & 3)];
+    check_split_prefix(rest);
+    if mode & 4 == 0 {
+        let opened = ring.open(ENVELOPE_INFO, BytesMut::from(rest));
+        if let Ok(plain) = opened {
+            assert!(mode & 3 != 3, "a retired key opened an envelope");
+            assert!(plain.len() + MIN_SEALED_LEN <= rest.len());
+        }
+        return;
+    }
+    if mode & 3 == 3 {
+        return;
+    }
+    let (flip_at, plaintext) = rest.split_first().map_or((0, rest), |(&b, r)| (b, r));
+    let Some(first) = ring.iter().next() else {
+        return;
+    };
+    let prefix = match (mode & 8 != 0, first.id()) {
+        (true, Some(id)) => Prefix::Tink(id),
+        (true, None) => Prefix::Tink(u32::from(flip_at)),
+        (false, _) => Prefix::Raw,
+    };
+    let sealed = envelope::seal(&first.public_key(), prefix, ENVELOPE_INFO, plaintext)
+        .expect("sealing to a valid key cannot fail");
+    let opened = ring
+        .open(ENVELOPE_INFO, BytesMut::from(&sealed[..]))
+        .expect("an envelope sealed to the ring opens");
+    assert_eq!(&opened[..], plaintext);
+    let mut tampered = sealed;
+    let at = usize::from(flip_at) % tampered.len();
+    if first.id().is_none() && prefix != Prefix::Raw && (1..TINK_PREFIX_LEN).contains(&at) {
+        // An id-less key accepts any key id: the id is not authenticated (as in Tink).
+        return;
+    }
+    tampered[at] ^= 0x80;
+    assert!(
+        ring.open(ENVELOPE_INFO, BytesMut::from(&tampered[..]))
+            .is_err(),
+        "a tampered envelope opened (byte {at})"
+    );
+}
+
+fn check_split_prefix(bytes: &[u8]) {
+    match envelope::split_prefix(bytes) {
+        (Prefix::Tink(id), body) => {
+            assert_eq!(bytes[0], envelope::TINK_START_BYTE);
+            assert_eq!(bytes[1..TINK_PREFIX_LEN], id.to_be_bytes());
+            assert_eq!(body, &bytes[TINK_PREFIX_LEN..]);
+        }
+        (Prefix::Raw, body) => assert_eq!(body, bytes),
+    }
+}
+
+// === classify ===
+
+/// Header negotiation and body sniffing: `Negotiation::from_headers`, `account_id`,
+/// `looks_like_text`, `looks_encrypted`, and the body `peek` and `collect_limited`
+/// limits.
+///
+/// Input: header lines (`name: value`) up to an empty line, then the body. The first
+/// two bytes pick the body's frame size and the collect limit.
+pub fn classify(data: &[u8]) {
+    let [frame_size, limit, rest @ ..] = data else {
+        return;
+    };
+    let (headers, body) = parse_headers(rest);
+    let _ = classify::Negotiation::from_headers(&headers);
+    let name = HeaderName::from_static("x-clevertap-account-id");
+    if let Ok(id) = classify::account_id(&headers, &name) {
+        assert!(crate::config::valid_account_id(id));
+    }
+    let _ = classify::looks_like_text(body);
+    let _ = classify::looks_encrypted(body, body.len(), &headers, &keyrings()[2]);
+
+    let frame_size = usize::from(*frame_size);
+    let limit = u64::from(*limit);
+    let body = Bytes::copy_from_slice(body);
+    block_on(async {
+        let admission = admission();
+        let mut held = admission.empty_reservation();
+        let peeked = body::peek(
+            framed(&body, frame_size),
+            classify::SNIFF_LEN,
+            IDLE,
+            &admission,
+            &mut held,
+        )
+        .await
+        .expect("a body of data frames peeks");
+        assert!(body.starts_with(&peeked.head));
+        assert!(peeked.head.len() >= body.len().min(classify::SNIFF_LEN));
+        if peeked.complete {
+            assert_eq!(peeked.head.len(), body.len());
+        }
+        let mut replay_held = admission.empty_reservation();
+        let replay = body::collect_limited(
+            peeked.body,
+            collect(u64::MAX, 0),
+            &admission,
+            &mut replay_held,
+        )
+        .await
+        .expect("the peeked body reads back");
+        assert_eq!(replay, body, "peek lost or changed bytes");
+
+        let headroom = (limit % 8) as usize;
+        let mut held = admission.empty_reservation();
+        let collected = body::collect_limited(
+            framed(&body, frame_size),
+            collect(limit, headroom),
+            &admission,
+            &mut held,
+        )
+        .await;
+        match collected {
+            Ok(buf) => {
+                assert!(body.len() as u64 <= limit);
+                assert!(buf[..headroom].iter().all(|&b| b == 0));
+                assert_eq!(&buf[headroom..], &body[..]);
+                assert!(held.bytes() >= body.len() as u64, "bytes held are reserved");
+            }
+            Err(Error::PayloadTooLarge { .. }) => assert!(body.len() as u64 > limit),
+            Err(other) => panic!("collect_limited failed on a good body: {other}"),
+        }
+    });
+}
+
+/// Far more time between frames than an in-memory body ever takes.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A budget far larger than any input.
+fn admission() -> Admission {
+    Admission::new(
+        16,
+        1 << 30,
+        std::time::Duration::from_secs(1),
+        std::sync::Arc::new(crate::metrics::Metrics::default()),
+    )
+}
+
+fn collect(limit: u64, headroom: usize) -> Collect<Errors0, Errors1, Errors2> {
+    Collect {
+        limit,
+        headroom,
+        idle: IDLE,
+        too_large,
+        read_error,
+        timed_out: || Error::RequestTimeout,
+        budget_wait: BudgetWait::Request,
+    }
+}
+
+type Errors0 = fn() -> Error;
+type Errors1 = fn(axum::Error) -> Error;
+type Errors2 = fn() -> Error;
+
+fn too_large() -> Error {
+    Error::PayloadTooLarge { limit: 0 }
+}
+
+fn read_error(_: axum::Error) -> Error {
+    Error::BadRequestBody
+}
+
+/// `name: value` lines up to an empty line (headers that do not parse are left out),
+/// and the bytes after it.
+fn parse_headers(data: &[u8]) -> (HeaderMap, &[u8]) {
+    let (head, body) = match data.windows(2).position(|w| w == b"\n\n") {
+        Some(i) => (&data[..i], &data[i + 2..]),
+        None => (data, &[][..]),
+    };
+    let mut headers = HeaderMap::new();
+    for line in head.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = HeaderName::from_bytes(&line[..colon]);
+        let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii());
+        if let (Ok(name), Ok(value)) = (name, value) {
+            headers.append(name, value);
+        }
+    }
+    (headers, body)
+}
+
+/// A streaming body of `frame_size`-byte data frames (no known length), or for size 0
+/// one buffer of known length.
+fn framed(body: &Bytes, frame_size: usize) -> Body {
+    if frame_size == 0 {
+        return Body::from(body.clone());
+    }
+    let frames: Vec<Result<http_body::Frame<Bytes>, Infallible>> = body
+        .chunks(frame_size)
+        .map(|c| Ok(http_body::Frame::data(body.slice_ref(c))))
+        .collect();
+    Body::new(StreamBody::new(futures_util::stream::iter(frames)))
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a current-thread runtime builds");
+    }
+    RUNTIME.with(|rt| rt.block_on(future))
+}
+
+// === upstream_uri ===
+
+/// The request head's ingress (`ingress::admit`: CONNECT, dot segments, underscores,
+/// hop-by-hop fields) and upstream URI building (`Upstream::uri_for`).
+///
+/// Input: the upstream base URL, a newline, the request target, a newline, then header
+/// lines. Properties: a request ingress lets through has no hop-by-hop field left (but
+/// `Connection: upgrade` and `Upgrade` on an upgrade), no field with an underscore, and
+/// a path with no dot segment in any spelling; the URI sent upstream keeps the
+/// upstream's scheme and authority and starts with its base path.
+pub fn upstream_uri(data: &[u8]) {
+    let mut parts = data.splitn(3, |&b| b == b'\n');
+    let (Some(base), Some(target)) = (parts.next(), parts.next()) else {
+        return;
+    };
+    let (headers, _) = parse_headers(parts.next().unwrap_or_default());
+    let Ok(original) = Uri::try_from(target) else {
+        return;
+    };
+    let mut request = http::Request::new(());
+    *request.uri_mut() = original.clone();
+    *request.headers_mut() = headers;
+    let account = HeaderName::from_static("x-clevertap-account-id");
+    let Ok((admitted, _)) = ingress::admit(&mut request, &account, false) else {
+        return;
+    };
+    let headers = request.headers();
+    for name in [
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+    ] {
+        assert!(!headers.contains_key(name), "{name} survived");
+    }
+    if admitted.upgrade {
+        assert_eq!(headers.get_all(header::CONNECTION).iter().count(), 1);
+        assert_eq!(headers[header::CONNECTION], "upgrade");
+    } else {
+        assert!(!headers.contains_key(header::CONNECTION));
+        assert!(!headers.contains_key(header::UPGRADE));
+    }
+    assert!(headers.keys().all(|k| !k.as_str().contains('_')));
+    assert!(ingress::check_path(&original).is_ok());
+    if let Ok(base) = Uri::try_from(base)
+        && let (Some(scheme), Some(authority)) = (base.scheme(), base.authority())
+    {
+        let upstream = Upstream {
+            scheme: scheme.clone(),
+            authority: authority.clone(),
+            base_path: base.path().trim_end_matches('/').to_owned(),
+        };
+        if let Ok(uri) = upstream.uri_for(&original) {
+            assert_eq!(uri.scheme(), Some(scheme));
+            assert_eq!(uri.authority(), Some(authority));
+            assert!(uri.path().starts_with(&upstream.base_path));
+        }
+    }
+}
+
+// === key_files ===
+
+/// Key files: PKCS#8 PEM (clear and encrypted), SPKI PEM, raw base64 and Tink JSON
+/// keysets, public and private. The first byte's low bit gives the test fixtures' passphrase for
+/// encrypted PKCS#8. A key that parses writes back and reads back to the same key.
+pub fn key_files(data: &[u8]) {
+    let Some((&mode, text)) = data.split_first() else {
+        return;
+    };
+    let passphrase = (mode & 1 == 1).then_some(&b"correct-horse"[..]);
+    if let Ok(loaded) = keys::parse_private_key(text, passphrase) {
+        let public = loaded.key.public_key();
+        let pem = keys::private_key_pem(&loaded.key).expect("a parsed key writes");
+        let again = keys::parse_private_key(pem.as_bytes(), None).expect("a written key reads");
+        assert_eq!(again.key.public_key(), public);
+    }
+    if let Ok((public, prefix)) = keys::parse_public_key(text) {
+        let pem = keys::public_key_pem(&public).expect("a parsed key writes");
+        assert_eq!(
+            keys::parse_public_key(pem.as_bytes()).ok(),
+            Some((public.clone(), Prefix::Raw))
+        );
+        let json = keys::public_keyset_json(&public, prefix, 1);
+        let (again, again_prefix) =
+            keys::parse_public_key(json.as_bytes()).expect("a written keyset reads");
+        assert_eq!((again, again_prefix), (public, prefix));
+    }
+}
+
+// === config_file ===
+
+/// The configuration file: TOML into `RawConfig`, then `Config::from_raw`. Paths
+/// resolve against an empty directory; a file naming an absolute path or `..` is only
+/// parsed, not loaded, so the target never reads the machine's files.
+pub fn config_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(raw) = toml::from_str::<crate::config::RawConfig>(text) else {
+        return;
+    };
+    let Ok(table) = toml::from_str::<toml::Table>(text) else {
+        return;
+    };
+    if names_only_relative_paths(&toml::Value::Table(table)) {
+        let _ = crate::config::Config::from_raw(raw, empty_dir());
+    }
+}
+
+fn names_only_relative_paths(value: &toml::Value) -> bool {
+    match value {
+        toml::Value::String(s) => {
+            let path = Path::new(s);
+            !path.has_root()
+                && !s.starts_with('~')
+                && !path
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+        }
+        toml::Value::Array(items) => items.iter().all(names_only_relative_paths),
+        toml::Value::Table(table) => table.values().all(names_only_relative_paths),
+        _ => true,
+    }
+}
+
+fn empty_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("hpke-gateway-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        dir
+    })
+}
+
+// === intake_manifest ===
+
+/// The intake manifest, JSON or YAML. A manifest that parses names a plain file name.
+pub fn intake_manifest(data: &[u8]) {
+    if let Ok(m) = manifest::parse(data) {
+        assert!(manifest::check_file_name(&m.file_name).is_ok());
+        assert!(!m.columns.is_empty());
+    }
+}
+
+// === intake_records ===
+
+/// A manifest mapping a column of each data type, for records of `kind`.
+fn records_manifest(kind: &str) -> Manifest {
+    let text = format!(
+        r#"{{"fileName":"f.csv.asc","type":"{kind}","clientEmail":"a@b.example","keyId":"k",
+        "columns":{{"email":{{"ctName":"identity","dataType":"String"}},
+        "name":{{"ctName":"evtName","dataType":"String"}},
+        "price":{{"dataType":"Integer"}},"ratio":{{"dataType":"Float"}},
+        "vip":{{"ctName":"VIP","dataType":"Boolean"}}}}}}"#
+    );
+    manifest::parse(text.as_bytes()).expect("the fuzzing manifest parses")
+}
+
+/// Intake CSV and JSON (array or lines) record conversion. The first byte picks CSV
+/// or JSON (bit 0) and profile or event records (bit 1).
+pub fn intake_records(data: &[u8]) {
+    static MANIFESTS: OnceLock<[Manifest; 2]> = OnceLock::new();
+    let manifests =
+        MANIFESTS.get_or_init(|| [records_manifest("profile"), records_manifest("event")]);
+    let Some((&mode, text)) = data.split_first() else {
+        return;
+    };
+    let manifest = &manifests[usize::from(mode >> 1 & 1)];
+    let reader: Box<dyn BufRead + Send> = Box::new(Cursor::new(text.to_vec()));
+    let send = |item: Item| {
+        if let Item::Good(record) = &item {
+            assert!(record.is_object());
+        }
+        true
+    };
+    let _ = if mode & 1 == 0 {
+        ingest::read_csv(ingest::line_limited(reader), manifest, send)
+    } else {
+        ingest::read_json(reader, manifest, send)
+    };
+}
+
+// === intake_pgp ===
+
+/// The intake key the PGP target decrypts with: Ed25519 primary, Cv25519 encryption
+/// subkey, made from a fixed seed and time so that seeds encrypted to it stay valid.
+/// No passphrase: unlocking (S2K) on every input would dominate the run time.
+pub fn pgp_secret_key_armored() -> &'static str {
+    static KEY: OnceLock<String> = OnceLock::new();
+    KEY.get_or_init(|| {
+        use ::pgp::composed::{
+            ArmorOptions, EncryptionCaps, KeyType, SecretKeyParamsBuilder, SubkeyParamsBuilder,
+        };
+        use ::pgp::crypto::ecc_curve::ECCCurve;
+        use ::pgp::types::Timestamp;
+        use rand::SeedableRng as _;
+        let created = Timestamp::from_secs(1_750_000_000);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9180);
+        let subkey = SubkeyParamsBuilder::default()
+            .key_type(KeyType::ECDH(ECCCurve::Curve25519Legacy))
+            .can_encrypt(EncryptionCaps::All)
+            .created_at(created)
+            .build()
+            .expect("subkey parameters");
+        let params = SecretKeyParamsBuilder::default()
+            .key_type(KeyType::Ed25519Legacy)
+            .can_certify(true)
+            .primary_user_id("Fuzz <fuzz@example.com>".into())
+            .created_at(created)
+            .subkeys(vec![subkey])
+            .build()
+            .expect("key parameters");
+        params
+            .generate(&mut rng)
+            .expect("key generation")
+            .to_armored_string(ArmorOptions::default())
+            .expect("armor")
+    })
+}
+
+/// The intake's OpenPGP decryption entry point (`pgp::decrypt_stream`) on any bytes,
+/// with the key of [`pgp_secret_key_armored`], writing at most 1 MiB.
+pub fn intake_pgp(data: &[u8]) {
+    static KEY: OnceLock<PgpKey> = OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        PgpKey::load(
+            "fuzz".into(),
+            pgp_secret_key_armored().as_bytes(),
+            zeroize::Zeroizing::new(Vec::new()),
+            None,
+        )
+        .expect("the fuzzing key loads")
+    });
+    let limit = 1 << 20;
+    let mut out = Vec::new();
+    if let Ok(n) = pgp::decrypt_stream(&[key], data, &mut out, limit) {
+        assert_eq!(n, out.len() as u64);
+        assert!(n <= limit);
+    }
+}
