@@ -58,10 +58,11 @@ fn accepts_hpke(element: &str) -> bool {
         return false;
     }
     !parts.any(|p| {
+        // `get`, not slicing: the value is lossy text and may hold non-ASCII characters.
         let p = p.trim();
-        p.len() >= 2
-            && p[..2].eq_ignore_ascii_case("q=")
-            && p[2..].trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+        p.get(..2).is_some_and(|q| q.eq_ignore_ascii_case("q="))
+            && p.get(2..)
+                .is_some_and(|v| v.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
     })
 }
 
@@ -195,6 +196,14 @@ mod tests {
         h.insert(
             header::ACCEPT,
             HeaderValue::from_bytes(b"application/octet-stream+hpke, text/\xe9").unwrap(),
+        );
+        assert!(Negotiation::from_headers(&h).encrypted_response);
+        // A parameter that starts with a non-ASCII character (found by the fuzzer: a
+        // slice at byte 2 panicked inside the character).
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_bytes(b"application/octet-stream+hpke;\xe9x").unwrap(),
         );
         assert!(Negotiation::from_headers(&h).encrypted_response);
     }
