@@ -280,18 +280,9 @@ impl Service<Request<Body>> for Proxy {
     }
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), plus any the `Connection` header names.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-];
-
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1, the list the ingress uses), plus any
+/// the `Connection` header names: on answers, and on requests as a second line behind
+/// the ingress.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -300,7 +291,10 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for name in named
+        .iter()
+        .chain(crate::middleware::ingress::HOP_BY_HOP.iter())
+    {
         headers.remove(name);
     }
     // Transfer-Encoding is hop-by-hop too; hyper frames bodies itself.

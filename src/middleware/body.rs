@@ -428,6 +428,15 @@ mod tests {
 mod budget_tests {
     use super::*;
 
+    fn one_mib_budget() -> Admission {
+        Admission::new(
+            8,
+            1 << 20,
+            Duration::from_secs(1),
+            std::sync::Arc::new(crate::metrics::Metrics::default()),
+        )
+    }
+
     /// A body that declares a length it may never send.
     struct Declared<B>(B, u64);
 
@@ -449,12 +458,7 @@ mod budget_tests {
 
     #[tokio::test]
     async fn many_small_frames_are_gathered_and_counted_in_the_budget() {
-        let admission = Admission::new(
-            8,
-            1 << 20,
-            Duration::from_secs(1),
-            std::sync::Arc::new(crate::metrics::Metrics::default()),
-        );
+        let admission = one_mib_budget();
         let mut held = admission.empty_reservation();
         let frames =
             (0..1000).map(|_| Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"x"))));
@@ -470,12 +474,7 @@ mod budget_tests {
 
     #[tokio::test]
     async fn a_declared_length_reserves_nothing_until_bytes_arrive() {
-        let admission = Admission::new(
-            8,
-            1 << 20,
-            Duration::from_secs(1),
-            std::sync::Arc::new(crate::metrics::Metrics::default()),
-        );
+        let admission = one_mib_budget();
         let mut held = admission.empty_reservation();
         // Claims 1 MiB (the whole budget), sends 10 bytes, then stalls.
         let stalled = futures_util::stream::iter([Ok::<_, std::io::Error>(Frame::data(
@@ -506,12 +505,7 @@ mod budget_tests {
 
     #[tokio::test]
     async fn a_held_buffer_goes_out_in_slices_and_keeps_its_reservation_until_the_last() {
-        let admission = Admission::new(
-            8,
-            1 << 20,
-            Duration::from_secs(1),
-            std::sync::Arc::new(crate::metrics::Metrics::default()),
-        );
+        let admission = one_mib_budget();
         let mut held = admission.empty_reservation();
         admission.grow(&mut held, 200 * 1024).await.unwrap();
         let mut body = held_buffer(vec![7u8; 200 * 1024], held);

@@ -124,7 +124,7 @@ fn drop_underscored(headers: &mut HeaderMap) -> u64 {
 }
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1) besides those `Connection` names.
-const HOP_BY_HOP: [HeaderName; 8] = [
+pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
