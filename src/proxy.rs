@@ -3,7 +3,7 @@
 //!
 //! Method, path, query and end-to-end headers (authentication headers included) go
 //! through untouched; hop-by-hop headers (RFC 9110 §7.6.1) are dropped both ways (on
-//! requests, the middleware's ingress already did so before acting on any header) and
+//! requests by the middleware's ingress, before it acts on any header; on answers here) and
 //! `Host` becomes the upstream's. Bodies stream in both directions.
 //!
 //! A protocol upgrade the ingress let through (a plaintext WebSocket handshake) keeps
@@ -112,12 +112,10 @@ impl Inner {
         } else {
             None
         };
+        // The middleware's ingress already removed the request's hop-by-hop fields
+        // (keeping an upgrade's two); what is left is framing and the host.
         let headers = req.headers_mut();
-        let kept = upgrade.then(|| keep_upgrade(headers));
-        remove_hop_by_hop(headers);
-        if let Some(kept) = kept {
-            kept.restore(headers);
-        }
+        headers.remove(header::TRANSFER_ENCODING);
         headers.remove(header::HOST);
 
         let mut response = match tokio::time::timeout(self.timeout, self.client.request(req)).await
@@ -281,8 +279,7 @@ impl Service<Request<Body>> for Proxy {
 }
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1, the list the ingress uses), plus any
-/// the `Connection` header names: on answers, and on requests as a second line behind
-/// the ingress.
+/// the `Connection` header names, from the upstream's answers.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
