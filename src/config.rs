@@ -905,7 +905,7 @@ fn load_accounts(raw: &[RawAccount], base: &Path) -> Result<Accounts, Vec<String
         let mut keys = Vec::new();
         for file in &entry.public_keys {
             let path = resolve(base, file);
-            match keys::read_public_file(&path).and_then(|t| keys::parse_public_key(&t)) {
+            match keys::read_public_file(&path).and_then(|t| Ok(keys::parse_public_key(&t)?)) {
                 Ok((key, prefix)) => keys.push(RecipientKey { key, prefix }),
                 Err(e) => problems.push(format!("accounts {id:?}: {}: {e}", path.display())),
             }

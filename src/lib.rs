@@ -1,7 +1,8 @@
 //! hpke-gateway: a reverse proxy that adds end-to-end HPKE payload encryption
 //! (RFC 9180, in Google Tink's wire format) in front of an existing HTTP API.
 //!
-//! - [`envelope`]: the wire format, pure bytes in and out.
+//! - [`envelope`]: the wire format and key formats, pure bytes in and out (the
+//!   `hpke-envelope` crate in `crates/envelope`, re-exported).
 //! - [`keys`]: key files (PKCS#8, SPKI, raw, Tink keysets) and the server keyring.
 //! - [`accounts`]: which accounts use encryption, and their response keys.
 //! - [`config`]: the TOML file, checked once into a [`config::Config`].
@@ -27,7 +28,6 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
-pub mod envelope;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -45,6 +45,7 @@ pub mod sample_upstream;
 pub mod server;
 pub mod tls;
 
+pub use hpke_envelope as envelope;
 pub use server::{app, run};
 
 /// The media type that marks an encrypted body (`Content-Type`) or asks for an

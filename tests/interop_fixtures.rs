@@ -8,7 +8,7 @@
 
 use bytes::BytesMut;
 use hpke_gateway::envelope::{self, OpenError, Prefix, PrivateKey, PublicKey};
-use hpke_gateway::keys::{KeyError, ServerKey, ServerKeys, parse_private_key, parse_public_key};
+use hpke_gateway::keys::{FormatError, ServerKey, ServerKeys, parse_private_key, parse_public_key};
 
 const PLAINTEXT: &[u8] = include_bytes!("fixtures/interop/plaintext.json");
 const TINK_INFO: &[u8] = b"ACCT-TINK";
@@ -186,7 +186,10 @@ fn aes128_keyset_is_refused_by_name() {
     let err = parse_public_key(AES128_PUBLIC).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("AES_128_GCM"), "{msg}");
-    assert!(matches!(err, KeyError::UnsupportedParameters(_)), "{err:?}");
+    assert!(
+        matches!(err, FormatError::UnsupportedParameters(_)),
+        "{err:?}"
+    );
 }
 
 // === OpenSSL ===
@@ -215,13 +218,13 @@ fn check_encrypted(text: &[u8]) {
     assert_eq!(loaded.key.public_key(), expected);
 
     let wrong = parse_private_key(text, Some(b"battery-staple")).unwrap_err();
-    assert!(matches!(wrong, KeyError::BadPassphrase), "{wrong:?}");
+    assert!(matches!(wrong, FormatError::BadPassphrase), "{wrong:?}");
     let wrong = wrong.to_string();
     assert!(wrong.contains("passphrase"), "{wrong}");
 
     let missing = parse_private_key(text, None).unwrap_err();
     assert!(
-        matches!(missing, KeyError::PassphraseRequired),
+        matches!(missing, FormatError::PassphraseRequired),
         "{missing:?}"
     );
     let missing = missing.to_string();
@@ -247,7 +250,7 @@ fn openssl_ed25519_key_is_refused() {
     let msg = err.to_string();
     // id-Ed25519 is 1.3.101.112.
     assert!(
-        matches!(&err, KeyError::WrongAlgorithm(oid) if oid == "1.3.101.112"),
+        matches!(&err, FormatError::WrongAlgorithm(oid) if oid == "1.3.101.112"),
         "{err:?}"
     );
     assert!(msg.contains("not an X25519 key"), "{msg}");

@@ -41,13 +41,14 @@ impl schedule::Hkdf for RustCryptoHkdf {
         out
     }
 
-    fn expand(prk: &[u8; 32], info: &[&[u8]], out: &mut [u8]) {
-        // Every output here is at most HashLen, so HKDF-Expand is its first block,
-        // T(1) = HMAC(prk, info || 0x01), the block `hkdf` itself computes. HMAC takes a
+    fn expand<const N: usize>(prk: &[u8; 32], info: &[&[u8]], out: &mut [u8; N]) {
+        // N is at most HashLen (checked at compile time in the schedule), so HKDF-Expand
+        // is its first block, T(1) = HMAC(prk, info || 0x01), the block `hkdf` itself
+        // computes; `Hkdf::from_prk(..).expand_multi_info` would return the same bytes
+        // through a `Result` that cannot fail here. HMAC takes a
         // key shorter than its 64-byte block zero-padded to the block (RFC 2104 §2), so
         // the padded PRK is the same key, and a fixed-size key cannot be refused.
         use hkdf::hmac::{KeyInit, Mac};
-        debug_assert!(out.len() <= 32);
         let mut key = Zeroizing::new([0u8; 64]);
         key[..32].copy_from_slice(prk);
         // A reference conversion: the padded key is not copied out of its wrapper.
@@ -58,7 +59,7 @@ impl schedule::Hkdf for RustCryptoHkdf {
         mac.update(&[1u8]);
         // T(1) is the output itself (an AEAD key, a base nonce, a shared secret).
         let mut block = mac.finalize().into_bytes();
-        out.copy_from_slice(&block[..out.len()]);
+        out.copy_from_slice(&block[..N]);
         block.as_mut_slice().zeroize();
     }
 }

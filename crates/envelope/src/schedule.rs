@@ -7,18 +7,25 @@
 use rand_core::CryptoRng;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-/// `suite_id = concat("KEM", I2OSP(kem_id, 2))` for DHKEM(X25519, HKDF-SHA256).
-const KEM_SUITE_ID: &[u8] = b"KEM\x00\x20";
+use crate::suite::Suite;
+
+/// The suite this schedule implements (the backends provide its primitives).
+const SUITE: Suite = Suite::X25519_AES_256_GCM;
+/// `suite_id = concat("KEM", I2OSP(kem_id, 2))`.
+const KEM_SUITE_ID: &[u8] = &SUITE.kem.suite_id();
 /// `suite_id = concat("HPKE", I2OSP(kem_id, 2), I2OSP(kdf_id, 2), I2OSP(aead_id, 2))`.
-const HPKE_SUITE_ID: &[u8] = b"HPKE\x00\x20\x00\x01\x00\x02";
+const HPKE_SUITE_ID: &[u8] = &SUITE.hpke_suite_id();
 
 /// HKDF-SHA256 as a backend provides it. Inputs come in parts so that labels are
 /// never concatenated into a temporary buffer.
 pub(super) trait Hkdf {
     /// `Extract(salt, concat(ikm...))`.
     fn extract(salt: &[u8], ikm: &[&[u8]]) -> Zeroizing<[u8; 32]>;
-    /// `Expand(prk, concat(info...), out.len())`; every output here is at most 32 bytes.
-    fn expand(prk: &[u8; 32], info: &[&[u8]], out: &mut [u8]);
+    /// `Expand(prk, concat(info...), N)` for `N` at most `HashLen` (32): the first
+    /// block `T(1) = HMAC(prk, info || 0x01)`, truncated. Every HPKE output of this
+    /// suite (keys, nonces, secrets) fits one block, and [`labeled_expand`] refuses a
+    /// longer `N` at compile time, so the one-block form is exact, not a shortcut.
+    fn expand<const N: usize>(prk: &[u8; 32], info: &[&[u8]], out: &mut [u8; N]);
 }
 
 // RFC 9180 §4
@@ -38,15 +45,15 @@ fn labeled_extract<H: Hkdf>(
 // def LabeledExpand(prk, label, info, L):
 //   labeled_info = concat(I2OSP(L, 2), "HPKE-v1", suite_id, label, info)
 //   return Expand(prk, labeled_info, L)
-fn labeled_expand<H: Hkdf>(
+fn labeled_expand<H: Hkdf, const N: usize>(
     suite: &[u8],
     prk: &[u8; 32],
     label: &[u8],
     info: &[u8],
-    out: &mut [u8],
+    out: &mut [u8; N],
 ) {
-    debug_assert!(out.len() <= 32);
-    let len = (out.len() as u16).to_be_bytes();
+    const { assert!(N <= 32, "HKDF-Expand here is one HashLen block") };
+    let len = (N as u16).to_be_bytes();
     H::expand(prk, &[&len, b"HPKE-v1", suite, label, info], out);
 }
 
@@ -58,7 +65,7 @@ fn labeled_expand<H: Hkdf>(
 pub(super) fn derive_secret<H: Hkdf>(ikm: &[u8]) -> Zeroizing<[u8; 32]> {
     let prk = labeled_extract::<H>(KEM_SUITE_ID, b"", b"dkp_prk", ikm);
     let mut sk = Zeroizing::new([0u8; 32]);
-    labeled_expand::<H>(KEM_SUITE_ID, &prk, b"sk", b"", &mut *sk);
+    labeled_expand::<H, 32>(KEM_SUITE_ID, &prk, b"sk", b"", &mut sk);
     clamp(sk)
 }
 
@@ -85,12 +92,12 @@ fn extract_and_expand<H: Hkdf>(
     kem_context[..32].copy_from_slice(enc);
     kem_context[32..].copy_from_slice(pk_r);
     let mut shared = Zeroizing::new([0u8; 32]);
-    labeled_expand::<H>(
+    labeled_expand::<H, 32>(
         KEM_SUITE_ID,
         &prk,
         b"shared_secret",
         &kem_context,
-        &mut *shared,
+        &mut shared,
     );
     shared
 }
@@ -163,14 +170,14 @@ pub(super) fn key_schedule<H: Hkdf>(
     ks_context[33..].copy_from_slice(&*info_hash);
     let secret = labeled_extract::<H>(HPKE_SUITE_ID, shared_secret, b"secret", b"");
     let mut key = Zeroizing::new([0u8; 32]);
-    labeled_expand::<H>(HPKE_SUITE_ID, &secret, b"key", &ks_context, &mut *key);
+    labeled_expand::<H, 32>(HPKE_SUITE_ID, &secret, b"key", &ks_context, &mut key);
     // Expanded straight into its wiped-on-drop home: no copy of the base nonce is left
     // on the stack.
     let mut nonces = Nonces {
         base: [0u8; 12],
         seq: 0,
     };
-    labeled_expand::<H>(
+    labeled_expand::<H, 12>(
         HPKE_SUITE_ID,
         &secret,
         b"base_nonce",
@@ -238,7 +245,7 @@ mod tests {
             Zeroizing::new([0x11; 32])
         }
 
-        fn expand(_prk: &[u8; 32], _info: &[&[u8]], out: &mut [u8]) {
+        fn expand<const N: usize>(_prk: &[u8; 32], _info: &[&[u8]], out: &mut [u8; N]) {
             out.fill(0xAA);
         }
     }

@@ -97,10 +97,10 @@ impl schedule::Hkdf for AwsLcHkdf {
         out
     }
 
-    fn expand(prk: &[u8; 32], info: &[&[u8]], out: &mut [u8]) {
-        // Every output here is at most HashLen: HKDF-Expand is one block,
-        // HMAC(prk, info || 0x01).
-        debug_assert!(out.len() <= 32);
+    fn expand<const N: usize>(prk: &[u8; 32], info: &[&[u8]], out: &mut [u8; N]) {
+        // N is at most HashLen (checked at compile time in the schedule): HKDF-Expand is
+        // one block, HMAC(prk, info || 0x01). aws-lc-rs's `hkdf::Prk` hides the PRK the
+        // shared schedule passes around (see above).
         let key = hmac::Key::new(hmac::HMAC_SHA256, prk);
         let mut ctx = hmac::Context::with_key(&key);
         for part in info {
@@ -108,7 +108,7 @@ impl schedule::Hkdf for AwsLcHkdf {
         }
         ctx.update(&[1u8]);
         let tag = ctx.sign();
-        out.copy_from_slice(&tag.as_ref()[..out.len()]);
+        out.copy_from_slice(&tag.as_ref()[..N]);
     }
 }
 

@@ -10,16 +10,16 @@ use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use super::KeyError;
-use crate::envelope::{Prefix, PrivateKey, PublicKey};
+use super::FormatError as KeyError;
+use crate::{Prefix, PrivateKey, PublicKey};
 
 const PUBLIC_TYPE_URL: &str = "type.googleapis.com/google.crypto.tink.HpkePublicKey";
 const PRIVATE_TYPE_URL: &str = "type.googleapis.com/google.crypto.tink.HpkePrivateKey";
 
-// Enum values from Tink's proto/hpke.proto.
-const KEM_X25519_HKDF_SHA256: i32 = 1;
-const KDF_HKDF_SHA256: i32 = 1;
-const AEAD_AES_256_GCM: i32 = 2;
+// Enum values from Tink's proto/hpke.proto, for the one suite keys exist for today.
+const KEM_X25519_HKDF_SHA256: i32 = crate::SUITE.kem.tink_value();
+const KDF_HKDF_SHA256: i32 = crate::SUITE.kdf.tink_value();
+const AEAD_AES_256_GCM: i32 = crate::SUITE.aead.tink_value();
 
 /// `google.crypto.tink.HpkeParams`.
 #[derive(Clone, PartialEq, prost::Message)]

@@ -15,7 +15,7 @@
 //! vectors and fuzzers can call it directly.
 //!
 //! ```
-//! use hpke_gateway::envelope::{self, Prefix, PrivateKey};
+//! use hpke_envelope::{self as envelope, Prefix, PrivateKey};
 //!
 //! let sk = PrivateKey::generate();
 //! let pk = sk.public_key();
@@ -27,13 +27,21 @@
 //! assert_eq!(plaintext, b"{\"d\":[]}");
 //! ```
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 use std::fmt;
 
 use rand_core::CryptoRng;
 use zeroize::ZeroizeOnDrop;
 
+pub mod formats;
 mod schedule;
+pub mod suite;
 use schedule::Dh as _;
+
+pub use suite::Suite;
 
 // The one seam between the wire format and the primitives: a backend provides a
 // private key type, base-mode sender/receiver setup (RFC 9180 §5.1) over the shared
@@ -51,10 +59,12 @@ pub const BACKEND: &str = backend::NAME;
 /// Whether a failed open leaves the buffer as it was (so another key may be tried on it).
 pub const OPEN_KEEPS_INPUT_ON_FAILURE: bool = backend::OPEN_KEEPS_INPUT_ON_FAILURE;
 
-/// Length of the encapsulated key (`Nenc` for DHKEM(X25519), RFC 9180 §7.1).
-pub const ENC_LEN: usize = 32;
-/// Length of the AES-256-GCM tag (`Nt`, RFC 9180 §7.3).
-pub const TAG_LEN: usize = 16;
+/// The suite [`seal`] and [`open`] use.
+pub const SUITE: Suite = Suite::X25519_AES_256_GCM;
+/// Length of the encapsulated key (`Nenc` of [`SUITE`]'s KEM, RFC 9180 §7.1).
+pub const ENC_LEN: usize = SUITE.kem.enc_len();
+/// Length of the AEAD tag (`Nt` of [`SUITE`]'s AEAD, RFC 9180 §7.3).
+pub const TAG_LEN: usize = SUITE.aead.tag_len();
 /// Length of a Tink `TINK` output prefix: one version byte and a big-endian key id.
 pub const TINK_PREFIX_LEN: usize = 5;
 /// The first byte of a Tink `TINK` output prefix.

@@ -10,7 +10,7 @@ use std::hint::black_box;
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use criterion::{BenchmarkId, Criterion, Throughput};
-use hpke_gateway::envelope::{self, Prefix, PrivateKey};
+use hpke_envelope::{self as envelope, Prefix, PrivateKey};
 
 const SIZES: [(usize, &str); 5] = [
     (64, "64B"),

@@ -3,10 +3,11 @@
 //! into tests/vectors/ with their provenance (tests/vectors/README.md) and read with
 //! `include_str!`, so a missing file fails the build instead of skipping.
 
-use hpke_gateway::envelope::{
-    self, ENC_LEN, OpenError, Prefix, PrivateKey, PublicKey, PublicKeyError, SenderContext,
+use hpke_envelope::formats as keys;
+use hpke_envelope::{
+    self as envelope, ENC_LEN, OpenError, Prefix, PrivateKey, PublicKey, PublicKeyError,
+    SenderContext,
 };
-use hpke_gateway::keys;
 use serde_json::Value;
 
 const RFC9180: &str = include_str!("vectors/hpke/rfc9180-x25519-sha256.json");
