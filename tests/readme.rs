@@ -1,8 +1,16 @@
-//! The README's client snippets are the code the interop suite runs: each block
-//! marked `<!-- snippet: PATH -->` must equal the region of PATH between its
-//! `snippet: begin` and `snippet: end` marker lines.
+//! The docs' snippets are the code the tests run: each block marked
+//! `<!-- snippet: PATH -->` in docs/clients.md (the interop clients) and
+//! docs/intake-customers.md (the customer's upload script) must equal the region of
+//! PATH between its `snippet: begin` and `snippet: end` marker lines.
 
-const README: &str = include_str!("../README.md");
+/// The pages that carry snippets, by name.
+const DOCS: [(&str, &str); 2] = [
+    ("docs/clients.md", include_str!("../docs/clients.md")),
+    (
+        "docs/intake-customers.md",
+        include_str!("../docs/intake-customers.md"),
+    ),
+];
 
 fn region(path: &str) -> String {
     let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
@@ -20,23 +28,25 @@ fn region(path: &str) -> String {
 }
 
 #[test]
-fn readme_snippets_match_the_interop_clients() {
+fn doc_snippets_match_the_interop_clients() {
     let mut checked = Vec::new();
-    let mut rest = README;
-    while let Some(at) = rest.find("<!-- snippet: ") {
-        let after = &rest[at + "<!-- snippet: ".len()..];
-        let path = after[..after.find(" -->").unwrap()].trim();
-        let fence_start = after.find("```").unwrap();
-        let code_start = fence_start + after[fence_start..].find('\n').unwrap() + 1;
-        let code_len = after[code_start..].find("\n```").unwrap();
-        let code = &after[code_start..code_start + code_len];
-        assert_eq!(
-            code,
-            region(path),
-            "README snippet of {path} is out of date"
-        );
-        checked.push(path.to_owned());
-        rest = &after[code_start + code_len..];
+    for (doc, text) in DOCS {
+        let mut rest = text;
+        while let Some(at) = rest.find("<!-- snippet: ") {
+            let after = &rest[at + "<!-- snippet: ".len()..];
+            let path = after[..after.find(" -->").unwrap()].trim();
+            let fence_start = after.find("```").unwrap();
+            let code_start = fence_start + after[fence_start..].find('\n').unwrap() + 1;
+            let code_len = after[code_start..].find("\n```").unwrap();
+            let code = &after[code_start..code_start + code_len];
+            assert_eq!(
+                code,
+                region(path),
+                "{doc}: the snippet of {path} is out of date"
+            );
+            checked.push(path.to_owned());
+            rest = &after[code_start + code_len..];
+        }
     }
     checked.sort();
     assert_eq!(
@@ -47,6 +57,6 @@ fn readme_snippets_match_the_interop_clients() {
             "tests/interop/python/pyhpke_client.py",
             "tests/interop/python/tink_client.py",
         ],
-        "each interop client and the intake's customer script has its snippet in the README"
+        "each interop client and the intake's customer script has its snippet in the docs"
     );
 }

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# A customer's encrypted upload, exactly as the README shows it (tests/readme.rs keeps the
-# two equal); tests/intake.rs runs this file against a real sshd and the gateway.
+# A customer's encrypted upload, exactly as docs/intake-customers.md shows it
+# (tests/readme.rs keeps the two equal); tests/intake.rs runs this file against a real
+# sshd and the gateway.
 #   customer_upload.sh FILE.csv
-set -euo pipefail
 # --- snippet: begin ---
+set -euo pipefail
 # Your settings, from your account manager:
 GATEWAY="${GATEWAY:-https://gateway.example.com}"        # the gateway's public URL
 ACCOUNT="${ACCOUNT:-ACCT-1}"                              # your account id

@@ -4,8 +4,9 @@ A client supplies three functions, all bound to its keys:
   seal(account, plaintext) -> envelope          encrypt to the gateway, info = account
   open_(account, envelope) -> plaintext         decrypt an answer with the customer's key
   post(url, account, headers, plaintext) -> (status, plaintext)
-                                                the client's README snippet: encrypt, POST,
-                                                decrypt (raises HTTPError on a 4xx/5xx)
+                                                the client's snippet in docs/clients.md:
+                                                encrypt, POST, decrypt (raises HTTPError
+                                                on a 4xx/5xx)
 This module runs the cases with the standard library's HTTP client and prints one JSON
 line per case on stdout; failed expectations go to stderr and make the exit code 1.
 """
