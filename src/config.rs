@@ -159,7 +159,7 @@ pub struct RawConfig {
     pub upstream_tls: Option<RawUpstreamTls>,
     /// The encrypted file intake.
     #[serde(default)]
-    pub intake: Option<crate::intake::settings::RawIntake>,
+    pub intake: Option<crate::intake::RawIntake>,
     /// The gateway's private keys.
     #[serde(default)]
     pub server_keys: Vec<RawServerKey>,
@@ -263,7 +263,7 @@ pub struct Config {
     /// The TLS client settings for an `https://` upstream.
     pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
     /// The encrypted file intake, when configured.
-    pub intake: Option<crate::intake::settings::IntakeConfig>,
+    pub intake: Option<crate::intake::IntakeConfig>,
     /// The gateway's private keys.
     pub server_keys: ServerKeys,
     /// Accounts.
@@ -470,7 +470,7 @@ impl Config {
             p,
             raw.intake
                 .as_ref()
-                .map(|i| crate::intake::settings::load(i, base))
+                .map(|i| crate::intake::load(i, base))
                 .transpose(),
         );
         let server_keys = take_all(p, load_server_keys(&raw.server_keys, base));
@@ -716,7 +716,7 @@ fn referenced_files(raw: &RawConfig, base: &Path) -> Vec<PathBuf> {
         .map(|f| resolve(base, f))
         .collect();
     if let Some(intake) = &raw.intake {
-        files.extend(crate::intake::settings::files(intake, base));
+        files.extend(crate::intake::files(intake, base));
     }
     files
 }
@@ -776,14 +776,7 @@ fn parse_upstream(text: &str) -> Result<Uri, String> {
     Ok(uri)
 }
 
-/// `path`, or `base/path` when it is relative: how every path in the file resolves.
-pub(crate) fn resolve(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base.join(path)
-    }
-}
+pub(crate) use hpke_keyfiles::resolve;
 
 fn load_server_keys(raw: &[RawServerKey], base: &Path) -> Result<ServerKeys, Vec<String>> {
     let mut problems = Vec::new();
@@ -905,7 +898,10 @@ fn load_accounts(raw: &[RawAccount], base: &Path) -> Result<Accounts, Vec<String
         let mut keys = Vec::new();
         for file in &entry.public_keys {
             let path = resolve(base, file);
-            match keys::read_public_file(&path).and_then(|t| Ok(keys::parse_public_key(&t)?)) {
+            match keys::read_public_file(&path)
+                .map_err(keys::KeyError::from)
+                .and_then(|t| Ok(keys::parse_public_key(&t)?))
+            {
                 Ok((key, prefix)) => keys.push(RecipientKey { key, prefix }),
                 Err(e) => problems.push(format!("accounts {id:?}: {}: {e}", path.display())),
             }

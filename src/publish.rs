@@ -185,30 +185,17 @@ pub async fn pgp_keys(
     let Some(intake) = &state.intake else {
         return not_found();
     };
-    let intake = intake.load();
-    let Some(account) = intake.accounts.iter().find(|a| a.id == account) else {
-        return not_found();
-    };
     let now = SystemTime::now();
-    let keys: Vec<_> = account
-        .keys
-        .iter()
-        .filter(|k| k.valid_at(now))
-        .filter(|k| query.key_id.as_deref().is_none_or(|id| k.id() == id))
-        .collect();
-    if keys.is_empty() {
-        return not_found();
-    }
-    let mut body = String::new();
-    for key in &keys {
-        match key.public_armored() {
-            Ok(text) => body.push_str(&text),
-            Err(e) => return Error::Internal(e.into()).into_response(),
-        }
-    }
+    let keys =
+        match crate::intake::armored_keys(&intake.load(), &account, query.key_id.as_deref(), now) {
+            None => return not_found(),
+            Some(Err(e)) => return Error::Internal(e.into()).into_response(),
+            Some(Ok(keys)) => keys,
+        };
+    let body: String = keys.iter().map(|(text, _)| text.as_str()).collect();
     let max_age = state.shared.load().keys_max_age().min(
         keys.iter()
-            .filter_map(|k| k.not_after())
+            .filter_map(|(_, not_after)| *not_after)
             .map(|end| end.duration_since(now).unwrap_or_default())
             .min()
             .unwrap_or(Duration::MAX),

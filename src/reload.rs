@@ -76,11 +76,7 @@ pub fn fixed_settings(config: &Config) -> String {
         config.ops.metrics_account_labels,
         config.tls.is_some(),
         config.upstream_tls.is_some(),
-        config.intake.as_ref().map(|i| (
-            &i.state_dir,
-            i.smtp.as_ref().map(|s| (&s.host, s.port)),
-            &i.webhook_url
-        )),
+        config.intake.as_ref().map(crate::intake::fixed_summary),
     )
 }
 

@@ -425,7 +425,7 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
         .collect::<Result<_, _>>()?;
     drop(done_tx);
     let intake_thread = match gateway.intake() {
-        Some(intake) => Some(spawn_intake(
+        Some(intake) => Some(crate::intake::spawn(
             intake.clone(),
             gateway.proxy.fresh_pool(),
             gateway.metrics().clone(),
@@ -514,33 +514,6 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
     drop(intake_thread);
     tracing::info!("hpke-gateway stopped");
     Ok(())
-}
-
-/// Runs the file intake on a thread of its own until `stop`.
-fn spawn_intake(
-    intake: SharedIntake,
-    proxy: Proxy,
-    metrics: Arc<Metrics>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<std::thread::JoinHandle<()>, crate::BoxError> {
-    let runner = crate::intake::Intake::new(intake, proxy, metrics)?;
-    Ok(std::thread::Builder::new()
-        .name("hpke-gateway-intake".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "the intake cannot start");
-                    return;
-                }
-            };
-            rt.block_on(runner.run(async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            }));
-        })?)
 }
 
 fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {

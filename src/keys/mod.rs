@@ -2,11 +2,10 @@
 //! keys the gateway opens requests with. The formats themselves (PKCS#8, SPKI, raw,
 //! Tink keysets) are the envelope crate's [`hpke_envelope::formats`], re-exported here.
 
-use std::path::Path;
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 pub use hpke_envelope::formats::{
     FormatError, LoadedPrivateKey, parse_private_key, parse_public_key, private_key_encrypted_pem,
@@ -14,122 +13,21 @@ pub use hpke_envelope::formats::{
     public_keyset_json_of,
 };
 
+pub use hpke_keyfiles::{
+    FileError, read_passphrase, read_public_file, read_secret_file, write_secret_file,
+};
+
 use crate::envelope::{self, ENC_LEN, OpenError, Prefix, PrivateKey, PublicKey, TINK_PREFIX_LEN};
 
 /// Why a key could not be used. Messages name the problem, never key bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// A private key or passphrase file that group or others can read (group read is
-    /// accepted when root owns the file).
-    #[error(
-        "{path} is readable by group or others (mode {mode:o}); run: chmod 600 {path} (or, owned by root, 640)"
-    )]
-    Permissions {
-        /// The file.
-        path: String,
-        /// Its permission bits.
-        mode: u32,
-    },
-    /// A passphrase environment variable that is not set.
-    #[error("environment variable {0} is not set")]
-    PassphraseEnvUnset(String),
-    /// Both an environment variable and a file were given for one passphrase.
-    #[error("give the passphrase in an environment variable or a file, not both")]
-    PassphraseTwoSources,
+    /// The file could not be read, or is not owner-only.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// The bytes are not a usable key.
     #[error(transparent)]
     Format(#[from] FormatError),
-}
-
-// === reading files ===
-
-/// Reads a file that holds a secret, refusing it if group or others may read it.
-pub fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-    check_private_permissions(path)?;
-    std::fs::read(path)
-        .map(Zeroizing::new)
-        .map_err(|source| io_error(path, source))
-}
-
-/// Reads a public, non-secret file.
-pub fn read_public_file(path: &Path) -> Result<Vec<u8>, KeyError> {
-    std::fs::read(path).map_err(|source| io_error(path, source))
-}
-
-fn io_error(path: &Path, source: std::io::Error) -> KeyError {
-    KeyError::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
-/// Writes a secret to a new file readable by its owner only (mode 0600). Refuses to
-/// overwrite an existing file.
-pub fn write_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
-}
-
-/// Reads a private key's passphrase from an environment variable or an owner-only file
-/// (trailing newlines dropped); `None` when neither is given.
-pub fn read_passphrase(
-    env: Option<&str>,
-    file: Option<&Path>,
-) -> Result<Option<Zeroizing<Vec<u8>>>, KeyError> {
-    match (env, file) {
-        (Some(_), Some(_)) => Err(KeyError::PassphraseTwoSources),
-        (Some(var), None) => std::env::var_os(var)
-            .map(|v| Some(Zeroizing::new(v.into_encoded_bytes())))
-            .ok_or_else(|| KeyError::PassphraseEnvUnset(var.to_owned())),
-        (None, Some(path)) => {
-            let mut bytes = read_secret_file(path)?;
-            while matches!(bytes.last(), Some(b'\n' | b'\r')) {
-                bytes.pop();
-            }
-            Ok(Some(bytes))
-        }
-        (None, None) => Ok(None),
-    }
-}
-
-#[cfg(unix)]
-fn check_private_permissions(path: &Path) -> Result<(), KeyError> {
-    use std::os::unix::fs::MetadataExt as _;
-    use std::os::unix::fs::PermissionsExt as _;
-    let meta = std::fs::metadata(path).map_err(|source| io_error(path, source))?;
-    let mode = meta.permissions().mode() & 0o777;
-    // As PostgreSQL accepts for its keys: owner-only, or also group-readable when root
-    // owns the file (a Kubernetes Secret volume with fsGroup is 0440 root:<fsGroup>).
-    let allowed = if meta.uid() == 0 { 0o040 } else { 0 };
-    if mode & 0o077 & !allowed != 0 {
-        return Err(KeyError::Permissions {
-            path: path.display().to_string(),
-            mode,
-        });
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_private_permissions(_path: &Path) -> Result<(), KeyError> {
-    Ok(())
 }
 
 /// Where a server key is in its rotation.

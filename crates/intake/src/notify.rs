@@ -147,7 +147,11 @@ impl std::fmt::Debug for Notifier {
 
 impl Notifier {
     /// A notifier for the configured channels.
-    pub fn new(smtp: Option<&Smtp>, webhook: Option<&http::Uri>) -> Result<Self, String> {
+    pub fn new(
+        smtp: Option<&Smtp>,
+        webhook: Option<&http::Uri>,
+        tls: crate::host::WebhookTls,
+    ) -> Result<Self, String> {
         let smtp = smtp
             .map(|s| {
                 let builder = match s.tls {
@@ -172,11 +176,7 @@ impl Notifier {
             .transpose()?;
         let webhook = webhook
             .map(|uri| {
-                let tls = if uri.scheme_str() == Some("https") {
-                    crate::tls::upstream_client_config(None, None)?
-                } else {
-                    crate::tls::upstream_client_config_for_http()?
-                };
+                let tls = tls(uri.scheme_str() == Some("https"))?;
                 let mut http = HttpConnector::new();
                 http.enforce_http(false);
                 let connector = hyper_rustls::HttpsConnectorBuilder::new()

@@ -307,7 +307,7 @@ impl<R: BufRead> BufRead for DebugRead<R> {
 
 /// Reads an armored secret key file (owner-only, like every private key file).
 pub fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
-    crate::keys::read_secret_file(path).map_err(|e| e.to_string())
+    hpke_keyfiles::read_secret_file(path).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

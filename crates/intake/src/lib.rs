@@ -11,6 +11,7 @@
 //! - [`journal`]: what was picked up and how far it got, across restarts.
 //! - [`notify`]: email and webhook notices.
 //! - [`settings`]: the `[intake]` configuration.
+//! - [`host`]: what the process running the intake provides (upload API, metrics, TLS).
 //!
 //! A file is processed when its manifest is complete and the file the manifest names is
 //! complete (neither changed for `settle_ms`). Afterwards both move out of the upload
@@ -18,6 +19,9 @@
 //! to `state_dir/<account>/failed/`; a file uploaded again under the same name is a new
 //! job.
 
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod host;
 pub mod ingest;
 pub mod journal;
 pub mod manifest;
@@ -31,14 +35,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use axum::body::Body;
+use bytes::Bytes;
 use http::{HeaderValue, Request};
-use http_body_util::BodyExt as _;
-use tower::ServiceExt as _;
 
-use crate::error::ErrorCode;
-use crate::metrics::Metrics;
-use crate::proxy::Proxy;
+use host::{IntakeMetrics, UploadApi, WebhookTls};
 use ingest::{BadRow, FileError, Item};
 use journal::Journal;
 use manifest::{Manifest, ManifestProblem};
@@ -81,8 +81,8 @@ pub fn decrypted_name(name: &str) -> &str {
 #[derive(Debug)]
 pub struct Intake {
     config: SharedIntake,
-    proxy: Proxy,
-    metrics: Arc<Metrics>,
+    upload_api: Arc<dyn UploadApi>,
+    metrics: Arc<dyn IntakeMetrics>,
     journal: Journal,
     notifier: Notifier,
     /// The state directory the journal lives in (a reload cannot move it).
@@ -145,17 +145,26 @@ struct Job {
 
 impl Intake {
     /// Opens the journal under `state_dir` (created 0700) and sets up notifications.
-    pub fn new(config: SharedIntake, proxy: Proxy, metrics: Arc<Metrics>) -> Result<Self, String> {
+    pub fn new(
+        config: SharedIntake,
+        upload_api: Arc<dyn UploadApi>,
+        metrics: Arc<dyn IntakeMetrics>,
+        webhook_tls: WebhookTls,
+    ) -> Result<Self, String> {
         let current = config.load();
         create_private_dir(&current.state_dir)?;
         let journal = Journal::open(&current.state_dir.join("journal.jsonl"))
             .map_err(|e| format!("intake journal: {e}"))?;
-        let notifier = Notifier::new(current.smtp.as_ref(), current.webhook_url.as_ref())?;
+        let notifier = Notifier::new(
+            current.smtp.as_ref(),
+            current.webhook_url.as_ref(),
+            webhook_tls,
+        )?;
         let state_dir = current.state_dir.clone();
         drop(current);
         Ok(Self {
             config,
-            proxy,
+            upload_api,
             metrics,
             journal,
             notifier,
@@ -493,7 +502,7 @@ impl Intake {
                     reason = %failure.error.reason, retry_in_s = wait.as_secs(), "upstream unavailable; the job will resume");
                 self.not_before
                     .insert(job.id.clone(), (Instant::now() + wait, tries));
-                self.metrics.intake_deferred();
+                self.metrics.deferred();
             }
             Ok(outcome) => {
                 self.not_before.remove(&job.id);
@@ -546,8 +555,8 @@ impl Intake {
             }
             // Counted once: a job that could not move is finished again on a later scan.
             Ok(()) => match &result {
-                Ok(o) => self.metrics.intake_file("imported", o.uploaded, o.skipped),
-                Err(f) => self.metrics.intake_file("failed", f.uploaded, f.skipped),
+                Ok(o) => self.metrics.file("imported", o.uploaded, o.skipped),
+                Err(f) => self.metrics.file("failed", f.uploaded, f.skipped),
             },
         }
         let mut n = notice(stage, account, job);
@@ -583,7 +592,7 @@ impl Intake {
         tell: Tell,
     ) {
         tracing::warn!(account = %account.id, manifest = %manifest_name, %reason, "upload refused");
-        self.metrics.intake_file("refused", 0, 0);
+        self.metrics.file("refused", 0, 0);
         let source = account.upload_dir.join(manifest_name);
         self.refused
             .insert((source.clone(), manifest_meta.modified().ok()));
@@ -874,8 +883,10 @@ impl Intake {
         records: Vec<serde_json::Value>,
     ) -> Result<(), (FileError, bool)> {
         let fail = |reason: String| (FileError::from(reason), false);
-        let body = serde_json::to_vec(&serde_json::json!({ "d": records }))
-            .map_err(|e| fail(e.to_string()))?;
+        let body = Bytes::from(
+            serde_json::to_vec(&serde_json::json!({ "d": records }))
+                .map_err(|e| fail(e.to_string()))?,
+        );
         let passcode = HeaderValue::from_str(&account.passcode)
             .map_err(|_| fail("the passcode is not a valid header value".to_owned()))?;
         let mut last = fail(String::new());
@@ -888,17 +899,10 @@ impl Intake {
                 .header("x-clevertap-account-id", account.id.as_str())
                 .header("x-clevertap-passcode", passcode.clone())
                 .header("idempotency-key", format!("{job}-{batch_no}"))
-                .body(Body::from(body.clone()))
+                .body(body.clone())
                 .map_err(|e| fail(e.to_string()))?;
-            let Ok(response) = self.proxy.clone().oneshot(request).await;
-            let status = response.status();
-            let gateway_error = response.extensions().get::<ErrorCode>().is_some();
-            let text = tokio::time::timeout(UPLOAD_BODY_TIMEOUT, response.into_body().collect())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let answer = self.upload_api.send(request).await;
+            let (status, gateway_error, text) = (answer.status, answer.from_gateway, answer.body);
             if status.is_success() {
                 return Ok(());
             }
@@ -990,8 +994,6 @@ fn unreadable_summary(problems: &[ManifestProblem]) -> String {
 
 /// Prefix of a decrypted file being written.
 const TEMP_PREFIX: &str = ".decrypting-";
-/// How long an upstream answer's body may take.
-const UPLOAD_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Removes decrypted files left half-written by a crash (the intake runs one job at a
 /// time, so none is being written now).

@@ -4,13 +4,14 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use crate::config::resolve;
 use std::time::Duration;
+
+use hpke_keyfiles::resolve;
 
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::pgp::PgpKey;
+use crate::pgp::PgpKey;
 
 /// The most PGP keys one account may hold.
 pub const MAX_PGP_KEYS: usize = 20;
@@ -216,7 +217,7 @@ fn secret_text(
     base: &Path,
 ) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
     let file = file.map(|f| resolve(base, f));
-    crate::keys::read_passphrase(env, file.as_deref()).map_err(|e| format!("{what}: {e}"))
+    hpke_keyfiles::read_passphrase(env, file.as_deref()).map_err(|e| format!("{what}: {e}"))
 }
 
 /// The files `[intake]` names (for change detection).
@@ -381,7 +382,7 @@ fn smtp(raw: &RawSmtp, base: &Path) -> Result<Smtp, String> {
 
 fn account(raw: &RawIntakeAccount, base: &Path) -> Result<IntakeAccount, Vec<String>> {
     let mut problems = Vec::new();
-    if !crate::config::valid_account_id(&raw.id) {
+    if !valid_account_id(&raw.id) {
         problems.push("the id must be 1 to 256 visible ASCII characters".into());
     }
     let passcode = match secret_text(
@@ -478,11 +479,23 @@ fn pgp_key(raw: &RawPgpKey, base: &Path) -> Result<PgpKey, String> {
     .ok_or(
         "passphrase_env or passphrase_file is required (exported keys are passphrase-protected)",
     )?;
-    let not_after = raw
-        .not_after
-        .as_deref()
-        .map(crate::config::parse_time)
-        .transpose()?;
+    let not_after = raw.not_after.as_deref().map(parse_time).transpose()?;
     PgpKey::load(raw.id.clone(), &armored, passphrase, not_after)
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The longest account id. The same rule as the gateway's `config::valid_account_id`
+/// (an id is sent as a header and used as HPKE `info`); the intake cannot import it
+/// without depending on the gateway.
+pub const MAX_ACCOUNT_ID_LEN: usize = 256;
+
+/// An account id the gateway accepts: 1 to [`MAX_ACCOUNT_ID_LEN`] visible ASCII bytes.
+pub fn valid_account_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ACCOUNT_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// An RFC 3339 time such as `2027-12-01T00:00:00Z`.
+pub fn parse_time(text: &str) -> Result<std::time::SystemTime, String> {
+    humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time such as 2027-12-01T00:00:00Z ({e})"))
 }

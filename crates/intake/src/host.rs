@@ -1,0 +1,44 @@
+//! What the intake needs from the process it runs in: the upload API to send records
+//! to, counters to bump, and TLS settings for webhooks. The gateway provides all three
+//! (its proxy, its Prometheus metrics, its rustls setup); tests may provide stubs.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+
+/// The upstream's answer to one upload request.
+#[derive(Debug)]
+pub struct UploadAnswer {
+    /// The status the client would have seen.
+    pub status: StatusCode,
+    /// The start of the body (the intake quotes at most 300 bytes of it).
+    pub body: Bytes,
+    /// The gateway answered itself (the upstream unreachable, timing out or
+    /// overloaded), so the same request may pass later.
+    pub from_gateway: bool,
+}
+
+/// A future an [`UploadApi`] returns.
+pub type UploadFuture<'a> = Pin<Box<dyn Future<Output = UploadAnswer> + Send + 'a>>;
+
+/// Where batches of records go: `POST upload_path` with the account's headers.
+pub trait UploadApi: Send + Sync + std::fmt::Debug {
+    /// Sends one request and returns its answer; never fails (a transport failure is
+    /// an answer with `from_gateway` set).
+    fn send(&self, request: Request<Bytes>) -> UploadFuture<'_>;
+}
+
+/// The counters the intake keeps.
+pub trait IntakeMetrics: Send + Sync + std::fmt::Debug {
+    /// A file finished with `result` (`imported`, `failed`, `refused`) after uploading
+    /// and skipping these many records.
+    fn file(&self, result: &'static str, uploaded: u64, skipped: u64);
+    /// A job was put off until the upstream is back.
+    fn deferred(&self);
+}
+
+/// Builds the rustls client configuration for a webhook: `true` for an `https` URL
+/// (verifying against the system's roots), `false` for plain `http`.
+pub type WebhookTls = fn(https: bool) -> Result<rustls::ClientConfig, String>;

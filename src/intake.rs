@@ -1,0 +1,261 @@
+//! The file intake inside the gateway process: the `hpke-intake` crate (OpenPGP over
+//! SFTP, in `crates/intake`) given the gateway's proxy as its upload API, the gateway's
+//! metrics and rustls setup, and a thread of its own.
+//!
+//! Built without the `intake` feature, the same names exist with nothing behind them:
+//! [`IntakeConfig`] has no values, and a configuration with an `[intake]` table is
+//! refused with a message saying so. The rest of the gateway needs no `cfg`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+pub use imp::{IntakeConfig, RawIntake, load, spawn};
+
+/// The intake configuration a reload replaces.
+pub type SharedIntake = Arc<ArcSwap<IntakeConfig>>;
+
+/// Runs the intake on a thread of its own until `stop` turns true.
+pub type StopSignal = tokio::sync::watch::Receiver<bool>;
+
+/// The paths a running intake must not change under it without a restart, and where
+/// its mail and webhook go: what [`crate::reload::fixed_settings`] compares.
+pub fn fixed_summary(config: &IntakeConfig) -> String {
+    imp::fixed_summary(config)
+}
+
+/// The files the intake's configuration reads (keys, passphrases): watched for reload.
+pub fn files(raw: &RawIntake, base: &Path) -> Vec<PathBuf> {
+    imp::files(raw, base)
+}
+
+/// One published OpenPGP key: its armored text and the end of its validity.
+pub type ArmoredKey = (String, Option<SystemTime>);
+
+/// The armored OpenPGP public keys customers of `account` encrypt to, valid at `now`
+/// (only the key `key_id` when given), each with its `not_after`; `None` when the
+/// account has no such key.
+pub fn armored_keys(
+    config: &IntakeConfig,
+    account: &str,
+    key_id: Option<&str>,
+    now: SystemTime,
+) -> Option<Result<Vec<ArmoredKey>, String>> {
+    imp::armored_keys(config, account, key_id, now)
+}
+
+/// How many intake accounts a configuration has.
+pub fn account_count(config: &IntakeConfig) -> usize {
+    imp::account_count(config)
+}
+
+#[cfg(feature = "intake")]
+mod imp {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use axum::body::Body;
+    use bytes::Bytes;
+    use hpke_intake::host::{IntakeMetrics, UploadAnswer, UploadApi, UploadFuture};
+    use http::Request;
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    use super::{SharedIntake, StopSignal};
+    use crate::error::ErrorCode;
+    use crate::metrics::Metrics;
+    use crate::proxy::Proxy;
+
+    pub use hpke_intake::settings::{IntakeConfig, RawIntake};
+
+    /// How long an upstream answer's body may take.
+    const UPLOAD_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// Checks `[intake]` and loads its keys.
+    pub fn load(raw: &RawIntake, base: &Path) -> Result<IntakeConfig, Vec<String>> {
+        hpke_intake::settings::load(raw, base)
+    }
+
+    pub(super) fn files(raw: &RawIntake, base: &Path) -> Vec<PathBuf> {
+        hpke_intake::settings::files(raw, base)
+    }
+
+    pub(super) fn fixed_summary(i: &IntakeConfig) -> String {
+        format!(
+            "{:?}",
+            (
+                &i.state_dir,
+                i.smtp.as_ref().map(|s| (&s.host, s.port)),
+                &i.webhook_url
+            )
+        )
+    }
+
+    pub(super) fn account_count(i: &IntakeConfig) -> usize {
+        i.accounts.len()
+    }
+
+    pub(super) fn armored_keys(
+        config: &IntakeConfig,
+        account: &str,
+        key_id: Option<&str>,
+        now: SystemTime,
+    ) -> Option<Result<Vec<super::ArmoredKey>, String>> {
+        let account = config.accounts.iter().find(|a| a.id == account)?;
+        let keys: Vec<_> = account
+            .keys
+            .iter()
+            .filter(|k| k.valid_at(now))
+            .filter(|k| key_id.is_none_or(|id| k.id() == id))
+            .collect();
+        if keys.is_empty() {
+            return None;
+        }
+        Some(
+            keys.iter()
+                .map(|k| k.public_armored().map(|text| (text, k.not_after())))
+                .collect(),
+        )
+    }
+
+    /// The gateway's proxy as the intake's upload API: the request goes through the
+    /// same upstream client, timeouts and TLS as client traffic.
+    #[derive(Debug)]
+    struct ProxyUpload(Proxy);
+
+    impl UploadApi for ProxyUpload {
+        fn send(&self, request: Request<Bytes>) -> UploadFuture<'_> {
+            let proxy = self.0.clone();
+            Box::pin(async move {
+                let Ok(response) = proxy.oneshot(request.map(Body::from)).await;
+                let status = response.status();
+                let from_gateway = response.extensions().get::<ErrorCode>().is_some();
+                let body =
+                    tokio::time::timeout(UPLOAD_BODY_TIMEOUT, response.into_body().collect())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                UploadAnswer {
+                    status,
+                    body,
+                    from_gateway,
+                }
+            })
+        }
+    }
+
+    impl IntakeMetrics for Metrics {
+        fn file(&self, result: &'static str, uploaded: u64, skipped: u64) {
+            self.intake_file(result, uploaded, skipped);
+        }
+
+        fn deferred(&self) {
+            self.intake_deferred();
+        }
+    }
+
+    fn webhook_tls(https: bool) -> Result<rustls::ClientConfig, String> {
+        if https {
+            crate::tls::upstream_client_config(None, None)
+        } else {
+            crate::tls::upstream_client_config_for_http()
+        }
+    }
+
+    /// Starts the intake on a thread of its own, with a current-thread runtime, until
+    /// `stop` turns true.
+    pub fn spawn(
+        intake: SharedIntake,
+        proxy: Proxy,
+        metrics: Arc<Metrics>,
+        mut stop: StopSignal,
+    ) -> Result<std::thread::JoinHandle<()>, crate::BoxError> {
+        let runner =
+            hpke_intake::Intake::new(intake, Arc::new(ProxyUpload(proxy)), metrics, webhook_tls)?;
+        Ok(std::thread::Builder::new()
+            .name("hpke-gateway-intake".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the intake cannot start");
+                        return;
+                    }
+                };
+                rt.block_on(runner.run(async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                }));
+            })?)
+    }
+}
+
+#[cfg(not(feature = "intake"))]
+mod imp {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use super::{SharedIntake, StopSignal};
+    use crate::metrics::Metrics;
+    use crate::proxy::Proxy;
+
+    /// No intake in this build: a configuration cannot hold one.
+    #[derive(Debug)]
+    pub enum IntakeConfig {}
+
+    /// An `[intake]` table, which this build refuses.
+    #[derive(Debug)]
+    pub enum RawIntake {}
+
+    impl<'de> serde::Deserialize<'de> for RawIntake {
+        fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+            Err(serde::de::Error::custom(
+                "this hpke-gateway was built without the file intake (cargo feature `intake`)",
+            ))
+        }
+    }
+
+    /// Never called: there is no [`RawIntake`] value.
+    pub fn load(raw: &RawIntake, _: &Path) -> Result<IntakeConfig, Vec<String>> {
+        match *raw {}
+    }
+
+    pub(super) fn files(raw: &RawIntake, _: &Path) -> Vec<PathBuf> {
+        match *raw {}
+    }
+
+    pub(super) fn fixed_summary(config: &IntakeConfig) -> String {
+        match *config {}
+    }
+
+    pub(super) fn account_count(config: &IntakeConfig) -> usize {
+        match *config {}
+    }
+
+    pub(super) fn armored_keys(
+        config: &IntakeConfig,
+        _: &str,
+        _: Option<&str>,
+        _: SystemTime,
+    ) -> Option<Result<Vec<super::ArmoredKey>, String>> {
+        match *config {}
+    }
+
+    /// Never called: there is no [`IntakeConfig`] value to run.
+    pub fn spawn(
+        intake: SharedIntake,
+        _: Proxy,
+        _: Arc<Metrics>,
+        _: StopSignal,
+    ) -> Result<std::thread::JoinHandle<()>, crate::BoxError> {
+        match **intake.load() {}
+    }
+}
