@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -944,19 +944,12 @@ fn server_key(path: &Path, passphrase_file: Option<&Path>) {
         .unwrap();
     file.write_all(format!("{PASSPHRASE}\n").as_bytes())
         .unwrap();
-    let plain = path.with_extension("plain.pem");
-    keygen(&plain);
-    let mut command = Command::new("openssl");
-    command
-        .args(["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in"])
-        .arg(&plain)
-        .arg("-out")
-        .arg(path)
-        .arg("-passout")
-        .arg(format!("file:{}", passphrase_file.display()));
-    run(command);
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
-    fs::remove_file(plain).unwrap();
+    // Encrypted PKCS#8 as the gateway's own writer makes it (OpenSSL's reading of it is
+    // tested in tests/cli.rs).
+    let key = hpke_gateway::envelope::PrivateKey::generate();
+    let pem = hpke_gateway::keys::private_key_encrypted_pem(&key, PASSPHRASE.as_bytes()).unwrap();
+    make_parent(path);
+    hpke_gateway::keys::write_secret_file(path, pem.as_bytes()).unwrap();
 }
 
 /// A customer's public key at `path`, in the format its extension names.
@@ -991,16 +984,15 @@ fn self_signed(certificate: &Path, key: &Path) {
     }
     make_parent(certificate);
     make_parent(key);
-    let mut command = Command::new("openssl");
-    command
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
-        .args(["-subj", "/CN=hpke-gateway.test", "-keyout"])
-        .arg(key)
-        .arg("-out")
-        .arg(certificate);
-    run(command);
-    fs::set_permissions(key, fs::Permissions::from_mode(0o600)).unwrap();
+    // rcgen's P-256 key and self-signed certificate, as `openssl req -x509` would make.
+    let pair = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["hpke-gateway.test".to_owned()])
+        .unwrap()
+        .self_signed(&pair)
+        .unwrap();
+    fs::write(certificate, cert.pem()).unwrap();
+    let _ = fs::remove_file(key);
+    hpke_gateway::keys::write_secret_file(key, pair.serialize_pem().as_bytes()).unwrap();
 }
 
 // === systemd ===

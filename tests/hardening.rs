@@ -554,6 +554,7 @@ async fn memory_stays_under_the_budget_with_150_concurrent_10_mib_requests() {
 // === 6. a client that writes its whole body first sees the 413 ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs python3: run bash .ci/test"]
 async fn python_http_client_posting_twice_the_limit_gets_the_413() {
     let (up, up_addr) = Upstream::start().await;
     // The default limit, 10 MiB: twice that is more than loopback's socket buffers hold,

@@ -517,6 +517,7 @@ fn profiles_csv(rows: usize, bad_row: usize) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, sshd, sftp and gpg: run bash .ci/test"]
 async fn uploads_over_sftp_are_decrypted_ingested_and_notified() {
     let (up, up_addr) = Recorder::start(true).await;
     let w = World::new(up_addr, "").await;
@@ -678,6 +679,7 @@ struct Refusal {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, sshd, sftp and gpg: run bash .ci/test"]
 async fn bad_uploads_fail_clearly_and_nothing_reaches_the_upstream() {
     let (up, up_addr) = Recorder::start(true).await;
     let w = World::new(
@@ -994,6 +996,7 @@ const FAILURE_CONTACT: &str = "ops@platform.example";
 /// nothing from the manifest or the file. A manifest with a usable `clientEmail` still
 /// goes to the customer only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, sshd, sftp and gpg: run bash .ci/test"]
 async fn a_manifest_that_cannot_be_read_is_reported_to_the_failure_contact() {
     let (up, up_addr) = Recorder::start(false).await;
     let w = World::with(
@@ -1094,6 +1097,7 @@ async fn a_manifest_that_cannot_be_read_is_reported_to_the_failure_contact() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, sshd, sftp and gpg: run bash .ci/test"]
 async fn a_restart_in_the_middle_of_a_file_resumes_without_uploading_twice() {
     let (up, up_addr) = Recorder::start(true).await;
     let mut w = World::new(up_addr, "batch_size = 100").await;
@@ -1147,6 +1151,7 @@ async fn a_restart_in_the_middle_of_a_file_resumes_without_uploading_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, sshd, sftp and gpg: run bash .ci/test"]
 async fn a_200_mb_file_is_decrypted_and_ingested_in_bounded_memory() {
     let (up, up_addr) = Recorder::start(false).await;
     let w = World::new(up_addr, "").await;
@@ -1204,6 +1209,7 @@ async fn a_200_mb_file_is_decrypted_and_ingested_in_bounded_memory() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, sshd, sftp and gpg: run bash .ci/test"]
 async fn the_readmes_customer_script_works_as_written() {
     let (up, up_addr) = Recorder::start(true).await;
     let w = World::new(up_addr, "").await;
@@ -1286,6 +1292,7 @@ async fn webhook() -> (Arc<Mutex<Vec<serde_json::Value>>>, SocketAddr) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, sshd, sftp and gpg: run bash .ci/test"]
 async fn webhooks_size_limits_ended_keys_and_unencrypted_accounts() {
     let (up, up_addr) = Recorder::start(true).await;
     let (hooks, hook_addr) = webhook().await;

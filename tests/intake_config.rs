@@ -63,6 +63,7 @@ fn key_entry(id: &str, file: &str, extra: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs gpg: run bash .ci/test"]
 fn keys_are_checked_when_loaded() {
     let gpg = Gpg::new();
     let dir = tempfile::tempdir().unwrap();
@@ -125,6 +126,7 @@ fn keys_are_checked_when_loaded() {
 }
 
 #[test]
+#[ignore = "needs gpg: run bash .ci/test"]
 fn at_most_twenty_keys_and_other_account_rules() {
     let gpg = Gpg::new();
     let dir = tempfile::tempdir().unwrap();
@@ -203,6 +205,7 @@ fn the_failure_contact_is_an_address_checked_at_load() {
 }
 
 #[tokio::test]
+#[ignore = "needs gpg: run bash .ci/test"]
 async fn the_public_keys_are_published_and_gpg_encrypts_to_them() {
     let gpg = Gpg::new();
     let dir = tempfile::tempdir().unwrap();

@@ -34,6 +34,7 @@ fn describe(out: &std::process::Output, sshd: &Sshd) -> String {
 }
 
 #[test]
+#[ignore = "needs root and sshd: run bash .ci/test"]
 fn sftp_put_lands_in_upload_dir() {
     let root = scratch_root();
     let sshd = Sshd::start(root.path());
@@ -61,6 +62,7 @@ fn sftp_put_lands_in_upload_dir() {
 }
 
 #[test]
+#[ignore = "needs root and sshd: run bash .ci/test"]
 fn chroot_holds_and_unknown_key_is_refused() {
     let root = scratch_root();
     let sshd = Sshd::start(root.path());

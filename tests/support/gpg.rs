@@ -25,7 +25,6 @@ use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
 
 use tempfile::{NamedTempFile, TempDir};
 
@@ -424,19 +423,10 @@ pub fn js_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/js")
 }
 
-/// Installs the pinned packages of `tests/interop/js` (`npm ci`) when `openpgp` is not
-/// there; panics, saying what to run, if that does not help. Runs once at a time.
+/// `openpgp` from the pinned packages of `tests/interop/js` must be installed
+/// (`bash .ci/test` runs `npm ci` there); panics, saying what to run, when it is not.
 pub fn ensure_openpgp_js() {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let ready = || js_dir().join("node_modules/openpgp/package.json").exists();
-    if !ready() {
-        let _ = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(js_dir())
-            .stdin(Stdio::null())
-            .status();
-    }
     assert!(
         ready(),
         "openpgp.js is not installed: run (cd tests/interop/js && npm ci)"

@@ -268,6 +268,54 @@ pub fn job_id(account: &str, manifest: &str, file: &str, meta: &std::fs::Metadat
         .collect()
 }
 
+/// The one-intake-per-storage lock: an exclusive `flock` on `state_dir/intake.lock`,
+/// held for as long as the intake runs and released by the kernel when the process
+/// ends, however it ends. A second intake on the same storage (another replica, a
+/// restarted pod overlapping the old one) fails to take it and refuses to start, so no
+/// file is picked up twice. The lock file is not the journal itself because the
+/// journal is compacted by renaming a new file over it, which a lock would not follow.
+/// Shared storage must support `flock` (local disks, NFSv4 and most CSI volumes do).
+#[derive(Debug)]
+pub struct StorageLock {
+    _file: std::fs::File,
+}
+
+impl StorageLock {
+    /// Takes the lock in `state_dir`, or says who holds it.
+    pub fn acquire(state_dir: &Path) -> Result<Self, String> {
+        use std::io::{Read as _, Seek as _};
+        let path = state_dir.join("intake.lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                return Err(format!(
+                    "another intake is running on this storage ({} is locked by {}); only one intake may run per state_dir",
+                    path.display(),
+                    holder.trim().chars().take(100).collect::<String>()
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(format!("cannot lock {}: {e}", path.display()));
+            }
+        }
+        // Who holds it, for the message a second intake prints.
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "pid {}", std::process::id()));
+        Ok(Self { _file: file })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,5 +390,19 @@ mod tests {
         let j = Journal::open(&path).unwrap();
         assert_eq!(j.state("running").batches, 1);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
+
+    #[test]
+    fn a_second_lock_on_the_same_storage_is_refused_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StorageLock::acquire(dir.path()).unwrap();
+        let err = StorageLock::acquire(dir.path()).unwrap_err();
+        assert!(err.contains("another intake is running"), "{err}");
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        drop(first);
+        StorageLock::acquire(dir.path()).unwrap();
     }
 }

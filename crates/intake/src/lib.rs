@@ -83,6 +83,8 @@ pub struct Intake {
     config: SharedIntake,
     upload_api: Arc<dyn UploadApi>,
     metrics: Arc<dyn IntakeMetrics>,
+    /// Held while this intake runs: no second intake on the same storage.
+    _lock: journal::StorageLock,
     journal: Journal,
     notifier: Notifier,
     /// The state directory the journal lives in (a reload cannot move it).
@@ -153,6 +155,7 @@ impl Intake {
     ) -> Result<Self, String> {
         let current = config.load();
         create_private_dir(&current.state_dir)?;
+        let lock = journal::StorageLock::acquire(&current.state_dir)?;
         let journal = Journal::open(&current.state_dir.join("journal.jsonl"))
             .map_err(|e| format!("intake journal: {e}"))?;
         let notifier = Notifier::new(
@@ -166,6 +169,7 @@ impl Intake {
             config,
             upload_api,
             metrics,
+            _lock: lock,
             journal,
             notifier,
             state_dir,
