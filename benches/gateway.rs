@@ -14,7 +14,8 @@ use hpke_gateway::accounts::{Account, Accounts, RecipientKey};
 use hpke_gateway::config::Config;
 use hpke_gateway::envelope::{self, Prefix, PrivateKey};
 use hpke_gateway::keys::{self, ServerKey, ServerKeys};
-use hpke_gateway::middleware::{HpkeLayer, HpkeState};
+use hpke_gateway::middleware::HpkeLayer;
+use hpke_gateway::state::LiveState;
 use http::{Request, Response};
 use http_body_util::BodyExt as _;
 use tower::{Layer as _, Service as _, ServiceExt as _, service_fn};
@@ -29,7 +30,7 @@ fn middleware(c: &mut Criterion) {
     let server = PrivateKey::derive(&[1u8; 32]);
     let customer = PrivateKey::derive(&[2u8; 32]);
     let server_pk = server.public_key();
-    let state = HpkeState::new(
+    let state = LiveState::new(
         ServerKeys::new(vec![ServerKey::new(Some(1), server)]),
         Accounts::new([Account::new(
             "ACCT-1".into(),

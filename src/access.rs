@@ -25,6 +25,7 @@ use tower::{Layer, Service};
 use crate::error::ErrorCode;
 use crate::metrics::{Counted, Metrics, Mode};
 use crate::middleware::{KnownAccount, Timings};
+use crate::state::SharedState;
 
 /// The request id header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -32,18 +33,15 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Adds [`AccessLog`] around a service.
 #[derive(Debug, Clone)]
 pub struct AccessLogLayer {
-    account_header: HeaderName,
+    state: SharedState,
     metrics: Arc<Metrics>,
 }
 
 impl AccessLogLayer {
-    /// A layer that logs the account id found in `account_header` and counts each
-    /// request in `metrics`.
-    pub fn new(account_header: HeaderName, metrics: Arc<Metrics>) -> Self {
-        Self {
-            account_header,
-            metrics,
-        }
+    /// A layer that logs the account id found in the live state's account header (so a
+    /// reload that renames it applies here too) and counts each request in `metrics`.
+    pub fn new(state: SharedState, metrics: Arc<Metrics>) -> Self {
+        Self { state, metrics }
     }
 }
 
@@ -53,7 +51,7 @@ impl<S> Layer<S> for AccessLogLayer {
     fn layer(&self, inner: S) -> Self::Service {
         AccessLog {
             inner,
-            account_header: self.account_header.clone(),
+            state: self.state.clone(),
             metrics: self.metrics.clone(),
         }
     }
@@ -63,7 +61,7 @@ impl<S> Layer<S> for AccessLogLayer {
 #[derive(Debug, Clone)]
 pub struct AccessLog<S> {
     inner: S,
-    account_header: HeaderName,
+    state: SharedState,
     metrics: Arc<Metrics>,
 }
 
@@ -93,7 +91,7 @@ where
             tracing::enabled!(target: "hpke_gateway::access", tracing::Level::INFO).then(|| {
                 let account = req
                     .headers()
-                    .get(&self.account_header)
+                    .get(self.state.load().account_header())
                     .and_then(|v| v.to_str().ok())
                     .filter(|v| crate::config::valid_account_id(v))
                     .unwrap_or("-")

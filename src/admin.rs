@@ -15,7 +15,7 @@ use axum::routing::get;
 use http::{StatusCode, Uri, header};
 
 use crate::metrics::Metrics;
-use crate::middleware::SharedState;
+use crate::state::SharedState;
 
 /// What the admin endpoints read.
 #[derive(Debug, Clone)]

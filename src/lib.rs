@@ -14,6 +14,8 @@
 //! - [`metrics`]: Prometheus metrics; [`admin`]: the health, readiness and metrics listener.
 //! - [`publish`]: the published keys at `/.well-known/hpke-keys`.
 //! - [`reload`]: swapping in a changed configuration while serving; [`rotate`]: `keys rotate`.
+//! - [`state`]: what a reload replaces ([`state::LiveState`]) and what needs a restart
+//!   ([`state::Fixed`]).
 //! - [`server`]: the routers and the listeners; [`tls`]: rustls on both sides.
 //! - [`intake`]: the PGP-encrypted file intake (SFTP uploads, manifests, ingestion).
 //! - [`sample_upstream`] and [`demo`]: the embedded default.
@@ -43,6 +45,7 @@ pub mod reload;
 pub mod rotate;
 pub mod sample_upstream;
 pub mod server;
+pub mod state;
 pub mod tls;
 
 pub use hpke_envelope as envelope;

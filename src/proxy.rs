@@ -102,6 +102,12 @@ impl Proxy {
     }
 }
 
+/// A request extension: how long the upstream may take to answer this request's head
+/// (`upstream_timeout_ms` of the live state; without it, the value the proxy was built
+/// with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeout(pub Duration);
+
 impl Inner {
     async fn forward(&self, mut req: Request<Body>) -> Result<Response<Body>, Error> {
         *req.uri_mut() = self.upstream.uri_for(req.uri())?;
@@ -118,8 +124,13 @@ impl Inner {
         headers.remove(header::TRANSFER_ENCODING);
         headers.remove(header::HOST);
 
-        let mut response = match tokio::time::timeout(self.timeout, self.client.request(req)).await
-        {
+        // The live state's timeout, which the middleware put on the request: a reload
+        // that changes upstream_timeout_ms applies to the next request.
+        let timeout = req
+            .extensions()
+            .get::<UpstreamTimeout>()
+            .map_or(self.timeout, |t| t.0);
+        let mut response = match tokio::time::timeout(timeout, self.client.request(req)).await {
             Err(_) => return Err(Error::UpstreamTimeout),
             // The client's body stalled while it streamed on: the client's fault, 408.
             Ok(Err(e)) if caused_by_request_timeout(&e) => return Err(Error::RequestTimeout),

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use crate::envelope::Prefix;
 use crate::error::Error;
 use crate::keys::{self, ServerKey};
-use crate::middleware::SharedState;
+use crate::state::SharedState;
 
 /// The path keys are published at.
 pub const PATH: &str = "/.well-known/hpke-keys";

@@ -7,12 +7,11 @@
 //! new ones use the new state. An invalid configuration is refused with a log line,
 //! and the old one keeps serving.
 //!
-//! Keys, accounts, body limits, timeouts and the published keys' cache bound reload.
-//! The TLS certificate and key of the public listener reload too (new handshakes use
-//! them). The listeners, the upstream URL and its TLS settings, turning TLS on or off,
-//! the account header, the header and
-//! concurrency limits need a restart: a reload that changes them logs a warning and
-//! keeps the running values for them.
+//! What reloads is [`LiveState`] (keys, accounts, the account header, body limits and
+//! timeouts, the published keys' cache bound), the public listener's TLS certificate
+//! and key (new handshakes use them) and the intake's accounts. What needs a restart is
+//! [`Fixed`]: a reload that changes any of it logs which settings keep their running
+//! values.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::Config;
 use crate::intake::SharedIntake;
 use crate::metrics::Metrics;
-use crate::middleware::{HpkeState, SharedState};
+use crate::state::{Fixed, LiveState, SharedState};
 use crate::tls::CertResolver;
 
 /// Watches one configuration file and swaps the shared state when it changes.
@@ -32,7 +31,7 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     files: Vec<PathBuf>,
     stamp: Vec<Option<FileStamp>>,
-    fixed: String,
+    fixed: Fixed,
     tls: Option<Arc<CertResolver>>,
     intake: Option<SharedIntake>,
 }
@@ -58,36 +57,14 @@ fn stamp(path: &Path) -> Option<FileStamp> {
     })
 }
 
-/// The settings a reload cannot change, as text to compare.
-pub fn fixed_settings(config: &Config) -> String {
-    format!(
-        "listen={} upstream={} account_header={} admin_listen={:?} max_header_bytes={} header_timeout={:?} max_concurrent_requests={} buffer_budget_bytes={} buffer_wait={:?} max_connections={} send_timeout={:?} metrics_account_labels={} tls={} upstream_tls={} intake={:?}",
-        config.listen,
-        config.upstream,
-        config.account_header,
-        config.ops.admin_listen,
-        config.ops.max_header_bytes,
-        config.ops.header_timeout,
-        config.ops.max_concurrent_requests,
-        config.ops.buffer_budget_bytes,
-        config.ops.buffer_wait,
-        config.ops.max_connections,
-        config.ops.send_timeout,
-        config.ops.metrics_account_labels,
-        config.tls.is_some(),
-        config.upstream_tls.is_some(),
-        config.intake.as_ref().map(crate::intake::fixed_summary),
-    )
-}
-
 impl Reloader {
     /// A reloader for the configuration at `path`.
     /// `files` and `fixed` come from the running configuration ([`Config::files`],
-    /// [`fixed_settings`]).
+    /// [`Fixed::of`]).
     pub fn new(
         path: PathBuf,
         files: Vec<PathBuf>,
-        fixed: String,
+        fixed: Fixed,
         shared: SharedState,
         metrics: Arc<Metrics>,
         tls: Option<Arc<CertResolver>>,
@@ -121,14 +98,11 @@ impl Reloader {
         let files_before: Vec<_> = self.files.iter().map(|f| stamp(f)).collect();
         match Config::load(&self.path) {
             Ok(mut config) => {
-                let fixed = fixed_settings(&config);
-                if fixed != self.fixed {
+                let changed = self.fixed.differences(&Fixed::of(&config));
+                if !changed.is_empty() {
                     tracing::warn!(
-                        "reload: listen, upstream, account_header, admin_listen, max_header_bytes, \
-                         header_timeout_ms, \
-                         max_concurrent_requests, buffer_budget_bytes, buffer_wait_ms, \
-                         max_connections, send_timeout_ms, metrics_account_labels, tls, and the intake's \
-                         state_dir, smtp and webhook_url need a restart; the running values stay"
+                        settings = %changed.join(", "),
+                        "reload: these settings need a restart; their running values stay"
                     );
                 }
                 let keys = config.server_keys.iter().count();
@@ -145,7 +119,7 @@ impl Reloader {
                 if let (Some(shared), Some(intake)) = (&self.intake, config.intake.take()) {
                     shared.store(Arc::new(intake));
                 }
-                self.shared.store(Arc::new(HpkeState::from_config(config)));
+                self.shared.store(Arc::new(LiveState::from_config(config)));
                 self.metrics.reloaded(true);
                 tracing::info!(
                     reason,

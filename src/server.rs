@@ -28,10 +28,11 @@ use crate::error::Error;
 use crate::intake::SharedIntake;
 use crate::limits::{Admission, LimitsLayer};
 use crate::metrics::Metrics;
-use crate::middleware::{HpkeLayer, HpkeState, SharedState};
+use crate::middleware::HpkeLayer;
 use crate::proxy::Proxy;
 use crate::publish::{self, PgpKeysState};
 use crate::reload::Reloader;
+use crate::state::{LiveState, SharedState};
 use crate::tls::CertResolver;
 
 /// Everything the public routers of all workers share.
@@ -42,7 +43,6 @@ pub struct Gateway {
     limits: LimitsLayer,
     admission: Arc<Admission>,
     proxy: Proxy,
-    account_header: HeaderName,
     tls: Option<Arc<CertResolver>>,
     intake: Option<SharedIntake>,
 }
@@ -72,15 +72,13 @@ impl Gateway {
             config.ops.buffer_wait,
             metrics.clone(),
         ));
-        let account_header = config.account_header.clone();
-        let shared = Arc::new(ArcSwap::from_pointee(HpkeState::from_config(config)));
+        let shared = Arc::new(ArcSwap::from_pointee(LiveState::from_config(config)));
         Ok(Self {
             shared,
             metrics,
             limits,
             admission,
             proxy,
-            account_header,
             tls,
             intake,
         })
@@ -132,7 +130,7 @@ impl Gateway {
             .merge(pgp_keys);
         let guarded = self.limits.layer(routes);
         Router::new().fallback_service(
-            AccessLogLayer::new(self.account_header.clone(), self.metrics.clone()).layer(guarded),
+            AccessLogLayer::new(self.shared.clone(), self.metrics.clone()).layer(guarded),
         )
     }
 
@@ -353,7 +351,7 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     let key_count = config.server_keys.iter().count();
     let account_count = config.accounts.len();
-    let (files, fixed) = (config.files.clone(), crate::reload::fixed_settings(&config));
+    let (files, fixed) = (config.files.clone(), crate::state::Fixed::of(&config));
     let gateway = Gateway::new(config)?;
     // Bind every socket before serving, so a bad address fails at once.
     let sockets = (0..workers)

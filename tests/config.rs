@@ -251,3 +251,27 @@ fn timeouts_are_bounded_to_a_day() {
         load(dir.path(), &top(&format!("{key} = 86400000"))).unwrap();
     }
 }
+
+/// Three misspelled keys (top level, in a server key, in an account) and a bad value
+/// are all reported in one run, each with its line and the name it was probably meant
+/// to be.
+#[test]
+fn every_misspelled_key_and_every_semantic_problem_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    with_server_key(dir.path());
+    let text = format!(
+        "upstrem_timeout_ms = 5\n{}passphrase_fil = \"p\"\n[[accounts]]\nid = \"has space\"\nencrytion = true\n",
+        base("")
+    )
+    .replace("http://127.0.0.1:9000", "ftp://x");
+    let err = load(dir.path(), &text).unwrap_err();
+    for needle in [
+        "line 1: unknown key `upstrem_timeout_ms` (did you mean `upstream_timeout_ms`?)",
+        "line 8: unknown key `passphrase_fil` (did you mean `passphrase_file`?)",
+        "line 11: unknown key `encrytion` (did you mean `encryption`?)",
+        "ftp://x",
+        "\"has space\" must be",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in:\n{err}");
+    }
+}

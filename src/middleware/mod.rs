@@ -14,12 +14,12 @@
 //! use std::convert::Infallible;
 //! use axum::body::Body;
 //! use http::{Request, Response};
-//! use hpke_gateway::middleware::{HpkeLayer, HpkeState};
+//! use hpke_gateway::middleware::{HpkeLayer, LiveState};
 //! use tower::{Layer, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let state = HpkeState::new(Default::default(), Default::default());
+//! let state = LiveState::new(Default::default(), Default::default());
 //! let echo = service_fn(|req: Request<Body>| async move {
 //!     Ok::<_, Infallible>(Response::new(req.into_body()))
 //! });
@@ -53,97 +53,17 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, heade
 use tower::{Layer, Service};
 
 use crate::HPKE_MEDIA_TYPE;
-use crate::accounts::{Accounts, ResponseSealer};
-use crate::config::{self, Config};
+use crate::accounts::ResponseSealer;
+use crate::config;
 use crate::error::{Error, ErrorCode};
-use crate::keys::ServerKeys;
 use crate::limits::Admission;
 use crate::metrics::{Metrics, Mode};
+pub use crate::state::{KnownAccount, LiveState, SharedState};
 
 use body::{BudgetWait, Collect};
 use classify::{Negotiation, SNIFF_LEN};
 
-/// What the middleware needs to know: keys, accounts and limits.
-#[derive(Debug)]
-pub struct HpkeState {
-    server_keys: ServerKeys,
-    accounts: Accounts,
-    account_header: HeaderName,
-    max_encrypted_body_bytes: u64,
-    max_response_body_bytes: u64,
-    request_body_timeout: Duration,
-    request_body_idle_timeout: Duration,
-    request_buffer_bytes: u64,
-    underscores_in_headers: bool,
-    upstream_timeout: Duration,
-    plaintext_content_type: HeaderValue,
-    keys_max_age: Duration,
-}
-
-/// A response extension naming the request's account when it is a configured one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KnownAccount(pub String);
-
-/// The state all workers read, swapped whole by a reload: a request keeps the state it
-/// started with to the end.
-pub type SharedState = Arc<ArcSwap<HpkeState>>;
-
-impl HpkeState {
-    /// State with the default header, limits and plaintext content type.
-    pub fn new(server_keys: ServerKeys, accounts: Accounts) -> Self {
-        Self {
-            server_keys,
-            accounts,
-            account_header: HeaderName::from_static("x-clevertap-account-id"),
-            max_encrypted_body_bytes: config::DEFAULT_MAX_ENCRYPTED_BODY_BYTES,
-            max_response_body_bytes: config::DEFAULT_MAX_RESPONSE_BODY_BYTES,
-            request_body_timeout: Duration::from_millis(config::DEFAULT_REQUEST_BODY_TIMEOUT_MS),
-            request_body_idle_timeout: Duration::from_millis(
-                config::DEFAULT_REQUEST_BODY_IDLE_TIMEOUT_MS,
-            ),
-            request_buffer_bytes: config::DEFAULT_REQUEST_BUFFER_BYTES,
-            underscores_in_headers: false,
-            upstream_timeout: Duration::from_millis(config::DEFAULT_UPSTREAM_TIMEOUT_MS),
-            plaintext_content_type: HeaderValue::from_static(
-                config::DEFAULT_PLAINTEXT_CONTENT_TYPE,
-            ),
-            keys_max_age: Duration::from_secs(config::DEFAULT_KEYS_MAX_AGE_S),
-        }
-    }
-
-    /// State from a checked configuration.
-    pub fn from_config(config: Config) -> Self {
-        Self {
-            server_keys: config.server_keys,
-            accounts: config.accounts,
-            account_header: config.account_header,
-            max_encrypted_body_bytes: config.max_encrypted_body_bytes,
-            max_response_body_bytes: config.max_response_body_bytes,
-            request_body_timeout: config.request_body_timeout,
-            request_body_idle_timeout: config.request_body_idle_timeout,
-            request_buffer_bytes: config.request_buffer_bytes,
-            underscores_in_headers: config.underscores_in_headers,
-            upstream_timeout: config.upstream_timeout,
-            plaintext_content_type: config.plaintext_content_type,
-            keys_max_age: config.ops.keys_max_age,
-        }
-    }
-
-    /// The gateway's private keys.
-    pub fn server_keys(&self) -> &ServerKeys {
-        &self.server_keys
-    }
-
-    /// The accounts.
-    pub fn accounts(&self) -> &Accounts {
-        &self.accounts
-    }
-
-    /// Upper bound of `Cache-Control: max-age` on the published keys.
-    pub fn keys_max_age(&self) -> Duration {
-        self.keys_max_age
-    }
-
+impl LiveState {
     /// The sealer for an account that may use encryption.
     fn sealer(&self, account_id: &str) -> Result<ResponseSealer, Error> {
         self.accounts
@@ -178,7 +98,7 @@ pub struct HpkeLayer {
 impl HpkeLayer {
     /// A layer over the given state, with the default concurrency limit and buffer
     /// budget.
-    pub fn new(state: HpkeState) -> Self {
+    pub fn new(state: LiveState) -> Self {
         let metrics = Arc::new(Metrics::default());
         let ops = config::Ops::default();
         let admission = Arc::new(Admission::new(
@@ -251,6 +171,8 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let state = self.state.load_full();
+        req.extensions_mut()
+            .insert(crate::proxy::UpstreamTimeout(state.upstream_timeout));
         let metrics = self.metrics.clone();
         let admission = self.admission.clone();
         // Hop-by-hop fields, underscores, CONNECT and dot segments, once, before
@@ -341,7 +263,7 @@ fn labelled(
 /// clock its stages are timed on.
 #[derive(Clone, Copy)]
 struct Cx<'a> {
-    state: &'a HpkeState,
+    state: &'a LiveState,
     metrics: &'a Metrics,
     admission: &'a Admission,
     clock: &'a StageClock,
@@ -396,9 +318,9 @@ impl StageTime {
 }
 
 impl std::ops::Deref for Cx<'_> {
-    type Target = HpkeState;
+    type Target = LiveState;
 
-    fn deref(&self) -> &HpkeState {
+    fn deref(&self) -> &LiveState {
         self.state
     }
 }

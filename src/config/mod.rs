@@ -17,6 +17,8 @@
 //! public_keys = ["keys/acct-1.pub.json"]
 //! ```
 
+mod parse;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -343,12 +345,26 @@ impl Config {
             problems: vec![problem],
         };
         let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        let (raw, mut problems) = parse::parse(&text);
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut config = Self::from_raw(raw, base).map_err(|problems| ConfigError {
-            path: path.display().to_string(),
-            problems,
-        })?;
+        // The semantic problems of what parsed, in the same report as the unknown keys.
+        let config = raw.map(|raw| Self::from_raw(raw, base));
+        let mut config = match config {
+            Some(Ok(config)) if problems.is_empty() => config,
+            Some(Err(more)) => {
+                problems.extend(more);
+                return Err(ConfigError {
+                    path: path.display().to_string(),
+                    problems,
+                });
+            }
+            _ => {
+                return Err(ConfigError {
+                    path: path.display().to_string(),
+                    problems,
+                });
+            }
+        };
         config.files.insert(0, path.to_path_buf());
         Ok(config)
     }
