@@ -107,6 +107,12 @@ pub enum Error {
     /// encrypted response.
     #[error("invalid upstream response")]
     BadUpstreamResponse(#[source] BoxError),
+    /// `/.well-known/hpke-keys?format=` names no format the gateway publishes.
+    #[error("format must be tink-json, pem or raw")]
+    UnknownKeyFormat,
+    /// A published-key request for an account or key id that has none.
+    #[error("no such account or key")]
+    NoSuchKey,
     /// A bug or an impossible state. The body says only "Something went wrong".
     #[error("Something went wrong")]
     Internal(#[source] BoxError),
@@ -114,6 +120,36 @@ pub enum Error {
 
 /// A boxed error for causes the client never sees.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why the gateway could not start once its configuration was accepted (a refused
+/// configuration is a [`crate::config::ConfigError`]). Start-up never answers a client,
+/// so it never borrows the request-time [`Error`].
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not bind.
+    #[error("cannot listen on {what} {addr}: {source}")]
+    Listen {
+        /// Which listener (`listen`, `admin_listen`).
+        what: &'static str,
+        /// Its address.
+        addr: std::net::SocketAddr,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The upstream URL or its TLS settings cannot be used.
+    #[error("upstream: {0}")]
+    Upstream(String),
+    /// The public listener's TLS could not be set up.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The file intake could not start.
+    #[error("the intake cannot start: {0}")]
+    Intake(String),
+    /// The operating system refused a thread, a runtime or a signal handler.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
 
 /// The stable code of a gateway answer, carried as a response extension so that
 /// layers above (logging, the middleware) can tell a gateway answer from an upstream one.
@@ -140,7 +176,9 @@ impl Error {
             Error::ConnectionNamesEndToEnd { .. }
             | Error::BadConnectionHeader
             | Error::UpgradeNotEncryptable
-            | Error::InvalidPath => StatusCode::BAD_REQUEST,
+            | Error::InvalidPath
+            | Error::UnknownKeyFormat => StatusCode::BAD_REQUEST,
+            Error::NoSuchKey => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::UpstreamUnavailable(_) | Error::BadUpstreamResponse(_) => {
                 StatusCode::BAD_GATEWAY
@@ -170,6 +208,8 @@ impl Error {
             Error::UpgradeNotEncryptable => 4015,
             Error::InvalidPath => 4016,
             Error::BadConnectionHeader => 4017,
+            Error::UnknownKeyFormat => 4018,
+            Error::NoSuchKey => 4019,
             Error::Overloaded => 5004,
             Error::BufferBudgetExhausted => 5005,
             Error::UpstreamUnavailable(_) => 5001,

@@ -174,9 +174,10 @@ mod imp {
         proxy: Proxy,
         metrics: Arc<Metrics>,
         mut stop: StopSignal,
-    ) -> Result<std::thread::JoinHandle<()>, crate::BoxError> {
+    ) -> Result<std::thread::JoinHandle<()>, crate::StartError> {
         let runner =
-            hpke_intake::Intake::new(intake, Arc::new(ProxyUpload(proxy)), metrics, webhook_tls)?;
+            hpke_intake::Intake::new(intake, Arc::new(ProxyUpload(proxy)), metrics, webhook_tls)
+                .map_err(crate::StartError::Intake)?;
         Ok(std::thread::Builder::new()
             .name("hpke-gateway-intake".into())
             .spawn(move || {
@@ -255,7 +256,7 @@ mod imp {
         _: Proxy,
         _: Arc<Metrics>,
         _: StopSignal,
-    ) -> Result<std::thread::JoinHandle<()>, crate::BoxError> {
+    ) -> Result<std::thread::JoinHandle<()>, crate::StartError> {
         match **intake.load() {}
     }
 }

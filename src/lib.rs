@@ -55,5 +55,4 @@ pub use server::{app, run};
 /// encrypted response (`Accept`).
 pub const HPKE_MEDIA_TYPE: &str = "application/octet-stream+hpke";
 
-/// A boxed error for start-up failures.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use error::{BoxError, StartError};

@@ -28,7 +28,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower::Service;
 
-use crate::error::Error;
+use crate::error::{Error, StartError};
 use crate::middleware::UpgradeRequest;
 
 /// Forwards requests to one upstream. Cloning is one reference count: the router clones
@@ -63,21 +63,20 @@ impl Proxy {
         connect_timeout: Duration,
         timeout: Duration,
         tls: Option<Arc<rustls::ClientConfig>>,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, StartError> {
         let (Some(scheme), Some(authority)) = (upstream.scheme(), upstream.authority()) else {
-            return Err(Error::Internal("upstream URL has no scheme or host".into()));
+            return Err(StartError::Upstream("the URL has no scheme or host".into()));
         };
         let tls = match tls {
             Some(tls) => tls,
             None if upstream.scheme_str() == Some("https") => {
-                return Err(Error::Internal(
+                return Err(StartError::Upstream(
                     "an https:// upstream needs TLS client settings".into(),
                 ));
             }
             // Never used for http://, but the connector type wants one.
             None => Arc::new(
-                crate::tls::upstream_client_config_for_http()
-                    .map_err(|e| Error::Internal(e.into()))?,
+                crate::tls::upstream_client_config_for_http().map_err(StartError::Upstream)?,
             ),
         };
         Ok(Self(Arc::new(Inner {

@@ -85,12 +85,7 @@ pub async fn hpke_keys(
     headers: HeaderMap,
 ) -> Response {
     let Some(format) = Format::choose(query.format.as_deref(), &headers) else {
-        return (
-            http::StatusCode::BAD_REQUEST,
-            [(header::CONTENT_TYPE, "application/json")],
-            r#"{"status":"fail","error":"format must be tink-json, pem or raw"}"#,
-        )
-            .into_response();
+        return Error::UnknownKeyFormat.into_response();
     };
     let state = shared.load();
     let now = SystemTime::now();
@@ -174,14 +169,7 @@ pub async fn pgp_keys(
     axum::extract::Path(account): axum::extract::Path<String>,
     Query(query): Query<PgpKeysQuery>,
 ) -> Response {
-    let not_found = || {
-        (
-            http::StatusCode::NOT_FOUND,
-            [(header::CONTENT_TYPE, "application/json")],
-            r#"{"status":"fail","error":"no such account or key"}"#,
-        )
-            .into_response()
-    };
+    let not_found = || Error::NoSuchKey.into_response();
     let Some(intake) = &state.intake else {
         return not_found();
     };

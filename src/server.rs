@@ -17,14 +17,13 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::routing::get;
-use http::HeaderName;
 use tokio::net::TcpListener;
 use tower::Layer as _;
 
 use crate::access::AccessLogLayer;
 use crate::admin::{self, Admin};
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::StartError;
 use crate::intake::SharedIntake;
 use crate::limits::{Admission, LimitsLayer};
 use crate::metrics::Metrics;
@@ -49,7 +48,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// The gateway for a checked configuration.
-    pub fn new(mut config: Config) -> Result<Self, Error> {
+    pub fn new(mut config: Config) -> Result<Self, StartError> {
         let proxy = Proxy::new(
             &config.upstream,
             config.upstream_connect_timeout,
@@ -146,7 +145,7 @@ impl Gateway {
 }
 
 /// The gateway's public router for a configuration, for tests and embedding.
-pub fn app(config: Config) -> Result<Router, Error> {
+pub fn app(config: Config) -> Result<Router, StartError> {
     Ok(Gateway::new(config)?.router())
 }
 
@@ -343,7 +342,7 @@ pub async fn serve_connections(
 /// Binds the configured listeners and serves until SIGINT or SIGTERM, with one worker
 /// thread per core (see the module docs). `path` is the configuration file, reloaded on
 /// SIGHUP and when it or a key file changes.
-pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
+pub fn run(config: Config, path: &Path) -> Result<(), StartError> {
     let listen = config.listen;
     let ops = config.ops.clone();
     let upstream = config.upstream.clone();
@@ -357,13 +356,21 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
     let sockets = (0..workers)
         .map(|_| reuseport_socket(listen))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        .map_err(|source| StartError::Listen {
+            what: "listen",
+            addr: listen,
+            source,
+        })?;
     let admin_socket = ops
         .admin_listen
         .map(|addr| {
             std::net::TcpListener::bind(addr)
                 .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .map_err(|e| format!("cannot listen on admin_listen {addr}: {e}"))
+                .map_err(|source| StartError::Listen {
+                    what: "admin_listen",
+                    addr,
+                    source,
+                })
         })
         .transpose()?;
     let main_rt = tokio::runtime::Builder::new_current_thread()
@@ -381,7 +388,8 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
     let tls_config = gateway
         .tls()
         .map(|resolver| crate::tls::server_config(resolver.clone()))
-        .transpose()?;
+        .transpose()
+        .map_err(StartError::Tls)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     // One connection budget for all workers.
@@ -505,7 +513,8 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
         }
     }
     for t in threads {
-        t.join().map_err(|_| "a worker thread panicked")??;
+        t.join()
+            .map_err(|_| std::io::Error::other("a worker thread panicked"))??;
     }
     // The intake stops between jobs; a job still running is cut here and resumed from
     // the journal at the next start.

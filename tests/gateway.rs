@@ -1006,3 +1006,29 @@ async fn an_upstream_that_never_accepts_the_connection_is_a_502_after_the_connec
     assert_eq!(error_code(res).await.0, 5001);
     drop((listener, fillers));
 }
+
+/// The key publication's own refusals are gateway errors like any other: JSON with a
+/// stable code, from the one place errors become responses.
+#[tokio::test]
+async fn key_publication_refusals_carry_a_stable_code() {
+    let gw = Gateway::start().await;
+    let res = gw
+        .client
+        .get(format!("{}/.well-known/hpke-keys?format=xml", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let v: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(v["status"], "fail");
+    assert_eq!(v["code"], 4018, "{v}");
+    let res = gw
+        .client
+        .get(format!("{}/.well-known/pgp-keys/NO-SUCH-ACCOUNT", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let v: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(v["code"], 4019, "{v}");
+}
