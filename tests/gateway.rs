@@ -1019,7 +1019,7 @@ async fn key_publication_refusals_carry_a_stable_code() {
         .await
         .unwrap();
     assert_eq!(res.status(), 400);
-    let v: serde_json::Value = res.json().await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
     assert_eq!(v["status"], "fail");
     assert_eq!(v["code"], 4018, "{v}");
     let res = gw
@@ -1029,6 +1029,6 @@ async fn key_publication_refusals_carry_a_stable_code() {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
-    let v: serde_json::Value = res.json().await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
     assert_eq!(v["code"], 4019, "{v}");
 }
