@@ -352,15 +352,20 @@ pub fn run(config: Config, path: &Path) -> Result<(), StartError> {
     let account_count = config.accounts.len();
     let (files, fixed) = (config.files.clone(), crate::state::Fixed::of(&config));
     let gateway = Gateway::new(config)?;
-    // Bind every socket before serving, so a bad address fails at once.
-    let sockets = (0..workers)
-        .map(|_| reuseport_socket(listen))
+    // Bind every socket before serving, so a bad address fails at once. Port 0 means
+    // "any free port": the first socket picks it, the others join it, and the start-up
+    // line reports it (tests bind this way instead of guessing a free port).
+    let bind_error = |source| StartError::Listen {
+        what: "listen",
+        addr: listen,
+        source,
+    };
+    let first = reuseport_socket(listen).map_err(bind_error)?;
+    let listen = first.local_addr().map_err(bind_error)?;
+    let sockets = std::iter::once(Ok(first))
+        .chain((1..workers).map(|_| reuseport_socket(listen)))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| StartError::Listen {
-            what: "listen",
-            addr: listen,
-            source,
-        })?;
+        .map_err(bind_error)?;
     let admin_socket = ops
         .admin_listen
         .map(|addr| {
@@ -372,6 +377,10 @@ pub fn run(config: Config, path: &Path) -> Result<(), StartError> {
                     source,
                 })
         })
+        .transpose()?;
+    let admin_addr = admin_socket
+        .as_ref()
+        .map(std::net::TcpListener::local_addr)
         .transpose()?;
     let main_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -475,7 +484,7 @@ pub fn run(config: Config, path: &Path) -> Result<(), StartError> {
         tracing::info!(
             %listen,
             tls = tls_config.is_some(),
-            admin = %ops.admin_listen.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+            admin = %admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
             upstream = %upstream,
             server_keys = key_count,
             accounts = account_count,

@@ -16,22 +16,25 @@ const MAX_PROBLEMS: usize = 50;
 /// problems can be reported in the same run).
 pub(super) fn parse(text: &str) -> (Option<RawConfig>, Vec<String>) {
     let mut text = text.to_owned();
-    let mut problems = Vec::new();
-    loop {
+    // (line, problem): serde finds them in its own order; they are reported by line.
+    let mut found: Vec<(usize, String)> = Vec::new();
+    let raw = loop {
         let err = match toml::from_str::<RawConfig>(&text) {
-            Ok(raw) => return (Some(raw), problems),
+            Ok(raw) => break Some(raw),
             Err(err) => err,
         };
         let Some(span) = err.span() else {
-            problems.push(one_line(err.message()));
-            return (None, problems);
+            found.push((usize::MAX, one_line(err.message())));
+            break None;
         };
         let line = text[..span.start].matches('\n').count() + 1;
-        problems.push(format!("line {line}: {}", describe(err.message())));
-        if problems.len() >= MAX_PROBLEMS || !blank_out(&mut text, span.start) {
-            return (None, problems);
+        found.push((line, format!("line {line}: {}", describe(err.message()))));
+        if found.len() >= MAX_PROBLEMS || !blank_out(&mut text, span.start) {
+            break None;
         }
-    }
+    };
+    found.sort_by_key(|(line, _)| *line);
+    (raw, found.into_iter().map(|(_, problem)| problem).collect())
 }
 
 /// The problem, with the nearest valid name for an unknown field.
