@@ -623,3 +623,34 @@ async fn a_client_that_never_finishes_its_head_is_disconnected_after_header_time
     let key1 = private_public(&gw.path("server-1.pem"));
     assert_eq!(gw.round_trip(&key1, Prefix::Tink(1), "ACCT-1").await, 200);
 }
+
+/// The first log line with `needle`.
+fn log_line(gw: &Served, needle: &str) -> String {
+    let log = gw.log.lock().unwrap();
+    log.iter()
+        .find(|l| l.contains(needle))
+        .cloned()
+        .unwrap_or_else(|| panic!("no log line with {needle:?}:\n{}", log.join("\n")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_durations_have_at_most_three_decimals() {
+    let (_up, up_addr) = Upstream::start().await;
+    let gw = Served::start(up_addr, "").await;
+    let key1 = private_public(&gw.path("server-1.pem"));
+    assert_eq!(gw.round_trip(&key1, Prefix::Tink(1), "ACCT-1").await, 200);
+    gw.wait_log("hpke_gateway::access", 1).await;
+    let line = log_line(&gw, "hpke_gateway::access");
+    let durations: Vec<&str> = line
+        .split_whitespace()
+        .filter_map(|field| field.split_once("ms="))
+        .map(|(_, value)| value)
+        .collect();
+    // ms, decrypt_ms, upstream_ms, encrypt_ms: every stage ran.
+    assert_eq!(durations.len(), 4, "{line}");
+    for value in durations {
+        assert!(value.parse::<f64>().is_ok(), "{value:?} in {line}");
+        let decimals = value.split_once('.').map_or(0, |(_, d)| d.len());
+        assert!(decimals <= 3, "{value:?} has {decimals} decimals: {line}");
+    }
+}
