@@ -19,13 +19,13 @@ use crate::HPKE_MEDIA_TYPE;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An encryption header was sent without the account id header.
-    #[error("missing {header} header")]
+    #[error("missing {} header", spelled(.header))]
     MissingAccountId {
         /// The configured account header name.
         header: http::HeaderName,
     },
     /// The account id header is not a usable account id.
-    #[error("invalid {header} header")]
+    #[error("invalid {} header", spelled(.header))]
     InvalidAccountId {
         /// The configured account header name.
         header: http::HeaderName,
@@ -110,6 +110,18 @@ pub enum Error {
     /// A bug or an impossible state. The body says only "Something went wrong".
     #[error("Something went wrong")]
     Internal(#[source] BoxError),
+}
+
+/// The account header as the documentation writes it: `http::HeaderName` keeps names
+/// lowercased, so the default reads `X-CleverTap-Account-Id` again; another configured
+/// name shows as stored.
+fn spelled(name: &http::HeaderName) -> &str {
+    let default = crate::config::DEFAULT_ACCOUNT_HEADER;
+    if name.as_str().eq_ignore_ascii_case(default) {
+        default
+    } else {
+        name.as_str()
+    }
 }
 
 /// A boxed error for causes the client never sees.
