@@ -654,3 +654,35 @@ async fn access_log_durations_have_at_most_three_decimals() {
         assert!(decimals <= 3, "{value:?} has {decimals} decimals: {line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_upstream_is_logged_with_its_address_and_os_error() {
+    let down = closed_port().await;
+    let gw = Served::start(down, "").await;
+    let res = gw
+        .client
+        .post(format!("{}/1/upload", gw.url))
+        .header("X-CleverTap-Account-Id", "ACCT-1")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 502);
+    // The client learns nothing more than before.
+    assert_eq!(
+        res.text().await.unwrap(),
+        r#"{"status":"fail","error":"upstream unavailable","code":5001}"#
+    );
+    gw.wait_log("gateway error", 1).await;
+    let line = log_line(&gw, "gateway error");
+    assert!(line.contains("code=5001"), "{line}");
+    assert!(
+        line.contains(&format!(" upstream=http://{down} ")),
+        "{line}"
+    );
+    assert!(
+        line.contains("cause=client error (Connect): "),
+        "the whole cause chain: {line}"
+    );
+    assert!(line.contains("Connection refused (os error 111)"), "{line}");
+}
