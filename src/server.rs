@@ -466,6 +466,9 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
             }
             None => None,
         };
+        // `accounts` are the HTTP API's; the file intake has accounts of its own.
+        let intake = gateway.intake().map(|i| i.load_full());
+        let intake_state = if intake.is_some() { "on" } else { "off" };
         tracing::info!(
             %listen,
             tls = tls_config.is_some(),
@@ -474,6 +477,11 @@ pub fn run(config: Config, path: &Path) -> Result<(), crate::BoxError> {
             server_keys = key_count,
             accounts = account_count,
             workers,
+            intake = %intake_state,
+            intake_accounts = intake.as_ref().map(|i| i.accounts.len()),
+            intake_state_dir = intake
+                .as_ref()
+                .map(|i| tracing::field::display(i.state_dir.display())),
             "hpke-gateway listening"
         );
         tokio::select! {

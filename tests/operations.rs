@@ -686,3 +686,45 @@ async fn an_unreachable_upstream_is_logged_with_its_address_and_os_error() {
     );
     assert!(line.contains("Connection refused (os error 111)"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_up_line_says_whether_the_intake_runs() {
+    let (_up, up_addr) = Upstream::start().await;
+    let gw = Served::start(up_addr, "").await;
+    let line = log_line(&gw, "hpke-gateway listening");
+    assert!(line.contains(" intake=off"), "{line}");
+    assert!(!line.contains("intake_accounts"), "{line}");
+    drop(gw);
+
+    let files = tempfile::tempdir().unwrap();
+    let f = files.path();
+    for d in ["upload", "decrypted", "state"] {
+        std::fs::create_dir(f.join(d)).unwrap();
+    }
+    keys::write_secret_file(&f.join("passcode"), b"intake-passcode").unwrap();
+    let at = |name: &str| f.join(name).display().to_string();
+    let extra = format!(
+        r#"[intake]
+state_dir = "{state}"
+
+[[intake.accounts]]
+id = "ACCT-1"
+passcode_file = "{passcode}"
+upload_dir = "{upload}"
+download_dir = "{decrypted}"
+require_encryption = false
+"#,
+        state = at("state"),
+        passcode = at("passcode"),
+        upload = at("upload"),
+        decrypted = at("decrypted"),
+    );
+    let gw = Served::start(up_addr, &extra).await;
+    let line = log_line(&gw, "hpke-gateway listening");
+    assert!(line.contains(" intake=on"), "{line}");
+    assert!(line.contains(" intake_accounts=1"), "{line}");
+    assert!(
+        line.contains(&format!(" intake_state_dir={}", at("state"))),
+        "{line}"
+    );
+}
