@@ -17,6 +17,9 @@ use crate::keys::{self, ServerKey, ServerKeys};
 
 /// Exit code for a bad configuration (EX_CONFIG would be 78; 64 is EX_USAGE, as linkerd does).
 pub const EXIT_BAD_CONFIG: u8 = 64;
+/// Exit code of `open` when its input is the gateway's JSON error body rather than an
+/// envelope: the request failed, the decryption did not (1 stays "decryption failed").
+pub const EXIT_GATEWAY_ERROR: u8 = 3;
 
 /// `hpke-gateway`: HPKE payload encryption in front of an existing HTTP API.
 #[derive(Debug, Parser)]
@@ -95,6 +98,11 @@ pub enum Command {
         info: String,
     },
     /// Decrypt an envelope (RAW or TINK-prefixed) from standard input to standard output.
+    #[command(
+        after_help = "Exit status: 0 decrypted; 1 decryption failed (or another error); \
+        3 the input is the gateway's JSON error body ({\"status\":\"fail\",...,\"code\":N}), \
+        printed to standard error."
+    )]
     Open {
         /// The private key.
         #[arg(long)]
@@ -284,10 +292,42 @@ fn open(key: &Path, info: &str, passphrase: &Passphrase) -> Result<ExitCode, Box
         _ => None,
     };
     let ring = ServerKeys::new(vec![ServerKey::new(id, loaded.key)]);
-    let sealed = BytesMut::from(&read_stdin()?[..]);
-    let plaintext = ring.open(info.as_bytes(), sealed)?;
+    let input = read_stdin()?;
+    let plaintext = match ring.open(info.as_bytes(), BytesMut::from(&input[..])) {
+        Ok(plaintext) => plaintext,
+        Err(e) => {
+            // `curl ... | open` hands over whatever the gateway answered: say so when
+            // that was an error body (an envelope is never such JSON, and it was tried first).
+            if let Some(message) = gateway_error(&input) {
+                eprintln!("hpke-gateway: the gateway answered with an error: {message}");
+                return Ok(ExitCode::from(EXIT_GATEWAY_ERROR));
+            }
+            return Err(e.into());
+        }
+    };
     std::io::stdout().write_all(&plaintext)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `code N: message` when `input` is a gateway error body such as
+/// `{"status":"fail","error":"decryption failed","code":4008}`.
+fn gateway_error(input: &[u8]) -> Option<String> {
+    let serde_json::Value::Object(body) = serde_json::from_slice(input).ok()? else {
+        return None;
+    };
+    let code = body.get("code").and_then(serde_json::Value::as_u64);
+    let failed = body.get("status").and_then(serde_json::Value::as_str) == Some("fail");
+    if code.is_none() && !failed {
+        return None;
+    }
+    let error = body
+        .get("error")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("(no message)");
+    Some(match code {
+        Some(code) => format!("code {code}: {error}"),
+        None => error.to_owned(),
+    })
 }
 
 impl Passphrase {

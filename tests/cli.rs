@@ -179,6 +179,44 @@ fn open_failures_write_nothing_to_stdout() {
     assert!(out.stdout.is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_reports_a_gateway_error_body_instead_of_decryption_failed() {
+    // What `curl ... | hpke-gateway open` hands over when the gateway refuses: its JSON
+    // error body (here 4005, encryption headers for an account without encryption).
+    let gw = support::Gateway::start().await;
+    let res = gw
+        .encrypted_post("/1/upload", "ACCT-OFF", gw.seal(1, true, "ACCT-OFF", b"{}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let body = res.bytes().await.unwrap().to_vec();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "k.pem");
+    let out = run(&["open", "--key", &key, "--info", "ACCT-OFF"], &body);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(hpke_gateway::cli::EXIT_GATEWAY_ERROR)),
+        "{err}"
+    );
+    assert_eq!(hpke_gateway::cli::EXIT_GATEWAY_ERROR, 3);
+    assert!(out.stdout.is_empty());
+    assert!(
+        err.contains(
+            "the gateway answered with an error: code 4005: encryption is not enabled for this account"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("decryption failed"), "{err}");
+    // The help names the exit status.
+    let help = String::from_utf8(ok(&["open", "--help"], b"")).unwrap();
+    assert!(
+        help.contains("3 the input is the gateway's JSON error body"),
+        "{help}"
+    );
+}
+
 #[test]
 fn encrypted_pkcs8_opens_with_the_passphrase_only() {
     let dir = tempfile::tempdir().unwrap();
