@@ -20,6 +20,49 @@ pub const EXIT_BAD_CONFIG: u8 = 64;
 /// Exit code of `open` when its input is the gateway's JSON error body rather than an
 /// envelope: the request failed, the decryption did not (1 stays "decryption failed").
 pub const EXIT_GATEWAY_ERROR: u8 = 3;
+/// Exit status when standard output's reader went away (`hpke-gateway demo | head -1`):
+/// 128 + SIGPIPE, what a shell reports for `yes | head -1`, so pipelines (and `pipefail`)
+/// treat the gateway like any other tool, and `seal | ...` cut short is not a success.
+/// Nothing is printed.
+pub const EXIT_BROKEN_PIPE: u8 = 141;
+
+/// Standard output's reader went away: the command stops quietly with [`EXIT_BROKEN_PIPE`].
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+pub struct StdoutClosed;
+
+/// Writes one line to standard output, like `println!` but returning the error:
+/// [`StdoutClosed`] when the reader went away, instead of a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::print_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use say;
+
+/// What [`say!`] calls.
+pub(crate) fn print_line(args: std::fmt::Arguments<'_>) -> Result<(), BoxError> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{args}")
+        .and_then(|()| out.flush())
+        .map_err(stdout_error)
+}
+
+/// Writes bytes to standard output; see [`say!`].
+fn write_stdout(bytes: &[u8]) -> Result<(), BoxError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(stdout_error)
+}
+
+fn stdout_error(e: std::io::Error) -> BoxError {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        StdoutClosed.into()
+    } else {
+        e.into()
+    }
+}
 
 /// `hpke-gateway`: HPKE payload encryption in front of an existing HTTP API.
 #[derive(Debug, Parser)]
@@ -183,6 +226,7 @@ pub fn main(args: Args) -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if e.downcast_ref::<StdoutClosed>().is_some() => ExitCode::from(EXIT_BROKEN_PIPE),
         Err(e) => {
             eprintln!("hpke-gateway: {e}");
             ExitCode::FAILURE
@@ -262,7 +306,7 @@ fn public_key(
             )
         }
     };
-    std::io::stdout().write_all(out.as_bytes())?;
+    write_stdout(out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -278,7 +322,7 @@ fn seal(recipient: &Path, info: &str) -> Result<ExitCode, BoxError> {
         keys::parse_public_key(&text).map_err(|e| format!("{}: {e}", recipient.display()))?;
     let plaintext = Zeroizing::new(read_stdin()?);
     let sealed = envelope::seal(&public, prefix, info.as_bytes(), &plaintext)?;
-    std::io::stdout().write_all(&sealed)?;
+    write_stdout(&sealed)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -305,7 +349,7 @@ fn open(key: &Path, info: &str, passphrase: &Passphrase) -> Result<ExitCode, Box
             return Err(e.into());
         }
     };
-    std::io::stdout().write_all(&plaintext)?;
+    write_stdout(&plaintext)?;
     Ok(ExitCode::SUCCESS)
 }
 

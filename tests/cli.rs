@@ -469,6 +469,43 @@ fn demo_once_does_a_round_trip_and_exits() {
 }
 
 #[test]
+fn closed_stdout_ends_quietly_with_status_141() {
+    // `hpke-gateway demo | head -1` once head has exited: every write meets a closed pipe.
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "k.pem");
+    let public = dir.path().join("k.pub.pem");
+    std::fs::write(&public, ok(&["public-key", "--key", &key], b"")).unwrap();
+    let public = public.to_str().unwrap();
+    for args in [
+        vec!["demo", "--once", "--listen", "127.0.0.1:0"],
+        vec!["demo", "--listen", "127.0.0.1:0"],
+        vec!["seal", "--recipient", public, "--info", "A"],
+        vec!["public-key", "--key", &key],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(b"plaintext");
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(hpke_gateway::cli::EXIT_BROKEN_PIPE)),
+            "{args:?}: {err}"
+        );
+        assert_eq!(hpke_gateway::cli::EXIT_BROKEN_PIPE, 141);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!err.contains("Broken pipe"), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn serve_reads_the_key_passphrase_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "http://127.0.0.1:9", "127.0.0.1:0");
