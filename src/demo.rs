@@ -1,6 +1,7 @@
 //! The embedded default: `hpke-gateway demo` makes fresh keys in a temporary folder,
 //! starts the built-in sample upstream and the gateway in front of it, does one
-//! encrypted round trip, and prints the commands to try it by hand.
+//! encrypted round trip, and prints the commands to try it by hand (unless `--once`:
+//! the folder those commands name is gone when it exits).
 //!
 //! Standard output closing early (`demo | head -1`) ends the demo quietly, with the
 //! status a shell gives a process that SIGPIPE ended ([`crate::cli::EXIT_BROKEN_PIPE`]).
@@ -58,16 +59,25 @@ pub async fn run(listen: SocketAddr, once: bool) -> Result<std::process::ExitCod
     ));
 
     say!("hpke-gateway demo")?;
-    say!("  keys and config in {}", dir.path().display())?;
+    say!(
+        "  keys and config in {}  (removed when the demo ends)",
+        dir.path().display()
+    )?;
     say!("  sample upstream   http://{upstream_addr}")?;
     say!("  gateway           http://{listen}  (account {DEMO_ACCOUNT}, encryption on)\n")?;
 
     round_trip(listen, &files).await?;
-    print_walkthrough(listen, &files)?;
 
-    if !once {
+    if once {
+        // The by-hand commands would name keys in a folder removed on the way out.
+        say!("\nRun the demo without --once to try it by hand while it serves.")?;
+    } else {
+        // The handlers are in place before the line that invites Ctrl-C: a signal right
+        // after it still ends the demo cleanly (and removes its keys).
+        let stopping = crate::server::shutdown_signal_installed();
+        print_walkthrough(listen, &files)?;
         say!("\nServing until Ctrl-C.")?;
-        crate::server::shutdown_signal().await;
+        stopping.await;
     }
     let _ = stop_tx.send(());
     server.await??;

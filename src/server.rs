@@ -564,7 +564,7 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> 
 }
 
 /// Installs the SIGINT and SIGTERM handlers now; the future completes on either.
-fn shutdown_signal_installed() -> impl Future<Output = ()> {
+pub(crate) fn shutdown_signal_installed() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

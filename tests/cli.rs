@@ -465,7 +465,50 @@ fn demo_once_does_a_round_trip_and_exits() {
         stdout.contains(r#"{"processed":1,"status":"success","unprocessed":[]}"#),
         "{stdout}"
     );
-    assert!(stdout.contains("curl"), "{stdout}");
+    // The by-hand commands would name keys in a folder already removed: not printed.
+    assert!(!stdout.contains("Try it by hand"), "{stdout}");
+    assert!(!stdout.contains("curl"), "{stdout}");
+    assert!(!stdout.contains("--key"), "{stdout}");
+    assert!(stdout.contains("without --once"), "{stdout}");
+}
+
+#[test]
+fn demo_that_serves_prints_commands_whose_files_exist() {
+    let mut child = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("Serving until Ctrl-C.") {
+            break;
+        }
+    }
+    assert!(seen.contains("Try it by hand"), "{seen}");
+    // Every file the commands name is there while the demo serves.
+    let named: Vec<&str> = seen
+        .split_whitespace()
+        .filter(|w| w.starts_with('/') && (w.ends_with(".pem") || w.ends_with(".json")))
+        .collect();
+    assert!(named.len() >= 3, "{seen}");
+    for path in &named {
+        assert!(Path::new(path).exists(), "{path} is missing:\n{seen}");
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "clean stop on SIGTERM");
+    for path in &named {
+        assert!(!Path::new(path).exists(), "{path} left behind");
+    }
 }
 
 #[test]
