@@ -130,7 +130,7 @@ where
                     .get::<Timings>()
                     .copied()
                     .unwrap_or_default();
-                let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+                let ms = |d: Option<Duration>| d.map(millis);
                 tracing::info!(
                     target: "hpke_gateway::access",
                     request_id = id.to_str().unwrap_or("-"),
@@ -139,7 +139,7 @@ where
                     account,
                     status,
                     code,
-                    ms = elapsed.as_secs_f64() * 1e3,
+                    ms = millis(elapsed),
                     decrypt_ms = ms(timings.decrypt),
                     upstream_ms = ms(timings.upstream),
                     encrypt_ms = ms(timings.encrypt),
@@ -149,6 +149,12 @@ where
             Ok(response)
         })
     }
+}
+
+/// A duration in milliseconds, rounded to the microsecond: `ms=0.419`, not
+/// `ms=0.41863300000000003` (the shortest form of the rounded value is what is printed).
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// The client's id if it is short visible ASCII, else a fresh one.
@@ -187,6 +193,17 @@ mod tests {
                     .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
             );
         }
+    }
+
+    #[test]
+    fn durations_are_logged_to_three_decimals() {
+        assert_eq!(millis(Duration::from_nanos(418_633)).to_string(), "0.419");
+        assert_eq!(
+            millis(Duration::from_nanos(1_234_567_890)).to_string(),
+            "1234.568"
+        );
+        assert_eq!(millis(Duration::from_millis(3)).to_string(), "3");
+        assert_eq!(millis(Duration::from_nanos(400)).to_string(), "0");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The admin listener (default `127.0.0.1:9090`, never the public port):
+//! The admin listener (default `127.0.0.1:9181`, never the public port):
 //!
 //! - `GET /healthz`: 200 while the process serves.
 //! - `GET /readyz`: 200 when a server key is valid now and the upstream accepts a TCP

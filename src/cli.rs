@@ -17,6 +17,52 @@ use crate::keys::{self, ServerKey, ServerKeys};
 
 /// Exit code for a bad configuration (EX_CONFIG would be 78; 64 is EX_USAGE, as linkerd does).
 pub const EXIT_BAD_CONFIG: u8 = 64;
+/// Exit code of `open` when its input is the gateway's JSON error body rather than an
+/// envelope: the request failed, the decryption did not (1 stays "decryption failed").
+pub const EXIT_GATEWAY_ERROR: u8 = 3;
+/// Exit status when standard output's reader went away (`hpke-gateway demo | head -1`):
+/// 128 + SIGPIPE, what a shell reports for `yes | head -1`, so pipelines (and `pipefail`)
+/// treat the gateway like any other tool, and `seal | ...` cut short is not a success.
+/// Nothing is printed.
+pub const EXIT_BROKEN_PIPE: u8 = 141;
+
+/// Standard output's reader went away: the command stops quietly with [`EXIT_BROKEN_PIPE`].
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+pub struct StdoutClosed;
+
+/// Writes one line to standard output, like `println!` but returning the error:
+/// [`StdoutClosed`] when the reader went away, instead of a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::print_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use say;
+
+/// What [`say!`] calls.
+pub(crate) fn print_line(args: std::fmt::Arguments<'_>) -> Result<(), BoxError> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{args}")
+        .and_then(|()| out.flush())
+        .map_err(stdout_error)
+}
+
+/// Writes bytes to standard output; see [`say!`].
+fn write_stdout(bytes: &[u8]) -> Result<(), BoxError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(stdout_error)
+}
+
+fn stdout_error(e: std::io::Error) -> BoxError {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        StdoutClosed.into()
+    } else {
+        e.into()
+    }
+}
 
 /// `hpke-gateway`: HPKE payload encryption in front of an existing HTTP API.
 #[derive(Debug, Parser)]
@@ -95,6 +141,11 @@ pub enum Command {
         info: String,
     },
     /// Decrypt an envelope (RAW or TINK-prefixed) from standard input to standard output.
+    #[command(
+        after_help = "Exit status: 0 decrypted; 1 decryption failed (or another error); \
+        3 the input is the gateway's JSON error body ({\"status\":\"fail\",...,\"code\":N}), \
+        printed to standard error."
+    )]
     Open {
         /// The private key.
         #[arg(long)]
@@ -175,6 +226,7 @@ pub fn main(args: Args) -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if e.downcast_ref::<StdoutClosed>().is_some() => ExitCode::from(EXIT_BROKEN_PIPE),
         Err(e) => {
             eprintln!("hpke-gateway: {e}");
             ExitCode::FAILURE
@@ -254,7 +306,7 @@ fn public_key(
             )
         }
     };
-    std::io::stdout().write_all(out.as_bytes())?;
+    write_stdout(out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -270,7 +322,7 @@ fn seal(recipient: &Path, info: &str) -> Result<ExitCode, BoxError> {
         keys::parse_public_key(&text).map_err(|e| format!("{}: {e}", recipient.display()))?;
     let plaintext = Zeroizing::new(read_stdin()?);
     let sealed = envelope::seal(&public, prefix, info.as_bytes(), &plaintext)?;
-    std::io::stdout().write_all(&sealed)?;
+    write_stdout(&sealed)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -284,10 +336,42 @@ fn open(key: &Path, info: &str, passphrase: &Passphrase) -> Result<ExitCode, Box
         _ => None,
     };
     let ring = ServerKeys::new(vec![ServerKey::new(id, loaded.key)]);
-    let sealed = BytesMut::from(&read_stdin()?[..]);
-    let plaintext = ring.open(info.as_bytes(), sealed)?;
-    std::io::stdout().write_all(&plaintext)?;
+    let input = read_stdin()?;
+    let plaintext = match ring.open(info.as_bytes(), BytesMut::from(&input[..])) {
+        Ok(plaintext) => plaintext,
+        Err(e) => {
+            // `curl ... | open` hands over whatever the gateway answered: say so when
+            // that was an error body (an envelope is never such JSON, and it was tried first).
+            if let Some(message) = gateway_error(&input) {
+                eprintln!("hpke-gateway: the gateway answered with an error: {message}");
+                return Ok(ExitCode::from(EXIT_GATEWAY_ERROR));
+            }
+            return Err(e.into());
+        }
+    };
+    write_stdout(&plaintext)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `code N: message` when `input` is a gateway error body such as
+/// `{"status":"fail","error":"decryption failed","code":4008}`.
+fn gateway_error(input: &[u8]) -> Option<String> {
+    let serde_json::Value::Object(body) = serde_json::from_slice(input).ok()? else {
+        return None;
+    };
+    let code = body.get("code").and_then(serde_json::Value::as_u64);
+    let failed = body.get("status").and_then(serde_json::Value::as_str) == Some("fail");
+    if code.is_none() && !failed {
+        return None;
+    }
+    let error = body
+        .get("error")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("(no message)");
+    Some(match code {
+        Some(code) => format!("code {code}: {error}"),
+        None => error.to_owned(),
+    })
 }
 
 impl Passphrase {

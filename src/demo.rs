@@ -1,6 +1,10 @@
 //! The embedded default: `hpke-gateway demo` makes fresh keys in a temporary folder,
 //! starts the built-in sample upstream and the gateway in front of it, does one
-//! encrypted round trip, and prints the commands to try it by hand.
+//! encrypted round trip, and prints the commands to try it by hand (unless `--once`:
+//! the folder those commands name is gone when it exits).
+//!
+//! Standard output closing early (`demo | head -1`) ends the demo quietly, with the
+//! status a shell gives a process that SIGPIPE ended ([`crate::cli::EXIT_BROKEN_PIPE`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,6 +12,7 @@ use std::path::{Path, PathBuf};
 use tokio::net::TcpListener;
 
 use crate::BoxError;
+use crate::cli::say;
 use crate::config::Config;
 use crate::envelope::{self, Prefix, PrivateKey};
 use crate::keys::{self, ServerKey, ServerKeys};
@@ -53,17 +58,26 @@ pub async fn run(listen: SocketAddr, once: bool) -> Result<std::process::ExitCod
         },
     ));
 
-    println!("hpke-gateway demo");
-    println!("  keys and config in {}", dir.path().display());
-    println!("  sample upstream   http://{upstream_addr}");
-    println!("  gateway           http://{listen}  (account {DEMO_ACCOUNT}, encryption on)\n");
+    say!("hpke-gateway demo")?;
+    say!(
+        "  keys and config in {}  (removed when the demo ends)",
+        dir.path().display()
+    )?;
+    say!("  sample upstream   http://{upstream_addr}")?;
+    say!("  gateway           http://{listen}  (account {DEMO_ACCOUNT}, encryption on)\n")?;
 
     round_trip(listen, &files).await?;
-    print_walkthrough(listen, &files);
 
-    if !once {
-        println!("\nServing until Ctrl-C.");
-        crate::server::shutdown_signal().await;
+    if once {
+        // The by-hand commands would name keys in a folder removed on the way out.
+        say!("\nRun the demo without --once to try it by hand while it serves.")?;
+    } else {
+        // The handlers are in place before the line that invites Ctrl-C: a signal right
+        // after it still ends the demo cleanly (and removes its keys).
+        let stopping = crate::server::shutdown_signal_installed();
+        print_walkthrough(listen, &files)?;
+        say!("\nServing until Ctrl-C.")?;
+        stopping.await;
     }
     let _ = stop_tx.send(());
     server.await??;
@@ -136,14 +150,14 @@ async fn round_trip(listen: SocketAddr, files: &DemoFiles) -> Result<(), BoxErro
         DEMO_ACCOUNT.as_bytes(),
         PROFILE_PAYLOAD.as_bytes(),
     )?;
-    println!(
+    say!(
         "1. The client seals the seeds' profile upload ({} bytes of JSON)",
         PROFILE_PAYLOAD.len()
-    );
-    println!(
+    )?;
+    say!(
         "   to the gateway's key 1 with info {DEMO_ACCOUNT}: {} bytes on the wire.",
         sealed.len()
-    );
+    )?;
     let response = reqwest::Client::new()
         .post(format!("http://{listen}/1/upload"))
         .header("Content-Type", crate::HPKE_MEDIA_TYPE)
@@ -161,10 +175,10 @@ async fn round_trip(listen: SocketAddr, files: &DemoFiles) -> Result<(), BoxErro
         .unwrap_or_default()
         .to_owned();
     let body = response.bytes().await?;
-    println!(
+    say!(
         "2. POST /1/upload answered {status} with {} bytes of {content_type}.",
         body.len()
-    );
+    )?;
     if content_type != crate::HPKE_MEDIA_TYPE {
         return Err(format!(
             "expected an encrypted response, got: {}",
@@ -174,28 +188,29 @@ async fn round_trip(listen: SocketAddr, files: &DemoFiles) -> Result<(), BoxErro
     }
     let ring = ServerKeys::new(vec![ServerKey::new(None, files.customer_key.clone())]);
     let plaintext = ring.open(DEMO_ACCOUNT.as_bytes(), body.as_ref().into())?;
-    println!("3. The client opens it with its own private key:");
-    println!("   {}", String::from_utf8_lossy(&plaintext));
+    say!("3. The client opens it with its own private key:")?;
+    say!("   {}", String::from_utf8_lossy(&plaintext))?;
     Ok(())
 }
 
-fn print_walkthrough(listen: SocketAddr, files: &DemoFiles) {
+fn print_walkthrough(listen: SocketAddr, files: &DemoFiles) -> Result<(), BoxError> {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "hpke-gateway".into());
-    println!("\nTry it by hand (in another terminal while the demo runs):\n");
-    println!(
+    say!("\nTry it by hand (in another terminal while the demo runs):\n")?;
+    say!(
         "echo -n '{{\"d\":[{{\"identity\":\"1\",\"type\":\"profile\",\"profileData\":{{\"Name\":\"Ada\"}}}}]}}' \\\n  | {exe} seal --recipient {} --info {DEMO_ACCOUNT} \\\n  | curl -sS --data-binary @- \\\n      -H 'Content-Type: {media}' -H 'Accept: {media}' \\\n      -H 'X-CleverTap-Account-Id: {DEMO_ACCOUNT}' -H 'X-CleverTap-Passcode: {DEMO_PASSCODE}' \\\n      http://{listen}/1/upload \\\n  | {exe} open --key {} --info {DEMO_ACCOUNT}",
         files.server_public.display(),
         files.customer_private.display(),
         media = crate::HPKE_MEDIA_TYPE,
-    );
-    println!(
+    )?;
+    say!(
         "\nAn encrypted response to a GET (no body, only Accept):\n\ncurl -sS -H 'Content-Type: application/json' -H 'Accept: {media}' \\\n    -H 'X-CleverTap-Account-Id: {DEMO_ACCOUNT}' -H 'X-CleverTap-Passcode: {DEMO_PASSCODE}' \\\n    'http://{listen}/1/profile.json?email=jack%40gmail.com' \\\n  | {exe} open --key {} --info {DEMO_ACCOUNT}",
         files.customer_private.display(),
         media = crate::HPKE_MEDIA_TYPE,
-    );
-    println!(
+    )?;
+    say!(
         "\nPlaintext still works, untouched:\n\ncurl -sS -H 'Content-Type: application/json' \\\n    -H 'X-CleverTap-Account-Id: ACCT-PLAIN' -H 'X-CleverTap-Passcode: {DEMO_PASSCODE}' \\\n    --data '{{\"d\":[]}}' http://{listen}/1/upload"
-    );
+    )?;
+    Ok(())
 }

@@ -19,13 +19,13 @@ use crate::HPKE_MEDIA_TYPE;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An encryption header was sent without the account id header.
-    #[error("missing {header} header")]
+    #[error("missing {} header", spelled(.header))]
     MissingAccountId {
         /// The configured account header name.
         header: http::HeaderName,
     },
     /// The account id header is not a usable account id.
-    #[error("invalid {header} header")]
+    #[error("invalid {} header", spelled(.header))]
     InvalidAccountId {
         /// The configured account header name.
         header: http::HeaderName,
@@ -99,7 +99,13 @@ pub enum Error {
     InvalidPath,
     /// The upstream could not be reached.
     #[error("upstream unavailable")]
-    UpstreamUnavailable(#[source] BoxError),
+    UpstreamUnavailable {
+        /// The upstream as `scheme://host:port`: logged, never sent to the client.
+        upstream: String,
+        /// Why, for the log.
+        #[source]
+        source: BoxError,
+    },
     /// The upstream did not answer in time.
     #[error("upstream timeout")]
     UpstreamTimeout,
@@ -116,6 +122,18 @@ pub enum Error {
     /// A bug or an impossible state. The body says only "Something went wrong".
     #[error("Something went wrong")]
     Internal(#[source] BoxError),
+}
+
+/// The account header as the documentation writes it: `http::HeaderName` keeps names
+/// lowercased, so the default reads `X-CleverTap-Account-Id` again; another configured
+/// name shows as stored.
+fn spelled(name: &http::HeaderName) -> &str {
+    let default = crate::config::DEFAULT_ACCOUNT_HEADER;
+    if name.as_str().eq_ignore_ascii_case(default) {
+        default
+    } else {
+        name.as_str()
+    }
 }
 
 /// A boxed error for causes the client never sees.
@@ -180,7 +198,7 @@ impl Error {
             | Error::UnknownKeyFormat => StatusCode::BAD_REQUEST,
             Error::NoSuchKey => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Error::UpstreamUnavailable(_) | Error::BadUpstreamResponse(_) => {
+            Error::UpstreamUnavailable { .. } | Error::BadUpstreamResponse(_) => {
                 StatusCode::BAD_GATEWAY
             }
             Error::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -212,7 +230,7 @@ impl Error {
             Error::NoSuchKey => 4019,
             Error::Overloaded => 5004,
             Error::BufferBudgetExhausted => 5005,
-            Error::UpstreamUnavailable(_) => 5001,
+            Error::UpstreamUnavailable { .. } => 5001,
             Error::UpstreamTimeout => 5002,
             Error::BadUpstreamResponse(_) => 5003,
             Error::Internal(_) => 5000,
@@ -234,10 +252,14 @@ impl IntoResponse for Error {
         let code = self.code();
         if status.is_server_error() {
             // The cause chain names no key, body or passcode: only I/O and protocol errors.
-            let cause = std::error::Error::source(&self)
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            tracing::warn!(code, %status, error = %self, cause = %cause, "gateway error");
+            let cause = causes(&self);
+            let upstream = match &self {
+                Error::UpstreamUnavailable { upstream, .. } => {
+                    Some(tracing::field::display(upstream.as_str()))
+                }
+                _ => None,
+            };
+            tracing::warn!(code, %status, error = %self, upstream, cause = %cause, "gateway error");
         } else {
             tracing::debug!(code, %status, error = %self, "request refused");
         }
@@ -266,6 +288,25 @@ impl IntoResponse for Error {
         response.extensions_mut().insert(ErrorCode(code));
         response
     }
+}
+
+/// Every cause below `e`, outermost first, joined with ": " (`client error (Connect): tcp
+/// connect error: Connection refused (os error 111)`). A cause whose text its parent
+/// already ends with is not repeated.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
 }
 
 #[cfg(test)]
@@ -302,7 +343,10 @@ mod tests {
             Error::UpgradeNotEncryptable,
             Error::InvalidPath,
             Error::BadConnectionHeader,
-            Error::UpstreamUnavailable("x".into()),
+            Error::UpstreamUnavailable {
+                upstream: "http://x:80".into(),
+                source: "x".into(),
+            },
             Error::UpstreamTimeout,
             Error::BadUpstreamResponse("x".into()),
             Error::Internal("x".into()),
@@ -315,8 +359,30 @@ mod tests {
 
     #[test]
     fn internal_detail_stays_out_of_the_body() {
-        let r = Error::UpstreamUnavailable("connection refused to 10.0.0.1".into()).into_response();
+        let r = Error::UpstreamUnavailable {
+            upstream: "http://10.0.0.1:80".into(),
+            source: "connection refused to 10.0.0.1".into(),
+        }
+        .into_response();
         assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(r.extensions().get::<ErrorCode>(), Some(&ErrorCode(5001)));
+    }
+
+    #[test]
+    fn the_logged_cause_is_the_whole_chain() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("client error (Connect)")]
+        struct Outer(#[source] std::io::Error);
+        let e = Error::UpstreamUnavailable {
+            upstream: "http://127.0.0.1:9".into(),
+            source: Box::new(Outer(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "Connection refused (os error 111)",
+            ))),
+        };
+        assert_eq!(
+            causes(&e),
+            "client error (Connect): Connection refused (os error 111)"
+        );
     }
 }

@@ -133,7 +133,12 @@ impl Inner {
             Err(_) => return Err(Error::UpstreamTimeout),
             // The client's body stalled while it streamed on: the client's fault, 408.
             Ok(Err(e)) if caused_by_request_timeout(&e) => return Err(Error::RequestTimeout),
-            Ok(Err(e)) => return Err(Error::UpstreamUnavailable(e.into())),
+            Ok(Err(e)) => {
+                return Err(Error::UpstreamUnavailable {
+                    upstream: self.upstream.origin(),
+                    source: e.into(),
+                });
+            }
             Ok(Ok(r)) => r,
         };
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -246,6 +251,19 @@ fn client(
 }
 
 impl Upstream {
+    /// `scheme://host:port`, for the log: no user info, path or query.
+    pub(crate) fn origin(&self) -> String {
+        let port =
+            self.authority
+                .port_u16()
+                .unwrap_or(if self.scheme == http::uri::Scheme::HTTPS {
+                    443
+                } else {
+                    80
+                });
+        format!("{}://{}:{port}", self.scheme, self.authority.host())
+    }
+
     pub(crate) fn uri_for(&self, original: &Uri) -> Result<Uri, Error> {
         // `OPTIONS *` means the server itself: under a base path there is no such thing.
         if original.path() == "*" && !self.base_path.is_empty() {
@@ -340,6 +358,29 @@ mod tests {
                 .uri_for(&"/1/x?a=b%20c".parse().unwrap())
                 .unwrap();
         assert_eq!(uri, "http://127.0.0.1:9/1/x?a=b%20c");
+    }
+
+    #[test]
+    fn the_logged_origin_has_no_user_info_path_or_query() {
+        for (url, origin) in [
+            (
+                "http://user:secret@10.0.0.1:9000/api?k=v",
+                "http://10.0.0.1:9000",
+            ),
+            ("https://api.example.com/v1", "https://api.example.com:443"),
+            ("http://[::1]/", "http://[::1]:80"),
+        ] {
+            let p = Proxy::new(
+                &url.parse().unwrap(),
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+                Some(Arc::new(
+                    crate::tls::upstream_client_config_for_http().unwrap(),
+                )),
+            )
+            .unwrap();
+            assert_eq!(p.0.upstream.origin(), origin);
+        }
     }
 
     #[test]

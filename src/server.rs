@@ -481,6 +481,9 @@ pub fn run(config: Config, path: &Path) -> Result<(), StartError> {
             }
             None => None,
         };
+        // `accounts` are the HTTP API's; the file intake has accounts of its own.
+        let intake = gateway.intake().map(|i| i.load_full());
+        let intake_state = if intake.is_some() { "on" } else { "off" };
         tracing::info!(
             %listen,
             tls = tls_config.is_some(),
@@ -489,6 +492,11 @@ pub fn run(config: Config, path: &Path) -> Result<(), StartError> {
             server_keys = key_count,
             accounts = account_count,
             workers,
+            intake = %intake_state,
+            intake_accounts = intake.as_ref().map(|i| i.accounts.len()),
+            intake_state_dir = intake
+                .as_ref()
+                .map(|i| tracing::field::display(i.state_dir.display())),
             "hpke-gateway listening"
         );
         tokio::select! {
@@ -545,7 +553,7 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> 
 }
 
 /// Installs the SIGINT and SIGTERM handlers now; the future completes on either.
-fn shutdown_signal_installed() -> impl Future<Output = ()> {
+pub(crate) fn shutdown_signal_installed() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

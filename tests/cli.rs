@@ -180,6 +180,44 @@ fn open_failures_write_nothing_to_stdout() {
     assert!(out.stdout.is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_reports_a_gateway_error_body_instead_of_decryption_failed() {
+    // What `curl ... | hpke-gateway open` hands over when the gateway refuses: its JSON
+    // error body (here 4005, encryption headers for an account without encryption).
+    let gw = support::Gateway::start().await;
+    let res = gw
+        .encrypted_post("/1/upload", "ACCT-OFF", gw.seal(1, true, "ACCT-OFF", b"{}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let body = res.bytes().await.unwrap().to_vec();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "k.pem");
+    let out = run(&["open", "--key", &key, "--info", "ACCT-OFF"], &body);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(hpke_gateway::cli::EXIT_GATEWAY_ERROR)),
+        "{err}"
+    );
+    assert_eq!(hpke_gateway::cli::EXIT_GATEWAY_ERROR, 3);
+    assert!(out.stdout.is_empty());
+    assert!(
+        err.contains(
+            "the gateway answered with an error: code 4005: encryption is not enabled for this account"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("decryption failed"), "{err}");
+    // The help names the exit status.
+    let help = String::from_utf8(ok(&["open", "--help"], b"")).unwrap();
+    assert!(
+        help.contains("3 the input is the gateway's JSON error body"),
+        "{help}"
+    );
+}
+
 #[test]
 #[ignore = "needs the openssl command: run bash .ci/test"]
 fn encrypted_pkcs8_opens_with_the_passphrase_only() {
@@ -430,7 +468,87 @@ fn demo_once_does_a_round_trip_and_exits() {
         stdout.contains(r#"{"processed":1,"status":"success","unprocessed":[]}"#),
         "{stdout}"
     );
-    assert!(stdout.contains("curl"), "{stdout}");
+    // The by-hand commands would name keys in a folder already removed: not printed.
+    assert!(!stdout.contains("Try it by hand"), "{stdout}");
+    assert!(!stdout.contains("curl"), "{stdout}");
+    assert!(!stdout.contains("--key"), "{stdout}");
+    assert!(stdout.contains("without --once"), "{stdout}");
+}
+
+#[test]
+fn demo_that_serves_prints_commands_whose_files_exist() {
+    let mut child = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("Serving until Ctrl-C.") {
+            break;
+        }
+    }
+    assert!(seen.contains("Try it by hand"), "{seen}");
+    // Every file the commands name is there while the demo serves.
+    let named: Vec<&str> = seen
+        .split_whitespace()
+        .filter(|w| w.starts_with('/') && (w.ends_with(".pem") || w.ends_with(".json")))
+        .collect();
+    assert!(named.len() >= 3, "{seen}");
+    for path in &named {
+        assert!(Path::new(path).exists(), "{path} is missing:\n{seen}");
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "clean stop on SIGTERM");
+    for path in &named {
+        assert!(!Path::new(path).exists(), "{path} left behind");
+    }
+}
+
+#[test]
+fn closed_stdout_ends_quietly_with_status_141() {
+    // `hpke-gateway demo | head -1` once head has exited: every write meets a closed pipe.
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "k.pem");
+    let public = dir.path().join("k.pub.pem");
+    std::fs::write(&public, ok(&["public-key", "--key", &key], b"")).unwrap();
+    let public = public.to_str().unwrap();
+    for args in [
+        vec!["demo", "--once", "--listen", "127.0.0.1:0"],
+        vec!["demo", "--listen", "127.0.0.1:0"],
+        vec!["seal", "--recipient", public, "--info", "A"],
+        vec!["public-key", "--key", &key],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(b"plaintext");
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(hpke_gateway::cli::EXIT_BROKEN_PIPE)),
+            "{args:?}: {err}"
+        );
+        assert_eq!(hpke_gateway::cli::EXIT_BROKEN_PIPE, 141);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!err.contains("Broken pipe"), "{args:?}: {err}");
+    }
 }
 
 #[test]

@@ -275,3 +275,16 @@ fn every_misspelled_key_and_every_semantic_problem_in_one_run() {
         assert!(err.contains(needle), "{needle:?} not in:\n{err}");
     }
 }
+
+#[test]
+fn admin_listener_defaults_to_9181_clear_of_prometheus() {
+    // Prometheus itself listens on 9090: a gateway on the same host must not take it.
+    let dir = tempfile::tempdir().unwrap();
+    with_server_key(dir.path());
+    let config = load(dir.path(), &base("")).unwrap();
+    assert_eq!(
+        config.ops.admin_listen,
+        Some("127.0.0.1:9181".parse().unwrap())
+    );
+    assert_eq!(hpke_gateway::config::DEFAULT_ADMIN_LISTEN, "127.0.0.1:9181");
+}

@@ -30,7 +30,7 @@ const DOCKERIGNORE: &str = ".dockerignore";
 /// `shutdown_grace_ms` when a configuration does not set it.
 const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
 /// `admin_listen` when a configuration does not set it.
-const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9181";
 /// Configuration keys whose values are file paths.
 const PATH_KEYS: &[&str] = &[
     "private_key",

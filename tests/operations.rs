@@ -690,3 +690,108 @@ async fn a_second_intake_on_the_same_storage_refuses_to_start() {
         "with the storage free, the second runs: {outcome:?}"
     );
 }
+
+/// The first log line with `needle`.
+fn log_line(gw: &Served, needle: &str) -> String {
+    let log = gw.log.lock().unwrap();
+    log.iter()
+        .find(|l| l.contains(needle))
+        .cloned()
+        .unwrap_or_else(|| panic!("no log line with {needle:?}:\n{}", log.join("\n")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_durations_have_at_most_three_decimals() {
+    let (_up, up_addr) = Upstream::start().await;
+    let gw = Served::start(up_addr, "").await;
+    let key1 = private_public(&gw.path("server-1.pem"));
+    assert_eq!(gw.round_trip(&key1, Prefix::Tink(1), "ACCT-1").await, 200);
+    gw.wait_log("hpke_gateway::access", 1).await;
+    let line = log_line(&gw, "hpke_gateway::access");
+    let durations: Vec<&str> = line
+        .split_whitespace()
+        .filter_map(|field| field.split_once("ms="))
+        .map(|(_, value)| value)
+        .collect();
+    // ms, decrypt_ms, upstream_ms, encrypt_ms: every stage ran.
+    assert_eq!(durations.len(), 4, "{line}");
+    for value in durations {
+        assert!(value.parse::<f64>().is_ok(), "{value:?} in {line}");
+        let decimals = value.split_once('.').map_or(0, |(_, d)| d.len());
+        assert!(decimals <= 3, "{value:?} has {decimals} decimals: {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_upstream_is_logged_with_its_address_and_os_error() {
+    let down = closed_port().await;
+    let gw = Served::start(down, "").await;
+    let res = gw
+        .client
+        .post(format!("{}/1/upload", gw.url))
+        .header("X-CleverTap-Account-Id", "ACCT-1")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 502);
+    // The client learns nothing more than before.
+    assert_eq!(
+        res.text().await.unwrap(),
+        r#"{"status":"fail","error":"upstream unavailable","code":5001}"#
+    );
+    gw.wait_log("gateway error", 1).await;
+    let line = log_line(&gw, "gateway error");
+    assert!(line.contains("code=5001"), "{line}");
+    assert!(
+        line.contains(&format!(" upstream=http://{down} ")),
+        "{line}"
+    );
+    assert!(
+        line.contains("cause=client error (Connect): "),
+        "the whole cause chain: {line}"
+    );
+    assert!(line.contains("Connection refused (os error 111)"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_up_line_says_whether_the_intake_runs() {
+    let (_up, up_addr) = Upstream::start().await;
+    let gw = Served::start(up_addr, "").await;
+    let line = log_line(&gw, "hpke-gateway listening");
+    assert!(line.contains(" intake=off"), "{line}");
+    assert!(!line.contains("intake_accounts"), "{line}");
+    drop(gw);
+
+    let files = tempfile::tempdir().unwrap();
+    let f = files.path();
+    for d in ["upload", "decrypted", "state"] {
+        std::fs::create_dir(f.join(d)).unwrap();
+    }
+    keys::write_secret_file(&f.join("passcode"), b"intake-passcode").unwrap();
+    let at = |name: &str| f.join(name).display().to_string();
+    let extra = format!(
+        r#"[intake]
+state_dir = "{state}"
+
+[[intake.accounts]]
+id = "ACCT-1"
+passcode_file = "{passcode}"
+upload_dir = "{upload}"
+download_dir = "{decrypted}"
+require_encryption = false
+"#,
+        state = at("state"),
+        passcode = at("passcode"),
+        upload = at("upload"),
+        decrypted = at("decrypted"),
+    );
+    let gw = Served::start(up_addr, &extra).await;
+    let line = log_line(&gw, "hpke-gateway listening");
+    assert!(line.contains(" intake=on"), "{line}");
+    assert!(line.contains(" intake_accounts=1"), "{line}");
+    assert!(
+        line.contains(&format!(" intake_state_dir={}", at("state"))),
+        "{line}"
+    );
+}

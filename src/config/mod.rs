@@ -75,7 +75,7 @@ pub const DEFAULT_RELOAD_POLL_MS: u64 = 2_000;
 /// Default upper bound of `Cache-Control: max-age` on the published keys.
 pub const DEFAULT_KEYS_MAX_AGE_S: u64 = 3_600;
 /// Default admin listener (health, readiness, metrics).
-pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9181";
 
 /// The configuration file as written.
 #[derive(Debug, Deserialize)]
