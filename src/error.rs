@@ -19,16 +19,16 @@ use crate::HPKE_MEDIA_TYPE;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An encryption header was sent without the account id header.
-    #[error("missing {} header", spelled(.header))]
+    #[error("missing {header} header")]
     MissingAccountId {
-        /// The configured account header name.
-        header: http::HeaderName,
+        /// The account header's name, as the configuration spells it.
+        header: String,
     },
     /// The account id header is not a usable account id.
-    #[error("invalid {} header", spelled(.header))]
+    #[error("invalid {header} header")]
     InvalidAccountId {
-        /// The configured account header name.
-        header: http::HeaderName,
+        /// The account header's name, as the configuration spells it.
+        header: String,
     },
     /// `Content-Type: application/octet-stream+hpke` without `Accept: application/octet-stream+hpke`.
     #[error("missing header Accept: {HPKE_MEDIA_TYPE} (required with an encrypted body)")]
@@ -122,18 +122,6 @@ pub enum Error {
     /// A bug or an impossible state. The body says only "Something went wrong".
     #[error("Something went wrong")]
     Internal(#[source] BoxError),
-}
-
-/// The account header as the documentation writes it: `http::HeaderName` keeps names
-/// lowercased, so the default reads `X-CleverTap-Account-Id` again; another configured
-/// name shows as stored.
-fn spelled(name: &http::HeaderName) -> &str {
-    let default = crate::config::DEFAULT_ACCOUNT_HEADER;
-    if name.as_str().eq_ignore_ascii_case(default) {
-        default
-    } else {
-        name.as_str()
-    }
 }
 
 /// A boxed error for causes the client never sees.
@@ -316,12 +304,8 @@ mod tests {
     #[test]
     fn codes_are_unique() {
         let all = [
-            Error::MissingAccountId {
-                header: http::HeaderName::from_static("x"),
-            },
-            Error::InvalidAccountId {
-                header: http::HeaderName::from_static("x"),
-            },
+            Error::MissingAccountId { header: "X".into() },
+            Error::InvalidAccountId { header: "X".into() },
             Error::MissingAcceptHeader,
             Error::MissingContentTypeHeader,
             Error::EncryptionNotEnabled,

@@ -156,7 +156,7 @@ pub fn classify(data: &[u8]) {
     let (headers, body) = parse_headers(rest);
     let _ = classify::Negotiation::from_headers(&headers);
     let name = HeaderName::from_static("x-clevertap-account-id");
-    if let Ok(id) = classify::account_id(&headers, &name) {
+    if let Ok(id) = classify::account_id(&headers, &name, "X-Account") {
         assert!(crate::config::valid_account_id(id));
     }
     let _ = classify::looks_like_text(body);

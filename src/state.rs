@@ -25,6 +25,7 @@ pub struct LiveState {
     pub(crate) server_keys: ServerKeys,
     pub(crate) accounts: Accounts,
     pub(crate) account_header: HeaderName,
+    pub(crate) account_header_spelling: Box<str>,
     pub(crate) max_encrypted_body_bytes: u64,
     pub(crate) max_response_body_bytes: u64,
     pub(crate) request_body_timeout: Duration,
@@ -52,6 +53,7 @@ impl LiveState {
             accounts,
             // `config::DEFAULT_ACCOUNT_HEADER`, lowercased as `HeaderName` holds names.
             account_header: HeaderName::from_static("x-clevertap-account-id"),
+            account_header_spelling: config::DEFAULT_ACCOUNT_HEADER.into(),
             max_encrypted_body_bytes: config::DEFAULT_MAX_ENCRYPTED_BODY_BYTES,
             max_response_body_bytes: config::DEFAULT_MAX_RESPONSE_BODY_BYTES,
             request_body_timeout: Duration::from_millis(config::DEFAULT_REQUEST_BODY_TIMEOUT_MS),
@@ -74,6 +76,7 @@ impl LiveState {
             server_keys: config.server_keys,
             accounts: config.accounts,
             account_header: config.account_header,
+            account_header_spelling: config.account_header_spelling.into(),
             max_encrypted_body_bytes: config.max_encrypted_body_bytes,
             max_response_body_bytes: config.max_response_body_bytes,
             request_body_timeout: config.request_body_timeout,

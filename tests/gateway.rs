@@ -1033,3 +1033,26 @@ async fn key_publication_refusals_carry_a_stable_code() {
     let v: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
     assert_eq!(v["code"], 4019, "{v}");
 }
+
+/// A configured account header is named in 4001 as the configuration spells it.
+#[tokio::test]
+async fn a_custom_account_header_is_named_as_configured() {
+    let gw = Gateway::start_with(Options {
+        extra: "account_header = \"X-Tenant-ID\"".into(),
+        ..Options::default()
+    })
+    .await;
+    let res = gw
+        .client
+        .post(format!("{}/1/upload", gw.url))
+        .header("Content-Type", MEDIA)
+        .header("Accept", MEDIA)
+        .body(gw.seal(1, true, "ACCT-1", PROFILE))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(res).await,
+        (4001, "missing X-Tenant-ID header".to_owned())
+    );
+}

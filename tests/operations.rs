@@ -636,17 +636,9 @@ async fn a_second_intake_on_the_same_storage_refuses_to_start() {
     // The intake takes its lock before the gateway says it is listening.
     let first = Served::start(up_addr, &intake).await;
 
-    // A second replica: same storage, its own ports.
+    // A second replica: same storage; its listeners on port 0 are its own.
     let second_config = first.path("second.toml");
-    let text = std::fs::read_to_string(first.config_path()).unwrap();
-    let (listen, admin) = (closed_port().await, closed_port().await);
-    let text = text
-        .replace(first.url.trim_start_matches("http://"), &listen.to_string())
-        .replace(
-            first.admin.trim_start_matches("http://"),
-            &admin.to_string(),
-        );
-    std::fs::write(&second_config, text).unwrap();
+    std::fs::copy(first.config_path(), &second_config).unwrap();
     let run_second = move || {
         let mut child = Command::new(support::served::bin())
             .args(["serve", "--config"])
@@ -691,15 +683,6 @@ async fn a_second_intake_on_the_same_storage_refuses_to_start() {
     );
 }
 
-/// The first log line with `needle`.
-fn log_line(gw: &Served, needle: &str) -> String {
-    let log = gw.log.lock().unwrap();
-    log.iter()
-        .find(|l| l.contains(needle))
-        .cloned()
-        .unwrap_or_else(|| panic!("no log line with {needle:?}:\n{}", log.join("\n")))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_durations_have_at_most_three_decimals() {
     let (_up, up_addr) = Upstream::start().await;
@@ -707,7 +690,7 @@ async fn access_log_durations_have_at_most_three_decimals() {
     let key1 = private_public(&gw.path("server-1.pem"));
     assert_eq!(gw.round_trip(&key1, Prefix::Tink(1), "ACCT-1").await, 200);
     gw.wait_log("hpke_gateway::access", 1).await;
-    let line = log_line(&gw, "hpke_gateway::access");
+    let line = gw.log_line("hpke_gateway::access");
     let durations: Vec<&str> = line
         .split_whitespace()
         .filter_map(|field| field.split_once("ms="))
@@ -741,7 +724,7 @@ async fn an_unreachable_upstream_is_logged_with_its_address_and_os_error() {
         r#"{"status":"fail","error":"upstream unavailable","code":5001}"#
     );
     gw.wait_log("gateway error", 1).await;
-    let line = log_line(&gw, "gateway error");
+    let line = gw.log_line("gateway error");
     assert!(line.contains("code=5001"), "{line}");
     assert!(
         line.contains(&format!(" upstream=http://{down} ")),
@@ -758,7 +741,7 @@ async fn an_unreachable_upstream_is_logged_with_its_address_and_os_error() {
 async fn the_start_up_line_says_whether_the_intake_runs() {
     let (_up, up_addr) = Upstream::start().await;
     let gw = Served::start(up_addr, "").await;
-    let line = log_line(&gw, "hpke-gateway listening");
+    let line = gw.log_line("hpke-gateway listening");
     assert!(line.contains(" intake=off"), "{line}");
     assert!(!line.contains("intake_accounts"), "{line}");
     drop(gw);
@@ -787,7 +770,7 @@ require_encryption = false
         decrypted = at("decrypted"),
     );
     let gw = Served::start(up_addr, &extra).await;
-    let line = log_line(&gw, "hpke-gateway listening");
+    let line = gw.log_line("hpke-gateway listening");
     assert!(line.contains(" intake=on"), "{line}");
     assert!(line.contains(" intake_accounts=1"), "{line}");
     assert!(

@@ -240,6 +240,9 @@ pub struct Config {
     pub upstream: Uri,
     /// Header carrying the account id.
     pub account_header: HeaderName,
+    /// The account header as the configuration spells it (`HeaderName` lowercases), for
+    /// messages.
+    pub account_header_spelling: String,
     /// Largest encrypted request body accepted.
     pub max_encrypted_body_bytes: u64,
     /// Largest upstream response the gateway will buffer to encrypt.
@@ -537,6 +540,7 @@ impl Config {
             listen,
             upstream,
             account_header,
+            account_header_spelling: header.to_owned(),
             max_encrypted_body_bytes,
             max_response_body_bytes,
             upstream_connect_timeout: Duration::from_millis(connect_ms),

@@ -67,13 +67,18 @@ fn accepts_hpke(element: &str) -> bool {
 }
 
 /// The account id header's value.
-pub(crate) fn account_id<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'a str, Error> {
+/// `spelling` is the header's name as configured, for the error message.
+pub(crate) fn account_id<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+    spelling: &str,
+) -> Result<&'a str, Error> {
     let mut values = headers.get_all(name).iter();
     let value = values.next().ok_or_else(|| Error::MissingAccountId {
-        header: name.clone(),
+        header: spelling.to_owned(),
     })?;
     let invalid = || Error::InvalidAccountId {
-        header: name.clone(),
+        header: spelling.to_owned(),
     };
     if values.next().is_some() {
         return Err(invalid());
@@ -212,19 +217,23 @@ mod tests {
     fn account_id_rules() {
         let name = HeaderName::from_static("x-account");
         assert!(matches!(
-            account_id(&headers(&[]), &name),
+            account_id(&headers(&[]), &name, "X-Account"),
             Err(Error::MissingAccountId { .. })
         ));
         assert_eq!(
-            account_id(&headers(&[("x-account", "A-1")]), &name).unwrap(),
+            account_id(&headers(&[("x-account", "A-1")]), &name, "X-Account").unwrap(),
             "A-1"
         );
         assert!(matches!(
-            account_id(&headers(&[("x-account", "a b")]), &name),
+            account_id(&headers(&[("x-account", "a b")]), &name, "X-Account"),
             Err(Error::InvalidAccountId { .. })
         ));
         assert!(matches!(
-            account_id(&headers(&[("x-account", "a"), ("x-account", "b")]), &name),
+            account_id(
+                &headers(&[("x-account", "a"), ("x-account", "b")]),
+                &name,
+                "X-Account"
+            ),
             Err(Error::InvalidAccountId { .. })
         ));
     }

@@ -80,7 +80,11 @@ impl LiveState {
     }
 
     fn sealer_for(&self, req: &Request<Body>) -> Result<ResponseSealer, Error> {
-        let id = classify::account_id(req.headers(), &self.account_header)?;
+        let id = classify::account_id(
+            req.headers(),
+            &self.account_header,
+            &self.account_header_spelling,
+        )?;
         self.sealer(id)
     }
 }
@@ -192,7 +196,14 @@ where
         // an arbitrary header value must not create a series).
         let known = metrics
             .account_labels()
-            .then(|| classify::account_id(req.headers(), &state.account_header).ok())
+            .then(|| {
+                classify::account_id(
+                    req.headers(),
+                    &state.account_header,
+                    &state.account_header_spelling,
+                )
+                .ok()
+            })
             .flatten()
             .filter(|id| state.accounts.get(id).is_some())
             .map(str::to_owned);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hpke_gateway::envelope::{self, Prefix, PrivateKey, PublicKey};
 use hpke_gateway::keys;
 
-use super::{ACCOUNT_HEADER, MEDIA, closed_port, open_with, write_private};
+use super::{ACCOUNT_HEADER, MEDIA, open_with, write_private};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hpke-gateway");
 
@@ -46,16 +46,15 @@ impl Served {
             keys::public_key_pem(&customer.public_key()).unwrap(),
         )
         .unwrap();
-        let (listen, admin) = (closed_port().await, closed_port().await);
         let poll = if extra.contains("reload_poll_ms") {
             ""
         } else {
             "reload_poll_ms = 100"
         };
         let config = format!(
-            r#"listen = "{listen}"
+            r#"listen = "127.0.0.1:0"
 upstream = "http://{upstream}"
-admin_listen = "{admin}"
+admin_listen = "127.0.0.1:0"
 {poll}
 {extra}
 
@@ -86,18 +85,34 @@ public_keys = ["acct-1.pub.pem"]
                 sink.lock().unwrap().push(line);
             }
         });
-        let served = Served {
+        let mut served = Served {
             child,
             log,
             reader: Some(reader),
-            url: format!("http://{listen}"),
-            admin: format!("http://{admin}"),
+            url: String::new(),
+            admin: String::new(),
             dir,
             customer,
             client: reqwest::Client::new(),
         };
+        // The gateway binds port 0 and says which ports it got: no guessed free port
+        // another process could take first.
         served.wait_log("hpke-gateway listening", 1).await;
+        let line = served.log_line("hpke-gateway listening");
+        served.url = format!("http://{}", field(&line, "listen"));
+        served.admin = format!("http://{}", field(&line, "admin"));
         served
+    }
+
+    /// The first log line with `needle`.
+    pub fn log_line(&self, needle: &str) -> String {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(needle))
+            .cloned()
+            .unwrap_or_else(|| panic!("no log line with {needle:?}"))
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -240,4 +255,18 @@ pub fn sample(metrics: &str, series: &str) -> f64 {
         .lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
         .unwrap_or_else(|| panic!("no series {series} in\n{metrics}"))
+}
+
+/// The value of `name=` in a text log line (up to the next space).
+pub fn field(line: &str, name: &str) -> String {
+    let start = line
+        .find(&format!(" {name}="))
+        .unwrap_or_else(|| panic!("no {name}= in {line}"))
+        + name.len()
+        + 2;
+    line[start..]
+        .split(' ')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
