@@ -20,6 +20,11 @@
 //!
 //! Account ids are labels only when the operator opts in: each account is a series of
 //! its own, so a gateway with many accounts would otherwise flood Prometheus.
+//!
+//! The series of `reloads`, `upstream_errors`, `intake_files` and `intake_records` exist
+//! from the start at 0, one per label value listed above: a series that first appears
+//! at 1 shows no `increase()`, so an alert on the first failed reload or intake file
+//! after a start would not fire, and a family without series is not in `/metrics` at all.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -281,6 +286,18 @@ impl Metrics {
             "Intake jobs put off because the upstream was unavailable",
             intake_deferrals.clone(),
         );
+        for result in ["ok", "failed"] {
+            reloads.get_or_create_owned(&ResultLabel { result });
+        }
+        for code in [5001, 5002, 5003] {
+            upstream_errors.get_or_create_owned(&CodeLabel { code });
+        }
+        for result in ["imported", "failed", "refused"] {
+            intake_files.get_or_create_owned(&ResultLabel { result });
+        }
+        for result in ["uploaded", "skipped"] {
+            intake_records.get_or_create_owned(&ResultLabel { result });
+        }
         let request_duration = [Mode::Encrypted, Mode::Plaintext].map(|mode| {
             request_duration
                 .get_or_create(&ModeLabel {

@@ -1,9 +1,10 @@
 //! The deployment artefacts in `deploy/` (systemd unit, Dockerfile, Kubernetes manifests)
 //! checked against each other, the command line and the configuration loader.
 //!
-//! Nothing here runs systemd, Docker or Kubernetes: their files are scanned as text, and
-//! the configurations they carry are loaded with `Config::load` after every file they
-//! name has been made in a temporary folder.
+//! Nothing here runs systemd, Docker or Kubernetes: their files are scanned as text (the
+//! multi-document deploy/k8s/intake.yaml is parsed with serde_norway), and the
+//! configurations they carry are loaded with `Config::load` after every file they name
+//! has been made in a temporary folder.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hpke_gateway::config::Config;
+use serde_norway::Value;
 
 /// The binary under test.
 const BIN: &str = env!("CARGO_BIN_EXE_hpke-gateway");
@@ -45,6 +47,8 @@ const PATH_KEYS: &[&str] = &[
 const PASSPHRASE: &str = "deploy test passphrase";
 /// The one container of the Deployment.
 const CONTAINER: &str = "spec.template.spec.containers[0]";
+/// The intake's own workload: claim, config, single-replica Deployment, Service.
+const INTAKE: &str = "deploy/k8s/intake.yaml";
 
 // === the tests ===
 
@@ -649,6 +653,187 @@ fn dockerignore_keeps_keys_and_build_output_out_but_not_the_build_inputs() {
     );
 }
 
+#[test]
+fn the_intake_runs_as_one_replica_that_never_overlaps() {
+    let intake = Intake::load();
+    let d = &intake.deployment;
+    assert_eq!(
+        d["spec"]["replicas"].as_u64(),
+        Some(1),
+        "{INTAKE}: the intake Deployment must run exactly one replica: only one intake may hold the storage's lock"
+    );
+    assert_eq!(
+        d["spec"]["strategy"]["type"].as_str(),
+        Some("Recreate"),
+        "{INTAKE}: the intake Deployment's strategy must be Recreate, or an update starts the new pod while the old one holds the lock"
+    );
+    assert!(
+        d["spec"]["strategy"]["rollingUpdate"].is_null(),
+        "{INTAKE}: rollingUpdate makes no sense with Recreate"
+    );
+    let pods = labels(&d["spec"]["template"]["metadata"]["labels"]);
+    assert!(
+        selects(&labels(&d["spec"]["selector"]["matchLabels"]), &pods),
+        "{INTAKE}: the Deployment's selector does not match its pod labels {pods:?}"
+    );
+    assert!(
+        selects(&labels(&intake.service["spec"]["selector"]), &pods),
+        "{INTAKE}: the intake Service does not select the intake pods {pods:?}"
+    );
+    let modes = intake.claim["spec"]["accessModes"]
+        .as_sequence()
+        .map(|m| m.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+        .unwrap_or_default();
+    assert_eq!(
+        modes,
+        ["ReadWriteOnce"],
+        "{INTAKE}: the intake's volume is for one pod on one node: ReadWriteOnce"
+    );
+    for kind in ["HorizontalPodAutoscaler", "PodDisruptionBudget"] {
+        assert!(
+            intake
+                .objects
+                .iter()
+                .all(|o| o["kind"].as_str() != Some(kind)),
+            "{INTAKE}: no {kind} for a workload of one replica"
+        );
+    }
+}
+
+#[test]
+fn the_api_tier_neither_selects_nor_scales_the_intake() {
+    let k8s = K8s::load();
+    let intake = Intake::load();
+    let d = &intake.deployment;
+    let name = d["metadata"]["name"].as_str().unwrap();
+    assert_ne!(
+        k8s.hpa.req("spec.scaleTargetRef.name"),
+        name,
+        "hpa.yaml must not scale the intake Deployment"
+    );
+    assert_ne!(
+        k8s.deployment.req("metadata.name"),
+        name,
+        "deployment.yaml and {INTAKE} name the same Deployment"
+    );
+    let intake_pods = labels(&d["spec"]["template"]["metadata"]["labels"]);
+    for (what, selector) in [
+        (
+            "deployment.yaml",
+            k8s.deployment.map("spec.selector.matchLabels"),
+        ),
+        ("service.yaml", k8s.service.map("spec.selector")),
+        ("pdb.yaml", k8s.pdb.map("spec.selector.matchLabels")),
+    ] {
+        assert!(
+            !selects(&selector, &intake_pods),
+            "{what}: the selector {selector:?} selects the intake pods {intake_pods:?}"
+        );
+    }
+    let api_pods = k8s.deployment.map("spec.template.metadata.labels");
+    for (what, selector) in [
+        (
+            "the intake Deployment",
+            labels(&d["spec"]["selector"]["matchLabels"]),
+        ),
+        (
+            "the intake Service",
+            labels(&intake.service["spec"]["selector"]),
+        ),
+    ] {
+        assert!(
+            !selects(&selector, &api_pods),
+            "{INTAKE}: {what}'s selector {selector:?} selects the API pods {api_pods:?}"
+        );
+    }
+}
+
+#[test]
+fn the_intake_config_loads() {
+    let text = Intake::load().config_text();
+    assert!(
+        text.lines().any(|l| l.trim() == "[intake]"),
+        "{INTAKE}: the intake's config has no [intake] table"
+    );
+    assert_loads(&format!("{INTAKE}'s gateway.toml"), &text);
+}
+
+#[test]
+fn the_intake_pod_mounts_config_keys_and_storage_where_the_gateway_reads_them() {
+    let k8s = K8s::load();
+    let intake = Intake::load();
+    let pod = &intake.deployment["spec"]["template"]["spec"];
+    let container = intake.gateway_container();
+
+    // The same command line as the API tier.
+    let api_args = k8s.deployment.list(&format!("{CONTAINER}.args"));
+    let args: Vec<&str> = container["args"]
+        .as_sequence()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        args, api_args,
+        "{INTAKE}: the gateway container's args differ from deployment.yaml's"
+    );
+
+    // The ConfigMap as the config folder, the API tier's Secret as keys/ under it.
+    let configmap = intake.configmap["metadata"]["name"].as_str().unwrap();
+    let volume = volume_named(pod, |v| v["configMap"]["name"].as_str() == Some(configmap));
+    assert_eq!(
+        mount_path(container, &volume),
+        config_dir(),
+        "{INTAKE}: the ConfigMap {configmap:?} must be mounted at {}, the folder of --config",
+        config_dir()
+    );
+    let secret = k8s.secret.req("metadata.name");
+    let volume = volume_named(pod, |v| v["secret"]["secretName"].as_str() == Some(secret));
+    let keys_dir = mount_path(container, &volume);
+    let mut entries: BTreeSet<String> = k8s.secret.map("stringData").into_keys().collect();
+    entries.extend(k8s.secret.map("data").into_keys());
+    for (line, path) in named_files(&toml_lines(&intake.config_text())) {
+        let resolved = Path::new(config_dir()).join(&path);
+        assert_eq!(
+            resolved.parent(),
+            Some(Path::new(&keys_dir)),
+            "{INTAKE}: the config names {path:?} ({}), which is not in the Secret {secret:?} mounted at {keys_dir}",
+            line.key
+        );
+        assert!(
+            entries.contains(file_name(&resolved)),
+            "{INTAKE}: the config names {path:?} ({}), but the Secret {secret:?} has no such entry",
+            line.key
+        );
+    }
+
+    // The claim, writable, at or above state_dir.
+    let config: toml::Table = toml::from_str(&intake.config_text()).unwrap();
+    let state_dir = config["intake"]["state_dir"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{INTAKE}: no intake.state_dir"));
+    assert!(
+        Path::new(state_dir).is_absolute(),
+        "{INTAKE}: state_dir {state_dir:?} should be absolute, on the volume"
+    );
+    let claim = intake.claim["metadata"]["name"].as_str().unwrap();
+    let volume = volume_named(pod, |v| {
+        v["persistentVolumeClaim"]["claimName"].as_str() == Some(claim)
+    });
+    let storage = mount_path(container, &volume);
+    assert!(
+        Path::new(state_dir).starts_with(&storage),
+        "{INTAKE}: state_dir {state_dir:?} is not on the volume of the claim {claim:?}, mounted at {storage}"
+    );
+    let mount = volume_mount(container, &volume);
+    assert!(
+        mount["readOnly"].as_bool() != Some(true),
+        "{INTAKE}: the intake writes its storage; the mount must not be readOnly"
+    );
+    assert!(
+        mount["subPath"].as_str().is_none_or(str::is_empty),
+        "{INTAKE}: the gateway mounts the whole volume, so moving an upload into state_dir is a rename"
+    );
+}
+
 // === the configuration files ===
 
 /// One `key = value` line of a TOML file: the table it sits in ("" at the top level,
@@ -1213,6 +1398,107 @@ impl K8s {
             })
             .collect()
     }
+}
+
+/// deploy/k8s/intake.yaml: the intake's own workload, read with a real YAML parser.
+struct Intake {
+    objects: Vec<Value>,
+    claim: Value,
+    configmap: Value,
+    deployment: Value,
+    service: Value,
+}
+
+impl Intake {
+    fn load() -> Self {
+        let objects: Vec<Value> = read(INTAKE)
+            .split("\n---\n")
+            .map(|doc| {
+                serde_norway::from_str::<Value>(doc).unwrap_or_else(|e| panic!("{INTAKE}: {e}"))
+            })
+            .filter(|v| !v.is_null())
+            .collect();
+        let one = |kind: &str| {
+            let mut found = objects.iter().filter(|o| o["kind"].as_str() == Some(kind));
+            let object = found
+                .next()
+                .unwrap_or_else(|| panic!("{INTAKE}: no {kind}"))
+                .clone();
+            assert!(found.next().is_none(), "{INTAKE}: more than one {kind}");
+            object
+        };
+        Self {
+            claim: one("PersistentVolumeClaim"),
+            configmap: one("ConfigMap"),
+            deployment: one("Deployment"),
+            service: one("Service"),
+            objects,
+        }
+    }
+
+    /// The gateway.toml its ConfigMap carries.
+    fn config_text(&self) -> String {
+        let key = file_name(Path::new(CONFIG_PATH));
+        self.configmap["data"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{INTAKE}: the ConfigMap has no data entry {key:?}"))
+            .to_owned()
+    }
+
+    /// The container that runs `serve`.
+    fn gateway_container(&self) -> &Value {
+        self.deployment["spec"]["template"]["spec"]["containers"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|c| c["args"][0].as_str() == Some("serve"))
+            .unwrap_or_else(|| panic!("{INTAKE}: no container runs serve"))
+    }
+}
+
+/// A mapping of strings, such as labels or a selector.
+fn labels(value: &Value) -> BTreeMap<String, String> {
+    value
+        .as_mapping()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.as_str()?.to_owned())))
+        .collect()
+}
+
+/// Whether an equality selector (non-empty) selects pods with these labels.
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// The name of the first of a pod spec's volumes that `is` picks.
+fn volume_named(pod: &Value, is: impl Fn(&Value) -> bool) -> String {
+    pod["volumes"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .find(|v| is(v))
+        .and_then(|v| v["name"].as_str())
+        .unwrap_or_else(|| panic!("{INTAKE}: no such volume"))
+        .to_owned()
+}
+
+/// A container's mount of the volume `name`.
+fn volume_mount<'a>(container: &'a Value, name: &str) -> &'a Value {
+    container["volumeMounts"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .find(|m| m["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("{INTAKE}: the gateway container does not mount {name:?}"))
+}
+
+/// Where a container mounts the volume `name`.
+fn mount_path(container: &Value, name: &str) -> String {
+    volume_mount(container, name)["mountPath"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{INTAKE}: the mount of {name:?} has no mountPath"))
+        .to_owned()
 }
 
 /// A port given by number or by the name of a container port.
