@@ -285,6 +285,7 @@ fn flood(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "heavy: runs in a release build in bash .ci/test"]
 async fn a_flood_of_slow_bodies_does_not_lock_out_fresh_clients() {
     let (_up, up_addr) = Upstream::start().await;
     let gw = Served::start(up_addr, "").await;
@@ -469,6 +470,7 @@ async fn echo_upstream() -> SocketAddr {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "heavy: runs in a release build in bash .ci/test"]
 async fn memory_stays_under_the_budget_with_150_concurrent_10_mib_requests() {
     let upstream = echo_upstream().await;
     // A budget of 64 MiB holds three 10 MiB requests with their answers: the rest wait

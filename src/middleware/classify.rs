@@ -35,11 +35,10 @@ impl Negotiation {
                     .unwrap_or_default(),
             )
         });
-        let encrypted_response = headers.get_all(header::ACCEPT).iter().any(|v| {
-            String::from_utf8_lossy(v.as_bytes())
-                .split(',')
-                .any(accepts_hpke)
-        });
+        let encrypted_response = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .any(|v| accepts_hpke(&String::from_utf8_lossy(v.as_bytes())));
         Self {
             encrypted_body,
             encrypted_response,
@@ -51,18 +50,16 @@ fn is_hpke_media_type(s: &str) -> bool {
     s.trim().eq_ignore_ascii_case(HPKE_MEDIA_TYPE)
 }
 
-/// One `Accept` list element: the HPKE type, not refused with `q=0`.
-fn accepts_hpke(element: &str) -> bool {
-    let mut parts = element.split(';');
-    if !is_hpke_media_type(parts.next().unwrap_or_default()) {
-        return false;
-    }
-    !parts.any(|p| {
-        // `get`, not slicing: the value is lossy text and may hold non-ASCII characters.
-        let p = p.trim();
-        p.get(..2).is_some_and(|q| q.eq_ignore_ascii_case("q="))
-            && p.get(2..)
-                .is_some_and(|v| v.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
+/// An `Accept` value lists the HPKE type without refusing it (`q=0`). The list is read
+/// by the `mime` crate (RFC 9110 media ranges, quoted parameter values included), so a
+/// comma or a media type inside a quoted string is not taken for a list element;
+/// elements it cannot parse are passed over, as other servers do.
+fn accepts_hpke(value: &str) -> bool {
+    mime::MimeIter::new(value).flatten().any(|range| {
+        is_hpke_media_type(range.essence_str())
+            && !range
+                .get_param("q")
+                .is_some_and(|q| q.as_str().trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
     })
 }
 
@@ -177,6 +174,26 @@ mod tests {
             h.append(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn accept_lists_are_read_with_their_quoted_strings() {
+        let accepts = |v: &'static str| {
+            Negotiation::from_headers(&headers(&[("accept", v)])).encrypted_response
+        };
+        // A media type inside a quoted parameter value is not a list element.
+        assert!(!accepts(
+            r#"application/x-note; note="a, application/octet-stream+hpke""#
+        ));
+        // A comma inside a quoted value does not split the list.
+        assert!(accepts(
+            r#"text/plain; note="a,b", application/octet-stream+hpke"#
+        ));
+        assert!(accepts("Application/Octet-Stream+HPKE; q=0.5"));
+        assert!(!accepts("application/octet-stream+hpke; q=0"));
+        assert!(!accepts("application/octet-stream+hpke;q=0.0, text/plain"));
+        // An element that does not parse is passed over, not fatal.
+        assert!(accepts("garbage/, application/octet-stream+hpke"));
     }
 
     #[test]

@@ -114,11 +114,15 @@ pub fn parse(text: &[u8]) -> Result<Manifest, Vec<ManifestProblem>> {
     };
     let text = std::str::from_utf8(text)
         .map_err(|_| vec![problem("manifest", "is not UTF-8 text".into())])?;
-    // The vendor's sample carries a `// comment` after a value; drop line comments
-    // outside strings before parsing as JSON.
+    // The vendor's sample carries a `// comment` after a value: C-style comments
+    // outside strings become spaces (json_comments), so serde_json's line and column
+    // still point into the file as written.
     let looks_json = text.trim_start().starts_with('{');
     let raw: RawManifest = if looks_json {
-        serde_json::from_str(&strip_line_comments(text)).map_err(|e| {
+        serde_json::from_reader(
+            json_comments::CommentSettings::c_style().strip_comments(text.as_bytes()),
+        )
+        .map_err(|e| {
             vec![problem(
                 "manifest",
                 format!(
@@ -324,34 +328,6 @@ fn column(source: &str, spec: &serde_json::Value) -> Result<Column, (String, Str
     Ok(Column { target, data_type })
 }
 
-/// Drops `// ...` to the end of a line, outside JSON strings.
-fn strip_line_comments(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for line in text.lines() {
-        let (mut in_string, mut escaped) = (false, false);
-        let mut cut = line.len();
-        let bytes = line.as_bytes();
-        for (i, &b) in bytes.iter().enumerate() {
-            if in_string {
-                match (escaped, b) {
-                    (true, _) => escaped = false,
-                    (false, b'\\') => escaped = true,
-                    (false, b'"') => in_string = false,
-                    _ => {}
-                }
-            } else if b == b'"' {
-                in_string = true;
-            } else if b == b'/' && bytes.get(i + 1) == Some(&b'/') {
-                cut = i;
-                break;
-            }
-        }
-        out.push_str(&line[..cut]);
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,6 +356,23 @@ mod tests {
         let price = m.columns.iter().find(|(s, _)| s == "item_price").unwrap();
         assert_eq!(price.1.target, "item_price", "no ctName keeps the name");
         assert_eq!(price.1.data_type, DataType::Integer);
+    }
+
+    #[test]
+    fn comments_go_but_slashes_inside_strings_stay() {
+        let text = SAMPLE
+            .replace(
+                "\"type\": \"event\",",
+                "/* block\n comment */ \"type\": \"event\", // line",
+            )
+            .replace("user@example.com", "a//b@example.com");
+        let m = parse(text.as_bytes()).unwrap();
+        assert_eq!(m.record_type, RecordType::Event);
+        assert_eq!(m.client_email, "a//b@example.com");
+        // An error after a comment is placed on the file's own line.
+        let broken = SAMPLE.replace("\"clientEmail\"", "// c\n\"clientEmail\" oops");
+        let err = format!("{:?}", parse(broken.as_bytes()).unwrap_err());
+        assert!(err.contains("line 13"), "{err}");
     }
 
     #[test]
