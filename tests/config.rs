@@ -288,3 +288,54 @@ fn admin_listener_defaults_to_9181_clear_of_prometheus() {
     );
     assert_eq!(hpke_gateway::config::DEFAULT_ADMIN_LISTEN, "127.0.0.1:9181");
 }
+
+/// The example configuration in deploy/ names every key of every table the gateway
+/// reads (as a setting or a commented-out one). The valid keys come from the loader
+/// itself: an unknown key makes it list the names valid in that table.
+#[test]
+fn the_example_config_documents_every_key() {
+    let example = include_str!("../deploy/gateway.example.toml");
+    let dir = tempfile::tempdir().unwrap();
+    with_server_key(dir.path());
+    let tables = [
+        "",
+        "[tls]\n",
+        "[upstream_tls]\n",
+        "[[server_keys]]\n",
+        "[[accounts]]\n",
+        "[intake]\n",
+        "[intake.smtp]\n",
+        "[[intake.accounts]]\n",
+        "[[intake.accounts]]\n[[intake.accounts.keys]]\n",
+    ];
+    let mut missing = Vec::new();
+    for table in tables {
+        let text = format!("{}\n{table}zzzzzzzz = 1\n", base("")).replacen(
+            "listen =",
+            "zzzzzzzz = 1\nlisten =",
+            usize::from(table.is_empty()),
+        );
+        let err = load(dir.path(), &text).unwrap_err();
+        let valid = err
+            .split("(valid here: ")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .unwrap_or_else(|| panic!("{table:?}: no list of valid keys in:\n{err}"));
+        for key in valid.split(", ") {
+            let named = example.lines().any(|line| {
+                let line = line.trim_start_matches('#').trim_start();
+                line.starts_with(&format!("{key} ="))
+                    || line.starts_with(&format!("[{key}]"))
+                    || line.starts_with(&format!("[[{key}]]"))
+                    || line.contains(&format!(".{key}]"))
+            });
+            if !named {
+                missing.push(format!("{table}{key}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "deploy/gateway.example.toml lacks: {missing:?}"
+    );
+}
