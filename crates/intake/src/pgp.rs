@@ -191,9 +191,13 @@ pub fn decrypt_stream<R: Read + Send>(
         decrypt_options: options(),
         ..Default::default()
     };
+    // rPGP 0.21 reports every key-side failure (no secret key for the message, a
+    // passphrase that does not unlock the one that matches) as `MissingKey` once no
+    // session key was found; matched on the type, not on its message.
     let (mut message, _) = message.decrypt_the_ring(ring, true).map_err(|e| match e {
-        pgp::errors::Error::MissingKey => DecryptError::NoKey,
-        other if is_key_problem(&other) => DecryptError::NoKey,
+        pgp::errors::Error::MissingKey | pgp::errors::Error::NoMatchingPacket { .. } => {
+            DecryptError::NoKey
+        }
         other => DecryptError::Integrity(other.to_string()),
     })?;
     // Compression layers (a bounded number: each is a packet the sender chose).
@@ -248,11 +252,6 @@ fn starts_like_encrypted_message(head: &[u8]) -> bool {
         (first >> 2) & 0x0f
     };
     matches!(tag, 1 | 3)
-}
-
-fn is_key_problem(e: &pgp::errors::Error) -> bool {
-    let text = e.to_string().to_ascii_lowercase();
-    text.contains("missing key") || text.contains("no matching") || text.contains("password")
 }
 
 /// Copies with a ceiling; a read error is an integrity failure (rPGP reports a failed
