@@ -27,8 +27,18 @@ pub(crate) struct Failure {
     pub(crate) uploaded: u64,
     pub(crate) skipped: u64,
     pub(crate) bad_rows: Vec<BadRow>,
-    /// The upstream is unreachable or failing: keep the job and try again later.
-    pub(crate) retry_later: bool,
+    /// What becomes of the job.
+    pub(crate) then: Then,
+}
+
+/// What becomes of a job that did not finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Then {
+    /// It failed: the customer is told, the files go to `failed/`.
+    Fail,
+    /// The upstream is unreachable, failing or overloaded: the job is kept and tried
+    /// again later.
+    RetryLater,
 }
 
 impl From<FileError> for Failure {
@@ -38,7 +48,7 @@ impl From<FileError> for Failure {
             uploaded: 0,
             skipped: 0,
             bad_rows: Vec::new(),
-            retry_later: false,
+            then: Then::Fail,
         }
     }
 }
@@ -105,7 +115,7 @@ impl Intake {
             .process(config, account, &job, batch_size, state.batches)
             .await;
         match result {
-            Err(failure) if failure.retry_later => {
+            Err(failure) if failure.then == Then::RetryLater => {
                 let tries = self.not_before.get(&job.id).map_or(0, |(_, n)| *n) + 1;
                 let wait = Duration::from_secs(5u64.saturating_mul(1 << tries.min(8)));
                 tracing::warn!(account = %account.id, file = %job.manifest.file_name, job = %job.id,
@@ -348,7 +358,7 @@ impl Intake {
                 limit,
             )
             .await;
-        if ingested.as_ref().is_err_and(|f| !f.retry_later) {
+        if ingested.as_ref().is_err_and(|f| f.then == Then::Fail) {
             // The download path holds what was imported; a failed file stays, encrypted,
             // in failed/ with its error.
             let _ = std::fs::remove_file(&out_path);
@@ -419,7 +429,7 @@ impl Intake {
                 let records = std::mem::take(&mut batch);
                 let count = records.len() as u64;
                 if batch_no > batches_done {
-                    if let Err((refusal, retry)) = self
+                    if let Err((refusal, then)) = self
                         .upload(config, account, &job.id, batch_no, records)
                         .await
                     {
@@ -436,7 +446,7 @@ impl Intake {
                             uploaded,
                             skipped,
                             bad_rows,
-                            retry_later: retry,
+                            then,
                         });
                     }
                     self.journal
@@ -457,7 +467,7 @@ impl Intake {
                 uploaded,
                 skipped,
                 bad_rows,
-                retry_later: false,
+                then: Then::Fail,
             });
         }
         if good == 0 {
@@ -470,7 +480,7 @@ impl Intake {
                 uploaded,
                 skipped,
                 bad_rows,
-                retry_later: false,
+                then: Then::Fail,
             });
         }
         Ok(Outcome {

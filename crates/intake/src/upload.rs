@@ -7,6 +7,7 @@ use http::{HeaderValue, Request};
 
 use crate::Intake;
 use crate::ingest::FileError;
+use crate::job::Then;
 use crate::settings::{IntakeAccount, IntakeConfig};
 
 impl Intake {
@@ -21,8 +22,8 @@ impl Intake {
         job: &str,
         batch_no: u64,
         records: Vec<serde_json::Value>,
-    ) -> Result<(), (FileError, bool)> {
-        let fail = |reason: String| (FileError::from(reason), false);
+    ) -> Result<(), (FileError, Then)> {
+        let fail = |reason: String| (FileError::from(reason), Then::Fail);
         let body = Bytes::from(
             serde_json::to_vec(&serde_json::json!({ "d": records }))
                 .map_err(|e| fail(e.to_string()))?,
@@ -47,9 +48,14 @@ impl Intake {
                 return Ok(());
             }
             // Retry what may pass on a second try: the upstream down or overloaded.
-            let retry = gateway_error
+            let then = if gateway_error
                 || status.is_server_error()
-                || status == http::StatusCode::TOO_MANY_REQUESTS;
+                || status == http::StatusCode::TOO_MANY_REQUESTS
+            {
+                Then::RetryLater
+            } else {
+                Then::Fail
+            };
             let answer = String::from_utf8_lossy(&text[..text.len().min(300)])
                 .trim()
                 .to_owned();
@@ -59,9 +65,9 @@ impl Intake {
                     detail: (!answer.is_empty())
                         .then(|| format!("the upload API answered: {answer}")),
                 },
-                retry,
+                then,
             );
-            if !retry {
+            if then == Then::Fail {
                 break;
             }
         }
