@@ -1,9 +1,9 @@
 //! The deployment artefacts in `deploy/` (systemd unit, Dockerfile, Kubernetes manifests)
 //! checked against each other, the command line and the configuration loader.
 //!
-//! Nothing here runs systemd, Docker or Kubernetes: their files are scanned as text (the
-//! multi-document deploy/k8s/intake.yaml is parsed with serde_norway), and the
-//! configurations they carry are loaded with `Config::load` after every file they name
+//! Nothing here runs systemd, Docker or Kubernetes: the unit file and the Dockerfile are
+//! scanned as text, the manifests parsed with serde_norway and the configurations with
+//! toml, and each configuration is loaded with `Config::load` after every file it names
 //! has been made in a temporary folder.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,7 +14,8 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use hpke_gateway::config::Config;
+use hpke_gateway::config::{Config, DEFAULT_ADMIN_LISTEN, DEFAULT_SHUTDOWN_GRACE_MS};
+use serde::Deserialize as _;
 use serde_norway::Value;
 
 /// The binary under test.
@@ -29,10 +30,6 @@ const UNIT: &str = "deploy/hpke-gateway.service";
 const SYSTEMD_CONFIG: &str = "deploy/systemd/gateway.toml";
 const DOCKERFILE: &str = "deploy/Dockerfile";
 const DOCKERIGNORE: &str = ".dockerignore";
-/// `shutdown_grace_ms` when a configuration does not set it.
-const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
-/// `admin_listen` when a configuration does not set it.
-const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9181";
 /// Configuration keys whose values are file paths.
 const PATH_KEYS: &[&str] = &[
     "private_key",
@@ -83,7 +80,7 @@ fn systemd_unit_runs_serve_with_the_config_and_credentials_it_ships() {
     // LoadCredential=NAME:SOURCE puts the file at /run/credentials/<unit name>/NAME.
     let unit_name = file_name(Path::new(UNIT));
     let credentials_dir = format!("/run/credentials/{unit_name}/");
-    let config = toml_lines(&read(SYSTEMD_CONFIG));
+    let config = toml_table(&read(SYSTEMD_CONFIG));
     let named: BTreeSet<String> = named_files(&config).into_iter().map(|(_, p)| p).collect();
     let credentials = unit.all("Service", "LoadCredential");
     assert!(
@@ -118,7 +115,7 @@ fn systemd_unit_runs_serve_with_the_config_and_credentials_it_ships() {
 #[test]
 fn systemd_unit_stops_reloads_and_listens_as_the_gateway_needs() {
     let unit = Unit::parse(&read(UNIT));
-    let config = toml_lines(&read(SYSTEMD_CONFIG));
+    let config = toml_table(&read(SYSTEMD_CONFIG));
     let grace_ms = shutdown_grace_ms(&config);
     let stop_ms = timespan_ms(unit.one("Service", "TimeoutStopSec"));
     assert!(
@@ -144,15 +141,12 @@ fn systemd_unit_stops_reloads_and_listens_as_the_gateway_needs() {
     );
     // With no capabilities, the gateway cannot bind ports below 1024.
     if unit.all("Service", "CapabilityBoundingSet") == [""] {
-        let listen = top(&config, "listen").map(unquote);
-        let admin = top(&config, "admin_listen").map_or(DEFAULT_ADMIN_LISTEN.to_owned(), unquote);
+        let listen = toml_str(&config, "listen");
+        let admin = toml_str(&config, "admin_listen").unwrap_or(DEFAULT_ADMIN_LISTEN);
         let listeners = [("listen", listen), ("admin_listen", Some(admin))];
-        for (key, addr) in listeners
-            .into_iter()
-            .filter(|(_, a)| a.as_deref() != Some("off"))
-        {
+        for (key, addr) in listeners.into_iter().filter(|(_, a)| *a != Some("off")) {
             let addr = addr.unwrap_or_else(|| panic!("{SYSTEMD_CONFIG}: no {key}"));
-            let port = port_of(&addr, SYSTEMD_CONFIG, key);
+            let port = port_of(addr, SYSTEMD_CONFIG, key);
             assert!(
                 port >= 1024,
                 "{SYSTEMD_CONFIG}: {key} port {port} needs CAP_NET_BIND_SERVICE, which {UNIT} does not grant"
@@ -294,37 +288,34 @@ fn the_documented_command_lines_parse() {
 #[test]
 fn the_k8s_secret_holds_every_file_the_config_names() {
     let k8s = K8s::load();
-    let config = toml_lines(&k8s.config_text());
+    let config = toml_table(&k8s.config_text());
     let secret = &k8s.secret;
     let secret_name = secret.req("metadata.name");
     let mut entries: BTreeSet<String> = secret.map("stringData").into_keys().collect();
     entries.extend(secret.map("data").into_keys());
-    let keys_dir = k8s.mount_of_secret(secret_name);
+    let keys_dir = k8s.mount_of_secret(&secret_name);
     let config_dir = config_dir();
     let files = named_files(&config);
     assert!(
         !files.is_empty(),
         "the ConfigMap's config names no key file"
     );
-    for (line, path) in files {
+    for (key, path) in files {
         assert!(
             Path::new(&path).is_relative(),
-            "the ConfigMap's config names {path:?} ({}): use a path relative to {config_dir}, \
-             under the Secret's mount",
-            line.key
+            "the ConfigMap's config names {path:?} ({key}): use a path relative to {config_dir}, \
+             under the Secret's mount"
         );
         let resolved = Path::new(config_dir).join(&path);
         assert_eq!(
             resolved.parent(),
             Some(Path::new(&keys_dir)),
-            "the ConfigMap's config names {path:?} ({}), which is not in the Secret {secret_name:?} mounted at {keys_dir}",
-            line.key
+            "the ConfigMap's config names {path:?} ({key}), which is not in the Secret {secret_name:?} mounted at {keys_dir}"
         );
         let name = file_name(&resolved);
         assert!(
             entries.contains(name),
-            "the ConfigMap's config names {path:?} ({}), but secret.example.yaml's Secret {secret_name:?} has no entry {name:?} (it has {entries:?})",
-            line.key
+            "the ConfigMap's config names {path:?} ({key}), but secret.example.yaml's Secret {secret_name:?} has no entry {name:?} (it has {entries:?})"
         );
     }
 }
@@ -340,7 +331,7 @@ fn the_k8s_deployment_mounts_the_config_and_keys_where_the_gateway_reads_them() 
     );
     // The Secret's files at <config dir>/keys, the ConfigMap as the config dir itself.
     let secret_name = k8s.secret.req("metadata.name");
-    let keys_dir = k8s.mount_of_secret(secret_name);
+    let keys_dir = k8s.mount_of_secret(&secret_name);
     assert_eq!(
         keys_dir, "/etc/hpke-gateway/keys",
         "deployment.yaml: the Secret {secret_name:?} must be mounted at /etc/hpke-gateway/keys, where the config's keys/ paths resolve"
@@ -348,14 +339,14 @@ fn the_k8s_deployment_mounts_the_config_and_keys_where_the_gateway_reads_them() 
     let configmap_name = k8s.configmap.req("metadata.name");
     let config_file = file_name(Path::new(CONFIG_PATH));
     assert!(
-        k8s.configmap.get(&format!("data.{config_file}")).is_some(),
+        !k8s.configmap.doc["data"][config_file].is_null(),
         "configmap.yaml has no data entry {config_file:?}, the file name of {CONFIG_PATH}"
     );
     let volume = d
         .find_item(
             "spec.template.spec.volumes",
             "configMap.name",
-            configmap_name,
+            &configmap_name,
         )
         .unwrap_or_else(|| {
             panic!("deployment.yaml: no volume of the ConfigMap {configmap_name:?}")
@@ -377,7 +368,7 @@ fn the_k8s_deployment_mounts_the_config_and_keys_where_the_gateway_reads_them() 
         .find_item(
             "spec.template.spec.volumes",
             "secret.secretName",
-            secret_name,
+            &secret_name,
         )
         .unwrap();
     assert!(
@@ -386,7 +377,7 @@ fn the_k8s_deployment_mounts_the_config_and_keys_where_the_gateway_reads_them() 
     );
     let mode = d
         .get(&format!("{volume}.secret.defaultMode"))
-        .map(yaml_mode)
+        .map(|mode| yaml_mode(&mode))
         .unwrap_or(0o644);
     assert!(
         mode & 0o027 == 0,
@@ -416,7 +407,7 @@ fn the_k8s_deployment_mounts_the_config_and_keys_where_the_gateway_reads_them() 
     );
 
     // Shutdown: the pod's grace period above the gateway's.
-    let grace_ms = shutdown_grace_ms(&toml_lines(&k8s.config_text()));
+    let grace_ms = shutdown_grace_ms(&toml_table(&k8s.config_text()));
     let period_s: u64 = d
         .req("spec.template.spec.terminationGracePeriodSeconds")
         .parse()
@@ -431,10 +422,10 @@ fn the_k8s_deployment_mounts_the_config_and_keys_where_the_gateway_reads_them() 
 fn ports_agree_across_the_config_deployment_service_and_image() {
     let k8s = K8s::load();
     let d = &k8s.deployment;
-    let config = toml_lines(&k8s.config_text());
-    let listen = unquote(top(&config, "listen").expect("the ConfigMap's config has no listen"));
-    let admin = top(&config, "admin_listen").map_or(DEFAULT_ADMIN_LISTEN.to_owned(), unquote);
-    let listen_port = port_of(&listen, "configmap.yaml", "listen");
+    let config = toml_table(&k8s.config_text());
+    let listen = toml_str(&config, "listen").expect("the ConfigMap's config has no listen");
+    let admin = toml_str(&config, "admin_listen").unwrap_or(DEFAULT_ADMIN_LISTEN);
+    let listen_port = port_of(listen, "configmap.yaml", "listen");
     let admin_addr: SocketAddr = admin
         .parse()
         .unwrap_or_else(|e| panic!("configmap.yaml: admin_listen {admin:?}: {e}"));
@@ -459,13 +450,13 @@ fn ports_agree_across_the_config_deployment_service_and_image() {
     for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
         let get = format!("{CONTAINER}.{probe}.httpGet");
         assert_eq!(
-            d.get(&format!("{get}.path")),
+            d.get(&format!("{get}.path")).as_deref(),
             Some(path),
             "deployment.yaml: {probe} must GET {path}"
         );
         let port = d.req(&format!("{get}.port"));
         assert_eq!(
-            resolve_port(&ports, port),
+            resolve_port(&ports, &port),
             Some(admin_addr.port()),
             "deployment.yaml: {probe} port {port:?} is not the admin port {} (admin_listen)",
             admin_addr.port()
@@ -481,7 +472,7 @@ fn ports_agree_across_the_config_deployment_service_and_image() {
     assert!(n > 0, "service.yaml has no ports");
     for i in 0..n {
         let target = service.req(&format!("spec.ports[{i}].targetPort"));
-        let port = resolve_port(&ports, target).unwrap_or_else(|| {
+        let port = resolve_port(&ports, &target).unwrap_or_else(|| {
             panic!("service.yaml: targetPort {target:?} is not a port of the Deployment's container ({ports:?})")
         });
         assert_eq!(
@@ -542,12 +533,12 @@ fn the_image_and_the_deployment_agree_on_binary_user_and_config() {
     let d = K8s::load().deployment;
     let pod = "spec.template.spec.securityContext";
     assert_eq!(
-        d.get(&format!("{pod}.runAsUser")),
+        d.get(&format!("{pod}.runAsUser")).as_deref(),
         Some(uid),
         "deployment.yaml: runAsUser must be the image's USER {uid}"
     );
     assert_eq!(
-        d.get(&format!("{pod}.runAsNonRoot")),
+        d.get(&format!("{pod}.runAsNonRoot")).as_deref(),
         Some("true"),
         "deployment.yaml: runAsNonRoot"
     );
@@ -558,7 +549,7 @@ fn the_image_and_the_deployment_agree_on_binary_user_and_config() {
         ("capabilities.drop[0]", "ALL"),
     ] {
         assert_eq!(
-            d.get(&format!("{container}.{field}")),
+            d.get(&format!("{container}.{field}")).as_deref(),
             Some(value),
             "deployment.yaml: the container's securityContext.{field} must be {value}"
         );
@@ -588,10 +579,10 @@ fn the_k8s_objects_select_the_gateway_pods() {
     let hpa = &k8s.hpa;
     assert_eq!(
         (
-            hpa.req("spec.scaleTargetRef.kind"),
+            hpa.req("spec.scaleTargetRef.kind").as_str(),
             hpa.req("spec.scaleTargetRef.name")
         ),
-        ("Deployment", name),
+        ("Deployment", name.clone()),
         "hpa.yaml must scale the Deployment {name:?}"
     );
     let number = |y: &Yaml, path: &str| -> u32 {
@@ -752,7 +743,9 @@ fn the_api_tier_neither_selects_nor_scales_the_intake() {
 fn the_intake_config_loads() {
     let text = Intake::load().config_text();
     assert!(
-        text.lines().any(|l| l.trim() == "[intake]"),
+        toml_table(&text)
+            .get("intake")
+            .is_some_and(toml::Value::is_table),
         "{INTAKE}: the intake's config has no [intake] table"
     );
     assert_loads(&format!("{INTAKE}'s gateway.toml"), &text);
@@ -786,27 +779,25 @@ fn the_intake_pod_mounts_config_keys_and_storage_where_the_gateway_reads_them() 
         config_dir()
     );
     let secret = k8s.secret.req("metadata.name");
-    let volume = volume_named(pod, |v| v["secret"]["secretName"].as_str() == Some(secret));
+    let volume = volume_named(pod, |v| v["secret"]["secretName"].as_str() == Some(&secret));
     let keys_dir = mount_path(container, &volume);
     let mut entries: BTreeSet<String> = k8s.secret.map("stringData").into_keys().collect();
     entries.extend(k8s.secret.map("data").into_keys());
-    for (line, path) in named_files(&toml_lines(&intake.config_text())) {
+    for (key, path) in named_files(&toml_table(&intake.config_text())) {
         let resolved = Path::new(config_dir()).join(&path);
         assert_eq!(
             resolved.parent(),
             Some(Path::new(&keys_dir)),
-            "{INTAKE}: the config names {path:?} ({}), which is not in the Secret {secret:?} mounted at {keys_dir}",
-            line.key
+            "{INTAKE}: the config names {path:?} ({key}), which is not in the Secret {secret:?} mounted at {keys_dir}"
         );
         assert!(
             entries.contains(file_name(&resolved)),
-            "{INTAKE}: the config names {path:?} ({}), but the Secret {secret:?} has no such entry",
-            line.key
+            "{INTAKE}: the config names {path:?} ({key}), but the Secret {secret:?} has no such entry"
         );
     }
 
     // The claim, writable, at or above state_dir.
-    let config: toml::Table = toml::from_str(&intake.config_text()).unwrap();
+    let config = toml_table(&intake.config_text());
     let state_dir = config["intake"]["state_dir"]
         .as_str()
         .unwrap_or_else(|| panic!("{INTAKE}: no intake.state_dir"));
@@ -836,115 +827,47 @@ fn the_intake_pod_mounts_config_keys_and_storage_where_the_gateway_reads_them() 
 
 // === the configuration files ===
 
-/// One `key = value` line of a TOML file: the table it sits in ("" at the top level,
-/// "server_keys" for each `[[server_keys]]` entry), the entry's number in an array of
-/// tables (0 otherwise), the key, and the value as written, without its comment.
-#[derive(Debug, Clone)]
-struct TomlLine {
-    table: String,
-    entry: usize,
-    key: String,
-    value: String,
+fn toml_table(text: &str) -> toml::Table {
+    toml::from_str(text).unwrap_or_else(|e| panic!("not TOML: {e}"))
 }
 
-/// Scans the flat TOML of these configurations: `[table]`, `[[array]]`, and one
-/// `key = value` per line with a string, number, boolean or one-line array value.
-fn toml_lines(text: &str) -> Vec<TomlLine> {
-    let mut lines = Vec::new();
-    let mut table = String::new();
-    let mut entry = 0;
-    let mut entries: BTreeMap<String, usize> = BTreeMap::new();
-    for (n, raw) in text.lines().enumerate() {
-        let line = strip_toml_comment(raw).trim();
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
-            table = name.trim().to_owned();
-            let count = entries.entry(table.clone()).or_default();
-            entry = *count;
-            *count += 1;
-        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            table = name.trim().to_owned();
-            entry = 0;
-        } else {
-            let (key, value) = line
-                .split_once('=')
-                .unwrap_or_else(|| panic!("line {}: not `key = value`: {raw}", n + 1));
-            let value = value.trim();
-            assert!(
-                !value.starts_with('[') || value.ends_with(']'),
-                "line {}: arrays over several lines are not scanned: {raw}",
-                n + 1
-            );
-            lines.push(TomlLine {
-                table: table.clone(),
-                entry,
-                key: key.trim().to_owned(),
-                value: value.to_owned(),
-            });
-        }
-    }
-    lines
+/// A top-level string.
+fn toml_str<'a>(config: &'a toml::Table, key: &str) -> Option<&'a str> {
+    config.get(key).and_then(toml::Value::as_str)
 }
 
-/// `line` without its `#` comment; a `#` inside a double-quoted string stays.
-fn strip_toml_comment(line: &str) -> &str {
-    let mut quoted = false;
-    let mut escaped = false;
-    for (i, c) in line.char_indices() {
-        match c {
-            '\\' if quoted && !escaped => {
-                escaped = true;
-                continue;
+fn shutdown_grace_ms(config: &toml::Table) -> u64 {
+    config
+        .get("shutdown_grace_ms")
+        .map_or(DEFAULT_SHUTDOWN_GRACE_MS, |v| {
+            let ms = v.as_integer().and_then(|n| u64::try_from(n).ok());
+            ms.unwrap_or_else(|| panic!("shutdown_grace_ms {v} is not a count"))
+        })
+}
+
+/// Every file a configuration names, with where it names it (`server_keys[0].private_key`).
+fn named_files(config: &toml::Table) -> Vec<(String, String)> {
+    fn walk(at: String, key: &str, value: &toml::Value, files: &mut Vec<(String, String)>) {
+        match value {
+            toml::Value::String(path) if PATH_KEYS.contains(&key) => files.push((at, path.clone())),
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(format!("{at}[{i}]"), key, item, files);
+                }
             }
-            '"' if !escaped => quoted = !quoted,
-            '#' if !quoted => return &line[..i],
+            toml::Value::Table(table) => {
+                for (k, v) in table {
+                    walk(format!("{at}.{k}"), k, v, files);
+                }
+            }
             _ => {}
         }
-        escaped = false;
     }
-    line
-}
-
-/// The double-quoted strings in a value: `"a"` gives `a`, `["a", "b"]` both.
-fn toml_strings(value: &str) -> Vec<String> {
-    value
-        .split('"')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The one string of a value.
-fn unquote(value: &str) -> String {
-    let strings = toml_strings(value);
-    assert_eq!(strings.len(), 1, "not one string: {value}");
-    strings.into_iter().next().unwrap()
-}
-
-/// A top-level value, as written.
-fn top<'a>(lines: &'a [TomlLine], key: &str) -> Option<&'a str> {
-    lines
-        .iter()
-        .find(|l| l.table.is_empty() && l.key == key)
-        .map(|l| l.value.as_str())
-}
-
-fn shutdown_grace_ms(lines: &[TomlLine]) -> u64 {
-    top(lines, "shutdown_grace_ms").map_or(DEFAULT_SHUTDOWN_GRACE_MS, |v| {
-        v.replace('_', "").parse().unwrap()
-    })
-}
-
-/// Every file a configuration names, with the line naming it.
-fn named_files(lines: &[TomlLine]) -> Vec<(&TomlLine, String)> {
-    lines
-        .iter()
-        .filter(|l| PATH_KEYS.contains(&l.key.as_str()))
-        .flat_map(|l| toml_strings(&l.value).into_iter().map(move |p| (l, p)))
-        .collect()
+    let mut files = Vec::new();
+    for (key, value) in config {
+        walk(key.clone(), key, value, &mut files);
+    }
+    files
 }
 
 fn port_of(addr: &str, file: &str, key: &str) -> u16 {
@@ -975,93 +898,116 @@ fn assert_loads(what: &str, text: &str) {
 
 /// Writes `text` as `<dir>/gateway.toml` with every file it names made as the gateway
 /// expects it, and returns its path:
-/// - a server key with `hpke-gateway keygen`, encrypted with `openssl pkcs8` to
-///   [`PASSPHRASE`] when its entry names a passphrase file (which then holds it);
+/// - a server key with `hpke-gateway keygen`, or encrypted to [`PASSPHRASE`] when its
+///   entry names a passphrase file (which then holds it);
 /// - an account's public key with `hpke-gateway public-key` of a new key, in the format
 ///   its name says (`.json` Tink JSON, `.b64` raw, otherwise SPKI PEM);
-/// - TLS certificates and their keys with `openssl req -x509`.
+/// - TLS certificates and their keys, self-signed.
 ///
 /// The test can neither write absolute paths such as /run/credentials/... nor set
 /// environment variables (`std::env::set_var` is unsafe, and this crate forbids unsafe
-/// code), so the text is rewritten first: absolute paths move under `dir`, and
-/// `passphrase_env = "VAR"` becomes a `passphrase_file` under `dir`.
+/// code), so the text is rewritten first (with toml_edit, which keeps the rest as
+/// written): absolute paths move under `dir`, and `passphrase_env = "VAR"` becomes a
+/// `passphrase_file` under `dir`.
 fn materialise(dir: &Path, text: &str) -> PathBuf {
-    let text = rewrite_lines(text, |key, value| {
-        if key == "passphrase_env" {
-            let file = dir.join("env").join(unquote(value));
-            return Some(format!("passphrase_file = {}", toml_path(&file)));
+    let mut doc: toml_edit::DocumentMut = text.parse().unwrap_or_else(|e| panic!("{e}"));
+    each_table(doc.as_table_mut(), "", &mut |name, table| {
+        if let Some(var) = table.remove("passphrase_env") {
+            let file = dir
+                .join("env")
+                .join(var.as_str().expect("passphrase_env: a name"));
+            table.insert(
+                "passphrase_file",
+                toml_edit::value(file.display().to_string()),
+            );
         }
-        let paths = toml_strings(value);
-        if !PATH_KEYS.contains(&key) || paths.iter().all(|p| Path::new(p).is_relative()) {
-            return None;
+        for key in PATH_KEYS {
+            for value in table.get_mut(key).into_iter().flat_map(path_values) {
+                let path = value.as_str().unwrap();
+                if Path::new(path).is_absolute() {
+                    *value = relocate(dir, path).display().to_string().into();
+                }
+            }
         }
-        let moved: Vec<String> = paths.iter().map(|p| toml_path(&relocate(dir, p))).collect();
-        Some(if value.starts_with('[') {
-            format!("{key} = [{}]", moved.join(", "))
-        } else {
-            format!("{key} = {}", moved[0])
-        })
+        make_files(dir, name, table);
     });
-    let lines = toml_lines(&text);
-    let sibling = |line: &TomlLine, key: &str| {
-        lines
-            .iter()
-            .find(|o| o.table == line.table && o.entry == line.entry && o.key == key)
-            .map(|o| resolve(dir, &unquote(&o.value)))
+    let path = dir.join("gateway.toml");
+    fs::write(&path, doc.to_string()).unwrap();
+    path
+}
+
+/// Calls `f` with every table of a document (arrays of tables once per entry) and its
+/// name: "" for the top level, "server_keys", "intake.smtp".
+fn each_table(
+    table: &mut toml_edit::Table,
+    name: &str,
+    f: &mut dyn FnMut(&str, &mut toml_edit::Table),
+) {
+    f(name, table);
+    for (key, item) in table.iter_mut() {
+        let name = [name, key.get()].join(if name.is_empty() { "" } else { "." });
+        match item {
+            toml_edit::Item::Table(t) => each_table(t, &name, f),
+            toml_edit::Item::ArrayOfTables(a) => a.iter_mut().for_each(|t| each_table(t, &name, f)),
+            _ => {}
+        }
+    }
+}
+
+/// The strings of a path key: its string, or each of its array.
+fn path_values(item: &mut toml_edit::Item) -> Vec<&mut toml_edit::Value> {
+    match item {
+        toml_edit::Item::Value(toml_edit::Value::Array(a)) => a.iter_mut().collect(),
+        toml_edit::Item::Value(v) => vec![v],
+        _ => vec![],
+    }
+}
+
+/// Makes the files one table (or array entry) `name` of a configuration names.
+fn make_files(dir: &Path, name: &str, table: &toml_edit::Table) {
+    let paths = |key: &str| -> Vec<PathBuf> {
+        let item = table.get(key);
+        let values = item.and_then(toml_edit::Item::as_array).map_or_else(
+            || item.and_then(toml_edit::Item::as_str).into_iter().collect(),
+            |a| {
+                a.iter()
+                    .filter_map(toml_edit::Value::as_str)
+                    .collect::<Vec<_>>()
+            },
+        );
+        values.into_iter().map(|p| resolve(dir, p)).collect()
     };
-    for line in &lines {
-        let files: Vec<PathBuf> = toml_strings(&line.value)
-            .iter()
-            .map(|p| resolve(dir, p))
-            .collect();
-        match (line.table.as_str(), line.key.as_str()) {
+    let one = |key: &str| paths(key).into_iter().next();
+    for key in PATH_KEYS.iter().filter(|k| table.contains_key(k)) {
+        match (name, *key) {
             ("server_keys", "private_key") => {
-                server_key(&files[0], sibling(line, "passphrase_file").as_deref());
+                server_key(&one(key).unwrap(), one("passphrase_file").as_deref());
             }
             ("accounts", "public_keys") => {
-                for file in &files {
-                    public_key(dir, file);
+                for file in paths(key) {
+                    public_key(dir, &file);
                 }
             }
             ("tls", "certificate") => {
-                let key = sibling(line, "private_key").expect("[tls] without private_key");
-                self_signed(&files[0], &key);
+                let key_file = one("private_key").expect("[tls] without private_key");
+                self_signed(&one(key).unwrap(), &key_file);
             }
             ("upstream_tls", "client_certificate") => {
-                let key = sibling(line, "client_key").expect("[upstream_tls] without client_key");
-                self_signed(&files[0], &key);
+                let key_file = one("client_key").expect("[upstream_tls] without client_key");
+                self_signed(&one(key).unwrap(), &key_file);
             }
             ("upstream_tls", "ca_bundle") => {
-                self_signed(&files[0], &dir.join("ca-bundle.key"));
+                self_signed(&one(key).unwrap(), &dir.join("ca-bundle.key"));
             }
             // Made with the file they belong to, above.
             ("server_keys", "passphrase_file")
             | ("tls", "private_key")
             | ("upstream_tls", "client_key") => {}
-            (table, key) => assert!(
-                !PATH_KEYS.contains(&key),
-                "materialise() does not know how to make the file of {key} in [{table}]"
-            ),
+            (table, key) => {
+                panic!("materialise() does not know how to make the file of {key} in [{table}]")
+            }
         }
     }
-    let path = dir.join("gateway.toml");
-    fs::write(&path, text).unwrap();
-    path
-}
-
-/// `text` with every `key = value` line for which `change` gives a new line replaced.
-fn rewrite_lines(text: &str, change: impl Fn(&str, &str) -> Option<String>) -> String {
-    let mut out = String::new();
-    for raw in text.lines() {
-        let line = strip_toml_comment(raw).trim();
-        let new = match line.split_once('=') {
-            Some((key, value)) if !line.starts_with('[') => change(key.trim(), value.trim()),
-            _ => None,
-        };
-        out.push_str(new.as_deref().unwrap_or(raw));
-        out.push('\n');
-    }
-    out
 }
 
 /// Where the test puts the file of an absolute configuration path: under `dir/root`.
@@ -1073,16 +1019,6 @@ fn relocate(dir: &Path, path: &str) -> PathBuf {
 /// configuration (`dir`).
 fn resolve(dir: &Path, path: &str) -> PathBuf {
     dir.join(path)
-}
-
-/// A path as a TOML basic string.
-fn toml_path(path: &Path) -> String {
-    let text = path.display().to_string();
-    assert!(
-        !text.contains(['"', '\\']),
-        "unexpected character in {text}"
-    );
-    format!("\"{text}\"")
 }
 
 fn make_parent(path: &Path) {
@@ -1348,8 +1284,9 @@ impl K8s {
 
     /// The gateway.toml the ConfigMap carries.
     fn config_text(&self) -> String {
-        let key = format!("data.{}", file_name(Path::new(CONFIG_PATH)));
-        self.configmap.req(&key).to_owned()
+        let key = file_name(Path::new(CONFIG_PATH));
+        scalar(&self.configmap.doc["data"][key])
+            .unwrap_or_else(|| panic!("configmap.yaml: no data entry {key:?}"))
     }
 
     /// The container's volumeMounts item of a volume (`volume` is its item path).
@@ -1357,7 +1294,7 @@ impl K8s {
         let d = &self.deployment;
         let name = d.req(&format!("{volume}.name"));
         let mount = d
-            .find_item(&format!("{CONTAINER}.volumeMounts"), "name", name)
+            .find_item(&format!("{CONTAINER}.volumeMounts"), "name", &name)
             .unwrap_or_else(|| panic!("deployment.yaml: the volume {name:?} is not mounted"));
         assert!(
             !d.has(&format!("{mount}.subPath")),
@@ -1376,27 +1313,29 @@ impl K8s {
             });
         let mount = self.mount(&volume);
         assert_eq!(
-            d.get(&format!("{mount}.readOnly")),
+            d.get(&format!("{mount}.readOnly")).as_deref(),
             Some("true"),
             "deployment.yaml: mount the Secret {name:?} readOnly"
         );
-        d.req(&format!("{mount}.mountPath")).to_owned()
+        d.req(&format!("{mount}.mountPath"))
     }
 
     /// The container's ports by name.
     fn container_ports(&self) -> BTreeMap<String, u16> {
-        let d = &self.deployment;
-        let ports = format!("{CONTAINER}.ports");
-        (0..d.count(&ports))
-            .map(|i| {
-                let name = d.req(&format!("{ports}[{i}].name")).to_owned();
-                let port = d
-                    .req(&format!("{ports}[{i}].containerPort"))
-                    .parse()
-                    .unwrap();
-                (name, port)
-            })
-            .collect()
+        let ports = self.deployment.items(&format!("{CONTAINER}.ports"));
+        let port = |p: &Value| {
+            let name = p["name"]
+                .as_str()
+                .expect("deployment.yaml: a port without name");
+            let number = p["containerPort"]
+                .as_u64()
+                .and_then(|n| u16::try_from(n).ok());
+            (
+                name.to_owned(),
+                number.expect("deployment.yaml: containerPort"),
+            )
+        };
+        ports.iter().map(port).collect()
     }
 }
 
@@ -1411,11 +1350,8 @@ struct Intake {
 
 impl Intake {
     fn load() -> Self {
-        let objects: Vec<Value> = read(INTAKE)
-            .split("\n---\n")
-            .map(|doc| {
-                serde_norway::from_str::<Value>(doc).unwrap_or_else(|e| panic!("{INTAKE}: {e}"))
-            })
+        let objects: Vec<Value> = serde_norway::Deserializer::from_str(&read(INTAKE))
+            .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{INTAKE}: {e}")))
             .filter(|v| !v.is_null())
             .collect();
         let one = |kind: &str| {
@@ -1521,228 +1457,91 @@ fn yaml_mode(text: &str) -> u32 {
     .unwrap_or_else(|e| panic!("mode {text:?}: {e}"))
 }
 
-/// A YAML document flattened to (path, scalar) pairs, with paths such as
-/// `spec.template.spec.containers[0].ports[1].name`.
-///
-/// It scans what these manifests use: block mappings and sequences (indented under their
-/// key or not), `- key: value` items, plain and quoted scalars, one-line flow sequences of
-/// scalars, `|` block scalars, and comments.
+/// A YAML manifest parsed with serde_norway, read by paths such as
+/// `spec.template.spec.containers[0].args`. Keys with dots in them (labels, data
+/// entries) are read with [`Yaml::map`] or by indexing `doc`.
 struct Yaml {
-    file: String,
-    pairs: Vec<(String, String)>,
+    file: &'static str,
+    doc: Value,
 }
 
 impl Yaml {
-    fn load(file: &str) -> Self {
-        Self {
-            file: file.to_owned(),
-            pairs: flatten_yaml(file, &read(file)),
-        }
+    fn load(file: &'static str) -> Self {
+        let doc = serde_norway::from_str(&read(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        Self { file, doc }
     }
 
-    fn get(&self, path: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(p, _)| p == path)
-            .map(|(_, v)| v.as_str())
+    /// The value at `path`, null if there is none.
+    fn at(&self, path: &str) -> &Value {
+        at(&self.doc, path)
     }
 
-    /// A value that must be there.
-    fn req(&self, path: &str) -> &str {
+    /// A scalar, as text.
+    fn get(&self, path: &str) -> Option<String> {
+        scalar(self.at(path))
+    }
+
+    /// A scalar that must be there.
+    fn req(&self, path: &str) -> String {
         self.get(path)
             .unwrap_or_else(|| panic!("{}: no {path}", self.file))
     }
 
-    /// True if anything is at or under `path`.
     fn has(&self, path: &str) -> bool {
-        self.pairs.iter().any(|(p, _)| {
-            p.strip_prefix(path)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
-        })
+        !self.at(path).is_null()
     }
 
-    /// A mapping of scalars (labels, data) as key to value; keys may contain dots.
+    /// A mapping of strings (labels, data) as key to value.
     fn map(&self, path: &str) -> BTreeMap<String, String> {
-        let prefix = format!("{path}.");
-        self.pairs
-            .iter()
-            .filter_map(|(p, v)| Some((p.strip_prefix(&prefix)?.to_owned(), v.clone())))
-            .collect()
+        labels(self.at(path))
+    }
+
+    fn items(&self, path: &str) -> &[Value] {
+        self.at(path).as_sequence().map_or(&[], Vec::as_slice)
     }
 
     /// The number of items of the sequence at `path`.
     fn count(&self, path: &str) -> usize {
-        (0..).find(|i| !self.has(&format!("{path}[{i}]"))).unwrap()
+        self.items(path).len()
     }
 
     /// A sequence of scalars.
     fn list(&self, path: &str) -> Vec<String> {
-        (0..self.count(path))
-            .map(|i| self.req(&format!("{path}[{i}]")).to_owned())
-            .collect()
+        let scalar = |v| scalar(v).unwrap_or_else(|| panic!("{}: {path}: {v:?}", self.file));
+        self.items(path).iter().map(scalar).collect()
     }
 
     /// The path of the first item of the sequence `list` whose `field` is `value`.
     fn find_item(&self, list: &str, field: &str, value: &str) -> Option<String> {
         (0..self.count(list))
             .map(|i| format!("{list}[{i}]"))
-            .find(|item| self.get(&format!("{item}.{field}")) == Some(value))
+            .find(|item| self.get(&format!("{item}.{field}")).as_deref() == Some(value))
     }
 }
 
-fn flatten_yaml(file: &str, text: &str) -> Vec<(String, String)> {
-    /// An open mapping or sequence item, and the column it starts at.
-    struct Level {
-        indent: isize,
-        path: String,
-        item: bool,
-        next_item: usize,
-    }
-    let lines: Vec<&str> = text.lines().collect();
-    let mut stack = vec![Level {
-        indent: -1,
-        path: String::new(),
-        item: false,
-        next_item: 0,
-    }];
-    let mut pairs = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let raw = lines[i];
-        i += 1;
-        let content = strip_yaml_comment(raw).trim_end();
-        let mut rest = content.trim_start();
-        if rest.is_empty() || rest == "---" {
-            continue;
-        }
-        let mut col = content.len() - rest.len();
-        // A `- ` opens an item, and what follows it on the line is read at its column.
-        while rest == "-" || rest.starts_with("- ") {
-            let col_i = col as isize;
-            // Close deeper levels, and the previous item of this sequence.
-            let closes = |l: &Level| l.indent > col_i || (l.indent == col_i && l.item);
-            while stack.len() > 1 && stack.last().is_some_and(closes) {
-                stack.pop();
-            }
-            let parent = stack.last_mut().unwrap();
-            let path = format!("{}[{}]", parent.path, parent.next_item);
-            parent.next_item += 1;
-            stack.push(Level {
-                indent: col_i,
-                path,
-                item: true,
-                next_item: 0,
-            });
-            let after = rest[1..].trim_start();
-            col += rest.len() - after.len();
-            rest = after;
-        }
-        if rest.is_empty() {
-            continue;
-        }
-        while stack.len() > 1 && stack.last().unwrap().indent >= col as isize {
-            stack.pop();
-        }
-        let parent = stack.last().unwrap().path.clone();
-        let Some((key, value)) = yaml_key(rest) else {
-            pairs.push((parent, unquote_yaml(rest)));
-            continue;
-        };
-        let path = if parent.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{parent}.{key}")
-        };
-        if value.is_empty() {
-            stack.push(Level {
-                indent: col as isize,
-                path,
-                item: false,
-                next_item: 0,
-            });
-        } else if value == "|" || value == "|-" {
-            let mut block = Vec::new();
-            while i < lines.len() && (lines[i].trim().is_empty() || indent(lines[i]) > col) {
-                block.push(lines[i]);
-                i += 1;
-            }
-            while block.last().is_some_and(|l| l.trim().is_empty()) {
-                block.pop();
-            }
-            let strip = block.first().map_or(0, |l| indent(l));
-            let mut scalar = block
-                .iter()
-                .map(|l| {
-                    assert!(
-                        l.trim().is_empty() || indent(l) >= strip,
-                        "{file}: block scalar {path} is less indented than its first line: {l}"
-                    );
-                    l.get(strip..).unwrap_or("")
-                })
-                .collect::<Vec<_>>()
-                .join("\n");
-            if value == "|" {
-                scalar.push('\n');
-            }
-            pairs.push((path, scalar));
-        } else if let Some(inner) = value.strip_prefix('[') {
-            let inner = inner.strip_suffix(']').unwrap_or_else(|| {
-                panic!("{file}: flow sequences over several lines are not scanned: {raw}")
-            });
-            let items = inner.split(',').map(str::trim).filter(|s| !s.is_empty());
-            for (n, item) in items.enumerate() {
-                pairs.push((format!("{path}[{n}]"), unquote_yaml(item)));
-            }
-        } else {
-            assert!(
-                !value.starts_with(['{', '>', '|', '&', '*', '!']),
-                "{file}: this YAML is not scanned: {raw}"
-            );
-            pairs.push((path, unquote_yaml(value)));
-        }
-    }
-    pairs
+static NULL: Value = Value::Null;
+
+/// The value at a path of keys and `[n]` indices, null if there is none.
+fn at<'a>(value: &'a Value, path: &str) -> &'a Value {
+    let path = path.replace('[', ".[");
+    path.split('.')
+        .filter(|s| !s.is_empty())
+        .fold(value, |v, step| {
+            let item = match step.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+                Some(i) => v.get(i.parse::<usize>().unwrap()),
+                None => v.get(step),
+            };
+            item.unwrap_or(&NULL)
+        })
 }
 
-fn indent(line: &str) -> usize {
-    line.len() - line.trim_start_matches(' ').len()
-}
-
-/// `key: value` (an empty value opens a mapping or sequence), or `None` for a scalar.
-fn yaml_key(rest: &str) -> Option<(&str, &str)> {
-    if rest.starts_with(['"', '\'']) {
-        return None;
-    }
-    if let Some((key, value)) = rest.split_once(": ") {
-        return Some((key.trim(), value.trim()));
-    }
-    rest.strip_suffix(':').map(|key| (key.trim(), ""))
-}
-
-/// `line` without its comment: a `#` after a space, outside quotes.
-fn strip_yaml_comment(line: &str) -> &str {
-    let (mut single, mut double) = (false, false);
-    let mut previous = ' ';
-    for (i, c) in line.char_indices() {
-        match c {
-            '\'' if !double => single = !single,
-            '"' if !single => double = !double,
-            '#' if !single && !double && previous.is_whitespace() => return &line[..i],
-            _ => {}
-        }
-        previous = c;
-    }
-    line
-}
-
-fn unquote_yaml(scalar: &str) -> String {
-    let scalar = scalar.trim();
-    if let Some(inner) = scalar.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-        inner.replace("\\\"", "\"").replace("\\\\", "\\")
-    } else if let Some(inner) = scalar.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
-        inner.replace("''", "'")
-    } else {
-        scalar.to_owned()
+/// A string, number or boolean as text.
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
     }
 }
 
