@@ -526,7 +526,7 @@ async fn customer_key_changes_reload_one_account_and_secret_swaps_are_noticed() 
         )
     })
     .await;
-    answers_to(&gw, &server, "ACCT-1", &gw.customer).await;
+    answers_to(&gw, &server, "ACCT-1", gw.customer()).await;
     answers_to(&gw, &server, "ACCT-2", &acct2_b).await;
 
     // Replacing ACCT-1's key file is noticed without a signal; ACCT-2 is untouched.
