@@ -27,8 +27,9 @@ pub fn bin() -> String {
 
 /// The start-up log line that names the listeners' addresses.
 const LISTENING: &str = "hpke-gateway listening";
-/// How long `serve` may take to say it listens.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long `serve` may take to say it listens. Generous: a debug build loading
+/// OpenPGP keys on a busy machine is slow, and a process that exits is noticed at once.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A `serve` child with its stderr collected line by line.
 pub struct Served {
