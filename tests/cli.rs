@@ -7,15 +7,13 @@ use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 use hpke_gateway::envelope::Prefix;
 use hpke_gateway::keys;
-
-const BIN: &str = env!("CARGO_BIN_EXE_hpke-gateway");
+use support::served::{Served, bin};
 
 fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -238,7 +236,7 @@ fn encrypted_pkcs8_opens_with_the_passphrase_only() {
         ],
         b"hi",
     );
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args([
             "open",
             "--key",
@@ -264,7 +262,9 @@ fn encrypted_pkcs8_opens_with_the_passphrase_only() {
     assert!(!out.status.success());
 }
 
-fn write_config(dir: &Path, upstream: &str, listen: &str) -> std::path::PathBuf {
+/// A config for `serve` (listening on port 0, no admin listener) with a server key and
+/// ACCT-1's customer key, and their public keys beside them.
+fn write_config(dir: &Path, upstream: &str) -> std::path::PathBuf {
     let server = hpke_gateway::envelope::PrivateKey::generate();
     support::write_private(dir, "server.pem", &server);
     let customer = hpke_gateway::envelope::PrivateKey::generate();
@@ -283,7 +283,7 @@ fn write_config(dir: &Path, upstream: &str, listen: &str) -> std::path::PathBuf 
     std::fs::write(
         &path,
         format!(
-            r#"listen = "{listen}"
+            r#"listen = "127.0.0.1:0"
 upstream = "{upstream}"
 admin_listen = "off"
 [[server_keys]]
@@ -303,7 +303,7 @@ public_keys = ["customer.pub.pem"]
 #[test]
 fn serve_refuses_bad_configs_with_exit_64_naming_the_problem() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "http://127.0.0.1:9", "127.0.0.1:0");
+    let config = write_config(dir.path(), "http://127.0.0.1:9");
     // A private key readable by others.
     std::fs::set_permissions(
         dir.path().join("server.pem"),
@@ -337,26 +337,21 @@ fn serve_refuses_bad_configs_with_exit_64_naming_the_problem() {
 }
 
 /// Starts `hpke-gateway serve` (with `extra` arguments and `RUST_LOG=log_level`) in
-/// front of the sample upstream; returns the child, its address and its folder. With a
+/// front of the sample upstream; returns it, listening, and its folder. With a
 /// `passphrase`, the server key is encrypted PKCS#8 (scrypt, our writer) whose passphrase is in
 /// the owner-only file `server.pass`; its cleartext stays in `server.plain.pem`.
 async fn serve_before_sample_upstream(
     extra: &[&str],
     log_level: &str,
     passphrase: Option<&str>,
-) -> (std::process::Child, std::net::SocketAddr, tempfile::TempDir) {
+) -> (Served, tempfile::TempDir) {
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up_addr = upstream.local_addr().unwrap();
     tokio::spawn(
         async move { axum::serve(upstream, hpke_gateway::sample_upstream::router()).await },
     );
-    let listen = support::closed_port().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &format!("http://{up_addr}"),
-        &listen.to_string(),
-    );
+    let config = write_config(dir.path(), &format!("http://{up_addr}"));
     if let Some(passphrase) = passphrase {
         let (key, plain) = (
             dir.path().join("server.pem"),
@@ -366,9 +361,10 @@ async fn serve_before_sample_upstream(
         let loaded = keys::parse_private_key(&std::fs::read(&plain).unwrap(), None).unwrap();
         let pem = keys::private_key_encrypted_pem(&loaded.key, passphrase.as_bytes()).unwrap();
         keys::write_secret_file(&key, pem.as_bytes()).unwrap();
-        let pass_file = dir.path().join("server.pass");
-        std::fs::write(&pass_file, format!("{passphrase}\n")).unwrap();
-        std::fs::set_permissions(&pass_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        support::write_secret(
+            &dir.path().join("server.pass"),
+            format!("{passphrase}\n").as_bytes(),
+        );
         let text = std::fs::read_to_string(&config).unwrap();
         std::fs::write(
             &config,
@@ -379,21 +375,14 @@ async fn serve_before_sample_upstream(
         )
         .unwrap();
     }
-    let child = Command::new(BIN)
-        .arg("serve")
-        .args(extra)
-        .args(["--config", config.to_str().unwrap()])
-        .env("RUST_LOG", log_level)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    (child, listen, dir)
+    let served = Served::spawn(&config, &[("RUST_LOG", log_level)], extra);
+    (served, dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_the_gateway_and_stops_on_sigterm() {
-    let (mut child, listen, dir) = serve_before_sample_upstream(&[], "info", None).await;
-    let url = format!("http://{listen}/1/upload");
+    let (served, dir) = serve_before_sample_upstream(&[], "info", None).await;
+    let url = format!("{}/1/upload", served.url);
     let server_pub = dir.path().join("server.pub.pem");
     let sealed = ok(
         &[
@@ -405,25 +394,16 @@ async fn serve_runs_the_gateway_and_stops_on_sigterm() {
         ],
         br#"{"d":[{"identity":"1"},{"identity":"2"}]}"#,
     );
-    let client = reqwest::Client::new();
-    let mut response = None;
-    for _ in 0..100 {
-        let sent = client
-            .post(&url)
-            .header("Content-Type", support::MEDIA)
-            .header("Accept", support::MEDIA)
-            .header("X-CleverTap-Account-Id", "ACCT-1")
-            .header("X-CleverTap-Passcode", "p")
-            .body(sealed.clone())
-            .send()
-            .await;
-        if let Ok(r) = sent {
-            response = Some(r);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let response = response.expect("gateway did not come up");
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("Content-Type", support::MEDIA)
+        .header("Accept", support::MEDIA)
+        .header("X-CleverTap-Account-Id", "ACCT-1")
+        .header("X-CleverTap-Passcode", "p")
+        .body(sealed)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let body = response.bytes().await.unwrap();
     let customer = dir.path().join("customer.pem");
@@ -442,16 +422,10 @@ async fn serve_runs_the_gateway_and_stops_on_sigterm() {
         br#"{"processed":2,"status":"success","unprocessed":[]}"#
     );
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait())
+    let exit = tokio::task::spawn_blocking(move || served.stop())
         .await
-        .unwrap()
         .unwrap();
-    assert_eq!(exit.code(), Some(0), "graceful exit on SIGTERM");
+    assert_eq!(exit, Some(0), "graceful exit on SIGTERM");
 }
 
 #[test]
@@ -477,7 +451,7 @@ fn demo_once_does_a_round_trip_and_exits() {
 
 #[test]
 fn demo_that_serves_prints_commands_whose_files_exist() {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["demo", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -530,7 +504,7 @@ fn closed_stdout_ends_quietly_with_status_141() {
     ] {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args(&args)
             .stdin(Stdio::piped())
             .stdout(writer)
@@ -555,7 +529,7 @@ fn closed_stdout_ends_quietly_with_status_141() {
 #[ignore = "needs the openssl command: run bash .ci/test"]
 fn serve_reads_the_key_passphrase_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "http://127.0.0.1:9", "127.0.0.1:0");
+    let config = write_config(dir.path(), "http://127.0.0.1:9");
     let plain = dir.path().join("server.pem");
     let encrypted = dir.path().join("server.enc.pem");
     support::openssl_encrypt_pkcs8(&plain, &encrypted, "from env");
@@ -572,7 +546,7 @@ fn serve_reads_the_key_passphrase_from_the_environment() {
     .unwrap();
 
     let serve = |pass: Option<&str>| {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.args(["serve", "--config", config.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -596,18 +570,14 @@ fn serve_reads_the_key_passphrase_from_the_environment() {
         );
     }
     // With the right passphrase it starts and says so on stderr.
-    let mut child = serve(Some("from env"));
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    let served = Served::spawn(&config, &[("GW_KEY_PASS", "from env")], &[]);
+    let line = served.log.lock().unwrap()[0].clone();
     assert!(line.contains("hpke-gateway listening"), "{line}");
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_have_one_line_per_request_and_no_secrets() {
-    let (mut child, listen, dir) =
+    let (mut served, dir) =
         serve_before_sample_upstream(&["--log-format", "json"], "debug", Some(PASSPHRASE)).await;
     let server_pub = dir.path().join("server.pub.pem");
     const PASSCODE: &str = "SECRET-PASSCODE-4242";
@@ -625,16 +595,7 @@ async fn logs_have_one_line_per_request_and_no_secrets() {
         body.as_bytes(),
     );
     let client = reqwest::Client::new();
-    let url = format!("http://{listen}");
-    let mut up = false;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(listen).await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "gateway did not come up");
+    let url = served.url.clone();
     let mut tampered = sealed.clone();
     *tampered.last_mut().unwrap() ^= 1;
     let requests = [
@@ -678,15 +639,10 @@ async fn logs_have_one_line_per_request_and_no_secrets() {
     );
     assert_eq!(ids[1].len(), 32, "a fresh id is 16 random bytes in hex");
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    served.signal("TERM");
     let out = tokio::task::spawn_blocking(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut s).unwrap();
-        child.wait().unwrap();
-        s
+        served.wait_exit();
+        served.log.lock().unwrap().join("\n")
     })
     .await
     .unwrap();

@@ -6,6 +6,8 @@
 //! toml, and each configuration is loaded with `Config::load` after every file it names
 //! has been made in a temporary folder.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write as _;
@@ -17,9 +19,8 @@ use std::process::Command;
 use hpke_gateway::config::{Config, DEFAULT_ADMIN_LISTEN, DEFAULT_SHUTDOWN_GRACE_MS};
 use serde::Deserialize as _;
 use serde_norway::Value;
+use support::served::bin;
 
-/// The binary under test.
-const BIN: &str = env!("CARGO_BIN_EXE_hpke-gateway");
 /// Where the systemd unit, the image and the Deployment all expect the configuration.
 const CONFIG_PATH: &str = "/etc/hpke-gateway/gateway.toml";
 /// Where the systemd unit and the image have the binary.
@@ -274,7 +275,7 @@ fn the_documented_command_lines_parse() {
                 }
             })
             .collect();
-        let out = Command::new(BIN).args(&args).output().unwrap();
+        let out = Command::new(bin()).args(&args).output().unwrap();
         assert_eq!(
             out.status.code(),
             Some(i32::from(hpke_gateway::cli::EXIT_BAD_CONFIG)),
@@ -1041,7 +1042,7 @@ fn run(mut command: Command) -> Vec<u8> {
 
 fn keygen(out: &Path) {
     make_parent(out);
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(bin());
     command.arg("keygen").arg("--out").arg(out);
     run(command);
 }
@@ -1087,7 +1088,7 @@ fn public_key(dir: &Path, path: &Path) {
         Some("b64") => "raw",
         _ => "pem",
     };
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(bin());
     command
         .arg("public-key")
         .arg("--key")

@@ -132,8 +132,8 @@ fn json_code(body: &[u8]) -> u64 {
     v["code"].as_u64().unwrap()
 }
 
-fn server_public(dir: &Path) -> PublicKey {
-    let text = std::fs::read(dir.join("server-1.pem")).unwrap();
+fn server_public(key: &Path) -> PublicKey {
+    let text = std::fs::read(key).unwrap();
     keys::parse_private_key(&text, None)
         .unwrap()
         .key
@@ -171,7 +171,7 @@ fn answer_with_status(_method: &str, path: &str) -> Vec<u8> {
 async fn no_upstream_body_byte_reaches_an_encrypted_client_unsealed_for_any_status() {
     let upstream = raw_upstream(answer_with_status).await;
     let gw = Served::start(upstream, "").await;
-    let server = server_public(gw.dir.path());
+    let server = server_public(&gw.path("server-1.pem"));
     let addr = gw.url.clone();
     for code in [
         100, 101, 103, 200, 201, 204, 205, 206, 299, 304, 404, 418, 500, 503, 599, 999,
@@ -200,7 +200,7 @@ async fn no_upstream_body_byte_reaches_an_encrypted_client_unsealed_for_any_stat
                 // Interim answers are skipped; the final 200 is sealed.
                 100 | 103 => {
                     assert_eq!(status, 200, "{what}");
-                    assert_eq!(open_with(&gw.customer, "ACCT-1", &body), SECRET.as_bytes());
+                    assert_eq!(open_with(gw.customer(), "ACCT-1", &body), SECRET.as_bytes());
                 }
                 101 => {
                     assert_eq!(status, 502, "{what}");
@@ -218,7 +218,7 @@ async fn no_upstream_body_byte_reaches_an_encrypted_client_unsealed_for_any_stat
                         "{what}"
                     );
                     assert_eq!(
-                        open_with(&gw.customer, "ACCT-1", &body),
+                        open_with(gw.customer(), "ACCT-1", &body),
                         SECRET.as_bytes(),
                         "{what}"
                     );
@@ -289,7 +289,7 @@ fn flood(
 async fn a_flood_of_slow_bodies_does_not_lock_out_fresh_clients() {
     let (_up, up_addr) = Upstream::start().await;
     let gw = Served::start(up_addr, "").await;
-    let server = server_public(gw.dir.path());
+    let server = server_public(&gw.path("server-1.pem"));
     let started = Instant::now();
     let until = started + Duration::from_secs(44);
     let flooders = flood(gw.url.clone(), 1030, server.clone(), until);
@@ -405,7 +405,7 @@ async fn connection_cannot_name_a_header_the_gateway_acts_on() {
 async fn underscore_twins_are_dropped_counted_and_kept_only_when_allowed() {
     let (up, up_addr) = Upstream::start().await;
     let gw = Served::start(up_addr, "").await;
-    let server = server_public(gw.dir.path());
+    let server = server_public(&gw.path("server-1.pem"));
     let sealed = envelope::seal(&server, Prefix::Raw, b"ACCT-1", b"{}").unwrap();
     let res = gw
         .client
@@ -482,7 +482,7 @@ async fn memory_stays_under_the_budget_with_150_concurrent_10_mib_requests() {
         "buffer_budget_bytes = 67108864\nmax_response_body_bytes = 16777216",
     )
     .await;
-    let server = server_public(gw.dir.path());
+    let server = server_public(&gw.path("server-1.pem"));
     // One envelope for all (the gateway keeps no replay state): sealing 150 x 10 MiB in
     // a debug build would take longer than the test.
     let plaintext: Vec<u8> = (0..10 * 1024 * 1024 - 100)
@@ -522,7 +522,7 @@ async fn memory_stays_under_the_budget_with_150_concurrent_10_mib_requests() {
             Ok((200, body)) => {
                 ok += 1;
                 if !checked {
-                    assert_eq!(open_with(&gw.customer, "ACCT-1", &body), plaintext);
+                    assert_eq!(open_with(gw.customer(), "ACCT-1", &body), plaintext);
                     checked = true;
                 }
             }
@@ -857,7 +857,7 @@ async fn heads_that_declare_bodies_they_never_send_hold_no_budget() {
         "buffer_budget_bytes = 62914560\nmax_response_body_bytes = 16777216",
     )
     .await;
-    let server = server_public(gw.dir.path());
+    let server = server_public(&gw.path("server-1.pem"));
     let addr = gw.url.trim_start_matches("http://").to_owned();
     let mut silent = Vec::new();
     for _ in 0..10 {

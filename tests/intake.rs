@@ -8,11 +8,12 @@
 mod gpg;
 #[path = "support/sshd.rs"]
 mod sshd;
+mod support;
 
 use std::collections::HashSet;
 use std::io::BufRead as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,8 +24,9 @@ use axum::response::IntoResponse as _;
 use gpg::{Compress, Gpg, KeyKind};
 use http_body_util::BodyExt as _;
 use sshd::Sshd;
+use support::served::Served;
+use support::write_secret;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hpke-gateway");
 const KEY_ID: &str = "ec491319-9823-48cd-b6a1-6bb0bc666d75";
 const ECC_KEY_ID: &str = "0b3c2a36-6a2e-4f0e-9d55-3f1f2b7c9e10";
 const PASSPHRASE: &str = "correct horse battery staple";
@@ -137,13 +139,12 @@ impl Smtp {
     fn start() -> Self {
         ensure_python_packages();
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port().port();
         let mut child = Command::new("python3")
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/tests/intake/smtp_sink.py"
             ))
-            .args(["--port", &port.to_string(), "--dir"])
+            .args(["--port", "0", "--dir"])
             .arg(dir.path())
             .stdout(Stdio::piped())
             .spawn()
@@ -152,7 +153,11 @@ impl Smtp {
         std::io::BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        assert_eq!(line.trim(), "ready", "the SMTP sink did not start");
+        let port = line
+            .trim()
+            .strip_prefix("ready ")
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("the SMTP sink did not start: {line:?}"));
         Smtp { child, dir, port }
     }
 
@@ -228,11 +233,6 @@ fn ensure_python_packages() {
     }
 }
 
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -242,12 +242,6 @@ fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn write_secret(path: &Path, text: &[u8]) {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 // === the world of one test ===
@@ -260,10 +254,9 @@ struct World {
     dir: tempfile::TempDir,
     /// The customer's workstation: where files are made before `sftp put`.
     local: PathBuf,
-    gateway: Option<Child>,
-    log: Arc<Mutex<Vec<String>>>,
-    listen: SocketAddr,
-    admin: SocketAddr,
+    gateway: Option<Served>,
+    /// The log of the gateways killed before this one.
+    earlier_log: Vec<String>,
 }
 
 impl World {
@@ -310,12 +303,10 @@ impl World {
                 .as_bytes(),
         )
         .unwrap();
-        let listen = free_port();
-        let admin = free_port();
         let config = format!(
-            r#"listen = "{listen}"
+            r#"listen = "127.0.0.1:0"
 upstream = "http://{upstream}"
-admin_listen = "{admin}"
+admin_listen = "127.0.0.1:0"
 reload_poll_ms = 0
 
 [[server_keys]]
@@ -364,9 +355,7 @@ passphrase_file = "pgp-passphrase"
             dir,
             local,
             gateway: None,
-            log: Arc::new(Mutex::new(Vec::new())),
-            listen,
-            admin,
+            earlier_log: Vec::new(),
         };
         world.start_gateway();
         world
@@ -377,49 +366,41 @@ passphrase_file = "pgp-passphrase"
     }
 
     fn start_gateway(&mut self) {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(self.path("gateway.toml"))
-            .env("RUST_LOG", "info")
-            .env(PASSPHRASE_ENV, PASSPHRASE)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (stderr, sink) = (child.stderr.take().unwrap(), self.log.clone());
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        self.gateway = Some(child);
-        let log = self.log.clone();
-        wait("the gateway to listen", || {
-            log.lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains("hpke-gateway listening"))
-                .then_some(())
-        });
+        let config = self.path("gateway.toml");
+        self.gateway = Some(Served::spawn(&config, &[(PASSPHRASE_ENV, PASSPHRASE)], &[]));
+    }
+
+    /// The running gateway.
+    fn gateway(&self) -> &Served {
+        self.gateway.as_ref().expect("the gateway runs")
     }
 
     fn kill_gateway(&mut self) {
-        if let Some(mut child) = self.gateway.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
+        if let Some(mut gateway) = self.gateway.take() {
+            gateway.child.kill().unwrap();
+            gateway.wait_exit();
+            self.earlier_log
+                .extend(gateway.log.lock().unwrap().iter().cloned());
         }
     }
 
+    /// The log of every gateway this world ran.
     fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        let mut lines = self.earlier_log.clone();
+        if let Some(gateway) = &self.gateway {
+            lines.extend(gateway.log.lock().unwrap().iter().cloned());
+        }
+        lines.join("\n")
     }
 
     /// The value of one series on the admin listener's `/metrics`.
     fn metric(&self, series: &str) -> Option<f64> {
         use std::io::{Read as _, Write as _};
-        let mut conn = std::net::TcpStream::connect(self.admin).ok()?;
+        let admin = self
+            .gateway()
+            .admin_listen
+            .expect("the admin listener is on");
+        let mut conn = std::net::TcpStream::connect(admin).ok()?;
         conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: admin\r\n\r\n")
             .ok()?;
         let mut text = String::new();
@@ -1190,7 +1171,7 @@ async fn a_200_mb_file_is_decrypted_and_ingested_in_bounded_memory() {
     w.smtp
         .wait_mail(&[&format!("large.csv.pgp: imported, {rows} records")]);
     assert_eq!(up.record_count(), rows);
-    let pid = w.gateway.as_ref().unwrap().id();
+    let pid = w.gateway().child.id();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let hwm_kib: u64 = status
         .lines()
@@ -1234,7 +1215,7 @@ async fn the_readmes_customer_script_works_as_written() {
         .arg("users_data.csv")
         .current_dir(&w.local)
         .env("GNUPGHOME", home.path())
-        .env("GATEWAY", format!("http://{}", w.listen))
+        .env("GATEWAY", w.gateway().url.clone())
         .env("ACCOUNT", "ACCT-1")
         .env("KEY_ID", KEY_ID)
         .env("RECIPIENT", CLIENT)

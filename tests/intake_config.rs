@@ -3,20 +3,16 @@
 
 #[path = "support/gpg.rs"]
 mod gpg;
+mod support;
 
 use std::path::Path;
 
 use gpg::{Gpg, KeyKind};
 use hpke_gateway::config::Config;
+use support::write_secret;
 use tower::ServiceExt as _;
 
 const PASS: &str = "intake key passphrase";
-
-fn write_secret(path: &Path, text: &[u8]) {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
 
 /// A config dir with a server key, a passcode, a passphrase file and an upload dir;
 /// `keys` is the `[[intake.accounts.keys]]` part.

@@ -7,11 +7,12 @@
 //! by `.ci/run`, or by this test itself when missing; if that fails, the test fails (it
 //! never skips) and says how to install them.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -23,8 +24,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use http_body_util::BodyExt as _;
 use serde_json::Value;
+use support::served::{Served, bin};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hpke-gateway");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const PASSCODE: &str = "interop-passcode";
 const CASES: [&str; 8] = [
@@ -145,28 +146,12 @@ fn js_client() -> Command {
     c
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn write_config(dir: &Path, listen: SocketAddr, upstream: SocketAddr) -> PathBuf {
+fn write_config(dir: &Path, upstream: SocketAddr) -> PathBuf {
     let path = dir.join("gateway.toml");
     std::fs::write(
         &path,
         format!(
-            r#"listen = "{listen}"
+            r#"listen = "127.0.0.1:0"
 upstream = "http://{upstream}"
 admin_listen = "off"
 
@@ -207,16 +192,6 @@ encryption = false
     )
     .unwrap();
     path
-}
-
-fn wait_until_listening(addr: SocketAddr) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("the gateway did not start listening on {addr}");
 }
 
 /// Checks one client run's lines against what the upstream recorded.
@@ -300,7 +275,7 @@ async fn tink_pyhpke_and_hpke_js_clients_against_the_real_binary() {
     let p = |name: &str| d.join(name).to_str().unwrap().to_owned();
 
     // The gateway's key and its public forms, made by the binary.
-    run_ok(Command::new(BIN).args(["keygen", "--out", &p("server-1.pem")]));
+    run_ok(Command::new(bin()).args(["keygen", "--out", &p("server-1.pem")]));
     for (file, args) in [
         (
             "server-1.tink.json",
@@ -311,7 +286,7 @@ async fn tink_pyhpke_and_hpke_js_clients_against_the_real_binary() {
         ("server-1.pub.b64", vec!["--format", "raw"]),
     ] {
         let out = run_ok(
-            Command::new(BIN)
+            Command::new(bin())
                 .args(["public-key", "--key", &p("server-1.pem")])
                 .args(args),
         );
@@ -322,17 +297,9 @@ async fn tink_pyhpke_and_hpke_js_clients_against_the_real_binary() {
     run_ok(python_client("pyhpke_client.py").args(["keys", "--dir", &p("")]));
     run_ok(js_client().args(["keys", "--dir", &p("")]));
 
-    let listen = free_port();
-    let config = write_config(d, listen, upstream);
-    let _server = Server(
-        Command::new(BIN)
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until_listening(listen);
-    let url = format!("http://{listen}");
+    let config = write_config(d, upstream);
+    let server = Served::spawn(&config, &[], &[]);
+    let url = server.url.clone();
     // What clients download before each upload: the published keys, as Tink and PEM.
     for (file, query) in [
         ("published.tink.json", ""),

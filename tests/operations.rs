@@ -12,10 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hpke_gateway::envelope::{self, Prefix, PrivateKey, PublicKey};
 use hpke_gateway::keys;
-use support::served::{Served, replace_file, sample};
-use support::{Upstream, closed_port, open_with, write_private};
-
-const BIN: &str = env!("CARGO_BIN_EXE_hpke-gateway");
+use support::served::{Served, bin, replace_file, sample};
+use support::{Upstream, open_with, unused_port, write_private};
 
 fn private_public(path: &Path) -> PublicKey {
     let text = std::fs::read(path).unwrap();
@@ -36,7 +34,7 @@ async fn rotation_keeps_both_keys_working_through_the_overlap() {
     );
     assert_eq!(gw.round_trip(&key1, Prefix::Tink(1), "ACCT-1").await, 200);
 
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["keys", "rotate", "--overlap-days", "30", "--config"])
         .arg(gw.config_path())
         .output()
@@ -377,7 +375,7 @@ async fn the_admin_listener_reports_health_readiness_and_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_fails_while_the_upstream_is_down_and_account_labels_are_opt_in() {
-    let down = closed_port().await;
+    let down = unused_port().await;
     let gw = Served::start(down, "metrics_account_labels = true").await;
     let (status, body) = gw.get(format!("{}/readyz", gw.admin)).await;
     assert_eq!(status, 503, "{body}");
@@ -415,7 +413,7 @@ fn rotating_a_passphrase_protected_key_encrypts_the_new_one_too() {
     )
     .unwrap();
     let rotate = |pass: Option<&str>| {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.args(["keys", "rotate", "--config"])
             .arg(dir.path().join("gateway.toml"))
             .env_remove("ROTATE_PASS");
@@ -462,7 +460,7 @@ fn rotating_a_passphrase_protected_key_encrypts_the_new_one_too() {
     // SAFETY of the test: the variable is set only in this test's own process.
     let loaded = {
         let path = dir.path().join("gateway.toml");
-        let out = Command::new(BIN)
+        let out = Command::new(bin())
             .args(["keys", "rotate", "--overlap-days", "1", "--config"])
             .arg(&path)
             .env("ROTATE_PASS", "rotate me")
@@ -526,7 +524,7 @@ async fn customer_key_changes_reload_one_account_and_secret_swaps_are_noticed() 
         )
     })
     .await;
-    answers_to(&gw, &server, "ACCT-1", &gw.customer).await;
+    answers_to(&gw, &server, "ACCT-1", gw.customer()).await;
     answers_to(&gw, &server, "ACCT-2", &acct2_b).await;
 
     // Replacing ACCT-1's key file is noticed without a signal; ACCT-2 is untouched.
@@ -710,7 +708,7 @@ async fn access_log_durations_have_at_most_three_decimals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_upstream_is_logged_with_its_address_and_os_error() {
-    let down = closed_port().await;
+    let down = unused_port().await;
     let gw = Served::start(down, "").await;
     let res = gw
         .client

@@ -34,7 +34,7 @@ async fn sealed_post(gw: &Served, header: &str, path: &str, body: &[u8]) -> (u16
     let status = res.status().as_u16();
     let bytes = res.bytes().await.unwrap();
     let plain = if status == 200 {
-        open_with(&gw.customer, "ACCT-1", &bytes)
+        open_with(gw.customer(), "ACCT-1", &bytes)
     } else {
         Vec::new()
     };

@@ -5,11 +5,8 @@
 
 mod support;
 
-use std::io::BufRead as _;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hpke_gateway::config::Config;
@@ -21,9 +18,8 @@ use rcgen::{
 };
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
-use support::{ACCOUNT_HEADER, MEDIA, Upstream, closed_port, open_with, write_private};
-
-const BIN: &str = env!("CARGO_BIN_EXE_hpke-gateway");
+use support::served::Served;
+use support::{ACCOUNT_HEADER, MEDIA, Upstream, open_with, write_private, write_secret};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -73,70 +69,6 @@ impl Pki {
             .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config
-    }
-}
-
-/// Writes a secret file (mode 0600) by replacing it, so a reader never sees half of it.
-fn write_secret(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    keys::write_secret_file(&tmp, text.as_bytes()).unwrap();
-    std::fs::rename(tmp, path).unwrap();
-}
-
-struct Served {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Served {
-    fn start(config: &Path) -> Self {
-        Self::start_with_env(config, &[])
-    }
-
-    fn start_with_env(config: &Path, env: &[(&str, &Path)]) -> Self {
-        let mut command = Command::new(BIN);
-        command
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command.spawn().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let served = Self { child, log };
-        served.wait_log("hpke-gateway listening");
-        served
-    }
-
-    fn wait_log(&self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} in the log:\n{}",
-                self.log.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -202,7 +134,7 @@ async fn the_tls_listener_speaks_h2_and_http1_and_reloads_its_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = pki.leaf(ExtendedKeyUsagePurpose::ServerAuth);
     std::fs::write(dir.path().join("tls.crt"), &cert).unwrap();
-    write_secret(&dir.path().join("tls.key"), &key);
+    write_secret(&dir.path().join("tls.key"), key.as_bytes());
     let server = PrivateKey::generate();
     write_private(dir.path(), "server-1.pem", &server);
     let customer = PrivateKey::generate();
@@ -211,12 +143,11 @@ async fn the_tls_listener_speaks_h2_and_http1_and_reloads_its_certificate() {
         keys::public_key_pem(&customer.public_key()).unwrap(),
     )
     .unwrap();
-    let listen = closed_port().await;
     let config = dir.path().join("gateway.toml");
     std::fs::write(
         &config,
         format!(
-            r#"listen = "{listen}"
+            r#"listen = "127.0.0.1:0"
 upstream = "http://{up_addr}"
 admin_listen = "off"
 reload_poll_ms = 100
@@ -237,7 +168,8 @@ public_keys = ["acct.pub.pem"]
         ),
     )
     .unwrap();
-    let served = Served::start(&config);
+    let served = Served::spawn(&config, &[], &[]);
+    let listen = served.listen;
     let url = format!("https://localhost:{}", listen.port());
 
     for version in [http::Version::HTTP_2, http::Version::HTTP_11] {
@@ -272,9 +204,9 @@ public_keys = ["acct.pub.pem"]
     let old = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
     assert_eq!(presented_certificate(&pki, listen).await, old);
     let (cert2, key2) = pki.leaf(ExtendedKeyUsagePurpose::ServerAuth);
-    write_secret(&dir.path().join("tls.key"), &key2);
+    write_secret(&dir.path().join("tls.key"), key2.as_bytes());
     std::fs::write(dir.path().join("tls.crt"), &cert2).unwrap();
-    served.wait_log("configuration reloaded");
+    served.wait_log("configuration reloaded", 1).await;
     let new = CertificateDer::from_pem_slice(cert2.as_bytes()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     // The certificate and key change in two steps; the reload that sees both wins.
@@ -356,7 +288,7 @@ async fn an_https_upstream_is_verified_and_gets_the_client_certificate() {
     std::fs::write(dir.path().join("ca.pem"), pki.ca_pem()).unwrap();
     let (cert, key) = pki.leaf(ExtendedKeyUsagePurpose::ClientAuth);
     std::fs::write(dir.path().join("client.crt"), cert).unwrap();
-    write_secret(&dir.path().join("client.key"), &key);
+    write_secret(&dir.path().join("client.key"), key.as_bytes());
     let server = PrivateKey::generate();
     write_private(dir.path(), "server-1.pem", &server);
     let customer = PrivateKey::generate();
@@ -483,7 +415,7 @@ fn tls_settings_are_checked_at_load() {
     load("[tls]\ncertificate = \"tls.crt\"\nprivate_key = \"tls.key\"").unwrap();
     // A key that is not the certificate's.
     let (_, other_key) = pki.leaf(ExtendedKeyUsagePurpose::ServerAuth);
-    write_secret(&dir.path().join("tls.key"), &other_key);
+    write_secret(&dir.path().join("tls.key"), other_key.as_bytes());
     let err = load("[tls]\ncertificate = \"tls.crt\"\nprivate_key = \"tls.key\"").unwrap_err();
     assert!(err.contains("tls: "), "{err}");
     let err = load("[upstream_tls]\nca_bundle = \"tls.crt\"").unwrap_err();
@@ -497,12 +429,11 @@ async fn without_upstream_tls_the_system_roots_verify_the_upstream() {
     let dir = tempfile::tempdir().unwrap();
     let server = PrivateKey::generate();
     write_private(dir.path(), "server-1.pem", &server);
-    let listen = closed_port().await;
     let config = dir.path().join("gateway.toml");
     std::fs::write(
         &config,
         format!(
-            "listen = \"{listen}\"\nupstream = \"https://localhost:{}\"\nadmin_listen = \"off\"\n\n[[server_keys]]\nid = 1\nprivate_key = \"server-1.pem\"\n",
+            "listen = \"127.0.0.1:0\"\nupstream = \"https://localhost:{}\"\nadmin_listen = \"off\"\n\n[[server_keys]]\nid = 1\nprivate_key = \"server-1.pem\"\n",
             upstream.port()
         ),
     )
@@ -510,10 +441,10 @@ async fn without_upstream_tls_the_system_roots_verify_the_upstream() {
     // The system store, as OpenSSL-style tools read it: SSL_CERT_FILE names the bundle
     // (what rustls-native-certs loads on Linux, as for an operator's own CA in the store).
     let system = dir.path().join("system-roots.pem");
-    let url = format!("http://{listen}/1/profile");
     for (trusted, want) in [(pki.ca_pem(), 200), (Pki::new().ca_pem(), 502)] {
         std::fs::write(&system, trusted).unwrap();
-        let _gw = Served::start_with_env(&config, &[("SSL_CERT_FILE", &system)]);
+        let gw = Served::spawn(&config, &[("SSL_CERT_FILE", system.to_str().unwrap())], &[]);
+        let url = format!("{}/1/profile", gw.url);
         // A client per process: no pooled connection to the one before.
         let res = reqwest::Client::new().get(&url).send().await.unwrap();
         assert_eq!(res.status(), want);

@@ -4,7 +4,8 @@
   smtp_sink.py --port PORT --dir DIR
 
 Each message is written to DIR as NNNN.eml (written to a temporary name first, then
-renamed, so a reader never sees half a message). Prints "ready" when listening.
+renamed, so a reader never sees half a message). Prints "ready PORT" when listening:
+with --port 0 the system picks the port, so no caller has to guess a free one.
 """
 
 import argparse
@@ -13,6 +14,15 @@ import signal
 import threading
 
 from aiosmtpd.controller import Controller
+
+
+class AnyPortController(Controller):
+    """A Controller that may be given port 0: it reads the port it was given back
+    before it connects to itself to start the SMTP machinery."""
+
+    def _trigger_server(self):
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()
 
 
 class Store:
@@ -39,9 +49,9 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--dir", required=True)
     args = ap.parse_args()
-    controller = Controller(Store(args.dir), hostname="127.0.0.1", port=args.port)
+    controller = AnyPortController(Store(args.dir), hostname="127.0.0.1", port=args.port)
     controller.start()
-    print("ready", flush=True)
+    print(f"ready {controller.port}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -138,7 +138,7 @@ pub struct Options {
     pub max_response_body_bytes: u64,
     pub upstream_timeout_ms: u64,
     pub request_body_timeout_ms: u64,
-    /// Point the gateway at a closed port instead of the recording upstream.
+    /// Point the gateway at an unused port instead of the recording upstream.
     pub upstream_down: bool,
     /// Point the gateway at this upstream instead of the recording one.
     pub upstream: Option<SocketAddr>,
@@ -186,9 +186,21 @@ pub fn openssl_encrypt_pkcs8(input: &Path, output: &Path, passphrase: &str) {
     std::fs::set_permissions(output, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
-pub async fn closed_port() -> SocketAddr {
+/// An address nothing listens on, for an upstream that must refuse connections: a port
+/// that was free a moment ago (bound to 0 and released). Never for a listener of the
+/// gateway: those are configured on port 0 and report their address (`served`).
+pub async fn unused_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     l.local_addr().unwrap()
+}
+
+/// Writes a secret file (mode 0600), replacing any file there, as operators and
+/// Kubernetes do: a new file renamed over it, so a reader never sees half of it.
+pub fn write_secret(path: &Path, contents: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    keys::write_secret_file(&tmp, contents).unwrap();
+    std::fs::rename(tmp, path).unwrap();
 }
 
 impl Gateway {
@@ -200,7 +212,7 @@ impl Gateway {
         let (upstream, up_addr) = Upstream::start().await;
         let up_addr = match (opts.upstream, opts.upstream_down) {
             (Some(addr), _) => addr,
-            (None, true) => closed_port().await,
+            (None, true) => unused_port().await,
             (None, false) => up_addr,
         };
         let dir = tempfile::tempdir().unwrap();

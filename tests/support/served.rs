@@ -1,5 +1,8 @@
-//! The real binary under test: `hpke-gateway serve` as a child process with its own
-//! keys and config, its log collected line by line.
+//! The real binary under test: `hpke-gateway serve` as a child process, its log
+//! collected line by line. Every test that runs `serve` starts it here: with a config of
+//! its own ([`Served::spawn`]), or with keys and a config written for it
+//! ([`Served::start`]). Listeners are configured on port 0; the gateway binds them and
+//! says which ports it got, so no test guesses a free port another process could take.
 #![allow(dead_code)]
 
 use std::io::BufRead as _;
@@ -22,20 +25,47 @@ pub fn bin() -> String {
     std::env::var("HPKE_GATEWAY_BIN").unwrap_or_else(|_| BIN.to_owned())
 }
 
+/// The start-up log line that names the listeners' addresses.
+const LISTENING: &str = "hpke-gateway listening";
+/// How long `serve` may take to say it listens. Generous: a debug build loading
+/// OpenPGP keys on a busy machine is slow, and a process that exits is noticed at once.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A `serve` child with its stderr collected line by line.
 pub struct Served {
     pub child: Child,
     pub log: Arc<Mutex<Vec<String>>>,
     /// The thread that collects stderr; joined by `wait_exit` so no line is missed.
     pub reader: Option<std::thread::JoinHandle<()>>,
+    /// The public listener's address, as the gateway reported it.
+    pub listen: SocketAddr,
+    /// The admin listener's address; `None` with `admin_listen = "off"`.
+    pub admin_listen: Option<SocketAddr>,
+    /// `http://` and the public listener's address.
     pub url: String,
+    /// `http://` and the admin listener's address; empty when it is off.
     pub admin: String,
-    pub dir: tempfile::TempDir,
-    pub customer: PrivateKey,
     pub client: reqwest::Client,
+    config: PathBuf,
+    /// The folder [`Served::start`] wrote the keys and config to.
+    dir: Option<tempfile::TempDir>,
+    /// ACCT-1's private key, for [`Served::start`].
+    customer: Option<PrivateKey>,
 }
 
 impl Served {
+    /// Starts `serve [args] --config CONFIG` with `RUST_LOG=info` and `env`, and waits
+    /// (blocking) until it says it listens, reading back its listeners' addresses.
+    /// Panics if it exits or stays silent instead.
+    pub fn spawn(config: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
+        let mut served = Self::launch(config, env, args);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !served.listening(deadline) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        served
+    }
+
     /// Writes keys and a config (`extra` lines at the top level) and starts `serve`.
     pub async fn start(upstream: SocketAddr, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -68,14 +98,32 @@ encryption = true
 public_keys = ["acct-1.pub.pem"]
 "#
         );
-        std::fs::write(dir.path().join("gateway.toml"), config).unwrap();
-        let mut child = Command::new(bin())
-            .args(["serve", "--config"])
-            .arg(dir.path().join("gateway.toml"))
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut served = Self::launch(&path, &[], &[]);
+        served.dir = Some(dir);
+        served.customer = Some(customer);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !served.listening(deadline) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        served
+    }
+
+    /// Starts the child and its log reader; the addresses are not known yet.
+    fn launch(config: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
+        let mut command = Command::new(bin());
+        command
+            .arg("serve")
+            .args(args)
+            .arg("--config")
+            .arg(config)
             .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();
@@ -85,23 +133,61 @@ public_keys = ["acct-1.pub.pem"]
                 sink.lock().unwrap().push(line);
             }
         });
-        let mut served = Served {
+        Served {
             child,
             log,
             reader: Some(reader),
+            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            admin_listen: None,
             url: String::new(),
             admin: String::new(),
-            dir,
-            customer,
             client: reqwest::Client::new(),
-        };
-        // The gateway binds port 0 and says which ports it got: no guessed free port
-        // another process could take first.
-        served.wait_log("hpke-gateway listening", 1).await;
-        let line = served.log_line("hpke-gateway listening");
-        served.url = format!("http://{}", field(&line, "listen"));
-        served.admin = format!("http://{}", field(&line, "admin"));
-        served
+            config: config.to_owned(),
+            dir: None,
+            customer: None,
+        }
+    }
+
+    /// Whether the start-up line has come, reading the addresses from it when it has.
+    /// Panics if the process exited first or `deadline` has passed.
+    fn listening(&mut self, deadline: Instant) -> bool {
+        let line = self
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(LISTENING))
+            .cloned();
+        if let Some(line) = line {
+            let (listen, admin) = listening_addresses(&line);
+            self.listen = listen;
+            self.admin_listen = admin;
+            self.url = format!("http://{listen}");
+            self.admin = admin.map_or_else(String::new, |a| format!("http://{a}"));
+            return true;
+        }
+        if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(reader) = self.reader.take() {
+                reader.join().unwrap();
+            }
+            panic!(
+                "`serve` exited ({status}) before it listened; log:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`serve` did not say {LISTENING:?} in {START_TIMEOUT:?}; log:\n{}",
+            self.log.lock().unwrap().join("\n")
+        );
+        false
+    }
+
+    /// ACCT-1's private key (its public key is in the config [`Served::start`] wrote).
+    pub fn customer(&self) -> &PrivateKey {
+        self.customer
+            .as_ref()
+            .expect("only Served::start makes a customer key")
     }
 
     /// The first log line with `needle`.
@@ -116,11 +202,12 @@ public_keys = ["acct-1.pub.pem"]
     }
 
     pub fn config_path(&self) -> PathBuf {
-        self.dir.path().join("gateway.toml")
+        self.config.clone()
     }
 
+    /// A file next to the config.
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.config.parent().unwrap().join(name)
     }
 
     /// Waits until `needle` has appeared in at least `count` log lines.
@@ -179,7 +266,7 @@ public_keys = ["acct-1.pub.pem"]
         let sealed = envelope::seal(server, prefix, account.as_bytes(), body).unwrap();
         let (status, bytes) = self.post_sealed(account, sealed).await;
         if status == 200 {
-            assert_eq!(open_with(&self.customer, account, &bytes), body);
+            assert_eq!(open_with(self.customer(), account, &bytes), body);
         }
         status
     }
@@ -269,4 +356,28 @@ pub fn field(line: &str, name: &str) -> String {
         .next()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// The public and admin listeners' addresses in the start-up line, text or JSON
+/// (`--log-format json`); the admin's is `None` when it says `off`.
+pub fn listening_addresses(line: &str) -> (SocketAddr, Option<SocketAddr>) {
+    let (listen, admin) = if line.trim_start().starts_with('{') {
+        let json: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("the start-up line is not JSON ({e}): {line}"));
+        let text = |name: &str| {
+            json[name]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {name:?} in {line}"))
+                .to_owned()
+        };
+        (text("listen"), text("admin"))
+    } else {
+        (field(line, "listen"), field(line, "admin"))
+    };
+    let parse = |text: &str| -> SocketAddr {
+        text.parse()
+            .unwrap_or_else(|e| panic!("{text:?} is not an address ({e}): {line}"))
+    };
+    let admin = (admin != "off").then(|| parse(&admin));
+    (parse(&listen), admin)
 }
