@@ -49,7 +49,7 @@ pub(crate) fn print_line(args: std::fmt::Arguments<'_>) -> Result<(), BoxError> 
 }
 
 /// Writes bytes to standard output; see [`say!`].
-fn write_stdout(bytes: &[u8]) -> Result<(), BoxError> {
+pub(crate) fn write_stdout(bytes: &[u8]) -> Result<(), BoxError> {
     let mut out = std::io::stdout().lock();
     out.write_all(bytes)
         .and_then(|()| out.flush())

@@ -12,6 +12,8 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+#[cfg(feature = "intake")]
+pub use imp::runner;
 pub use imp::{IntakeConfig, RawIntake, load, spawn};
 
 /// The intake configuration a reload replaces.
@@ -89,6 +91,7 @@ mod imp {
             (
                 &i.state_dir,
                 i.smtp.as_ref().map(|s| (&s.host, s.port)),
+                i.print_mail,
                 &i.webhook_url
             )
         )
@@ -167,6 +170,28 @@ mod imp {
         }
     }
 
+    /// `print_mail`: each mail to standard output, as one write.
+    fn print_mail(text: &str) -> Result<(), String> {
+        crate::cli::write_stdout(text.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    /// The intake, sending its records through `proxy` and counting into `metrics`, not
+    /// yet running (`spawn` runs it; the demo drives it itself).
+    pub fn runner(
+        intake: SharedIntake,
+        proxy: Proxy,
+        metrics: Arc<dyn IntakeMetrics>,
+    ) -> Result<hpke_intake::Intake, crate::StartError> {
+        hpke_intake::Intake::new(
+            intake,
+            Arc::new(ProxyUpload(proxy)),
+            metrics,
+            webhook_tls,
+            print_mail,
+        )
+        .map_err(crate::StartError::Intake)
+    }
+
     /// Starts the intake on a thread of its own, with a current-thread runtime, until
     /// `stop` turns true.
     pub fn spawn(
@@ -175,9 +200,7 @@ mod imp {
         metrics: Arc<Metrics>,
         mut stop: StopSignal,
     ) -> Result<std::thread::JoinHandle<()>, crate::StartError> {
-        let runner =
-            hpke_intake::Intake::new(intake, Arc::new(ProxyUpload(proxy)), metrics, webhook_tls)
-                .map_err(crate::StartError::Intake)?;
+        let runner = runner(intake, proxy, metrics)?;
         Ok(std::thread::Builder::new()
             .name("hpke-gateway-intake".into())
             .spawn(move || {
