@@ -53,6 +53,11 @@ pub fn account_count(config: &IntakeConfig) -> usize {
     imp::account_count(config)
 }
 
+/// Where the intake keeps its journal and finished jobs.
+pub fn state_dir(config: &IntakeConfig) -> &Path {
+    imp::state_dir(config)
+}
+
 #[cfg(feature = "intake")]
 mod imp {
     use std::path::{Path, PathBuf};
@@ -99,6 +104,10 @@ mod imp {
 
     pub(super) fn account_count(i: &IntakeConfig) -> usize {
         i.accounts.len()
+    }
+
+    pub(super) fn state_dir(i: &IntakeConfig) -> &Path {
+        &i.state_dir
     }
 
     pub(super) fn armored_keys(
@@ -261,6 +270,10 @@ mod imp {
     }
 
     pub(super) fn account_count(config: &IntakeConfig) -> usize {
+        match *config {}
+    }
+
+    pub(super) fn state_dir(config: &IntakeConfig) -> &Path {
         match *config {}
     }
 
