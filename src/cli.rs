@@ -49,7 +49,7 @@ pub(crate) fn print_line(args: std::fmt::Arguments<'_>) -> Result<(), BoxError> 
 }
 
 /// Writes bytes to standard output; see [`say!`].
-fn write_stdout(bytes: &[u8]) -> Result<(), BoxError> {
+pub(crate) fn write_stdout(bytes: &[u8]) -> Result<(), BoxError> {
     let mut out = std::io::stdout().lock();
     out.write_all(bytes)
         .and_then(|()| out.flush())
@@ -100,9 +100,14 @@ pub enum Command {
         /// Where the demo gateway listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Exit after the round trip instead of serving until Ctrl-C.
+        /// Exit after the round trip instead of serving until Ctrl-C (with --intake: after
+        /// one sample file went through the intake).
         #[arg(long)]
         once: bool,
+        /// Demonstrate the file intake instead: an intake key, a watched folder, the gpg
+        /// and manifest commands a customer runs, and the mails it would send, printed.
+        #[arg(long)]
+        intake: bool,
     },
     /// Manage the server keys of a configuration.
     Keys {
@@ -200,9 +205,11 @@ pub enum KeyFormat {
 pub fn main(args: Args) -> ExitCode {
     let result = match args.command {
         Command::Serve { config } => serve(&config),
-        Command::Demo { listen, once } => {
-            runtime().and_then(|rt| rt.block_on(crate::demo::run(listen, once)))
-        }
+        Command::Demo {
+            listen,
+            once,
+            intake,
+        } => runtime().and_then(|rt| rt.block_on(crate::demo::run(listen, once, intake))),
         Command::Keys {
             command:
                 KeysCommand::Rotate {

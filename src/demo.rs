@@ -3,6 +3,8 @@
 //! encrypted round trip, and prints the commands to try it by hand (unless `--once`:
 //! the folder those commands name is gone when it exits).
 //!
+//! `hpke-gateway demo --intake` does the same for the file intake: see [`intake`].
+//!
 //! Standard output closing early (`demo | head -1`) ends the demo quietly, with the
 //! status a shell gives a process that SIGPIPE ended ([`crate::cli::EXIT_BROKEN_PIPE`]).
 
@@ -17,6 +19,9 @@ use crate::config::Config;
 use crate::envelope::{self, Prefix, PrivateKey};
 use crate::keys::{self, ServerKey, ServerKeys};
 
+#[cfg(feature = "intake")]
+pub mod intake;
+
 /// The demo's encrypted account.
 pub const DEMO_ACCOUNT: &str = "ACCT-DEMO";
 /// The demo's passcode (the sample upstream only checks that one is sent).
@@ -24,39 +29,27 @@ pub const DEMO_PASSCODE: &str = "demo-passcode";
 /// The seeds' profile upload payload.
 pub const PROFILE_PAYLOAD: &str = r#"{"d":[{"identity":"18121994201671","type":"profile","profileData":{"Name":"Test Name","Email":"test@example.com","Phone":"+14155551235","Gender":"M","Customer Type":"Gold","KYC Document":"PAN","Game Level":"Intermediate"}}]}"#;
 
-/// Runs the demo. With `once`, stops after the round trip.
-pub async fn run(listen: SocketAddr, once: bool) -> Result<std::process::ExitCode, BoxError> {
+/// Runs the demo. With `once`, stops after the round trip. With `intake`, runs the file
+/// intake's demo instead ([`intake`]).
+pub async fn run(
+    listen: SocketAddr,
+    once: bool,
+    intake: bool,
+) -> Result<std::process::ExitCode, BoxError> {
+    if intake {
+        #[cfg(feature = "intake")]
+        return intake::run(listen, once).await;
+        #[cfg(not(feature = "intake"))]
+        return Err(
+            "this hpke-gateway was built without the file intake (cargo feature `intake`)".into(),
+        );
+    }
     let dir = tempfile::Builder::new()
         .prefix("hpke-gateway-demo-")
         .tempdir()?;
     let files = write_keys(dir.path())?;
-
-    let upstream = TcpListener::bind("127.0.0.1:0").await?;
-    let upstream_addr = upstream.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(upstream, crate::sample_upstream::router()).await;
-    });
-
-    let config_path = dir.path().join("gateway.toml");
-    std::fs::write(&config_path, config_text(listen, upstream_addr))?;
-    let config = Config::load(&config_path)?;
-    let listener = TcpListener::bind(listen).await.map_err(|e| {
-        format!("cannot listen on {listen}: {e} (choose another address with --listen)")
-    })?;
-    let listen = listener.local_addr()?;
-    let app = crate::server::app(config)?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    // The accept loop `serve` runs, with its default timeouts and limits.
-    let server = tokio::spawn(crate::server::serve_connections(
-        listener,
-        app,
-        None,
-        crate::server::ConnectionTimeouts::default(),
-        crate::server::ConnectionLimits::default(),
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    let running = Running::start(dir.path(), listen, "").await?;
+    let (upstream_addr, listen) = (running.upstream, running.listen);
 
     say!("hpke-gateway demo")?;
     say!(
@@ -79,9 +72,63 @@ pub async fn run(listen: SocketAddr, once: bool) -> Result<std::process::ExitCod
         say!("\nServing until Ctrl-C.")?;
         stopping.await;
     }
-    let _ = stop_tx.send(());
-    server.await??;
+    running.stop().await?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The sample upstream and the gateway in front of it, serving, with the demo's
+/// configuration (`gateway.toml` in `dir`, `extra` appended to it).
+struct Running {
+    upstream: SocketAddr,
+    listen: SocketAddr,
+    #[cfg_attr(not(feature = "intake"), allow(dead_code))]
+    gateway: crate::server::Gateway,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    async fn start(dir: &Path, listen: SocketAddr, extra: &str) -> Result<Self, BoxError> {
+        let upstream = TcpListener::bind("127.0.0.1:0").await?;
+        let upstream_addr = upstream.local_addr()?;
+        tokio::spawn(async move {
+            let _ = axum::serve(upstream, crate::sample_upstream::router()).await;
+        });
+
+        let config_path = dir.join("gateway.toml");
+        std::fs::write(&config_path, config_text(listen, upstream_addr) + extra)?;
+        let config = Config::load(&config_path)?;
+        let listener = TcpListener::bind(listen).await.map_err(|e| {
+            format!("cannot listen on {listen}: {e} (choose another address with --listen)")
+        })?;
+        let listen = listener.local_addr()?;
+        let gateway = crate::server::Gateway::new(config)?;
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        // The accept loop `serve` runs, with its default timeouts and limits.
+        let server = tokio::spawn(crate::server::serve_connections(
+            listener,
+            gateway.router(),
+            None,
+            crate::server::ConnectionTimeouts::default(),
+            crate::server::ConnectionLimits::default(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        Ok(Self {
+            upstream: upstream_addr,
+            listen,
+            gateway,
+            stop,
+            server,
+        })
+    }
+
+    async fn stop(self) -> Result<(), BoxError> {
+        let _ = self.stop.send(());
+        self.server.await??;
+        Ok(())
+    }
 }
 
 struct DemoFiles {

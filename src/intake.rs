@@ -12,6 +12,8 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+#[cfg(feature = "intake")]
+pub use imp::runner;
 pub use imp::{IntakeConfig, RawIntake, load, spawn};
 
 /// The intake configuration a reload replaces.
@@ -49,6 +51,11 @@ pub fn armored_keys(
 /// How many intake accounts a configuration has.
 pub fn account_count(config: &IntakeConfig) -> usize {
     imp::account_count(config)
+}
+
+/// Where the intake keeps its journal and finished jobs.
+pub fn state_dir(config: &IntakeConfig) -> &Path {
+    imp::state_dir(config)
 }
 
 #[cfg(feature = "intake")]
@@ -89,6 +96,7 @@ mod imp {
             (
                 &i.state_dir,
                 i.smtp.as_ref().map(|s| (&s.host, s.port)),
+                i.print_mail,
                 &i.webhook_url
             )
         )
@@ -96,6 +104,10 @@ mod imp {
 
     pub(super) fn account_count(i: &IntakeConfig) -> usize {
         i.accounts.len()
+    }
+
+    pub(super) fn state_dir(i: &IntakeConfig) -> &Path {
+        &i.state_dir
     }
 
     pub(super) fn armored_keys(
@@ -167,6 +179,28 @@ mod imp {
         }
     }
 
+    /// `print_mail`: each mail to standard output, as one write.
+    fn print_mail(text: &str) -> Result<(), String> {
+        crate::cli::write_stdout(text.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    /// The intake, sending its records through `proxy` and counting into `metrics`, not
+    /// yet running (`spawn` runs it; the demo drives it itself).
+    pub fn runner(
+        intake: SharedIntake,
+        proxy: Proxy,
+        metrics: Arc<dyn IntakeMetrics>,
+    ) -> Result<hpke_intake::Intake, crate::StartError> {
+        hpke_intake::Intake::new(
+            intake,
+            Arc::new(ProxyUpload(proxy)),
+            metrics,
+            webhook_tls,
+            print_mail,
+        )
+        .map_err(crate::StartError::Intake)
+    }
+
     /// Starts the intake on a thread of its own, with a current-thread runtime, until
     /// `stop` turns true.
     pub fn spawn(
@@ -175,9 +209,7 @@ mod imp {
         metrics: Arc<Metrics>,
         mut stop: StopSignal,
     ) -> Result<std::thread::JoinHandle<()>, crate::StartError> {
-        let runner =
-            hpke_intake::Intake::new(intake, Arc::new(ProxyUpload(proxy)), metrics, webhook_tls)
-                .map_err(crate::StartError::Intake)?;
+        let runner = runner(intake, proxy, metrics)?;
         Ok(std::thread::Builder::new()
             .name("hpke-gateway-intake".into())
             .spawn(move || {
@@ -238,6 +270,10 @@ mod imp {
     }
 
     pub(super) fn account_count(config: &IntakeConfig) -> usize {
+        match *config {}
+    }
+
+    pub(super) fn state_dir(config: &IntakeConfig) -> &Path {
         match *config {}
     }
 

@@ -188,7 +188,7 @@ impl Fixed {
             metrics_account_labels => "metrics_account_labels",
             tls => "tls (on or off; a new certificate reloads)",
             upstream_tls => "upstream_tls",
-            intake => "intake (state_dir, smtp, webhook_url)",
+            intake => "intake (state_dir, smtp, print_mail, webhook_url)",
         );
         names
     }

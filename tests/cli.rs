@@ -7,6 +7,7 @@ use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use hpke_gateway::envelope::Prefix;
 use hpke_gateway::keys;
@@ -488,6 +489,167 @@ fn demo_that_serves_prints_commands_whose_files_exist() {
     }
 }
 
+/// Runs `args` with a deadline, collecting standard output and error.
+fn run_with_deadline(args: &[&str], deadline: Duration) -> Output {
+    let child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let out = child.wait_with_output();
+        let _ = done_tx.send(());
+        out
+    });
+    if done_rx.recv_timeout(deadline).is_err() {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        let out = waiter.join().unwrap().unwrap();
+        panic!(
+            "{args:?} still running after {deadline:?}:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    waiter.join().unwrap().unwrap()
+}
+
+/// The demo's temporary folder, from its "... in PATH  (removed ...)" line.
+fn demo_folder(stdout: &str) -> &Path {
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("(removed when the demo ends)"))
+        .unwrap_or_else(|| panic!("no folder line:\n{stdout}"));
+    let path = line
+        .split_whitespace()
+        .find(|w| w.starts_with('/'))
+        .unwrap_or_else(|| panic!("no path in {line:?}"));
+    Path::new(path)
+}
+
+#[test]
+fn demo_intake_once_imports_a_sample_file_and_prints_the_mails() {
+    let out = run_with_deadline(
+        &["demo", "--intake", "--once", "--listen", "127.0.0.1:0"],
+        Duration::from_secs(180),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // The customer's commands, with the demo's paths filled in.
+    let folder = demo_folder(&stdout);
+    for needle in [
+        "export GNUPGHOME=",
+        "gpg --batch --import /",
+        "intake-key.pub.asc",
+        "cat > users.csv <<'CSV'\nemail,name,age\n",
+        "cat > users.csv.manifest <<'JSON'\n{\n  \"fileName\": \"users.csv.gpg\",",
+        "\"keyId\": \"",
+        "gpg --batch --yes --trust-model always --encrypt --recipient ",
+        "--output users.csv.gpg users.csv",
+        "cp users.csv.gpg /",
+    ] {
+        assert!(stdout.contains(needle), "{needle:?} missing:\n{stdout}");
+    }
+    assert!(
+        stdout.contains(&format!("gpg --batch --import {}/", folder.display())),
+        "{stdout}"
+    );
+    // The two mails, printed instead of sent, in order.
+    let pickup = stdout
+        .find("To: customer@example.com\nSubject: File upload users.csv.gpg: picked up for processing\n")
+        .unwrap_or_else(|| panic!("no pickup mail:\n{stdout}\n{stderr}"));
+    let success = stdout
+        .find("To: customer@example.com\nSubject: File upload users.csv.gpg: imported, 3 records\n")
+        .unwrap_or_else(|| panic!("no success mail:\n{stdout}\n{stderr}"));
+    assert!(pickup < success, "{stdout}");
+    for needle in [
+        "Account: ACCT-DEMO\nFile: users.csv.gpg\nManifest: users.csv.manifest\n",
+        "Records imported: 3\nRows skipped: 1\n",
+        "line 5, column age, value \"seventy-two\": not an Integer",
+        "print_mail: printed, not sent",
+        "uploaded 3 records to the sample upstream",
+    ] {
+        assert!(stdout.contains(needle), "{needle:?} missing:\n{stdout}");
+    }
+    assert!(!folder.exists(), "{} left behind", folder.display());
+}
+
+#[test]
+#[ignore = "needs gpg: run bash .ci/test"]
+fn demo_intake_commands_work_as_printed_with_gpg() {
+    let mut child = Command::new(bin())
+        .args(["demo", "--intake", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let mut until = |needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {needle:?} in:\n{seen}"));
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains(needle) {
+                return seen.clone();
+            }
+        }
+    };
+    let printed = until("Watching ");
+    // The commands as printed: between the invitation and the "Watching" line.
+    let start = printed.find("Try it as a customer would").unwrap();
+    let script =
+        &printed[printed[start..].find('\n').unwrap() + start..printed.rfind("Watching ").unwrap()];
+    let run = Command::new("bash")
+        .args([
+            "-euo",
+            "pipefail",
+            "-c",
+            &format!("{script}\ngpgconf --kill all\n"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let all = until("Subject: File upload users.csv.gpg: imported, 3 records");
+    assert!(
+        all.contains("Subject: File upload users.csv.gpg: picked up for processing"),
+        "{all}"
+    );
+    let folder = demo_folder(&all).to_owned();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(0),
+        "clean stop on SIGTERM"
+    );
+    assert!(!folder.exists(), "{} left behind", folder.display());
+}
+
 #[test]
 fn closed_stdout_ends_quietly_with_status_141() {
     // `hpke-gateway demo | head -1` once head has exited: every write meets a closed pipe.
@@ -499,6 +661,8 @@ fn closed_stdout_ends_quietly_with_status_141() {
     for args in [
         vec!["demo", "--once", "--listen", "127.0.0.1:0"],
         vec!["demo", "--listen", "127.0.0.1:0"],
+        vec!["demo", "--intake", "--once", "--listen", "127.0.0.1:0"],
+        vec!["demo", "--intake", "--listen", "127.0.0.1:0"],
         vec!["seal", "--recipient", public, "--info", "A"],
         vec!["public-key", "--key", &key],
     ] {

@@ -94,6 +94,12 @@ impl Gateway {
         self.intake.as_ref()
     }
 
+    /// A proxy to the upstream with a connection pool of its own (the intake's).
+    #[cfg(feature = "intake")]
+    pub(crate) fn fresh_proxy(&self) -> Proxy {
+        self.proxy.fresh_pool()
+    }
+
     /// The public listener's certificate, when it terminates TLS.
     pub fn tls(&self) -> Option<&Arc<CertResolver>> {
         self.tls.as_ref()

@@ -166,10 +166,10 @@ pub fn run(config: Config, path: &Path) -> Result<(), StartError> {
             accounts = account_count,
             workers,
             intake = %intake_state,
-            intake_accounts = intake.as_ref().map(|i| i.accounts.len()),
+            intake_accounts = intake.as_ref().map(|i| crate::intake::account_count(i)),
             intake_state_dir = intake
                 .as_ref()
-                .map(|i| tracing::field::display(i.state_dir.display())),
+                .map(|i| tracing::field::display(crate::intake::state_dir(i).display())),
             "hpke-gateway listening"
         );
         tokio::select! {

@@ -1,6 +1,7 @@
 //! What the intake needs from the process it runs in: the upload API to send records
-//! to, counters to bump, and TLS settings for webhooks. The gateway provides all three
-//! (its proxy, its Prometheus metrics, its rustls setup); tests may provide stubs.
+//! to, counters to bump, TLS settings for webhooks, and where `print_mail` prints. The
+//! gateway provides them (its proxy, its Prometheus metrics, its rustls setup, its
+//! standard output); tests may provide stubs.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -42,3 +43,7 @@ pub trait IntakeMetrics: Send + Sync + std::fmt::Debug {
 /// Builds the rustls client configuration for a webhook: `true` for an `https` URL
 /// (verifying against the system's roots), `false` for plain `http`.
 pub type WebhookTls = fn(https: bool) -> Result<rustls::ClientConfig, String>;
+
+/// Writes one mail that `print_mail` prints instead of sending (the whole text, ending
+/// in a newline); the gateway writes it to standard output. An error is logged.
+pub type PrintMail = fn(&str) -> Result<(), String>;

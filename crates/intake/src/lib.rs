@@ -12,6 +12,7 @@
 //! - [`notify`]: email and webhook notices.
 //! - [`settings`]: the `[intake]` configuration.
 //! - [`host`]: what the process running the intake provides (upload API, metrics, TLS).
+//! - [`demo`]: a key and an encrypted file made in-process, for `demo --intake`.
 //!
 //! A file is processed when its manifest is complete and the file the manifest names is
 //! complete (neither changed for `settle_ms`). Afterwards both move out of the upload
@@ -19,6 +20,7 @@
 //! to `state_dir/<account>/failed/`; a file uploaded again under the same name is a new
 //! job.
 
+pub mod demo;
 mod files;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -1,6 +1,6 @@
 //! Notifications at pickup, success and failure: an email to the manifest's
-//! `clientEmail` (lettre over SMTP) and, if configured, the same notice as JSON to a
-//! webhook. A failure whose manifest cannot be read (so names no `clientEmail`) is
+//! `clientEmail` (lettre over SMTP, or printed instead of sent with `print_mail`, for
+//! demos and tests) and, if configured, the same notice as JSON to a webhook. A failure whose manifest cannot be read (so names no `clientEmail`) is
 //! emailed to the account's `failure_contact` instead, with a reason that quotes
 //! nothing from the manifest. A notification that cannot be delivered is logged; it
 //! never fails the file.
@@ -16,6 +16,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 use serde::Serialize;
 
+use super::host::PrintMail;
 use super::ingest::BadRow;
 use super::settings::{Smtp, SmtpTls};
 
@@ -133,6 +134,8 @@ pub struct Notifier {
         Arc<AsyncSmtpTransport<Tokio1Executor>>,
         lettre::message::Mailbox,
     )>,
+    /// `print_mail`: each mail is printed with this instead of sent.
+    print: Option<PrintMail>,
     webhook: Option<(http::Uri, WebhookClient)>,
 }
 
@@ -140,15 +143,18 @@ impl std::fmt::Debug for Notifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Notifier")
             .field("smtp", &self.smtp.is_some())
+            .field("print", &self.print.is_some())
             .field("webhook", &self.webhook.as_ref().map(|(u, _)| u))
             .finish()
     }
 }
 
 impl Notifier {
-    /// A notifier for the configured channels.
+    /// A notifier for the configured channels: mail over `smtp`, or, with `print`, mail
+    /// printed instead of sent (the two exclude each other in the settings).
     pub fn new(
         smtp: Option<&Smtp>,
+        print: Option<PrintMail>,
         webhook: Option<&http::Uri>,
         tls: crate::host::WebhookTls,
     ) -> Result<Self, String> {
@@ -188,7 +194,11 @@ impl Notifier {
                 Ok::<_, String>((uri.clone(), client))
             })
             .transpose()?;
-        Ok(Self { smtp, webhook })
+        Ok(Self {
+            smtp,
+            print,
+            webhook,
+        })
     }
 
     /// Sends `notice` on every channel; failures are logged.
@@ -197,13 +207,29 @@ impl Notifier {
         self.post_webhook(notice).await;
     }
 
-    /// Emails `notice` to its `to`, if SMTP is configured; failures are logged.
+    /// Emails `notice` to its `to`, if SMTP is configured (or prints the mail, with
+    /// `print_mail`); failures are logged.
     pub async fn send_email(&self, notice: &Notice) {
-        if let (Some((transport, from)), Some(to)) = (&self.smtp, &notice.to) {
-            match email(from, to, notice) {
-                Ok(message) => {
+        let Some(to) = &notice.to else {
+            return;
+        };
+        if let Some((transport, from)) = &self.smtp {
+            match Mail::render(to, notice).map(|mail| mail.message(from)) {
+                Ok(Ok(message)) => {
                     if let Err(e) = transport.send(message).await {
                         tracing::warn!(account = %notice.account, file = %notice.file, error = %e, "notification email not sent");
+                    }
+                }
+                Ok(Err(e)) | Err(e) => {
+                    tracing::warn!(error = %e, "notification email not built")
+                }
+            }
+        }
+        if let Some(print) = self.print {
+            match Mail::render(to, notice) {
+                Ok(mail) => {
+                    if let Err(e) = print(&mail.printed()) {
+                        tracing::warn!(account = %notice.account, file = %notice.file, error = %e, "notification email not printed");
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "notification email not built"),
@@ -238,16 +264,44 @@ impl Notifier {
     }
 }
 
-fn email(from: &lettre::message::Mailbox, to: &str, notice: &Notice) -> Result<Message, String> {
-    Message::builder()
-        .from(from.clone())
-        .to(to
-            .parse()
-            .map_err(|e: lettre::address::AddressError| e.to_string())?)
-        .subject(notice.subject())
-        .header(ContentType::TEXT_PLAIN)
-        .body(notice.body())
-        .map_err(|e| e.to_string())
+/// One notification mail, rendered: what SMTP sends and what `print_mail` prints.
+#[derive(Debug)]
+struct Mail {
+    to: lettre::message::Mailbox,
+    subject: String,
+    body: String,
+}
+
+impl Mail {
+    fn render(to: &str, notice: &Notice) -> Result<Self, String> {
+        Ok(Self {
+            to: to
+                .parse()
+                .map_err(|e: lettre::address::AddressError| e.to_string())?,
+            subject: notice.subject(),
+            body: notice.body(),
+        })
+    }
+
+    /// The message SMTP sends.
+    fn message(self, from: &lettre::message::Mailbox) -> Result<Message, String> {
+        Message::builder()
+            .from(from.clone())
+            .to(self.to)
+            .subject(self.subject)
+            .header(ContentType::TEXT_PLAIN)
+            .body(self.body)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The text `print_mail` prints: the recipient, the subject and the body, between
+    /// two marker lines.
+    fn printed(&self) -> String {
+        format!(
+            "----- mail (print_mail: printed, not sent) -----\nTo: {}\nSubject: {}\n\n{}----- end of mail -----\n",
+            self.to, self.subject, self.body
+        )
+    }
 }
 
 #[cfg(test)]
@@ -280,6 +334,30 @@ mod tests {
         assert!(body.contains("File: upload.manifest\n"), "{body}");
         assert!(body.contains("The manifest could not be read"), "{body}");
         assert!(body.contains("Reason: is not valid JSON"), "{body}");
+    }
+
+    #[test]
+    fn a_printed_mail_is_the_mail_smtp_would_send() {
+        let mut n = unreadable();
+        n.stage = Stage::Success;
+        n.manifest_unreadable = false;
+        n.uploaded = 3;
+        let to = n.to.clone().unwrap();
+        let printed = Mail::render(&to, &n).unwrap().printed();
+        assert!(printed.contains("To: ops@platform.example\n"), "{printed}");
+        assert!(
+            printed.contains("Subject: File upload upload.manifest: imported, 3 records\n\n"),
+            "{printed}"
+        );
+        assert!(printed.contains(&n.body()), "{printed}");
+        let from = "Imports <imports@platform.example>".parse().unwrap();
+        let sent = Mail::render(&to, &n).unwrap().message(&from).unwrap();
+        let sent = String::from_utf8(sent.formatted()).unwrap();
+        assert!(
+            sent.contains("Subject: File upload upload.manifest: imported, 3 records"),
+            "{sent}"
+        );
+        assert!(sent.contains("Records imported: 3"), "{sent}");
     }
 
     #[test]

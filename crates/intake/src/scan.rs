@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use crate::files::*;
-use crate::host::{IntakeMetrics, UploadApi, WebhookTls};
+use crate::host::{IntakeMetrics, PrintMail, UploadApi, WebhookTls};
 use crate::job::*;
 use crate::journal::{self, Journal};
 use crate::manifest::{self};
@@ -15,12 +15,14 @@ use crate::settings::{IntakeAccount, IntakeConfig};
 use crate::{Intake, SharedIntake, is_manifest};
 
 impl Intake {
-    /// Opens the journal under `state_dir` (created 0700) and sets up notifications.
+    /// Opens the journal under `state_dir` (created 0700) and sets up notifications;
+    /// with `print_mail` on, mails go to `print_mail` instead of SMTP.
     pub fn new(
         config: SharedIntake,
         upload_api: Arc<dyn UploadApi>,
         metrics: Arc<dyn IntakeMetrics>,
         webhook_tls: WebhookTls,
+        print_mail: PrintMail,
     ) -> Result<Self, String> {
         let current = config.load();
         create_private_dir(&current.state_dir)?;
@@ -29,6 +31,7 @@ impl Intake {
             .map_err(|e| format!("intake journal: {e}"))?;
         let notifier = Notifier::new(
             current.smtp.as_ref(),
+            current.print_mail.then_some(print_mail),
             current.webhook_url.as_ref(),
             webhook_tls,
         )?;

@@ -54,6 +54,10 @@ pub struct RawIntake {
     /// Email notifications.
     #[serde(default)]
     pub smtp: Option<RawSmtp>,
+    /// Print each notification email instead of sending it (demos and tests; excludes
+    /// `[intake.smtp]`).
+    #[serde(default)]
+    pub print_mail: Option<bool>,
     /// A URL that gets every notification as JSON.
     #[serde(default)]
     pub webhook_url: Option<String>,
@@ -204,6 +208,8 @@ pub struct IntakeConfig {
     pub keep_finished: Option<Duration>,
     /// Email notifications.
     pub smtp: Option<Smtp>,
+    /// Mails are printed (by the host) instead of sent.
+    pub print_mail: bool,
     /// Webhook notifications.
     pub webhook_url: Option<http::Uri>,
     /// The accounts.
@@ -288,6 +294,13 @@ pub fn load(raw: &RawIntake, base: &Path) -> Result<IntakeConfig, Vec<String>> {
             None
         }
     });
+    let print_mail = raw.print_mail.unwrap_or(false);
+    if print_mail && raw.smtp.is_some() {
+        problems.push(
+            "intake.print_mail prints the mails instead of sending them: remove it or [intake.smtp]"
+                .into(),
+        );
+    }
     let webhook_url = raw
         .webhook_url
         .as_deref()
@@ -334,6 +347,7 @@ pub fn load(raw: &RawIntake, base: &Path) -> Result<IntakeConfig, Vec<String>> {
             days => Some(Duration::from_secs(days.saturating_mul(86_400))),
         },
         smtp,
+        print_mail,
         webhook_url,
         accounts,
     })
@@ -498,4 +512,35 @@ pub fn valid_account_id(id: &str) -> bool {
 pub fn parse_time(text: &str) -> Result<std::time::SystemTime, String> {
     humantime::parse_rfc3339_weak(text)
         .map_err(|e| format!("{text:?} is not an RFC 3339 time such as 2027-12-01T00:00:00Z ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(json: serde_json::Value) -> RawIntake {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn print_mail_excludes_smtp() {
+        let base = Path::new("/nonexistent");
+        let both = raw(serde_json::json!({
+            "state_dir": "state", "print_mail": true,
+            "smtp": {"host": "smtp.example.com", "from": "imports@example.com"}
+        }));
+        let problems = load(&both, base).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.contains("intake.print_mail")),
+            "{problems:?}"
+        );
+        let printed = load(
+            &raw(serde_json::json!({"state_dir": "state", "print_mail": true})),
+            base,
+        )
+        .unwrap();
+        assert!(printed.print_mail && printed.smtp.is_none());
+        let default = load(&raw(serde_json::json!({"state_dir": "state"})), base).unwrap();
+        assert!(!default.print_mail);
+    }
 }
