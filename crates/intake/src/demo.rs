@@ -8,11 +8,10 @@
 //! here.
 
 use pgp::composed::{
-    ArmorOptions, Deserializable as _, EncryptionCaps, KeyType, MessageBuilder,
-    SecretKeyParamsBuilder, SignedPublicKey, SubkeyParamsBuilder,
+    ArmorOptions, Deserializable as _, EncryptionCaps, KeyType, SecretKeyParamsBuilder,
+    SignedPublicKey, SubkeyParamsBuilder,
 };
 use pgp::crypto::ecc_curve::ECCCurve;
-use pgp::crypto::sym::SymmetricKeyAlgorithm;
 use pgp::types::KeyDetails as _;
 
 /// A key pair made by [`generate_key`].
@@ -71,25 +70,7 @@ pub fn generate_key(user_id: &str, passphrase: &str) -> Result<DemoKey, String> 
 pub fn encrypt(public_armored: &[u8], name: &str, data: &[u8]) -> Result<Vec<u8>, String> {
     let (public, _) = SignedPublicKey::from_armor_single(public_armored)
         .map_err(|e| format!("not an armored OpenPGP public key ({e})"))?;
-    let subkeys: Vec<_> = public
-        .public_subkeys
-        .iter()
-        .filter(|k| k.key.algorithm().can_encrypt())
-        .collect();
-    if subkeys.is_empty() {
-        return Err("the key has no encryption-capable subkey".into());
-    }
-    let mut rng = rand::thread_rng();
-    let mut builder = MessageBuilder::from_bytes(name.to_owned(), data.to_vec())
-        .seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
-    for subkey in subkeys {
-        builder
-            .encrypt_to_key(&mut rng, &subkey.key)
-            .map_err(|e| format!("cannot encrypt to the subkey ({e})"))?;
-    }
-    builder
-        .to_vec(&mut rng)
-        .map_err(|e| format!("cannot build the message ({e})"))
+    crate::pgp::encrypt_to_subkeys(&public, name, data)
 }
 
 #[cfg(test)]

@@ -97,26 +97,7 @@ impl PgpKey {
     }
 
     fn probe(&self) -> Result<(), String> {
-        let public = self.key.to_public_key();
-        let subkeys: Vec<_> = public
-            .public_subkeys
-            .iter()
-            .filter(|k| k.key.algorithm().can_encrypt())
-            .collect();
-        if subkeys.is_empty() {
-            return Err("the key has no encryption-capable subkey".into());
-        }
-        let mut rng = rand::thread_rng();
-        let mut builder = MessageBuilder::from_bytes("", &b"hpke-gateway key check"[..])
-            .seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
-        for subkey in &subkeys {
-            builder
-                .encrypt_to_key(&mut rng, &subkey.key)
-                .map_err(|e| format!("cannot encrypt to the subkey ({e})"))?;
-        }
-        let probe = builder
-            .to_vec(&mut rng)
-            .map_err(|e| format!("cannot build a probe message ({e})"))?;
+        let probe = encrypt_to_subkeys(&self.key.to_public_key(), "", b"hpke-gateway key check")?;
         let mut out = Vec::new();
         decrypt_stream(&[self], &probe[..], &mut out, u64::MAX).map_err(|e| match e {
             DecryptError::NoKey => {
@@ -129,6 +110,35 @@ impl PgpKey {
         }
         Ok(())
     }
+}
+
+/// Encrypts `data` to every encryption-capable subkey of `public`, as a binary OpenPGP
+/// message (SEIPDv1, AES-256: what GnuPG 2.2 writes); `name` is the literal data's file
+/// name. The key check at load and the demo's customer both use it.
+pub fn encrypt_to_subkeys(
+    public: &pgp::composed::SignedPublicKey,
+    name: &str,
+    data: &[u8],
+) -> Result<Vec<u8>, String> {
+    let subkeys: Vec<_> = public
+        .public_subkeys
+        .iter()
+        .filter(|k| k.key.algorithm().can_encrypt())
+        .collect();
+    if subkeys.is_empty() {
+        return Err("the key has no encryption-capable subkey".into());
+    }
+    let mut rng = rand::thread_rng();
+    let mut builder = MessageBuilder::from_bytes(name.to_owned(), data.to_vec())
+        .seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
+    for subkey in subkeys {
+        builder
+            .encrypt_to_key(&mut rng, &subkey.key)
+            .map_err(|e| format!("cannot encrypt to the subkey ({e})"))?;
+    }
+    builder
+        .to_vec(&mut rng)
+        .map_err(|e| format!("cannot build the message ({e})"))
 }
 
 /// Why a file did not decrypt. Messages are for the customer's notification and the
