@@ -4,6 +4,10 @@
 //! - `GET /readyz`: 200 when a server key is valid now and the upstream accepts a TCP
 //!   connection within the connect timeout, else 503; the JSON body names each check.
 //! - `GET /metrics`: Prometheus text format (see [`crate::metrics`]).
+//! - `POST /intake/run` with `{"account": "ID"}`: pull that intake account from the
+//!   customer's SFTP server now and answer, once its files ended, with what was fetched
+//!   and how each file ended (what `hpke-gateway intake run` prints). 404 names an
+//!   unknown account or one without `[intake.accounts.pull]`; 503 when no intake runs.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -28,6 +32,8 @@ pub struct Admin {
     pub upstream: Uri,
     /// How long the readiness check waits for a TCP connection.
     pub connect_timeout: Duration,
+    /// Where `intake run` requests go, when an intake runs.
+    pub intake_runs: Option<crate::intake::RunSender>,
 }
 
 /// The admin router.
@@ -36,7 +42,37 @@ pub fn router(admin: Admin) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/intake/run", axum::routing::post(intake_run))
         .with_state(admin)
+}
+
+/// The body of `POST /intake/run`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunBody {
+    account: String,
+}
+
+async fn intake_run(State(admin): State<Admin>, body: axum::body::Bytes) -> Response {
+    let problem = |status: StatusCode, message: String| {
+        json(status, serde_json::json!({ "error": message }).to_string())
+    };
+    let Ok(RunBody { account }) = serde_json::from_slice(&body) else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            r#"the body must be {"account": "<intake account id>"}"#.to_owned(),
+        );
+    };
+    let Some(runs) = &admin.intake_runs else {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this gateway runs no file intake".to_owned(),
+        );
+    };
+    match crate::intake::run_pull(runs, account).await {
+        Ok(report) => json(StatusCode::OK, report),
+        Err((status, message)) => problem(status, message),
+    }
 }
 
 async fn healthz() -> Response {

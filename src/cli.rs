@@ -109,6 +109,12 @@ pub enum Command {
         #[arg(long)]
         intake: bool,
     },
+    /// The file intake: pull an account's files from the customer's SFTP server now.
+    Intake {
+        /// What to do.
+        #[command(subcommand)]
+        command: IntakeCommand,
+    },
     /// Manage the server keys of a configuration.
     Keys {
         /// What to do.
@@ -179,6 +185,28 @@ pub enum KeysCommand {
     },
 }
 
+/// `intake` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum IntakeCommand {
+    /// Pull one account from its `[intake.accounts.pull]` server now, and print what was
+    /// fetched and how each file ended. Goes through the running gateway's admin
+    /// listener (so the journal has one writer); runs in this process when none answers.
+    Run {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The intake account id.
+        #[arg(long)]
+        account: String,
+        /// The running gateway's admin listener (default: `admin_listen` of the config).
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// Where the passphrase of an encrypted private key comes from.
 #[derive(Debug, clap::Args)]
 pub struct Passphrase {
@@ -210,6 +238,15 @@ pub fn main(args: Args) -> ExitCode {
             once,
             intake,
         } => runtime().and_then(|rt| rt.block_on(crate::demo::run(listen, once, intake))),
+        Command::Intake {
+            command:
+                IntakeCommand::Run {
+                    config,
+                    account,
+                    admin,
+                    json,
+                },
+        } => runtime().and_then(|rt| rt.block_on(intake_run(&config, account, admin, json))),
         Command::Keys {
             command:
                 KeysCommand::Rotate {
@@ -245,6 +282,32 @@ fn runtime() -> Result<tokio::runtime::Runtime, BoxError> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+async fn intake_run(
+    path: &Path,
+    account: String,
+    admin: Option<SocketAddr>,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hpke-gateway: {e}");
+            return Ok(ExitCode::from(EXIT_BAD_CONFIG));
+        }
+    };
+    let report = crate::intake::run_now(config, account, admin).await?;
+    if json {
+        write_stdout(format!("{report}\n").as_bytes())?;
+    } else {
+        write_stdout(crate::intake::describe_report(&report).as_bytes())?;
+    }
+    Ok(if report["error"].is_null() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn serve(path: &Path) -> Result<ExitCode, BoxError> {

@@ -14,7 +14,82 @@ use arc_swap::ArcSwap;
 
 #[cfg(feature = "intake")]
 pub use imp::runner;
-pub use imp::{IntakeConfig, RawIntake, load, spawn};
+pub use imp::{IntakeConfig, RawIntake, RunSender, load, run_pull, spawn};
+
+/// `intake run`: asks the gateway on `admin` (default: the config's admin listener) to
+/// pull `account` now; when nothing listens there, pulls in this process (which needs
+/// the intake's storage lock, so it fails while another intake runs elsewhere). Returns
+/// the report as JSON.
+pub async fn run_now(
+    config: crate::config::Config,
+    account: String,
+    admin: Option<std::net::SocketAddr>,
+) -> Result<serde_json::Value, crate::BoxError> {
+    let admin = admin.or(config.ops.admin_listen.filter(|a| a.port() != 0));
+    if let Some(admin) = admin {
+        let client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .build()?;
+        let sent = client
+            .post(format!("http://{admin}/intake/run"))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::json!({ "account": account }).to_string())
+            .send()
+            .await;
+        match sent {
+            Ok(response) => {
+                let status = response.status();
+                let body: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
+                if status.is_success() {
+                    return Ok(body);
+                }
+                let message = body["error"].as_str().unwrap_or("no reason given");
+                return Err(format!("the gateway at {admin} answered {status}: {message}").into());
+            }
+            Err(e) if e.is_connect() => {
+                tracing::info!(%admin, "no gateway answers on the admin listener: pulling in this process");
+            }
+            Err(e) => return Err(format!("the gateway at {admin}: {e}").into()),
+        }
+    }
+    imp::run_here(config, account).await
+}
+
+/// The report of `intake run` as lines for a person.
+pub fn describe_report(report: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    let fetched = report["fetched"].as_array().cloned().unwrap_or_default();
+    let mut out = format!(
+        "pulled {} from {}: {} file(s) fetched\n",
+        text(&report["account"]),
+        text(&report["server"]),
+        fetched.len()
+    );
+    for f in &fetched {
+        out.push_str(&format!(
+            "  {}  {} bytes  sha256 {}  {}\n",
+            text(&f["name"]),
+            f["bytes"],
+            text(&f["sha256"]),
+            text(&f["outcome"])
+        ));
+    }
+    if let Some(n) = report["already_fetched"].as_u64().filter(|n| *n > 0) {
+        out.push_str(&format!(
+            "  {n} file(s) fetched before and unchanged: not fetched again\n"
+        ));
+    }
+    for name in report["changing"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {}  still changing on the server: left for the next run\n",
+            text(name)
+        ));
+    }
+    if let Some(e) = report["error"].as_str() {
+        out.push_str(&format!("pull failed: {e}\n"));
+    }
+    out
+}
 
 /// The intake configuration a reload replaces.
 pub type SharedIntake = Arc<ArcSwap<IntakeConfig>>;
@@ -169,6 +244,15 @@ mod imp {
         fn deferred(&self) {
             self.intake_deferred();
         }
+
+        fn pull(
+            &self,
+            account: &str,
+            result: Result<(u64, u64), &'static str>,
+            consecutive_failures: u32,
+        ) {
+            self.intake_pull(account, result, consecutive_failures);
+        }
     }
 
     fn webhook_tls(https: bool) -> Result<rustls::ClientConfig, String> {
@@ -201,16 +285,58 @@ mod imp {
         .map_err(crate::StartError::Intake)
     }
 
+    /// Where `intake run` requests go: the running intake answers them between scans,
+    /// so its journal keeps one writer.
+    pub type RunSender = tokio::sync::mpsc::Sender<hpke_intake::pull::RunRequest>;
+
+    /// Asks the running intake to pull `account` now; the JSON report, or the status
+    /// and reason it could not run.
+    pub async fn run_pull(
+        runs: &RunSender,
+        account: String,
+    ) -> Result<String, (http::StatusCode, String)> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = hpke_intake::pull::RunRequest { account, reply };
+        let stopped = || {
+            (
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "the intake is not running".to_owned(),
+            )
+        };
+        runs.send(request).await.map_err(|_| stopped())?;
+        match answer.await.map_err(|_| stopped())? {
+            Ok(report) => serde_json::to_string(&report)
+                .map_err(|e| (http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+            Err(e) => Err((http::StatusCode::NOT_FOUND, e)),
+        }
+    }
+
+    /// `intake run` without a running gateway: the intake of `config`, in this process.
+    pub(super) async fn run_here(
+        config: crate::config::Config,
+        account: String,
+    ) -> Result<serde_json::Value, crate::BoxError> {
+        let gateway = crate::server::Gateway::new(config)?;
+        let shared = gateway
+            .intake()
+            .cloned()
+            .ok_or("the configuration has no [intake]")?;
+        let mut intake = runner(shared, gateway.fresh_proxy(), gateway.metrics().clone())?;
+        let report = intake.pull_now(&account).await?;
+        Ok(serde_json::to_value(report)?)
+    }
+
     /// Starts the intake on a thread of its own, with a current-thread runtime, until
-    /// `stop` turns true.
+    /// `stop` turns true; returns the thread and where `intake run` requests go.
     pub fn spawn(
         intake: SharedIntake,
         proxy: Proxy,
         metrics: Arc<Metrics>,
         mut stop: StopSignal,
-    ) -> Result<std::thread::JoinHandle<()>, crate::StartError> {
-        let runner = runner(intake, proxy, metrics)?;
-        Ok(std::thread::Builder::new()
+    ) -> Result<(std::thread::JoinHandle<()>, RunSender), crate::StartError> {
+        let mut runner = runner(intake, proxy, metrics)?;
+        let runs = runner.run_requests();
+        let thread = std::thread::Builder::new()
             .name("hpke-gateway-intake".into())
             .spawn(move || {
                 let rt = match tokio::runtime::Builder::new_current_thread()
@@ -226,7 +352,8 @@ mod imp {
                 rt.block_on(runner.run(async move {
                     let _ = stop.wait_for(|stopped| *stopped).await;
                 }));
-            })?)
+            })?;
+        Ok((thread, runs))
     }
 }
 
@@ -286,13 +413,33 @@ mod imp {
         match *config {}
     }
 
+    /// This build has no intake to run.
+    pub(super) async fn run_here(
+        _: crate::config::Config,
+        _: String,
+    ) -> Result<serde_json::Value, crate::BoxError> {
+        Err("this hpke-gateway was built without the file intake (cargo feature `intake`)".into())
+    }
+
+    /// No intake runs, so no request can be sent.
+    #[derive(Debug, Clone)]
+    pub enum RunSender {}
+
+    /// Never called: there is no [`RunSender`] value.
+    pub async fn run_pull(
+        runs: &RunSender,
+        _: String,
+    ) -> Result<String, (http::StatusCode, String)> {
+        match *runs {}
+    }
+
     /// Never called: there is no [`IntakeConfig`] value to run.
     pub fn spawn(
         intake: SharedIntake,
         _: Proxy,
         _: Arc<Metrics>,
         _: StopSignal,
-    ) -> Result<std::thread::JoinHandle<()>, crate::StartError> {
+    ) -> Result<(std::thread::JoinHandle<()>, RunSender), crate::StartError> {
         match **intake.load() {}
     }
 }

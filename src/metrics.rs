@@ -17,9 +17,17 @@
 //! | `hpke_gateway_intake_files_total` | counter | `result` (imported / failed / refused: a manifest refused before its job started) |
 //! | `hpke_gateway_intake_records_total` | counter | `result` (uploaded / skipped: bad rows) |
 //! | `hpke_gateway_intake_deferrals_total` | counter | (jobs put off because the upstream was unavailable) |
+//! | `hpke_gateway_intake_pull_last_success_timestamp_seconds` | gauge | `account` (Unix time of the last pull from the customer's server that succeeded; 0 before the first) |
+//! | `hpke_gateway_intake_pull_consecutive_failures` | gauge | `account` (failed pulls since the last success) |
+//! | `hpke_gateway_intake_pull_files_total`, `hpke_gateway_intake_pull_bytes_total` | counter | `account` (files and bytes fetched) |
+//! | `hpke_gateway_intake_pull_failures_total` | counter | `account`, `reason` (host_key / login / unreachable / transfer / too_large / local) |
 //!
 //! Account ids are labels only when the operator opts in: each account is a series of
-//! its own, so a gateway with many accounts would otherwise flood Prometheus.
+//! its own, so a gateway with many accounts would otherwise flood Prometheus. The pull
+//! series are the exception: they exist only for intake accounts with
+//! `[intake.accounts.pull]`, a handful the operator configured, and an alert must say
+//! which customer's server fails. Each account's series appear at its first pull (at
+//! start), every failure reason at 0.
 //!
 //! The series of `reloads`, `upstream_errors`, `intake_files` and `intake_records` exist
 //! from the start at 0, one per label value listed above: a series that first appears
@@ -103,6 +111,67 @@ struct KeyIdLabel {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AccountLabel {
+    account: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PullFailureLabels {
+    account: String,
+    reason: &'static str,
+}
+
+/// The reasons a pull fails, as `hpke_intake::pull::RemoteError::reason` names them.
+const PULL_FAILURE_REASONS: [&str; 6] = [
+    "host_key",
+    "login",
+    "unreachable",
+    "transfer",
+    "too_large",
+    "local",
+];
+
+/// The scheduled-pull series.
+#[derive(Debug, Default)]
+struct PullMetrics {
+    last_success: Family<AccountLabel, Gauge>,
+    consecutive_failures: Family<AccountLabel, Gauge>,
+    files: Family<AccountLabel, Counter>,
+    bytes: Family<AccountLabel, Counter>,
+    failures: Family<PullFailureLabels, Counter>,
+}
+
+impl PullMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "intake_pull_last_success_timestamp_seconds",
+            "Unix time of the last successful pull from the customer's SFTP server",
+            self.last_success.clone(),
+        );
+        r.register(
+            "intake_pull_consecutive_failures",
+            "Failed pulls since the last successful one",
+            self.consecutive_failures.clone(),
+        );
+        r.register(
+            "intake_pull_files",
+            "Files fetched from customers' SFTP servers",
+            self.files.clone(),
+        );
+        r.register(
+            "intake_pull_bytes",
+            "Bytes fetched from customers' SFTP servers",
+            self.bytes.clone(),
+        );
+        r.register(
+            "intake_pull_failures",
+            "Failed pulls from customers' SFTP servers, by reason",
+            self.failures.clone(),
+        );
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -137,6 +206,7 @@ pub struct Metrics {
     intake_files: Family<ResultLabel, Counter>,
     intake_records: Family<ResultLabel, Counter>,
     intake_deferrals: Counter,
+    intake_pulls: std::sync::Arc<PullMetrics>,
     upstream_bodies_dropped: Counter,
     underscore_headers_dropped: Counter,
     buffer_budget_rejections: Counter,
@@ -176,6 +246,7 @@ impl Metrics {
         let reloads = Family::default();
         let (intake_files, intake_records) = (Family::default(), Family::default());
         let intake_deferrals = Counter::default();
+        let intake_pulls = std::sync::Arc::new(PullMetrics::default());
         let (upstream_bodies_dropped, underscore_headers_dropped, buffer_budget_rejections) =
             (Counter::default(), Counter::default(), Counter::default());
         let buffered_body_bytes = Gauge::default();
@@ -286,6 +357,7 @@ impl Metrics {
             "Intake jobs put off because the upstream was unavailable",
             intake_deferrals.clone(),
         );
+        intake_pulls.register(r);
         for result in ["ok", "failed"] {
             reloads.get_or_create_owned(&ResultLabel { result });
         }
@@ -324,6 +396,7 @@ impl Metrics {
             intake_files,
             intake_records,
             intake_deferrals,
+            intake_pulls,
             upstream_bodies_dropped,
             underscore_headers_dropped,
             buffer_budget_rejections,
@@ -439,6 +512,53 @@ impl Metrics {
     /// Counts an intake job put off until the upstream is back.
     pub fn intake_deferred(&self) {
         self.intake_deferrals.inc();
+    }
+
+    /// Counts one pull of `account`: `Ok((files, bytes))` or `Err(reason)`, with the
+    /// failed pulls since the last success.
+    pub fn intake_pull(
+        &self,
+        account: &str,
+        result: Result<(u64, u64), &'static str>,
+        consecutive_failures: u32,
+    ) {
+        let p = &self.intake_pulls;
+        let label = AccountLabel {
+            account: account.to_owned(),
+        };
+        // Every series of the account exists from its first pull.
+        for reason in PULL_FAILURE_REASONS {
+            let _ = p.failures.get_or_create(&PullFailureLabels {
+                account: account.to_owned(),
+                reason,
+            });
+        }
+        let _ = p.last_success.get_or_create(&label);
+        match result {
+            Ok((files, bytes)) => {
+                p.files.get_or_create(&label).inc_by(files);
+                p.bytes.get_or_create(&label).inc_by(bytes);
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                p.last_success
+                    .get_or_create(&label)
+                    .set(i64::try_from(now).unwrap_or(i64::MAX));
+            }
+            Err(reason) => {
+                let _ = p.files.get_or_create(&label);
+                let _ = p.bytes.get_or_create(&label);
+                p.failures
+                    .get_or_create(&PullFailureLabels {
+                        account: account.to_owned(),
+                        reason,
+                    })
+                    .inc();
+            }
+        }
+        p.consecutive_failures
+            .get_or_create(&label)
+            .set(i64::from(consecutive_failures));
     }
 
     /// The counter for request body bytes.

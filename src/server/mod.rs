@@ -146,12 +146,18 @@ impl Gateway {
     }
 
     /// The admin router (`/healthz`, `/readyz`, `/metrics`).
-    pub fn admin_router(&self, config_upstream: &http::Uri, connect_timeout: Duration) -> Router {
+    pub fn admin_router(
+        &self,
+        config_upstream: &http::Uri,
+        connect_timeout: Duration,
+        intake_runs: Option<crate::intake::RunSender>,
+    ) -> Router {
         admin::router(Admin {
             shared: self.shared.clone(),
             metrics: self.metrics.clone(),
             upstream: config_upstream.clone(),
             connect_timeout,
+            intake_runs,
         })
     }
 }

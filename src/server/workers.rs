@@ -112,14 +112,17 @@ pub fn run(config: Config, path: &Path) -> Result<(), StartError> {
         })
         .collect::<Result<_, _>>()?;
     drop(done_tx);
-    let intake_thread = match gateway.intake() {
-        Some(intake) => Some(crate::intake::spawn(
-            intake.clone(),
-            gateway.proxy.fresh_pool(),
-            gateway.metrics().clone(),
-            stop_rx.clone(),
-        )?),
-        None => None,
+    let (intake_thread, intake_runs) = match gateway.intake() {
+        Some(intake) => {
+            let (thread, runs) = crate::intake::spawn(
+                intake.clone(),
+                gateway.proxy.fresh_pool(),
+                gateway.metrics().clone(),
+                stop_rx.clone(),
+            )?;
+            (Some(thread), Some(runs))
+        }
+        None => (None, None),
     };
     main_rt.block_on(async {
         // Both handlers are in place before "listening" is logged.
@@ -128,7 +131,7 @@ pub fn run(config: Config, path: &Path) -> Result<(), StartError> {
         let admin = match admin_socket {
             Some(socket) => {
                 let listener = TcpListener::from_std(socket)?;
-                let router = gateway.admin_router(&upstream, connect_timeout);
+                let router = gateway.admin_router(&upstream, connect_timeout, intake_runs);
                 // The same head timeout and connection limit as the public listener: the
                 // admin port may face a network (the Kubernetes manifests bind 0.0.0.0).
                 let timeouts = ConnectionTimeouts {

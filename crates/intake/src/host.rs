@@ -38,6 +38,17 @@ pub trait IntakeMetrics: Send + Sync + std::fmt::Debug {
     fn file(&self, result: &'static str, uploaded: u64, skipped: u64);
     /// A job was put off until the upstream is back.
     fn deferred(&self);
+    /// A scheduled pull of `account` ended: `Ok((files, bytes))` fetched, or `Err(reason)`
+    /// (`host_key`, `login`, `unreachable`, `transfer`, `too_large`, `local`), after
+    /// `consecutive_failures` failed pulls in a row (0 after a success).
+    fn pull(
+        &self,
+        account: &str,
+        result: Result<(u64, u64), &'static str>,
+        consecutive_failures: u32,
+    ) {
+        let _ = (account, result, consecutive_failures);
+    }
 }
 
 /// Builds the rustls client configuration for a webhook: `true` for an `https` URL

@@ -179,6 +179,18 @@ impl Intake {
                 Err(f) => self.metrics.file("failed", f.uploaded, f.skipped),
             },
         }
+        let outcome = match &result {
+            Ok(o) => format!(
+                "imported: {} records, {} rows skipped",
+                o.uploaded, o.skipped
+            ),
+            Err(f) => format!("failed: {}", f.error),
+        };
+        for name in [&job.manifest_name, &job.manifest.file_name] {
+            self.pulled
+                .ended
+                .insert(account.upload_dir.join(name), outcome.clone());
+        }
         let mut n = notice(stage, account, job);
         match result {
             Ok(outcome) => {
@@ -214,6 +226,10 @@ impl Intake {
         tracing::warn!(account = %account.id, manifest = %manifest_name, %reason, "upload refused");
         self.metrics.file("refused", 0, 0);
         let source = account.upload_dir.join(manifest_name);
+        self.pulled.fresh.remove(&source);
+        self.pulled
+            .ended
+            .insert(source.clone(), format!("failed: {reason}"));
         self.refused
             .insert((source.clone(), manifest_meta.modified().ok()));
         let failed = self

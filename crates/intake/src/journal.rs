@@ -58,6 +58,35 @@ enum Line {
         error: String,
         at: String,
     },
+    /// A file fetched from a customer's server (scheduled pull); `sha256` is absent
+    /// when it was refused unfetched (too large), with the reason in `refused`.
+    Fetched {
+        account: String,
+        name: String,
+        size: u64,
+        mtime: u64,
+        #[serde(default)]
+        sha256: Option<String>,
+        #[serde(default)]
+        refused: Option<String>,
+        at: String,
+    },
+}
+
+/// What the journal recorded of one remote file (the last fetch under its name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchRecord {
+    /// Size when fetched.
+    pub size: u64,
+    /// Remote modification time, seconds since the epoch.
+    pub mtime: u64,
+    /// SHA-256 of what was fetched, hex; `None` if it was refused unfetched.
+    pub sha256: Option<String>,
+}
+
+/// The compaction key of a fetch line: only the last one per account and name counts.
+fn fetch_key(account: &str, name: &str) -> String {
+    format!("fetched\0{account}\0{name}")
 }
 
 impl Line {
@@ -67,6 +96,7 @@ impl Line {
             | Line::Batch { job, .. }
             | Line::Done { job, .. }
             | Line::Failed { job, .. } => job,
+            Line::Fetched { .. } => "",
         }
     }
 }
@@ -90,6 +120,7 @@ fn rewrite<'a>(path: &Path, lines: impl Iterator<Item = &'a [u8]>) -> std::io::R
 pub struct Journal {
     file: File,
     jobs: HashMap<String, JobState>,
+    fetched: HashMap<(String, String), FetchRecord>,
 }
 
 fn now() -> String {
@@ -101,6 +132,10 @@ impl Journal {
     /// (a crash during a write) is ignored.
     pub fn open(path: &Path) -> std::io::Result<Self> {
         let mut jobs: HashMap<String, JobState> = HashMap::new();
+        let mut fetched: HashMap<(String, String), FetchRecord> = HashMap::new();
+        // Fetch lines superseded by a later one of the same file (by line index).
+        let mut superseded: HashSet<usize> = HashSet::new();
+        let mut last_fetch: HashMap<String, usize> = HashMap::new();
         // Each line as read, with its job, and each job's account: for compaction.
         let mut lines: Vec<(String, Vec<u8>)> = Vec::new();
         let mut accounts: HashMap<String, String> = HashMap::new();
@@ -112,8 +147,34 @@ impl Journal {
                 let Ok(line) = serde_json::from_slice::<Line>(&raw) else {
                     continue;
                 };
-                lines.push((line.job().to_owned(), raw));
+                let key = match &line {
+                    Line::Fetched { account, name, .. } => fetch_key(account, name),
+                    other => other.job().to_owned(),
+                };
+                if let Line::Fetched { .. } = line
+                    && let Some(earlier) = last_fetch.insert(key.clone(), lines.len())
+                {
+                    superseded.insert(earlier);
+                }
+                lines.push((key, raw));
                 match line {
+                    Line::Fetched {
+                        account,
+                        name,
+                        size,
+                        mtime,
+                        sha256,
+                        ..
+                    } => {
+                        fetched.insert(
+                            (account, name),
+                            FetchRecord {
+                                size,
+                                mtime,
+                                sha256,
+                            },
+                        );
+                    }
                     Line::Picked {
                         job,
                         account,
@@ -153,12 +214,13 @@ impl Journal {
                 })
                 .map(|(job, _)| job.clone())
                 .collect();
-            if !gone.is_empty() {
+            if !gone.is_empty() || !superseded.is_empty() {
                 jobs.retain(|job, _| !gone.contains(job));
                 let kept = lines
                     .iter()
-                    .filter(|(job, _)| !gone.contains(job))
-                    .map(|(_, raw)| raw.as_slice());
+                    .enumerate()
+                    .filter(|(i, (job, _))| !gone.contains(job) && !superseded.contains(i))
+                    .map(|(_, (_, raw))| raw.as_slice());
                 rewrite(path, kept)?;
             }
             // Cut a torn last line (no newline): the next line starts clean.
@@ -179,7 +241,71 @@ impl Journal {
             options.mode(0o600);
         }
         let file = options.open(path)?;
-        Ok(Self { file, jobs })
+        Ok(Self {
+            file,
+            jobs,
+            fetched,
+        })
+    }
+
+    /// The last fetch recorded of `name` from `account`'s server.
+    pub fn fetched(&self, account: &str, name: &str) -> Option<&FetchRecord> {
+        self.fetched.get(&(account.to_owned(), name.to_owned()))
+    }
+
+    /// Records a fetched file: from here on it is delivered, never fetched again while
+    /// its size and time stay the same.
+    pub fn record_fetch(
+        &mut self,
+        account: &str,
+        name: &str,
+        size: u64,
+        mtime: u64,
+        sha256: &str,
+    ) -> std::io::Result<()> {
+        self.append_fetch(account, name, size, mtime, Some(sha256.to_owned()), None)
+    }
+
+    /// Records a file refused without fetching it (too large): reported once, not tried
+    /// again while its size and time stay the same.
+    pub fn fetch_refused(
+        &mut self,
+        account: &str,
+        name: &str,
+        size: u64,
+        mtime: u64,
+        reason: &str,
+    ) -> std::io::Result<()> {
+        self.append_fetch(account, name, size, mtime, None, Some(reason.to_owned()))
+    }
+
+    fn append_fetch(
+        &mut self,
+        account: &str,
+        name: &str,
+        size: u64,
+        mtime: u64,
+        sha256: Option<String>,
+        refused: Option<String>,
+    ) -> std::io::Result<()> {
+        self.append(&Line::Fetched {
+            account: account.into(),
+            name: name.into(),
+            size,
+            mtime,
+            sha256: sha256.clone(),
+            refused,
+            at: now(),
+        })?;
+        self.fetched.insert(
+            (account.into(), name.into()),
+            FetchRecord {
+                size,
+                mtime,
+                sha256,
+            },
+        );
+        Ok(())
     }
 
     /// What the journal knows of `job`.

@@ -10,6 +10,7 @@
 //! - [`ingest`]: CSV/JSON to upload records.
 //! - [`journal`]: what was picked up and how far it got, across restarts.
 //! - [`notify`]: email and webhook notices.
+//! - [`pull`]: scheduled imports from the customer's own SFTP server.
 //! - [`settings`]: the `[intake]` configuration.
 //! - [`host`]: what the process running the intake provides (upload API, metrics, TLS).
 //! - [`demo`]: a key and an encrypted file made in-process, for `demo --intake`.
@@ -31,6 +32,7 @@ pub mod journal;
 pub mod manifest;
 pub mod notify;
 pub mod pgp;
+pub mod pull;
 mod scan;
 pub mod settings;
 mod upload;
@@ -98,4 +100,8 @@ pub struct Intake {
     not_before: HashMap<String, (Instant, u32)>,
     /// When `processed/` and `failed/` were last pruned.
     pruned: Option<Instant>,
+    /// Scheduled pulls: their state, and the files they delivered.
+    pulled: pull::Pulled,
+    /// `intake run` requests from the admin listener.
+    requests: Option<tokio::sync::mpsc::Receiver<pull::RunRequest>>,
 }

@@ -30,6 +30,8 @@ pub enum Stage {
     Success,
     /// The file was not imported.
     Failure,
+    /// A scheduled pull from the customer's server failed (`file` names the server).
+    PullFailure,
 }
 
 /// One notice.
@@ -69,17 +71,32 @@ impl Notice {
                 self.file
             );
         }
+        if self.stage == Stage::PullFailure {
+            return format!("Scheduled import from {}: failed", self.file);
+        }
         match self.stage {
             Stage::Pickup => format!("File upload {}: picked up for processing", self.file),
             Stage::Success => format!(
                 "File upload {}: imported, {} records",
                 self.file, self.uploaded
             ),
-            Stage::Failure => format!("File upload {}: import failed", self.file),
+            Stage::Failure | Stage::PullFailure => {
+                format!("File upload {}: import failed", self.file)
+            }
         }
     }
 
     fn body(&self) -> String {
+        if self.stage == Stage::PullFailure {
+            return format!(
+                "Account: {}\nServer: {}\n\nThe scheduled import from your SFTP server did not \
+                 run.\nReason: {}\n\nFiles already fetched are not affected; the next scheduled \
+                 run tries again.\n",
+                self.account,
+                self.file,
+                self.error.as_deref().unwrap_or("unknown")
+            );
+        }
         let mut text = format!(
             "Account: {}\nFile: {}\nManifest: {}\n\n",
             self.account, self.file, self.manifest
@@ -101,7 +118,7 @@ impl Notice {
                 "The file was decrypted and imported.\nRecords imported: {}\nRows skipped: {}\n",
                 self.uploaded, self.skipped
             )),
-            Stage::Failure => text.push_str(&format!(
+            Stage::Failure | Stage::PullFailure => text.push_str(&format!(
                 "The file was not imported.\nReason: {}\n",
                 self.error.as_deref().unwrap_or("unknown")
             )),
@@ -238,7 +255,7 @@ impl Notifier {
     }
 
     /// Posts `notice` to the webhook, if one is configured; failures are logged.
-    async fn post_webhook(&self, notice: &Notice) {
+    pub(crate) async fn post_webhook(&self, notice: &Notice) {
         if let Some((uri, client)) = &self.webhook {
             let body = serde_json::to_vec(notice).unwrap_or_default();
             let request = http::Request::post(uri.clone())

@@ -49,18 +49,38 @@ impl Intake {
             refused: HashSet::new(),
             not_before: HashMap::new(),
             pruned: None,
+            pulled: crate::pull::Pulled::default(),
+            requests: None,
         })
+    }
+
+    /// A sender for `intake run` requests, answered by [`Intake::run`] between scans.
+    pub fn run_requests(&mut self) -> tokio::sync::mpsc::Sender<crate::pull::RunRequest> {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        self.requests = Some(rx);
+        tx
     }
 
     /// Scans and processes until `stop` completes; a job in progress finishes first.
     pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
+        let mut requests = self.requests.take();
         loop {
+            self.pull_due().await;
             self.scan().await;
             let poll = self.config.load().poll;
             tokio::select! {
                 () = &mut stop => return,
                 () = tokio::time::sleep(poll) => {}
+                Some(request) = async {
+                    match requests.as_mut() {
+                        Some(r) => r.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let report = self.pull_now(&request.account).await;
+                    let _ = request.reply.send(report);
+                }
             }
         }
     }
@@ -84,24 +104,29 @@ impl Intake {
             }
         }
         for account in &config.accounts {
-            for job in self.jobs_in_progress(account) {
-                if let Some((at, _)) = self.not_before.get(&job.id)
-                    && Instant::now() < *at
-                {
-                    continue;
-                }
-                self.run_job(&config, account, job).await;
+            self.scan_account(&config, account).await;
+        }
+    }
+
+    /// One pass over one account.
+    pub(crate) async fn scan_account(&mut self, config: &IntakeConfig, account: &IntakeAccount) {
+        for job in self.jobs_in_progress(account) {
+            if let Some((at, _)) = self.not_before.get(&job.id)
+                && Instant::now() < *at
+            {
+                continue;
             }
-            let manifests = match self.manifests(account) {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(account = %account.id, error = %e, "cannot list the upload directory");
-                    continue;
-                }
-            };
-            for name in manifests {
-                self.consider(&config, account, &name).await;
+            self.run_job(config, account, job).await;
+        }
+        let manifests = match self.manifests(account) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(account = %account.id, error = %e, "cannot list the upload directory");
+                return;
             }
+        };
+        for name in manifests {
+            self.consider(config, account, &name).await;
         }
     }
 
@@ -188,7 +213,14 @@ impl Intake {
         let Ok(manifest_meta) = std::fs::symlink_metadata(&manifest_path) else {
             return;
         };
-        if !manifest_meta.file_type().is_file() || !settled(&manifest_meta, config.settle) {
+        // A pulled file is complete when delivered; an upload when it stopped changing.
+        let complete =
+            |path: &std::path::Path, meta: &std::fs::Metadata, pulled: &crate::pull::Pulled| {
+                pulled.fresh.contains(path) || settled(meta, config.settle)
+            };
+        if !manifest_meta.file_type().is_file()
+            || !complete(&manifest_path, &manifest_meta, &self.pulled)
+        {
             return;
         }
         if self
@@ -282,9 +314,11 @@ impl Intake {
                 .await;
             return;
         }
-        if !settled(&file_meta, config.settle) {
+        if !complete(&file_path, &file_meta, &self.pulled) {
             return;
         }
+        self.pulled.fresh.remove(&file_path);
+        self.pulled.fresh.remove(&manifest_path);
         let id = journal::job_id(&account.id, manifest_name, &manifest.file_name, &file_meta);
         // Take both into a private directory first: from here on the customer can no
         // longer change, replace or re-upload them under the job's feet (a new upload

@@ -117,6 +117,53 @@ pub struct RawIntakeAccount {
     /// The account's OpenPGP keys.
     #[serde(default)]
     pub keys: Vec<RawPgpKey>,
+    /// Scheduled imports from the customer's own SFTP server.
+    #[serde(default)]
+    pub pull: Option<RawPull>,
+}
+
+/// `[intake.accounts.pull]`: fetch the account's files from the customer's SFTP server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPull {
+    /// The server's host name or address.
+    pub host: String,
+    /// Its SSH port (default 22).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The login name.
+    pub user: String,
+    /// The directory holding the files and manifests.
+    pub remote_dir: String,
+    /// The login key: an OpenSSH private key file (owner-only).
+    pub ssh_key: PathBuf,
+    /// Environment variable with the key's passphrase.
+    #[serde(default)]
+    pub ssh_key_passphrase_env: Option<String>,
+    /// File with the key's passphrase (owner-only).
+    #[serde(default)]
+    pub ssh_key_passphrase_file: Option<PathBuf>,
+    /// The server's pinned key: `ssh-ed25519 AAAA…` or `SHA256:…`.
+    pub host_key: String,
+    /// `every 5m` or a 5-field cron expression (UTC).
+    pub schedule: String,
+    /// What happens to a fetched file on the server: `keep` (default), `move` (to
+    /// `remote_dir/processed/`) or `delete`.
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Who hears of a failed pull (the customer); the account's `failure_contact` too.
+    #[serde(default)]
+    pub contact: Option<String>,
+    /// Time between the two listings that show a file complete, ms (default 2000).
+    #[serde(default)]
+    pub settle_ms: Option<u64>,
+    /// Connection, login and per-request timeout, s (default 30).
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+    /// Consecutive failed runs before the server being unreachable is mailed
+    /// (default 3; a changed host key or a refused login is mailed at once).
+    #[serde(default)]
+    pub report_after_failures: Option<u32>,
 }
 
 /// One `[[intake.accounts.keys]]`.
@@ -181,6 +228,38 @@ pub struct IntakeAccount {
     pub failure_contact: Option<String>,
     /// Its keys, by `keyId` (shared, so a job keeps its key across a reload).
     pub keys: Vec<std::sync::Arc<PgpKey>>,
+    /// Scheduled imports from the customer's server.
+    pub pull: Option<Pull>,
+}
+
+/// What happens to a fetched file on the customer's server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Left where it is (the journal keeps it from being fetched again).
+    Keep,
+    /// Moved to `remote_dir/processed/`.
+    Move,
+    /// Deleted.
+    Delete,
+}
+
+/// The checked `[intake.accounts.pull]`.
+#[derive(Debug, Clone)]
+pub struct Pull {
+    /// Where and how to log in.
+    pub endpoint: crate::pull::Endpoint,
+    /// The remote directory.
+    pub remote_dir: String,
+    /// When to run.
+    pub schedule: crate::pull::Schedule,
+    /// What happens to a fetched file.
+    pub after: After,
+    /// The customer's address for failed pulls.
+    pub contact: Option<String>,
+    /// Time between the two listings.
+    pub settle: Duration,
+    /// Consecutive unreachable runs before a mail.
+    pub report_after_failures: u32,
 }
 
 /// The checked `[intake]` table.
@@ -231,6 +310,10 @@ pub fn files(raw: &RawIntake, base: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for a in &raw.accounts {
         out.extend(a.passcode_file.iter().map(|f| resolve(base, f)));
+        if let Some(p) = &a.pull {
+            out.push(resolve(base, &p.ssh_key));
+            out.extend(p.ssh_key_passphrase_file.iter().map(|f| resolve(base, f)));
+        }
         for k in &a.keys {
             out.push(resolve(base, &k.private_key));
             out.extend(k.passphrase_file.iter().map(|f| resolve(base, f)));
@@ -467,6 +550,13 @@ fn account(raw: &RawIntakeAccount, base: &Path) -> Result<IntakeAccount, Vec<Str
     if require_encryption && raw.keys.is_empty() {
         problems.push("no keys, but require_encryption is on".into());
     }
+    let pull = raw.pull.as_ref().and_then(|p| match pull(p, base) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            problems.extend(e.into_iter().map(|e| format!("pull: {e}")));
+            None
+        }
+    });
     match (passcode, problems.is_empty()) {
         (Some(passcode), true) => Ok(IntakeAccount {
             id: raw.id.clone(),
@@ -476,6 +566,87 @@ fn account(raw: &RawIntakeAccount, base: &Path) -> Result<IntakeAccount, Vec<Str
             require_encryption,
             failure_contact: failure_contact.map(str::to_owned),
             keys,
+            pull,
+        }),
+        _ => Err(problems),
+    }
+}
+
+fn pull(raw: &RawPull, base: &Path) -> Result<Pull, Vec<String>> {
+    let mut problems = Vec::new();
+    if raw.host.trim().is_empty() {
+        problems.push("host is empty".to_owned());
+    }
+    if raw.user.is_empty() {
+        problems.push("user is empty".to_owned());
+    }
+    let remote_dir = raw.remote_dir.trim_end_matches('/');
+    let remote_dir = if remote_dir.is_empty() && raw.remote_dir.starts_with('/') {
+        "/"
+    } else {
+        remote_dir
+    };
+    if remote_dir.is_empty() {
+        problems.push("remote_dir is empty".to_owned());
+    }
+    let host_key = crate::pull::HostKeyPin::parse(&raw.host_key)
+        .map_err(|e| problems.push(e))
+        .ok();
+    let schedule = crate::pull::Schedule::parse(&raw.schedule)
+        .map_err(|e| problems.push(e))
+        .ok();
+    let after = match raw.after.as_deref().unwrap_or("keep") {
+        "keep" => After::Keep,
+        "move" => After::Move,
+        "delete" => After::Delete,
+        other => {
+            problems.push(format!("after {other:?} is not keep, move or delete"));
+            After::Keep
+        }
+    };
+    let contact = raw.contact.as_deref().map(str::trim);
+    if let Some(c) = contact
+        && let Err(e) = c.parse::<lettre::Address>()
+    {
+        problems.push(format!("contact {c:?} is not an email address: {e}"));
+    }
+    let settle = raw.settle_ms.unwrap_or(2000);
+    let timeout = raw.timeout_s.unwrap_or(30);
+    if timeout == 0 {
+        problems.push("timeout_s must be greater than 0".to_owned());
+    }
+    let report_after_failures = raw.report_after_failures.unwrap_or(3);
+    if report_after_failures == 0 {
+        problems.push("report_after_failures must be greater than 0".to_owned());
+    }
+    let key = crate::pull::load_login_key(
+        &resolve(base, &raw.ssh_key),
+        secret_text(
+            "ssh_key passphrase",
+            raw.ssh_key_passphrase_env.as_deref(),
+            raw.ssh_key_passphrase_file.as_deref(),
+            base,
+        )
+        .map_err(|e| vec![e])?,
+    )
+    .map_err(|e| problems.push(e))
+    .ok();
+    match (host_key, schedule, key) {
+        (Some(host_key), Some(schedule), Some(key)) if problems.is_empty() => Ok(Pull {
+            endpoint: crate::pull::Endpoint {
+                host: raw.host.trim().to_owned(),
+                port: raw.port.unwrap_or(22),
+                user: raw.user.clone(),
+                key,
+                host_key,
+                timeout: Duration::from_secs(timeout),
+            },
+            remote_dir: remote_dir.to_owned(),
+            schedule,
+            after,
+            contact: contact.map(str::to_owned),
+            settle: Duration::from_millis(settle),
+            report_after_failures,
         }),
         _ => Err(problems),
     }
