@@ -346,6 +346,13 @@ passphrase_file = "pgp-passphrase"
             smtp = smtp.port,
             upload = sshd.upload_dir().display(),
         );
+        // A `[intake.accounts.pull]` table in `extra_keys` names the sshd through these.
+        let host_key = std::fs::read_to_string(sshd.root().join("host_ed25519.pub")).unwrap();
+        let config = config
+            .replace("@SSHD_PORT@", &sshd.port().to_string())
+            .replace("@SSHD_USER@", sshd.user())
+            .replace("@USER_KEY@", &sshd.user_key().display().to_string())
+            .replace("@HOST_KEY@", host_key.trim());
         std::fs::write(d.join("gateway.toml"), config).unwrap();
         let mut world = World {
             _root: root,
@@ -379,8 +386,14 @@ passphrase_file = "pgp-passphrase"
         if let Some(mut gateway) = self.gateway.take() {
             gateway.child.kill().unwrap();
             gateway.wait_exit();
-            self.earlier_log
-                .extend(gateway.log.lock().unwrap().iter().cloned());
+            self.earlier_log.extend(
+                gateway
+                    .log
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .cloned(),
+            );
         }
     }
 
@@ -1429,4 +1442,457 @@ async fn webhooks_size_limits_ended_keys_and_unencrypted_accounts() {
         "the upstream's answer in the log:\n{log}"
     );
     assert!(!log.contains(PASSPHRASE), "a passphrase in the log");
+}
+
+// === scheduled pulls from the customer's own SFTP server ===
+//
+// The sshd plays the customer's server: files wait in `/outbox` of its chroot, where
+// the customer's own jobs write them; the intake logs in with the throw-away user key
+// and pins the throw-away host key.
+
+/// A pull table for ACCT-1; `extra` goes into it.
+fn pull_table(schedule: &str, after: &str, extra: &str) -> String {
+    format!(
+        r#"
+[intake.accounts.pull]
+host = "127.0.0.1"
+port = @SSHD_PORT@
+user = "@SSHD_USER@"
+remote_dir = "/outbox"
+ssh_key = "@USER_KEY@"
+host_key = "@HOST_KEY@"
+schedule = "{schedule}"
+after = "{after}"
+contact = "ops@company1.example"
+settle_ms = 300
+{extra}
+"#
+    )
+}
+
+impl World {
+    /// The customer's outgoing directory on their server.
+    fn outbox(&self) -> PathBuf {
+        let dir = self.sshd.chroot_dir().join("outbox");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Puts an encrypted profile file of `rows` rows and its manifest into the outbox, as
+    /// the customer's export job does; both get the modification time `mtime_offset`
+    /// seconds from now (a later day's export of the same names).
+    fn export(&self, name: &str, rows: usize, first: usize, mtime_offset: i64) {
+        let mut csv = String::from("email,name,age,vip,unmapped\n");
+        for i in first..first + rows {
+            csv.push_str(&format!(
+                "user{i}@example.com,User {i},{},no,x\n",
+                20 + i % 50
+            ));
+        }
+        let plain = self.local_file(&format!("{name}.csv"), csv.as_bytes());
+        let encrypted = self.outbox().join(format!("{name}.csv.pgp"));
+        self.gpg
+            .encrypt(&plain, &encrypted, CLIENT, false, Compress::Default);
+        self.manifest(
+            &format!("{name}.manifest.json"),
+            &format!("{name}.csv.pgp"),
+            KEY_ID,
+            "profile",
+        );
+        let manifest = self.outbox().join(format!("{name}.manifest.json"));
+        std::fs::copy(self.local.join(format!("{name}.manifest.json")), &manifest).unwrap();
+        let at = if mtime_offset >= 0 {
+            std::time::SystemTime::now() + Duration::from_secs(mtime_offset.unsigned_abs())
+        } else {
+            std::time::SystemTime::now() - Duration::from_secs(mtime_offset.unsigned_abs())
+        };
+        for f in [encrypted, manifest] {
+            std::fs::File::options()
+                .write(true)
+                .open(&f)
+                .unwrap()
+                .set_modified(at)
+                .unwrap();
+        }
+    }
+
+    fn outbox_names(&self, sub: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.outbox().join(sub))
+            .into_iter()
+            .flatten()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "processed")
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// `hpke-gateway intake run` for ACCT-1 (with `args`): exit code and standard output.
+    fn intake_run(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = Command::new(support::served::bin())
+            .args(["intake", "run", "--account", "ACCT-1", "--config"])
+            .arg(self.path("gateway.toml"))
+            .args(args)
+            .env(PASSPHRASE_ENV, PASSPHRASE)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!(
+            "intake run: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), stdout)
+    }
+
+    fn admin_arg(&self) -> String {
+        self.gateway().admin_listen.unwrap().to_string()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, sshd, sftp and gpg: run bash .ci/test"]
+async fn a_scheduled_pull_imports_each_file_once_and_moves_it_on_the_server() {
+    let (up, up_addr) = Recorder::start(false).await;
+    let w = World::with(up_addr, "", "", &pull_table("every 1s", "move", "")).await;
+    w.export("daily", 30, 1, -60);
+    w.smtp.wait_mail(&["daily.csv.pgp: imported, 30 records"]);
+    assert_eq!(up.record_count(), 30);
+    // Moved to processed/ on the customer's server.
+    wait("the remote files moved", || {
+        (w.outbox_names("") == Vec::<String>::new()
+            && w.outbox_names("processed") == ["daily.csv.pgp", "daily.manifest.json"])
+        .then_some(())
+    });
+    // Later runs fetch nothing again.
+    let runs = w.gateway().count_log("pull finished");
+    w.gateway().wait_log("pull finished", runs + 3).await;
+    assert_eq!(up.record_count(), 30, "imported twice");
+    // Tomorrow's export under the same names is a new import; the old processed copies
+    // on the server are replaced.
+    w.export("daily", 20, 100, 86_400);
+    w.smtp.wait_mail(&["daily.csv.pgp: imported, 20 records"]);
+    assert_eq!(up.record_count(), 50);
+    assert_eq!(
+        w.metric("hpke_gateway_intake_pull_files_total{account=\"ACCT-1\"}"),
+        Some(4.0)
+    );
+    let last = w
+        .metric("hpke_gateway_intake_pull_last_success_timestamp_seconds{account=\"ACCT-1\"}")
+        .unwrap();
+    assert!(last > 1.7e9, "{last}");
+    assert_eq!(
+        w.metric("hpke_gateway_intake_pull_failures_total{account=\"ACCT-1\",reason=\"host_key\"}"),
+        Some(0.0)
+    );
+    let log = w.log_text();
+    assert!(!log.contains("user1@example.com"), "plaintext in the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, sshd, sftp and gpg: run bash .ci/test"]
+async fn intake_run_pulls_now_reports_each_file_and_keeps_or_deletes_remote_files() {
+    let (up, up_addr) = Recorder::start(false).await;
+    // A schedule that runs once at start and then not for a year: only `intake run`.
+    let mut w = World::with(up_addr, "", "", &pull_table("0 0 1 1 *", "keep", "")).await;
+    // The run at start, before the customer made their outbox: a clear failure.
+    w.gateway().wait_log("cannot list /outbox", 1).await;
+    w.export("orders", 12, 1, -60);
+    let admin = w.admin_arg();
+    let (code, out) = w.intake_run(&["--admin", &admin]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("2 file(s) fetched"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("orders.csv.pgp")
+                && l.contains("imported: 12 records, 0 rows skipped")),
+        "{out}"
+    );
+    assert!(out.contains("sha256 "), "{out}");
+    assert_eq!(up.record_count(), 12);
+    // `keep`: still on the server, and not fetched again.
+    assert_eq!(
+        w.outbox_names(""),
+        ["orders.csv.pgp", "orders.manifest.json"]
+    );
+    let (code, out) = w.intake_run(&["--admin", &admin, "--json"]);
+    assert_eq!(code, Some(0), "{out}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["fetched"], serde_json::json!([]), "{out}");
+    assert_eq!(report["already_fetched"], 2, "{out}");
+    assert_eq!(up.record_count(), 12);
+    // An unknown account is refused by the gateway, naming it.
+    let out = Command::new(support::served::bin())
+        .args([
+            "intake",
+            "run",
+            "--account",
+            "NOPE",
+            "--admin",
+            &admin,
+            "--config",
+        ])
+        .arg(w.path("gateway.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no intake account \"NOPE\""));
+
+    // Without a running gateway, `intake run` pulls in its own process: `delete`.
+    w.kill_gateway();
+    w.edit_config_file("after = \"keep\"", "after = \"delete\"");
+    w.export("orders", 5, 500, 86_400);
+    let (code, out) = w.intake_run(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("orders.csv.pgp") && l.contains("imported: 5 records")),
+        "{out}"
+    );
+    assert_eq!(
+        w.outbox_names(""),
+        Vec::<String>::new(),
+        "deleted on the server"
+    );
+    assert_eq!(up.record_count(), 17);
+}
+
+impl World {
+    fn edit_config_file(&self, from: &str, to: &str) {
+        let path = self.path("gateway.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{from:?} not in:\n{text}");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, sshd, sftp and gpg: run bash .ci/test"]
+async fn a_changed_host_key_a_refused_login_and_an_unreachable_server_fail_clearly() {
+    let (up, up_addr) = Recorder::start(false).await;
+    // Another server's key is pinned.
+    let other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC47E4Bte+TRzmQfJ++QrF63Bf462eyOVsEOsxQopzNJ";
+    let table =
+        pull_table("every 1s", "move", "report_after_failures = 3").replace("@HOST_KEY@", other);
+    let w = World::with(up_addr, "", "", &table).await;
+    w.export("weekly", 7, 1, -60);
+    w.gateway().wait_log("reason=\"host_key\"", 3).await;
+    let mail = w
+        .smtp
+        .wait_mail(&["Scheduled import from sftp://", "is not the pinned key"]);
+    assert!(mail.contains("To: ops@company1.example"), "{mail}");
+    // Once per streak, not once per run.
+    let host_key_mails = |w: &World| {
+        w.smtp
+            .mails()
+            .iter()
+            .filter(|m| unfold(m).contains("is not the pinned key"))
+            .count()
+    };
+    assert_eq!(host_key_mails(&w), 1);
+    assert_eq!(up.record_count(), 0);
+    assert_eq!(
+        w.outbox_names(""),
+        ["weekly.csv.pgp", "weekly.manifest.json"],
+        "nothing fetched"
+    );
+    assert_eq!(
+        w.metric("hpke_gateway_intake_pull_failures_total{account=\"ACCT-1\",reason=\"host_key\"}")
+            .is_some_and(|n| n >= 3.0),
+        true
+    );
+    let pull_dir = w.state("ACCT-1/pull");
+    assert_eq!(std::fs::read_dir(&pull_dir).unwrap().count(), 0);
+
+    // The right host key, a key the server does not know.
+    let host_key = std::fs::read_to_string(w.sshd.root().join("host_ed25519.pub")).unwrap();
+    let stranger = w.path("stranger_ed25519");
+    sshd::generate_key(&stranger);
+    w.gateway()
+        .reload_after(|| {
+            w.gateway().edit_config(other, host_key.trim());
+            w.gateway().edit_config(
+                &w.sshd.user_key().display().to_string(),
+                &stranger.display().to_string(),
+            );
+            w.gateway().signal("HUP");
+        })
+        .await;
+    w.gateway().wait_log("reason=\"login\"", 1).await;
+    w.smtp.wait_mail(&["the server refused the login key"]);
+
+    // The right key, a port nothing listens on: mailed after the third failure in a row.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let before = w.gateway().count_log("reason=\"unreachable\"");
+    w.gateway()
+        .reload_after(|| {
+            w.gateway().edit_config(
+                &stranger.display().to_string(),
+                &w.sshd.user_key().display().to_string(),
+            );
+            w.gateway().edit_config(
+                &format!("port = {}", w.sshd.port()),
+                &format!("port = {dead_port}"),
+            );
+            w.gateway().signal("HUP");
+        })
+        .await;
+    w.gateway()
+        .wait_log("reason=\"unreachable\"", before + 2)
+        .await;
+    assert!(
+        !w.smtp
+            .mails()
+            .iter()
+            .any(|m| unfold(m).contains("cannot reach the server")),
+        "mailed before the third failure"
+    );
+    w.gateway()
+        .wait_log("reason=\"unreachable\"", before + 3)
+        .await;
+    w.smtp
+        .wait_mail(&["cannot reach the server", "3 scheduled runs in a row"]);
+    assert!(
+        w.metric("hpke_gateway_intake_pull_consecutive_failures{account=\"ACCT-1\"}")
+            .is_some_and(|n| n >= 3.0)
+    );
+    // The server is back: the next run imports.
+    w.gateway()
+        .reload_after(|| {
+            w.gateway().edit_config(
+                &format!("port = {dead_port}"),
+                &format!("port = {}", w.sshd.port()),
+            );
+            w.gateway().signal("HUP");
+        })
+        .await;
+    w.smtp.wait_mail(&["weekly.csv.pgp: imported, 7 records"]);
+    assert_eq!(up.record_count(), 7);
+    assert_eq!(
+        w.metric("hpke_gateway_intake_pull_consecutive_failures{account=\"ACCT-1\"}"),
+        Some(0.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, sshd, sftp and gpg: run bash .ci/test"]
+async fn a_file_still_being_written_on_the_server_is_left_for_a_later_run() {
+    let (up, up_addr) = Recorder::start(false).await;
+    let w = World::with(up_addr, "", "", &pull_table("every 1s", "move", "")).await;
+    // The whole encrypted file, made first; then written to the outbox slowly, as a
+    // slow export job would.
+    let mut csv = String::from("email,name,age,vip,unmapped\n");
+    for i in 1..=3000 {
+        csv.push_str(&format!(
+            "user{i}@example.com,User {i},{},no,x\n",
+            20 + i % 50
+        ));
+    }
+    let plain = w.local_file("slow.csv", csv.as_bytes());
+    let whole = w.local.join("slow.csv.pgp");
+    w.gpg.encrypt(&plain, &whole, CLIENT, false, Compress::None);
+    let bytes = std::fs::read(&whole).unwrap();
+    w.manifest("slow.manifest.json", "slow.csv.pgp", KEY_ID, "profile");
+    std::fs::copy(
+        w.local.join("slow.manifest.json"),
+        w.outbox().join("slow.manifest.json"),
+    )
+    .unwrap();
+    {
+        use std::io::Write as _;
+        let mut out = std::fs::File::create(w.outbox().join("slow.csv.pgp")).unwrap();
+        let chunk = bytes.len() / 20 + 1;
+        for part in bytes.chunks(chunk) {
+            out.write_all(part).unwrap();
+            out.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    w.smtp.wait_mail(&["slow.csv.pgp: imported, 3000 records"]);
+    assert_eq!(up.record_count(), 3000);
+    // It was seen changing, and no half of it was ever imported or failed.
+    assert!(w.log_text().contains("changing=1"), "never seen changing");
+    assert!(
+        !w.smtp
+            .mails()
+            .iter()
+            .any(|m| unfold(m).contains("import failed"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "heavy: a 200 MB transfer and a kill -9; run bash .ci/test"]
+async fn a_200_mb_pull_killed_mid_transfer_resumes_and_imports_once_in_bounded_memory() {
+    let (up, up_addr) = Recorder::start(false).await;
+    let mut w = World::with(up_addr, "", "", &pull_table("every 1s", "move", "")).await;
+    let path = w.local.join("large.csv");
+    let mut rows = 0usize;
+    {
+        use std::io::Write as _;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        writeln!(f, "email,name,age,vip,unmapped").unwrap();
+        let filler = "z".repeat(40);
+        while f.get_ref().metadata().unwrap().len() < 200_000_000 {
+            for _ in 0..10_000 {
+                rows += 1;
+                writeln!(
+                    f,
+                    "user{rows}@example.com,User {rows},{},no,{filler}",
+                    20 + rows % 50
+                )
+                .unwrap();
+            }
+            f.flush().unwrap();
+        }
+    }
+    // Encrypted beside the outbox, then moved in whole (with its manifest after it).
+    let staged = w.sshd.chroot_dir().join("large.csv.pgp");
+    w.gpg.encrypt(&path, &staged, CLIENT, false, Compress::None);
+    let size = std::fs::metadata(&staged).unwrap().len();
+    std::fs::rename(&staged, w.outbox().join("large.csv.pgp")).unwrap();
+    w.manifest("large.manifest.json", "large.csv.pgp", KEY_ID, "profile");
+    std::fs::copy(
+        w.local.join("large.manifest.json"),
+        w.outbox().join("large.manifest.json"),
+    )
+    .unwrap();
+    // Killed once a fifth of it has arrived.
+    let part = w.state("ACCT-1/pull/large.csv.pgp.part");
+    wait("a partial transfer", || {
+        std::fs::metadata(&part)
+            .ok()
+            .filter(|m| m.len() > size / 5)
+            .map(|_| ())
+    });
+    w.kill_gateway();
+    let partial = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    eprintln!("killed with {partial} of {size} bytes transferred");
+    assert!(partial < size, "the transfer finished before the kill");
+    w.start_gateway();
+    w.smtp
+        .wait_mail(&[&format!("large.csv.pgp: imported, {rows} records")]);
+    assert_eq!(up.record_count(), rows, "imported more or less than once");
+    assert!(
+        w.log_text().contains("resuming a partial transfer"),
+        "not resumed"
+    );
+    let pid = w.gateway().child.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    eprintln!(
+        "pulled {size} bytes ({rows} rows) after a kill -9: gateway peak RSS {} MiB",
+        hwm_kib / 1024
+    );
+    assert!(hwm_kib < 150 * 1024, "peak RSS {} MiB", hwm_kib / 1024);
+    let mails = w.smtp.mails();
+    let imported = mails
+        .iter()
+        .filter(|m| unfold(m).contains("large.csv.pgp: imported"))
+        .count();
+    assert_eq!(imported, 1);
 }

@@ -218,11 +218,11 @@ public_keys = ["acct-1.pub.pem"]
             if seen >= count {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "waited for {count} log lines with {needle:?}; log:\n{}",
-                self.log.lock().unwrap().join("\n")
-            );
+            if Instant::now() >= deadline {
+                // The text first: a panic while the lock is held would poison it.
+                let log = self.log.lock().unwrap().join("\n");
+                panic!("waited for {count} log lines with {needle:?}; log:\n{log}");
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -124,6 +124,8 @@ pub(crate) struct PullState {
     next: Option<SystemTime>,
     /// Consecutive failed runs.
     failures: u32,
+    /// The reason of the last failure, and how many runs in a row failed with it.
+    streak: Option<(&'static str, u32)>,
     /// The failure reason already mailed in this streak of failures.
     mailed: Option<&'static str>,
 }
@@ -216,6 +218,7 @@ impl Intake {
                     "pull finished"
                 );
                 state.failures = 0;
+                state.streak = None;
                 self.metrics
                     .pull(&account.id, Ok((report.fetched.len() as u64, bytes)), 0);
                 state.mailed = None;
@@ -223,6 +226,11 @@ impl Intake {
             Err(e) => {
                 state.failures += 1;
                 let failures = state.failures;
+                let same = match state.streak {
+                    Some((reason, n)) if reason == e.reason() => n + 1,
+                    _ => 1,
+                };
+                state.streak = Some((e.reason(), same));
                 tracing::warn!(
                     account = %account.id, server = %report.server,
                     reason = e.reason(), failures, error = %e,
@@ -230,17 +238,17 @@ impl Intake {
                 );
                 self.metrics.pull(&account.id, Err(e.reason()), failures);
                 // A changed host key or a refused login needs a person at once; an
-                // unreachable server after `report_after_failures` runs in a row. Each
-                // once per streak.
+                // unreachable server after `report_after_failures` runs in a row that
+                // failed for that reason. Each once per streak.
                 let due = match e {
                     RemoteError::Unreachable(_)
                     | RemoteError::Transfer(_)
-                    | RemoteError::Local(_) => failures >= pull.report_after_failures,
+                    | RemoteError::Local(_) => same >= pull.report_after_failures,
                     _ => true,
                 };
                 if due && state.mailed != Some(e.reason()) {
                     state.mailed = Some(e.reason());
-                    self.mail_pull_failure(account, pull, &report.server, &e, failures)
+                    self.mail_pull_failure(account, pull, &report.server, &e, same)
                         .await;
                 }
                 report.error = Some(e.to_string());

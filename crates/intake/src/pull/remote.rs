@@ -317,7 +317,12 @@ impl Remote {
     /// The regular files in `dir` (not dot files, directories or symlinks), by name.
     pub async fn list(&self, dir: &str) -> Result<Vec<RemoteFile>, RemoteError> {
         let mut files = Vec::new();
-        for entry in self.sftp.read_dir(dir).await.map_err(transfer)? {
+        let entries = self
+            .sftp
+            .read_dir(dir)
+            .await
+            .map_err(|e| RemoteError::Transfer(format!("cannot list {dir}: {e}")))?;
+        for entry in entries {
             let name = entry.file_name();
             let meta = entry.metadata();
             if name.starts_with('.') || !meta.is_regular() {
