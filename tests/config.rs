@@ -307,6 +307,7 @@ fn the_example_config_documents_every_key() {
         "[intake.smtp]\n",
         "[[intake.accounts]]\n",
         "[[intake.accounts]]\n[[intake.accounts.keys]]\n",
+        "[[intake.accounts]]\n[intake.accounts.pull]\n",
     ];
     let mut missing = Vec::new();
     for table in tables {

@@ -72,6 +72,7 @@ replay_tests!(
     intake_manifest,
     intake_records,
     intake_pgp,
+    intake_pull_settings,
 );
 
 // === generated seeds ===
@@ -106,6 +107,28 @@ fn write_seeds() {
     config_seeds();
     intake_seeds();
     pgp_seeds();
+    pull_seeds();
+}
+
+fn pull_seeds() {
+    let seeds: [(&str, &str); 4] = [
+        (
+            "key-every",
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOdRSLADXhqS++MVIuGECAMxGmwYyl3qDusVy4InQiH/ test\nevery 5m",
+        ),
+        (
+            "known-hosts-cron",
+            "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC47E4Bte+TRzmQfJ++QrF63Bf462eyOVsEOsxQopzNJ\n30 2 * * 1-5",
+        ),
+        (
+            "fingerprint-bad-cron",
+            "SHA256:7pQWpo0+bQwHrOLWUb+ctGVXPM0MvzOesWempQmJF08\n0 0 30 2 *",
+        ),
+        ("garbage", "SHA256:short\nevery 0s"),
+    ];
+    for (name, text) in seeds {
+        write_seed("intake_pull_settings", name, text.as_bytes());
+    }
 }
 
 fn envelope_seeds() {

@@ -118,3 +118,25 @@ pub fn intake_pgp(data: &[u8]) {
         assert!(n <= limit);
     }
 }
+
+// === intake_pull_settings ===
+
+/// The pull settings a person writes: a pinned host key (first line) and a schedule
+/// (the rest). A pin that parses is a key or a `SHA256:` fingerprint and describes
+/// itself as a fingerprint; a schedule that parses always has a next run after now.
+pub fn intake_pull_settings(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (pin, schedule) = text.split_once('\n').unwrap_or((&text, ""));
+    if let Ok(pin) = crate::pull::HostKeyPin::parse(pin) {
+        assert!(pin.describe().starts_with("SHA256:"));
+    }
+    if let Ok(s) = crate::pull::Schedule::parse(schedule) {
+        let now = std::time::SystemTime::now();
+        assert!(s.next_after(now) > now, "{s}");
+    }
+    for name in [pin, schedule] {
+        if crate::pull::plain_name(name) {
+            assert!(!name.contains('/') && name != "." && name != "..");
+        }
+    }
+}

@@ -519,6 +519,47 @@ mod tests {
     }
 
     #[test]
+    fn fetch_records_survive_a_reopen_and_only_the_last_per_file_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        {
+            let mut j = Journal::open(&path).unwrap();
+            j.record_fetch("ACCT", "daily.csv.pgp", 10, 1000, "aa")
+                .unwrap();
+            j.record_fetch("ACCT", "daily.csv.pgp", 12, 2000, "bb")
+                .unwrap();
+            j.record_fetch("OTHER", "daily.csv.pgp", 5, 1000, "cc")
+                .unwrap();
+            j.fetch_refused("ACCT", "huge.csv.pgp", 9, 3000, "too large")
+                .unwrap();
+        }
+        let j = Journal::open(&path).unwrap();
+        let want = |size, mtime, sha: Option<&str>| FetchRecord {
+            size,
+            mtime,
+            sha256: sha.map(str::to_owned),
+        };
+        assert_eq!(
+            j.fetched("ACCT", "daily.csv.pgp"),
+            Some(&want(12, 2000, Some("bb")))
+        );
+        assert_eq!(
+            j.fetched("OTHER", "daily.csv.pgp"),
+            Some(&want(5, 1000, Some("cc")))
+        );
+        assert_eq!(
+            j.fetched("ACCT", "huge.csv.pgp"),
+            Some(&want(9, 3000, None))
+        );
+        assert_eq!(j.fetched("ACCT", "nope"), None);
+        drop(j);
+        // The superseded line was compacted away.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(!text.contains("\"aa\""), "{text}");
+    }
+
+    #[test]
     fn a_second_lock_on_the_same_storage_is_refused_until_the_first_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let first = StorageLock::acquire(dir.path()).unwrap();

@@ -49,6 +49,17 @@ const PART: &str = ".part";
 /// Suffix of the note beside a partial transfer: the remote size and time it belongs to.
 const PART_NOTE: &str = ".part.json";
 
+/// A remote file name the intake fetches: a plain name (no `/` or `\\`, no control
+/// characters, not starting with `.`, at most 255 bytes). The server chooses the
+/// names it lists, and they become local file names.
+pub fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\'])
+        && !name.chars().any(char::is_control)
+}
+
 /// Loads the login key: an OpenSSH private key file (owner-only), decrypted with the
 /// passphrase when it has one.
 pub fn load_login_key(
@@ -342,6 +353,7 @@ impl Intake {
                 report.changing.push(f.name);
             }
         }
+        forget_vanished_parts(staging, &stable, &report.changing);
         // Data files first: a manifest arrives with its file already in place.
         stable.sort_by_key(|f| (is_manifest(&f.name), f.name.clone()));
         for f in stable {
@@ -442,6 +454,28 @@ impl Intake {
             }
         }
         Ok(())
+    }
+}
+
+/// Removes partial transfers of files no longer on the server.
+fn forget_vanished_parts(staging: &Path, stable: &[RemoteFile], changing: &[String]) {
+    let Ok(entries) = std::fs::read_dir(staging) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Some(base) = name
+            .strip_suffix(PART_NOTE)
+            .or_else(|| name.strip_suffix(PART))
+        else {
+            continue;
+        };
+        let listed = stable.iter().any(|f| f.name == base) || changing.iter().any(|n| n == base);
+        if !listed {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -602,4 +636,36 @@ fn deliver(staged: &Path, upload_dir: &Path, name: &str) -> std::io::Result<Path
     }
     sync_dir(upload_dir);
     Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_names_from_the_server_become_local_files() {
+        for ok in [
+            "daily.csv.pgp",
+            "a b.manifest.json",
+            "ünïcode.csv.asc",
+            "x..y",
+        ] {
+            assert!(plain_name(ok), "{ok:?}");
+        }
+        let long = "a".repeat(256);
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "../etc/passwd",
+            "a/b",
+            "a\\b",
+            "nul\0x",
+            "line\nbreak",
+            &long,
+        ] {
+            assert!(!plain_name(bad), "{bad:?}");
+        }
+    }
 }

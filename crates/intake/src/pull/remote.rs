@@ -325,7 +325,9 @@ impl Remote {
         for entry in entries {
             let name = entry.file_name();
             let meta = entry.metadata();
-            if name.starts_with('.') || !meta.is_regular() {
+            if !meta.is_regular() || !super::plain_name(&name) {
+                // Directories, symlinks, dot files, and names a hostile server could use
+                // to reach outside the staging and upload directories.
                 continue;
             }
             files.push(RemoteFile {

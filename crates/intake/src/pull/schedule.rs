@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime};
 
 /// Shortest `every` interval.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest `every` interval (a year and a day).
+pub const MAX_INTERVAL: Duration = Duration::from_secs(366 * 86_400);
 
 /// A parsed `schedule`.
 #[derive(Debug, Clone)]
@@ -24,9 +26,9 @@ impl Schedule {
             let every = humantime::parse_duration(interval.trim()).map_err(|e| {
                 format!("schedule {text:?}: {e} (write e.g. \"every 5m\" or \"every 1h 30m\")")
             })?;
-            if every < MIN_INTERVAL {
+            if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&every) {
                 return Err(format!(
-                    "schedule {text:?}: the interval must be at least 1s"
+                    "schedule {text:?}: the interval must be at least 1s and at most 366d"
                 ));
             }
             return Ok(Self::Every(every));
@@ -109,6 +111,8 @@ mod tests {
     fn bad_schedules_are_refused_with_the_reason() {
         for (text, needle) in [
             ("every 0s", "at least 1s"),
+            ("every 400d", "at most 366d"),
+            ("every 99999999999999999y", "every"),
             ("every 5 parsecs", "every 5m"),
             ("*/5 * * * * *", "6 field(s)"),
             ("* * *", "3 field(s)"),
