@@ -257,8 +257,21 @@ async fn every_metric_the_dashboard_and_alerts_query_is_exposed() {
     let (_upstream, upstream_addr) = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let key = write_private(dir.path(), "server-2.pem", &PrivateKey::generate());
+    // One intake account pulls from a server that is never there: its first pull, at
+    // start, fails at once and gives the pull metrics their series.
+    let login = dir.path().join("login_ed25519");
+    support::write_secret(&login, include_bytes!("fixtures/pull/login_ed25519"));
+    let passcode = dir.path().join("passcode");
+    support::write_secret(&passcode, b"pass");
+    let (upload, download) = (dir.path().join("upload"), dir.path().join("download"));
+    std::fs::create_dir(&upload).unwrap();
     let extra = format!(
-        "[intake]\nstate_dir = {:?}\n\n[[server_keys]]\nid = 2\nprivate_key = {:?}\n\
+        "[intake]\nstate_dir = {:?}\n\n[[intake.accounts]]\nid = \"PULL-1\"\n\
+         passcode_file = {passcode:?}\nupload_dir = {upload:?}\ndownload_dir = {download:?}\n\
+         require_encryption = false\n\n[intake.accounts.pull]\nhost = \"127.0.0.1\"\nport = 1\n\
+         user = \"nobody\"\nremote_dir = \"/out\"\nssh_key = {login:?}\n\
+         host_key = \"SHA256:7pQWpo0+bQwHrOLWUb+ctGVXPM0MvzOesWempQmJF08\"\n\
+         schedule = \"every 1h\"\n\n[[server_keys]]\nid = 2\nprivate_key = {:?}\n\
          state = \"primary\"\nnot_after = \"2099-01-01T00:00:00Z\"\n",
         dir.path().join("intake"),
         key
@@ -266,7 +279,14 @@ async fn every_metric_the_dashboard_and_alerts_query_is_exposed() {
     let gateway = Served::start(upstream_addr, &extra).await;
     let (status, _) = gateway.get(format!("{}/anything", gateway.url)).await;
     assert_eq!(status, 200, "a plaintext request through the gateway");
-    let exposition = gateway.metrics().await;
+    let mut exposition = gateway.metrics().await;
+    for _ in 0..100 {
+        if exposition.contains("hpke_gateway_intake_pull_failures_total{") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        exposition = gateway.metrics().await;
+    }
     let families = families(&exposition);
     let problems: Vec<String> = used
         .iter()
