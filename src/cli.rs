@@ -303,7 +303,12 @@ async fn intake_run(
     } else {
         write_stdout(crate::intake::describe_report(&report).as_bytes())?;
     }
-    Ok(if report["error"].is_null() {
+    let file_failed = report["fetched"].as_array().into_iter().flatten().any(|f| {
+        f["outcome"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("failed"))
+    });
+    Ok(if report["error"].is_null() && !file_failed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -85,6 +85,9 @@ pub fn describe_report(report: &serde_json::Value) -> String {
             text(name)
         ));
     }
+    for p in report["problems"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  not pulled: {}\n", text(p)));
+    }
     if let Some(e) = report["error"].as_str() {
         out.push_str(&format!("pull failed: {e}\n"));
     }

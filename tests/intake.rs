@@ -1654,6 +1654,35 @@ async fn intake_run_pulls_now_reports_each_file_and_keeps_or_deletes_remote_file
         "deleted on the server"
     );
     assert_eq!(up.record_count(), 17);
+
+    // A file over the size limit is refused unfetched, reported, left on the server even
+    // with `delete`, and not reported again; the run's other files go on.
+    w.edit_config_file(
+        "settle_ms = 300\n",
+        "settle_ms = 300\nmax_encrypted_file_bytes = 100\n",
+    );
+    w.export("big", 40, 900, 2 * 86_400);
+    let (code, out) = w.intake_run(&[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("not pulled: \"big.csv.pgp\" is"), "{out}");
+    assert!(out.contains("over the limit of 100 bytes"), "{out}");
+    assert!(
+        out.contains("big.manifest.json"),
+        "the manifest was fetched: {out}"
+    );
+    assert_eq!(
+        w.outbox_names(""),
+        ["big.csv.pgp"],
+        "the refused file stays"
+    );
+    w.smtp.wait_mail(&[
+        "Scheduled import from sftp://",
+        "over the limit of 100 bytes",
+    ]);
+    let (code, out) = w.intake_run(&["--json"]);
+    assert_eq!(code, Some(0), "reported once: {out}");
+    assert_eq!(w.outbox_names(""), ["big.csv.pgp"]);
+    assert_eq!(up.record_count(), 17);
 }
 
 impl World {
@@ -1699,7 +1728,10 @@ async fn a_changed_host_key_a_refused_login_and_an_unreachable_server_fail_clear
         w.metric("hpke_gateway_intake_pull_failures_total{account=\"ACCT-1\",reason=\"host_key\"}");
     assert!(refused.is_some_and(|n| n >= 3.0), "{refused:?}");
     let pull_dir = w.state("ACCT-1/pull");
-    assert_eq!(std::fs::read_dir(&pull_dir).unwrap().count(), 0);
+    for sub in ["partial", "notes", "done"] {
+        let staged = std::fs::read_dir(pull_dir.join(sub)).unwrap().count();
+        assert_eq!(staged, 0, "{sub}/ is not empty: something was fetched");
+    }
 
     // The right host key, a key the server does not know.
     let host_key = std::fs::read_to_string(w.sshd.root().join("host_ed25519.pub")).unwrap();

@@ -187,9 +187,10 @@ impl Intake {
             Err(f) => format!("failed: {}", f.error),
         };
         for name in [&job.manifest_name, &job.manifest.file_name] {
-            self.pulled
-                .ended
-                .insert(account.upload_dir.join(name), outcome.clone());
+            let path = account.upload_dir.join(name);
+            if self.pulled.delivered.contains(&path) {
+                self.pulled.ended.insert(path, outcome.clone());
+            }
         }
         let mut n = notice(stage, account, job);
         match result {
@@ -227,9 +228,11 @@ impl Intake {
         self.metrics.file("refused", 0, 0);
         let source = account.upload_dir.join(manifest_name);
         self.pulled.fresh.remove(&source);
-        self.pulled
-            .ended
-            .insert(source.clone(), format!("failed: {reason}"));
+        if self.pulled.delivered.contains(&source) {
+            self.pulled
+                .ended
+                .insert(source.clone(), format!("failed: {reason}"));
+        }
         self.refused
             .insert((source.clone(), manifest_meta.modified().ok()));
         let failed = self

@@ -90,7 +90,7 @@ impl Notice {
         if self.stage == Stage::PullFailure {
             return format!(
                 "Account: {}\nServer: {}\n\nThe scheduled import from your SFTP server did not \
-                 run.\nReason: {}\n\nFiles already fetched are not affected; the next scheduled \
+                 complete.\nReason: {}\n\nFiles already fetched are not affected; the next scheduled \
                  run tries again.\n",
                 self.account,
                 self.file,

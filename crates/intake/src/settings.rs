@@ -164,6 +164,9 @@ pub struct RawPull {
     /// (default 3; a changed host key or a refused login is mailed at once).
     #[serde(default)]
     pub report_after_failures: Option<u32>,
+    /// Longest one run may take, s (default 3600); a transfer cut resumes next run.
+    #[serde(default)]
+    pub max_run_s: Option<u64>,
 }
 
 /// One `[[intake.accounts.keys]]`.
@@ -260,6 +263,8 @@ pub struct Pull {
     pub settle: Duration,
     /// Consecutive unreachable runs before a mail.
     pub report_after_failures: u32,
+    /// Longest one run may take.
+    pub max_run: Duration,
 }
 
 /// The checked `[intake]` table.
@@ -611,9 +616,16 @@ fn pull(raw: &RawPull, base: &Path) -> Result<Pull, Vec<String>> {
         problems.push(format!("contact {c:?} is not an email address: {e}"));
     }
     let settle = raw.settle_ms.unwrap_or(2000);
+    if settle > 600_000 {
+        problems.push("settle_ms must be at most 600000 (10 minutes)".to_owned());
+    }
     let timeout = raw.timeout_s.unwrap_or(30);
-    if timeout == 0 {
-        problems.push("timeout_s must be greater than 0".to_owned());
+    if !(1..=3600).contains(&timeout) {
+        problems.push("timeout_s must be from 1 to 3600".to_owned());
+    }
+    let max_run = raw.max_run_s.unwrap_or(3600);
+    if !(1..=7 * 86_400).contains(&max_run) {
+        problems.push("max_run_s must be from 1 to 604800 (a week)".to_owned());
     }
     let report_after_failures = raw.report_after_failures.unwrap_or(3);
     if report_after_failures == 0 {
@@ -647,6 +659,7 @@ fn pull(raw: &RawPull, base: &Path) -> Result<Pull, Vec<String>> {
             contact: contact.map(str::to_owned),
             settle: Duration::from_millis(settle),
             report_after_failures,
+            max_run: Duration::from_secs(max_run),
         }),
         _ => Err(problems),
     }

@@ -44,17 +44,23 @@ use crate::notify::{Notice, Stage};
 use crate::settings::{After, IntakeAccount, IntakeConfig, Pull};
 use crate::{Intake, MAX_MANIFEST_BYTES, is_manifest};
 
-/// Suffix of a transfer in progress in the staging directory.
-const PART: &str = ".part";
-/// Suffix of the note beside a partial transfer: the remote size and time it belongs to.
-const PART_NOTE: &str = ".part.json";
+/// Staging subdirectory of transfers in progress.
+const PARTIAL: &str = "partial";
+/// Staging subdirectory of the notes of transfers: the remote size and time each
+/// belongs to, kept until its fetch is recorded.
+const NOTES: &str = "notes";
+/// Staging subdirectory of complete transfers.
+const DONE: &str = "done";
+/// Suffix of a copy into the upload directory across file systems (after a `.`).
+const PULLING: &str = ".pulling";
 
 /// A remote file name the intake fetches: a plain name (no `/` or `\\`, no control
-/// characters, not starting with `.`, at most 255 bytes). The server chooses the
+/// characters, not starting with `.`, at most 240 bytes so that the staging names
+/// derived from it fit the file system). The server chooses the
 /// names it lists, and they become local file names.
 pub fn plain_name(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 255
+        && name.len() <= 240
         && !name.starts_with('.')
         && !name.contains(['/', '\\'])
         && !name.chars().any(char::is_control)
@@ -115,6 +121,9 @@ pub struct PullReport {
     pub changing: Vec<String>,
     /// Files already fetched before (same name, size and time).
     pub already_fetched: usize,
+    /// Files that could not be pulled in this run (too large, unreadable, not
+    /// disposable), each with its reason; the others went on.
+    pub problems: Vec<String>,
     /// Why the run failed, if it did (files fetched before the failure stay fetched).
     pub error: Option<String>,
 }
@@ -146,6 +155,8 @@ pub(crate) struct PullState {
 pub(crate) struct Pulled {
     /// Delivered into an upload directory and complete: no settle wait.
     pub(crate) fresh: HashSet<PathBuf>,
+    /// The files the current pull delivered: only their outcomes are kept.
+    pub(crate) delivered: HashSet<PathBuf>,
     /// How each delivered file ended (path in the upload directory → outcome).
     pub(crate) ended: HashMap<PathBuf, String>,
     pub(crate) states: HashMap<String, PullState>,
@@ -212,6 +223,7 @@ impl Intake {
         pull: &Pull,
     ) -> PullReport {
         self.pulled.ended.clear();
+        self.pulled.delivered.clear();
         let mut report = PullReport {
             account: account.id.clone(),
             server: format!("{}{}", pull.endpoint.url(), absolute(&pull.remote_dir)),
@@ -322,12 +334,24 @@ impl Intake {
         report: &mut PullReport,
     ) -> Result<(), RemoteError> {
         let staging = self.account_dir(account, "pull");
-        create_private_dir(&staging).map_err(RemoteError::Local)?;
+        for sub in [PARTIAL, NOTES, DONE] {
+            create_private_dir(&staging.join(sub)).map_err(RemoteError::Local)?;
+        }
         self.deliver_leftovers(account, &staging)?;
         let remote = Remote::connect(&pull.endpoint).await?;
-        let result = self
-            .pull_with(config, account, pull, &remote, &staging, report)
-            .await;
+        // One deadline for the whole run: a server that answers slowly, or lists without
+        // end, cannot hold the intake. A transfer cut here resumes next run.
+        let result = tokio::time::timeout(
+            pull.max_run,
+            self.pull_with(config, account, pull, &remote, &staging, report),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(RemoteError::Transfer(format!(
+                "the run took longer than max_run_s ({} s); it goes on at the next run",
+                pull.max_run.as_secs()
+            )))
+        });
         remote.close().await;
         result
     }
@@ -342,7 +366,7 @@ impl Intake {
         report: &mut PullReport,
     ) -> Result<(), RemoteError> {
         let dir = &pull.remote_dir;
-        let first = remote.list(dir).await?;
+        let first: HashSet<RemoteFile> = remote.list(dir).await?.into_iter().collect();
         tokio::time::sleep(pull.settle).await;
         let second = remote.list(dir).await?;
         let mut stable: Vec<RemoteFile> = Vec::new();
@@ -356,55 +380,112 @@ impl Intake {
         forget_vanished_parts(staging, &stable, &report.changing);
         // Data files first: a manifest arrives with its file already in place.
         stable.sort_by_key(|f| (is_manifest(&f.name), f.name.clone()));
+        // A problem with one file is reported and the others go on; the run counts as
+        // failed with the first problem.
+        let mut first_problem = None;
         for f in stable {
-            if self
-                .journal
-                .fetched(&account.id, &f.name)
-                .is_some_and(|r| r.size == f.size && r.mtime == f.mtime)
+            if let Err(e) = self
+                .pull_one(config, account, pull, remote, staging, report, &f)
+                .await
             {
-                report.already_fetched += 1;
-                // Recorded but still there: a disposal cut short (or `keep`).
-                self.dispose(remote, pull, &f.name).await?;
-                continue;
+                if matches!(e, RemoteError::Local(_)) {
+                    // The disk or the journal: nothing else will go better.
+                    return Err(e);
+                }
+                tracing::warn!(account = %account.id, file = %f.name, reason = e.reason(), error = %e, "a file could not be pulled");
+                report.problems.push(e.to_string());
+                first_problem.get_or_insert(e);
             }
-            let limit = if is_manifest(&f.name) {
-                MAX_MANIFEST_BYTES
-            } else {
-                config.max_encrypted_file_bytes
-            };
-            if f.size > limit {
-                // Recorded, so it is reported once and not tried again until it changes.
-                let e = RemoteError::TooLarge {
-                    name: f.name.clone(),
-                    size: f.size,
-                    limit,
-                };
-                self.journal
-                    .fetch_refused(&account.id, &f.name, f.size, f.mtime, &e.to_string())
-                    .map_err(|e| RemoteError::Local(format!("journal: {e}")))?;
-                return Err(e);
+        }
+        first_problem.map_or(Ok(()), Err)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pull_one(
+        &mut self,
+        config: &IntakeConfig,
+        account: &IntakeAccount,
+        pull: &Pull,
+        remote: &Remote,
+        staging: &Path,
+        report: &mut PullReport,
+        f: &RemoteFile,
+    ) -> Result<(), RemoteError> {
+        let dir = &pull.remote_dir;
+        if let Some(r) = self.journal.fetched(&account.id, &f.name)
+            && r.size == f.size
+            && r.mtime == f.mtime
+        {
+            if r.sha256.is_none() {
+                // Refused before (too large): left alone on the server, not reported
+                // again until it changes.
+                return Ok(());
             }
-            let Some((sha256, bytes)) = download(remote, dir, &f, staging, limit).await? else {
-                // It changed during the transfer: still being written.
-                report.changing.push(f.name);
-                continue;
+            report.already_fetched += 1;
+            // Recorded but still there: a disposal cut short (or `keep`).
+            return self.dispose(remote, pull, &f.name).await;
+        }
+        let limit = if is_manifest(&f.name) {
+            MAX_MANIFEST_BYTES
+        } else {
+            config.max_encrypted_file_bytes
+        };
+        if f.size > limit {
+            // Recorded, so it is reported once and not tried again until it changes;
+            // never disposed of, so raising the limit fetches it.
+            let e = RemoteError::TooLarge {
+                name: f.name.clone(),
+                size: f.size,
+                limit,
             };
             self.journal
-                .record_fetch(&account.id, &f.name, f.size, f.mtime, &sha256)
+                .fetch_refused(&account.id, &f.name, f.size, f.mtime, &e.to_string())
                 .map_err(|e| RemoteError::Local(format!("journal: {e}")))?;
-            let delivered = deliver(&staging.join(&f.name), &account.upload_dir, &f.name)
-                .map_err(|e| RemoteError::Local(format!("cannot deliver {:?}: {e}", f.name)))?;
-            self.pulled.fresh.insert(delivered);
-            tracing::info!(account = %account.id, file = %f.name, bytes, sha256 = %sha256, "fetched");
-            report.fetched.push(FetchedFile {
-                name: f.name.clone(),
-                bytes,
-                sha256,
-                outcome: String::new(),
-            });
-            self.dispose(remote, pull, &f.name).await?;
+            return Err(e);
         }
-        Ok(())
+        let Some((sha256, bytes)) = download(remote, dir, f, staging, limit).await? else {
+            // It changed during the transfer: still being written.
+            report.changing.push(f.name.clone());
+            return Ok(());
+        };
+        self.journal
+            .record_fetch(&account.id, &f.name, f.size, f.mtime, &sha256)
+            .map_err(|e| RemoteError::Local(format!("journal: {e}")))?;
+        // The commit point is passed: from here the file is delivered exactly once.
+        let _ = std::fs::remove_file(staging.join(NOTES).join(&f.name));
+        tracing::info!(account = %account.id, file = %f.name, bytes, sha256 = %sha256, "fetched");
+        report.fetched.push(FetchedFile {
+            name: f.name.clone(),
+            bytes,
+            sha256,
+            outcome: String::new(),
+        });
+        self.deliver_done(account, staging, &f.name)?;
+        self.dispose(remote, pull, &f.name).await
+    }
+
+    /// Moves `done/<name>` into the upload directory, unless a file of that name waits
+    /// there (an upload, or an earlier pulled file not yet taken): then it stays staged
+    /// and the next run delivers it.
+    fn deliver_done(
+        &mut self,
+        account: &IntakeAccount,
+        staging: &Path,
+        name: &str,
+    ) -> Result<(), RemoteError> {
+        let staged = staging.join(DONE).join(name);
+        match deliver(&staged, &account.upload_dir, name) {
+            Ok(Some(delivered)) => {
+                self.pulled.delivered.insert(delivered.clone());
+                self.pulled.fresh.insert(delivered);
+                Ok(())
+            }
+            Ok(None) => {
+                tracing::warn!(account = %account.id, file = %name, "a file of the same name waits in the upload directory: the pulled one is delivered by a later run");
+                Ok(())
+            }
+            Err(e) => Err(RemoteError::Local(format!("cannot deliver {name:?}: {e}"))),
+        }
     }
 
     async fn dispose(&self, remote: &Remote, pull: &Pull, name: &str) -> Result<(), RemoteError> {
@@ -420,61 +501,87 @@ impl Intake {
         }
     }
 
-    /// Finishes what a crash left in `staging`: recorded complete files are delivered,
-    /// complete files the journal does not know are removed (fetched again), partial
-    /// transfers stay for [`download`] to resume or restart.
+    /// Finishes what a crash left: in `done/`, a file the journal recorded with its size,
+    /// time (its note in `notes/`, kept until the record is written) and hash is
+    /// delivered; any other is removed and fetched again. A copy across file systems cut
+    /// short (`.<name>.pulling` in the upload directory) is finished the same way.
+    /// Partial transfers in `partial/` stay for [`download`] to resume or restart.
     fn deliver_leftovers(
         &mut self,
         account: &IntakeAccount,
         staging: &Path,
     ) -> Result<(), RemoteError> {
-        let entries = std::fs::read_dir(staging).map_err(|e| RemoteError::Local(e.to_string()))?;
+        let recorded = |journal: &crate::journal::Journal, name: &str, path: &Path| {
+            let Some(r) = journal.fetched(&account.id, name) else {
+                return false;
+            };
+            // A note left means the record was not written for this file: an older
+            // record of the same name and content is not this fetch.
+            let note = std::fs::read(staging.join(NOTES).join(name))
+                .ok()
+                .and_then(|t| serde_json::from_slice::<PartNote>(&t).ok());
+            note.is_none_or(|n| n.size == r.size && n.mtime == r.mtime)
+                && r.sha256.is_some()
+                && sha256_file(path).ok() == r.sha256
+        };
+        // Copies across file systems cut short after the staged file was removed.
+        if let Ok(entries) = std::fs::read_dir(&account.upload_dir) {
+            for entry in entries.flatten() {
+                let Ok(file) = entry.file_name().into_string() else {
+                    continue;
+                };
+                let Some(name) = file.strip_prefix('.').and_then(|n| n.strip_suffix(PULLING))
+                else {
+                    continue;
+                };
+                let target = account.upload_dir.join(name);
+                if recorded(&self.journal, name, &entry.path()) && !target.exists() {
+                    std::fs::rename(entry.path(), &target)
+                        .map_err(|e| RemoteError::Local(e.to_string()))?;
+                    self.pulled.fresh.insert(target);
+                } else {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        let done = staging.join(DONE);
+        let entries = std::fs::read_dir(&done).map_err(|e| RemoteError::Local(e.to_string()))?;
         for entry in entries.flatten() {
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
-            if name.ends_with(PART) || name.ends_with(PART_NOTE) {
-                continue;
-            }
-            let path = entry.path();
-            let recorded = self
-                .journal
-                .fetched(&account.id, &name)
-                .and_then(|r| r.sha256.clone());
-            match (recorded, sha256_file(&path)) {
-                (Some(want), Ok(have)) if want == have => {
-                    let delivered = deliver(&path, &account.upload_dir, &name)
-                        .map_err(|e| RemoteError::Local(format!("cannot deliver {name:?}: {e}")))?;
-                    tracing::info!(account = %account.id, file = %name, "a fetched file was delivered after a restart");
-                    self.pulled.fresh.insert(delivered);
-                }
-                _ => {
-                    let _ = std::fs::remove_file(&path);
-                }
+            if recorded(&self.journal, &name, &entry.path()) {
+                let _ = std::fs::remove_file(staging.join(NOTES).join(&name));
+                tracing::info!(account = %account.id, file = %name, "a fetched file is delivered after a restart");
+                self.deliver_done(account, staging, &name)?;
+            } else {
+                let _ = std::fs::remove_file(entry.path());
+                let _ = std::fs::remove_file(staging.join(NOTES).join(&name));
             }
         }
         Ok(())
     }
 }
 
-/// Removes partial transfers of files no longer on the server.
+/// Removes partial transfers (and their notes) of files no longer on the server.
 fn forget_vanished_parts(staging: &Path, stable: &[RemoteFile], changing: &[String]) {
-    let Ok(entries) = std::fs::read_dir(staging) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Ok(name) = entry.file_name().into_string() else {
+    let listed: HashSet<&str> = stable
+        .iter()
+        .map(|f| f.name.as_str())
+        .chain(changing.iter().map(String::as_str))
+        .collect();
+    for sub in [PARTIAL, NOTES] {
+        let Ok(entries) = std::fs::read_dir(staging.join(sub)) else {
             continue;
         };
-        let Some(base) = name
-            .strip_suffix(PART_NOTE)
-            .or_else(|| name.strip_suffix(PART))
-        else {
-            continue;
-        };
-        let listed = stable.iter().any(|f| f.name == base) || changing.iter().any(|n| n == base);
-        if !listed {
-            let _ = std::fs::remove_file(entry.path());
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            // A note of a file in done/ stays until that file is recorded or removed.
+            let done = sub == NOTES && staging.join(DONE).join(name.as_ref()).exists();
+            if !listed.contains(name.as_ref()) && !done {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
     }
 }
@@ -523,8 +630,8 @@ async fn download(
     limit: u64,
 ) -> Result<Option<(String, u64)>, RemoteError> {
     let local = |e: std::io::Error| RemoteError::Local(e.to_string());
-    let part = staging.join(format!("{}{PART}", f.name));
-    let note_path = staging.join(format!("{}{PART_NOTE}", f.name));
+    let part = staging.join(PARTIAL).join(&f.name);
+    let note_path = staging.join(NOTES).join(&f.name);
     let note = PartNote {
         size: f.size,
         mtime: f.mtime,
@@ -606,10 +713,9 @@ async fn download(
     }
     file.sync_all().map_err(local)?;
     drop(file);
-    let done = staging.join(&f.name);
-    std::fs::rename(&part, &done).map_err(local)?;
-    let _ = std::fs::remove_file(&note_path);
-    sync_dir(staging);
+    // Into done/ with its note kept: the note goes once the journal has the record.
+    std::fs::rename(&part, staging.join(DONE).join(&f.name)).map_err(local)?;
+    sync_dir(&staging.join(DONE));
     Ok(Some((hex(&hash.finalize()), total)))
 }
 
@@ -619,23 +725,31 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// Moves a complete staged file into the upload directory under `name`, atomically:
-/// a rename, or across file systems a copy to a hidden name, synced, then renamed.
-/// Returns the path it has there.
-fn deliver(staged: &Path, upload_dir: &Path, name: &str) -> std::io::Result<PathBuf> {
+/// Moves a complete staged file into the upload directory under `name`, atomically
+/// and never over a file already there: a hard link and an unlink (the same file
+/// system), or a copy to a hidden name, synced, then renamed. Returns the path it has
+/// there, or `None` when a file of that name exists (it then stays staged).
+fn deliver(staged: &Path, upload_dir: &Path, name: &str) -> std::io::Result<Option<PathBuf>> {
     let target = upload_dir.join(name);
-    match std::fs::rename(staged, &target) {
-        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
-            let hidden = upload_dir.join(format!(".{name}.pulling"));
+    if target.exists() {
+        return Ok(None);
+    }
+    match std::fs::hard_link(staged, &target) {
+        Ok(()) => std::fs::remove_file(staged)?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
+        Err(_) => {
+            // Another file system (or no hard links): the copy is complete and synced
+            // before the staged file goes; a crash between the two is finished by the
+            // next run (`deliver_leftovers`).
+            let hidden = upload_dir.join(format!(".{name}{PULLING}"));
             std::fs::copy(staged, &hidden)?;
             std::fs::File::open(&hidden)?.sync_all()?;
-            std::fs::rename(&hidden, &target)?;
             std::fs::remove_file(staged)?;
+            std::fs::rename(&hidden, &target)?;
         }
-        other => other?,
     }
     sync_dir(upload_dir);
-    Ok(target)
+    Ok(Some(target))
 }
 
 #[cfg(test)]
@@ -652,7 +766,7 @@ mod tests {
         ] {
             assert!(plain_name(ok), "{ok:?}");
         }
-        let long = "a".repeat(256);
+        let long = "a".repeat(241);
         for bad in [
             "",
             ".",

@@ -199,7 +199,7 @@ impl client::Handler for Checker {
 }
 
 /// One file in the remote directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RemoteFile {
     /// Its name (no directory).
     pub name: String,
@@ -249,7 +249,8 @@ impl Remote {
                 .iter()
                 .filter(|a| {
                     if matches!(alg, russh::keys::Algorithm::Rsa { .. }) {
-                        matches!(a, russh::keys::Algorithm::Rsa { .. })
+                        // rsa-sha2-512/256 only: no SHA-1 signatures.
+                        matches!(a, russh::keys::Algorithm::Rsa { hash: Some(_) })
                     } else {
                         **a == alg
                     }
@@ -342,7 +343,10 @@ impl Remote {
 
     /// Opens `path` for reading.
     pub async fn open(&self, path: &str) -> Result<russh_sftp::client::fs::File, RemoteError> {
-        self.sftp.open(path).await.map_err(transfer)
+        self.sftp
+            .open(path)
+            .await
+            .map_err(|e| RemoteError::Transfer(format!("cannot read {path}: {e}")))
     }
 
     /// Moves `from` to `to` (creating `to`'s directory, `remote_dir/processed`, when
@@ -372,14 +376,19 @@ impl Remote {
                 .map_err(transfer)?;
         }
         self.sftp
-            .rename(format!("{dir}/{from}"), target)
+            .rename(format!("{dir}/{from}"), target.clone())
             .await
-            .map_err(transfer)
+            .map_err(|e| {
+                RemoteError::Transfer(format!("cannot move {dir}/{from} to {target}: {e}"))
+            })
     }
 
     /// Deletes `path`.
     pub async fn remove(&self, path: &str) -> Result<(), RemoteError> {
-        self.sftp.remove_file(path).await.map_err(transfer)
+        self.sftp
+            .remove_file(path)
+            .await
+            .map_err(|e| RemoteError::Transfer(format!("cannot delete {path}: {e}")))
     }
 
     /// Ends the session politely.
