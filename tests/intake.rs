@@ -493,6 +493,28 @@ impl Drop for World {
     }
 }
 
+/// About 200 MB of profile CSV at `path`; returns its number of rows.
+fn large_csv(path: &std::path::Path) -> usize {
+    use std::io::Write as _;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    writeln!(f, "email,name,age,vip,unmapped").unwrap();
+    let filler = "z".repeat(40);
+    let mut rows = 0usize;
+    while f.get_ref().metadata().unwrap().len() < 200_000_000 {
+        for _ in 0..10_000 {
+            rows += 1;
+            writeln!(
+                f,
+                "user{rows}@example.com,User {rows},{},no,{filler}",
+                20 + rows % 50
+            )
+            .unwrap();
+        }
+        f.flush().unwrap();
+    }
+    rows
+}
+
 /// A profile CSV of `rows` rows; row `bad_row` (1-based, 0 for none) has a bad age.
 fn profiles_csv(rows: usize, bad_row: usize) -> String {
     let mut csv = String::from("email,name,age,vip,unmapped\n");
@@ -1151,26 +1173,7 @@ async fn a_200_mb_file_is_decrypted_and_ingested_in_bounded_memory() {
     let w = World::new(up_addr, "").await;
     // About 200 MB of CSV.
     let path = w.local.join("large.csv");
-    {
-        use std::io::Write as _;
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-        writeln!(f, "email,name,age,vip,unmapped").unwrap();
-        let mut i = 0u64;
-        let filler = "z".repeat(40);
-        while f.get_ref().metadata().unwrap().len() < 200_000_000 {
-            for _ in 0..10_000 {
-                i += 1;
-                writeln!(
-                    f,
-                    "user{i}@example.com,User {i},{},no,{filler}",
-                    20 + i % 50
-                )
-                .unwrap();
-            }
-            f.flush().unwrap();
-        }
-    }
-    let rows = std::fs::read_to_string(&path).unwrap().lines().count() - 1;
+    let rows = large_csv(&path);
     let size = std::fs::metadata(&path).unwrap().len();
     w.gpg.encrypt(
         &path,
@@ -1857,25 +1860,7 @@ async fn a_200_mb_pull_killed_mid_transfer_resumes_and_imports_once_in_bounded_m
     let (up, up_addr) = Recorder::start(false).await;
     let mut w = World::with(up_addr, "", "", &pull_table("every 1s", "move", "")).await;
     let path = w.local.join("large.csv");
-    let mut rows = 0usize;
-    {
-        use std::io::Write as _;
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-        writeln!(f, "email,name,age,vip,unmapped").unwrap();
-        let filler = "z".repeat(40);
-        while f.get_ref().metadata().unwrap().len() < 200_000_000 {
-            for _ in 0..10_000 {
-                rows += 1;
-                writeln!(
-                    f,
-                    "user{rows}@example.com,User {rows},{},no,{filler}",
-                    20 + rows % 50
-                )
-                .unwrap();
-            }
-            f.flush().unwrap();
-        }
-    }
+    let rows = large_csv(&path);
     // Encrypted beside the outbox, then moved in whole (with its manifest after it).
     let staged = w.sshd.chroot_dir().join("large.csv.pgp");
     w.gpg.encrypt(&path, &staged, CLIENT, false, Compress::None);
