@@ -1873,7 +1873,7 @@ async fn a_200_mb_pull_killed_mid_transfer_resumes_and_imports_once_in_bounded_m
     )
     .unwrap();
     // Killed once a fifth of it has arrived.
-    let part = w.state("ACCT-1/pull/large.csv.pgp.part");
+    let part = w.state("ACCT-1/pull/partial/large.csv.pgp");
     wait("a partial transfer", || {
         std::fs::metadata(&part)
             .ok()

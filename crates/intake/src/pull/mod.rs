@@ -10,9 +10,9 @@
 //!    list again: a file whose size or modification time changed between the two is
 //!    still being written and is left for the next run.
 //! 3. Each complete file the journal has not recorded with the same size and time is
-//!    streamed to `pull/<name>.part` (constant memory, the size limit checked before
-//!    and during the transfer, SHA-256 computed on the way), synced and renamed to
-//!    `pull/<name>`; the journal records name, size, time and hash; then the file is
+//!    streamed to `pull/partial/<name>` (constant memory, the size limit checked
+//!    before and during the transfer, SHA-256 computed on the way), synced and renamed
+//!    to `pull/done/<name>`; the journal records name, size, time and hash; then the file is
 //!    moved into the account's upload directory, where the scanner takes it as it takes
 //!    a pushed file. Data files go before manifests.
 //! 4. The remote file is kept, moved to `remote_dir/processed/`, or deleted (`after`).
@@ -619,8 +619,8 @@ struct PartNote {
     mtime: u64,
 }
 
-/// Streams `dir/f` into `staging/<name>.part`, resuming a partial transfer of the same
-/// remote file, then syncs it and renames it to `staging/<name>`. Returns its SHA-256
+/// Streams `dir/f` into `staging/partial/<name>`, resuming a partial transfer of the
+/// same remote file, then syncs it and renames it to `staging/done/<name>`. Returns its SHA-256
 /// and size, or `None` when the remote file changed during the transfer.
 async fn download(
     remote: &Remote,
