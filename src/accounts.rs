@@ -93,7 +93,7 @@ impl ResponseSealer {
 
     /// Bytes to reserve in front of a body for [`ResponseSealer::seal_in_place`].
     pub fn header_len(&self) -> usize {
-        envelope::header_len(self.recipient.prefix)
+        self.recipient.key.header_len(self.recipient.prefix)
     }
 
     /// Seals `buf` (`header_len()` reserved bytes, then the body) in place.

@@ -181,11 +181,20 @@ fn raw_empty_plaintext_decrypts_to_empty() {
 
 // === Tink, another HPKE suite ===
 
+/// A keyset Tink made with `DHKEM_X25519_HKDF_SHA256_HKDF_SHA256_AES_128_GCM` is read with
+/// its suite; one of a suite not offered (P-256 here, by editing its params) is refused
+/// by name.
 #[test]
-fn aes128_keyset_is_refused_by_name() {
-    let err = parse_public_key(AES128_PUBLIC).unwrap_err();
+fn aes128_keyset_is_read_with_its_suite_and_other_kems_are_refused_by_name() {
+    let (pk, _) = parse_public_key(AES128_PUBLIC).unwrap();
+    assert_eq!(
+        pk.suite(),
+        hpke_gateway::envelope::Suite::X25519_AES_128_GCM
+    );
+    let err = parse_public_key(b"{\"key\": [{\"keyData\": {\"typeUrl\": \"type.googleapis.com/google.crypto.tink.HpkePublicKey\", \"value\": \"EgYIAhABGAIaIAkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJ\", \"keyMaterialType\": \"ASYMMETRIC_PUBLIC\"}, \"status\": \"ENABLED\", \"keyId\": 1, \"outputPrefixType\": \"RAW\"}]}")
+        .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("AES_128_GCM"), "{msg}");
+    assert!(msg.contains("DHKEM_P256_HKDF_SHA256"), "{msg}");
     assert!(
         matches!(err, FormatError::UnsupportedParameters(_)),
         "{err:?}"
@@ -253,7 +262,7 @@ fn openssl_ed25519_key_is_refused() {
         matches!(&err, FormatError::WrongAlgorithm(oid) if oid == "1.3.101.112"),
         "{err:?}"
     );
-    assert!(msg.contains("not an X25519 key"), "{msg}");
+    assert!(msg.contains("neither an X25519 nor an X-Wing key"), "{msg}");
 }
 
 // === pyhpke, an independent RFC 9180 implementation ===

@@ -8,16 +8,16 @@ use bytes::{Bytes, BytesMut};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 pub use hpke_envelope::formats::{
-    FormatError, LoadedPrivateKey, parse_private_key, parse_public_key, private_key_encrypted_pem,
-    private_key_pem, public_key_pem, public_key_raw_base64, public_keyset_json,
-    public_keyset_json_of,
+    FormatError, LoadedPrivateKey, parse_private_key, parse_private_key_for, parse_public_key,
+    parse_public_key_for, private_key_encrypted_pem, private_key_pem, private_keyset_json,
+    public_key_pem, public_key_raw_base64, public_keyset_json, public_keyset_json_of,
 };
 
 pub use hpke_keyfiles::{
     FileError, read_passphrase, read_public_file, read_secret_file, write_secret_file,
 };
 
-use crate::envelope::{self, ENC_LEN, OpenError, Prefix, PrivateKey, PublicKey, TINK_PREFIX_LEN};
+use crate::envelope::{self, OpenError, Prefix, PrivateKey, PublicKey, TINK_PREFIX_LEN};
 
 /// Why a key could not be used. Messages name the problem, never key bytes.
 #[derive(Debug, thiserror::Error)]
@@ -201,7 +201,7 @@ impl ServerKeys {
         for (i, (key, offset)) in attempts.iter().enumerate() {
             match envelope::open_in_place(&key.key, info, &mut sealed.0[*offset..]) {
                 Ok(pt) => {
-                    let start = offset + ENC_LEN;
+                    let start = offset + key.key.suite().kem.enc_len();
                     let end = start + pt.len();
                     return Ok(Bytes::from_owner(sealed).slice(start..end));
                 }

@@ -1,14 +1,17 @@
-//! The `aws-lc` backend: X25519, HMAC-SHA256 and AES-256-GCM from aws-lc-rs, under the
+//! The `aws-lc` backend: X25519, HMAC-SHA256, AES-GCM and ChaCha20-Poly1305 from aws-lc-rs, under the
 //! RFC 9180 KEM and key schedule in [`super::schedule`]. The recipient's public key is
 //! computed once, when the key is loaded, not per request.
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::aead::{
+    AES_128_GCM, AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey,
+};
 use aws_lc_rs::agreement::{self, UnparsedPublicKey, X25519};
 use aws_lc_rs::hmac;
 use rand_core::CryptoRng;
 use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 use super::schedule::{self, Nonces};
+use crate::suite::{Aead, Suite};
 
 /// The backend's name, for benches and logs.
 pub(super) const NAME: &str = "aws-lc";
@@ -123,9 +126,15 @@ struct Context {
 impl ZeroizeOnDrop for Context {}
 
 impl Context {
-    fn new(shared: &[u8; 32], info: &[u8]) -> Result<Self, ()> {
-        let (key, nonces) = schedule::key_schedule::<AwsLcHkdf>(shared, info);
-        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &*key).map_err(drop)?);
+    fn new(suite: Suite, shared: &[u8; 32], info: &[u8]) -> Result<Self, ()> {
+        let (key, nonces) = schedule::key_schedule::<AwsLcHkdf>(suite, shared, info);
+        let algorithm = match suite.aead {
+            Aead::Aes128Gcm => &AES_128_GCM,
+            Aead::Aes256Gcm => &AES_256_GCM,
+            Aead::ChaCha20Poly1305 => &CHACHA20_POLY1305,
+        };
+        let key_bytes = key.get(..suite.aead.key_len()).ok_or(())?;
+        let key = LessSafeKey::new(UnboundKey::new(algorithm, key_bytes).map_err(drop)?);
         Ok(Self { key, nonces })
     }
 
@@ -149,26 +158,28 @@ const _: () = {
     let _ = wipes::<Nonces>;
 };
 
-pub(super) fn setup_sender(
+/// DHKEM(X25519) `Encap`: `enc` and the shared secret.
+pub(super) fn encap(
     recipient: &[u8; 32],
-    info: &[u8],
     rng: &mut impl CryptoRng,
-) -> Result<([u8; 32], Sender), ()> {
-    let (enc, shared) = schedule::encap::<AwsLcHkdf, SecretKey>(recipient, rng)?;
-    Ok((enc, Sender(Context::new(&shared, info)?)))
+) -> Result<([u8; 32], Zeroizing<[u8; 32]>), ()> {
+    schedule::encap::<AwsLcHkdf, SecretKey>(recipient, rng)
 }
 
-pub(super) fn setup_receiver(
+/// DHKEM(X25519) `Decap`.
+pub(super) fn decap(
     key: &SecretKey,
     own_public: &[u8; 32],
     enc: &[u8; 32],
-    info: &[u8],
-) -> Result<Receiver, ()> {
-    let shared = schedule::decap::<AwsLcHkdf, SecretKey>(key, own_public, enc)?;
-    Ok(Receiver(Context::new(&shared, info)?))
+) -> Result<Zeroizing<[u8; 32]>, ()> {
+    schedule::decap::<AwsLcHkdf, SecretKey>(key, own_public, enc)
 }
 
 impl Sender {
+    pub(super) fn new(suite: Suite, shared: &[u8; 32], info: &[u8]) -> Result<Self, ()> {
+        Ok(Self(Context::new(suite, shared, info)?))
+    }
+
     pub(super) fn seal_in_place(&mut self, aad: &[u8], buf: &mut [u8]) -> Result<[u8; 16], ()> {
         let nonce = self.0.next_nonce()?;
         let tag = self
@@ -183,6 +194,10 @@ impl Sender {
 }
 
 impl Receiver {
+    pub(super) fn new(suite: Suite, shared: &[u8; 32], info: &[u8]) -> Result<Self, ()> {
+        Ok(Self(Context::new(suite, shared, info)?))
+    }
+
     pub(super) fn open_in_place(
         &mut self,
         aad: &[u8],

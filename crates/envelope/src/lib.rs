@@ -1,12 +1,15 @@
-//! The wire envelope: HPKE (RFC 9180) base mode with DHKEM(X25519, HKDF-SHA256),
-//! HKDF-SHA256 and AES-256-GCM, framed exactly as Google Tink's `HybridEncrypt`
-//! frames it.
+//! The wire envelope: HPKE (RFC 9180) base mode in the four suites of Google Tink's HPKE
+//! templates ([`Suite::ALL`]: DHKEM(X25519) or X-Wing, HKDF-SHA256, AES-128-GCM,
+//! AES-256-GCM or ChaCha20-Poly1305), framed exactly as Tink's `HybridEncrypt` frames it.
 //!
 //! ```text
 //! ciphertext = [0x01 || key_id (u32, big-endian)]   only for Tink keys of output prefix TINK
-//!              || enc (32 bytes, the encapsulated X25519 public key)
+//!              || enc (Nenc bytes: 32 for X25519, 1120 for X-Wing)
 //!              || AEAD ciphertext || AEAD tag (16 bytes)
 //! ```
+//!
+//! A key carries its suite (as a Tink key carries its `HpkeParams`): [`seal`] uses the
+//! recipient's, [`open`] the private key's.
 //!
 //! The AEAD's associated data is always empty and `info` is the account id, as
 //! Tink's `HybridEncrypt::encrypt(plaintext, contextInfo)` does.
@@ -39,9 +42,10 @@ use zeroize::ZeroizeOnDrop;
 pub mod formats;
 mod schedule;
 pub mod suite;
+mod xwing;
 use schedule::Dh as _;
 
-pub use suite::Suite;
+pub use suite::{Aead, Kem, Suite};
 
 // The one seam between the wire format and the primitives: a backend provides a
 // private key type, base-mode sender/receiver setup (RFC 9180 §5.1) over the shared
@@ -59,18 +63,20 @@ pub const BACKEND: &str = backend::NAME;
 /// Whether a failed open leaves the buffer as it was (so another key may be tried on it).
 pub const OPEN_KEEPS_INPUT_ON_FAILURE: bool = backend::OPEN_KEEPS_INPUT_ON_FAILURE;
 
-/// The suite [`seal`] and [`open`] use.
-pub const SUITE: Suite = Suite::X25519_AES_256_GCM;
-/// Length of the encapsulated key (`Nenc` of [`SUITE`]'s KEM, RFC 9180 §7.1).
-pub const ENC_LEN: usize = SUITE.kem.enc_len();
-/// Length of the AEAD tag (`Nt` of [`SUITE`]'s AEAD, RFC 9180 §7.3).
-pub const TAG_LEN: usize = SUITE.aead.tag_len();
+/// Length of the AEAD tag (`Nt`, RFC 9180 §7.3): 16 bytes for every AEAD here.
+pub const TAG_LEN: usize = 16;
+const _: () = {
+    assert!(Aead::Aes128Gcm.tag_len() == TAG_LEN);
+    assert!(Aead::Aes256Gcm.tag_len() == TAG_LEN);
+    assert!(Aead::ChaCha20Poly1305.tag_len() == TAG_LEN);
+};
 /// Length of a Tink `TINK` output prefix: one version byte and a big-endian key id.
 pub const TINK_PREFIX_LEN: usize = 5;
 /// The first byte of a Tink `TINK` output prefix.
 pub const TINK_START_BYTE: u8 = 0x01;
-/// The shortest possible envelope without a prefix: `enc` and a tag around an empty plaintext.
-pub const MIN_SEALED_LEN: usize = ENC_LEN + TAG_LEN;
+/// The shortest possible envelope without a prefix in any suite: an X25519 `enc` and a
+/// tag around an empty plaintext. ([`Suite::min_sealed_len`] is a suite's own.)
+pub const MIN_SEALED_LEN: usize = Kem::X25519HkdfSha256.enc_len() + TAG_LEN;
 /// The longest `info` accepted. RFC 9180 puts `info` inside a 2-byte length, and the
 /// gateway's `info` is an account id; anything near this is not one.
 pub const MAX_INFO_LEN: usize = 4096;
@@ -98,10 +104,11 @@ impl Prefix {
         self == Prefix::Raw
     }
 
-    fn write(self, out: &mut Vec<u8>) {
+    /// Writes the prefix into `out`, exactly [`Prefix::len`] bytes.
+    fn write_into(self, out: &mut [u8]) {
         if let Prefix::Tink(id) = self {
-            out.push(TINK_START_BYTE);
-            out.extend_from_slice(&id.to_be_bytes());
+            out[0] = TINK_START_BYTE;
+            out[1..5].copy_from_slice(&id.to_be_bytes());
         }
     }
 }
@@ -122,51 +129,137 @@ pub fn split_prefix(ciphertext: &[u8]) -> (Prefix, &[u8]) {
 
 // === impl PrivateKey ===
 
-/// An X25519 private key, with its public key computed once. Zeroized on drop; never printed.
+/// The secret half of a key pair, per KEM.
+#[derive(Clone)]
+enum Secret {
+    /// A clamped scalar, with its public key computed once.
+    X25519 {
+        sk: backend::SecretKey,
+        public: [u8; 32],
+    },
+    /// A seed, expanded once.
+    XWing(Box<xwing::SecretKey>),
+}
+
+/// A private key of one suite, with its public key computed once. Zeroized on drop;
+/// never printed.
 #[derive(Clone)]
 pub struct PrivateKey {
-    sk: backend::SecretKey,
-    public: [u8; 32],
+    suite: Suite,
+    secret: Secret,
 }
 
 impl PrivateKey {
-    fn from_secret(sk: backend::SecretKey) -> Self {
+    fn x25519(suite: Suite, sk: backend::SecretKey) -> Self {
         let public = sk.public();
-        Self { sk, public }
+        Self {
+            suite,
+            secret: Secret::X25519 { sk, public },
+        }
     }
 
-    /// Generates a fresh key from the operating system's random source.
+    /// Generates a fresh key of the default suite from the operating system's random source.
     pub fn generate() -> Self {
+        Self::generate_for(Suite::default())
+    }
+
+    /// Generates a fresh key of `suite`.
+    pub fn generate_for(suite: Suite) -> Self {
         let mut ikm = zeroize::Zeroizing::new([0u8; 32]);
         rand_core::Rng::fill_bytes(&mut rand_core::UnwrapErr(getrandom::SysRng), &mut *ikm);
-        Self::derive(&*ikm)
+        match suite.kem {
+            Kem::X25519HkdfSha256 => Self::derive_for(suite, &*ikm),
+            // X-Wing's private key is its 32-byte random seed (draft §5.2 GenerateKeyPair).
+            Kem::XWing => Self {
+                suite,
+                secret: Secret::XWing(Box::new(xwing::SecretKey::from_seed(&ikm))),
+            },
+        }
     }
 
-    /// Deterministically derives a key pair from input keying material
-    /// (RFC 9180 §7.1.3 `DeriveKeyPair`).
+    /// Deterministically derives a key pair of the default suite from input keying
+    /// material (RFC 9180 §7.1.3 `DeriveKeyPair`).
     pub fn derive(ikm: &[u8]) -> Self {
-        Self::from_secret(backend::SecretKey::derive(ikm))
+        Self::derive_for(Suite::default(), ikm)
     }
 
-    /// Reads a 32-byte X25519 scalar (clamped as RFC 7748 requires).
+    /// `DeriveKeyPair(ikm)` of `suite`'s KEM (RFC 9180 §7.1.3; draft-ietf-hpke-pq for X-Wing).
+    pub fn derive_for(suite: Suite, ikm: &[u8]) -> Self {
+        match suite.kem {
+            Kem::X25519HkdfSha256 => Self::x25519(suite, backend::SecretKey::derive(ikm)),
+            Kem::XWing => Self {
+                suite,
+                secret: Secret::XWing(Box::new(xwing::SecretKey::derive(ikm))),
+            },
+        }
+    }
+
+    /// Reads a 32-byte X25519 scalar (clamped as RFC 7748 requires) for the default suite.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyLengthError> {
-        backend::SecretKey::from_bytes(bytes)
-            .map(Self::from_secret)
-            .ok_or(KeyLengthError(bytes.len()))
+        Self::from_bytes_for(Suite::default(), bytes)
     }
 
-    /// The 32 scalar bytes (clamped), in a buffer that is zeroized on drop.
+    /// Reads a private key of `suite`: a 32-byte X25519 scalar, or X-Wing's 32-byte seed.
+    pub fn from_bytes_for(suite: Suite, bytes: &[u8]) -> Result<Self, KeyLengthError> {
+        let error = KeyLengthError {
+            kem: suite.kem,
+            len: bytes.len(),
+        };
+        match suite.kem {
+            Kem::X25519HkdfSha256 => backend::SecretKey::from_bytes(bytes)
+                .map(|sk| Self::x25519(suite, sk))
+                .ok_or(error),
+            Kem::XWing => {
+                let seed: &[u8; 32] = bytes.try_into().map_err(|_| error)?;
+                Ok(Self {
+                    suite,
+                    secret: Secret::XWing(Box::new(xwing::SecretKey::from_seed(seed))),
+                })
+            }
+        }
+    }
+
+    /// The 32 private key bytes (a clamped X25519 scalar, or X-Wing's seed), in a buffer
+    /// that is zeroized on drop.
     pub fn to_bytes(&self) -> zeroize::Zeroizing<[u8; 32]> {
-        self.sk.to_bytes()
+        match &self.secret {
+            Secret::X25519 { sk, .. } => sk.to_bytes(),
+            Secret::XWing(sk) => sk.seed(),
+        }
     }
 
-    /// The matching public key.
+    /// The suite this key is used with.
+    pub fn suite(&self) -> Suite {
+        self.suite
+    }
+
+    /// The same key material for another suite of the same KEM (another AEAD).
+    pub fn with_suite(mut self, suite: Suite) -> Result<Self, SuiteMismatch> {
+        if suite.kem != self.suite.kem {
+            return Err(SuiteMismatch {
+                key: self.suite,
+                wanted: suite,
+            });
+        }
+        self.suite = suite;
+        Ok(self)
+    }
+
+    /// The matching public key (of the same suite).
     pub fn public_key(&self) -> PublicKey {
-        PublicKey { pk: self.public }
+        let key = match &self.secret {
+            Secret::X25519 { public, .. } => Public::X25519(*public),
+            Secret::XWing(sk) => Public::XWing(Box::new(sk.public().clone())),
+        };
+        PublicKey {
+            suite: self.suite,
+            key,
+        }
     }
 }
 
-// The scalar lives in the backend's `SecretKey`, which wipes itself; the rest is public.
+// The X25519 scalar lives in the backend's `SecretKey`, the X-Wing seed and its expansion
+// in `xwing::SecretKey`; both wipe themselves. The rest is public.
 impl ZeroizeOnDrop for PrivateKey {}
 
 impl fmt::Debug for PrivateKey {
@@ -175,58 +268,142 @@ impl fmt::Debug for PrivateKey {
     }
 }
 
+/// A key of one suite asked to serve a suite of another KEM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a key of suite {key} cannot be used with suite {wanted} (another KEM)")]
+pub struct SuiteMismatch {
+    /// The key's suite.
+    pub key: Suite,
+    /// The suite asked for.
+    pub wanted: Suite,
+}
+
 // === impl PublicKey ===
 
-/// An X25519 public key.
+#[derive(Clone, PartialEq, Eq, Debug)]
+enum Public {
+    X25519([u8; 32]),
+    XWing(Box<xwing::PublicKey>),
+}
+
+/// A public key of one suite.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublicKey {
-    pk: [u8; 32],
+    suite: Suite,
+    key: Public,
 }
 
 impl PublicKey {
-    /// Reads a 32-byte X25519 public key, refusing keys of small order
-    /// (those for which every Diffie-Hellman result is all zeros, RFC 9180 §7.1.4).
+    /// Reads a 32-byte X25519 public key for the default suite, refusing keys of small
+    /// order (those for which every Diffie-Hellman result is all zeros, RFC 9180 §7.1.4).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, PublicKeyError> {
-        let pk: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| PublicKeyError::Length(bytes.len()))?;
-        let key = Self { pk };
-        if key.is_low_order() {
-            return Err(PublicKeyError::LowOrder);
+        Self::from_bytes_for(Suite::default(), bytes)
+    }
+
+    /// Reads a public key of `suite`: 32 X25519 bytes (not of small order), or X-Wing's
+    /// 1216 bytes (an ML-KEM-768 key that passes FIPS 203's check, and an X25519 key not
+    /// of small order).
+    pub fn from_bytes_for(suite: Suite, bytes: &[u8]) -> Result<Self, PublicKeyError> {
+        let want = suite.kem.public_key_len();
+        if bytes.len() != want {
+            return Err(PublicKeyError::Length {
+                kem: suite.kem,
+                len: bytes.len(),
+            });
         }
-        Ok(key)
+        let key = match suite.kem {
+            Kem::X25519HkdfSha256 => {
+                let mut pk = [0u8; 32];
+                pk.copy_from_slice(bytes);
+                if x25519_is_low_order(&pk) {
+                    return Err(PublicKeyError::LowOrder);
+                }
+                Public::X25519(pk)
+            }
+            Kem::XWing => Public::XWing(Box::new(
+                xwing::PublicKey::from_bytes(bytes).map_err(|()| PublicKeyError::Invalid)?,
+            )),
+        };
+        Ok(Self { suite, key })
     }
 
-    /// The 32 public key bytes.
-    pub fn to_bytes(&self) -> [u8; 32] {
-        self.pk
+    /// The public key bytes (`Npk` of the suite's KEM).
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.key {
+            Public::X25519(pk) => pk,
+            Public::XWing(pk) => pk.as_bytes(),
+        }
     }
 
-    /// A point of small order gives an all-zero shared secret with every private key.
-    /// Checking with one fixed scalar is enough: X25519 clamping clears the low three
-    /// bits, so any clamped scalar multiplies a point of order dividing 8 to zero, and
-    /// no other point maps to zero.
-    fn is_low_order(&self) -> bool {
-        let probe = x25519_dalek::StaticSecret::from([0x55u8; 32]);
-        let point = x25519_dalek::PublicKey::from(self.pk);
-        !probe.diffie_hellman(&point).was_contributory()
+    /// The public key bytes, copied.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
     }
+
+    /// The suite this key is used with.
+    pub fn suite(&self) -> Suite {
+        self.suite
+    }
+
+    /// The same key for another suite of the same KEM (another AEAD).
+    pub fn with_suite(mut self, suite: Suite) -> Result<Self, SuiteMismatch> {
+        if suite.kem != self.suite.kem {
+            return Err(SuiteMismatch {
+                key: self.suite,
+                wanted: suite,
+            });
+        }
+        self.suite = suite;
+        Ok(self)
+    }
+
+    /// How many bytes [`seal_in_place`] needs reserved in front of the plaintext for
+    /// this recipient: the prefix and `enc`.
+    pub fn header_len(&self, prefix: Prefix) -> usize {
+        prefix.len() + self.suite.kem.enc_len()
+    }
+}
+
+/// A point of small order gives an all-zero shared secret with every private key.
+/// Checking with one fixed scalar is enough: X25519 clamping clears the low three
+/// bits, so any clamped scalar multiplies a point of order dividing 8 to zero, and
+/// no other point maps to zero.
+pub(crate) fn x25519_is_low_order(pk: &[u8; 32]) -> bool {
+    let probe = x25519_dalek::StaticSecret::from([0x55u8; 32]);
+    let point = x25519_dalek::PublicKey::from(*pk);
+    !probe.diffie_hellman(&point).was_contributory()
 }
 
 /// A private key of the wrong length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("an X25519 private key is 32 bytes, got {0}")]
-pub struct KeyLengthError(pub usize);
+#[error("a private key of {} is {} bytes, got {len}", kem.name(), kem.private_key_len())]
+pub struct KeyLengthError {
+    /// The key's KEM.
+    pub kem: Kem,
+    /// The length given.
+    pub len: usize,
+}
 
 /// Why a public key was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PublicKeyError {
-    /// Not 32 bytes.
-    #[error("an X25519 public key is 32 bytes, got {0}")]
-    Length(usize),
+    /// Not `Npk` bytes.
+    #[error("a public key of {} is {} bytes, got {len}", kem.name(), kem.public_key_len())]
+    Length {
+        /// The key's KEM.
+        kem: Kem,
+        /// The length given.
+        len: usize,
+    },
     /// A point of small order: every shared secret with it is all zeros.
     #[error("the X25519 public key is a point of small order (all-zero shared secret)")]
     LowOrder,
+    /// An X-Wing key whose ML-KEM half fails FIPS 203's check or whose X25519 half is of
+    /// small order.
+    #[error(
+        "the X-Wing public key is invalid (ML-KEM-768 key check or X25519 point of small order)"
+    )]
+    Invalid,
 }
 
 // === seal ===
@@ -253,7 +430,8 @@ pub enum SealError {
 //   enc, ctx = SetupBaseS(pkR, info)
 //   ct = ctx.Seal(aad, pt)
 //   return enc, ct
-/// Seals `plaintext` to `recipient` with `info`, empty AAD, and the given prefix.
+/// Seals `plaintext` to `recipient` with `info`, empty AAD, and the given prefix, in
+/// the recipient key's suite.
 pub fn seal(
     recipient: &PublicKey,
     prefix: Prefix,
@@ -278,21 +456,17 @@ pub fn seal_with_rng(
     plaintext: &[u8],
     rng: &mut impl CryptoRng,
 ) -> Result<Vec<u8>, SealError> {
-    let mut buf = Vec::with_capacity(header_len(prefix) + plaintext.len() + TAG_LEN);
-    buf.resize(header_len(prefix), 0);
+    let header = recipient.header_len(prefix);
+    let mut buf = Vec::with_capacity(header + plaintext.len() + TAG_LEN);
+    buf.resize(header, 0);
     buf.extend_from_slice(plaintext);
     seal_in_place_with_rng(recipient, prefix, info, &mut buf, rng)?;
     Ok(buf)
 }
 
-/// How many bytes [`seal_in_place`] needs reserved in front of the plaintext.
-pub fn header_len(prefix: Prefix) -> usize {
-    prefix.len() + ENC_LEN
-}
-
-/// Seals without copying the body: `buf` holds [`header_len`] reserved bytes followed
-/// by the plaintext, and becomes the envelope (header written, body encrypted in place,
-/// tag appended; reserve `TAG_LEN` more capacity to avoid a reallocation).
+/// Seals without copying the body: `buf` holds [`PublicKey::header_len`] reserved bytes
+/// followed by the plaintext, and becomes the envelope (header written, body encrypted in
+/// place, tag appended; reserve `TAG_LEN` more capacity to avoid a reallocation).
 pub fn seal_in_place(
     recipient: &PublicKey,
     prefix: Prefix,
@@ -315,16 +489,15 @@ fn seal_in_place_with_rng(
     buf: &mut Vec<u8>,
     rng: &mut impl CryptoRng,
 ) -> Result<(), SealError> {
-    let body_start = header_len(prefix);
+    let body_start = recipient.header_len(prefix);
     if buf.len() < body_start {
         return Err(SealError::NoHeaderRoom);
     }
-    let (enc, mut ctx) = setup_sender_with_rng(recipient, info, rng)?;
-    let mut header = Vec::with_capacity(body_start);
-    prefix.write(&mut header);
-    header.extend_from_slice(&enc);
-    buf[..body_start].copy_from_slice(&header);
-    let tag = ctx.seal_in_place(&[], &mut buf[body_start..])?;
+    let (head, body) = buf.split_at_mut(body_start);
+    let (prefix_bytes, enc) = head.split_at_mut(prefix.len());
+    let mut ctx = setup_sender_into(recipient, info, rng, enc)?;
+    prefix.write_into(prefix_bytes);
+    let tag = ctx.seal_in_place(&[], body)?;
     buf.extend_from_slice(&tag);
     Ok(())
 }
@@ -334,20 +507,63 @@ fn seal_in_place_with_rng(
 //   shared_secret, enc = Encap(pkR)
 //   return enc, KeyScheduleS(mode_base, shared_secret, info,
 //                            default_psk, default_psk_id)
-/// Sets up a base-mode sender context (RFC 9180 §5.1.1) and returns the encapsulated
-/// key with it. The gateway seals one message per context; the context type exists so
-/// that published multi-message vectors run through this module.
+/// Sets up a base-mode sender context (RFC 9180 §5.1.1) in the recipient key's suite and
+/// returns the encapsulated key with it. The gateway seals one message per context; the
+/// context type exists so that published multi-message vectors run through this module.
 pub fn setup_sender_with_rng(
     recipient: &PublicKey,
     info: &[u8],
     rng: &mut impl CryptoRng,
-) -> Result<([u8; ENC_LEN], SenderContext), SealError> {
+) -> Result<(Vec<u8>, SenderContext), SealError> {
+    let mut enc = vec![0u8; recipient.suite.kem.enc_len()];
+    let ctx = setup_sender_into(recipient, info, rng, &mut enc)?;
+    Ok((enc, ctx))
+}
+
+/// [`setup_sender_with_rng`] with X-Wing's derandomized encapsulation: `eseed` is the
+/// draft's 64 bytes (for published vectors only; never reuse an `eseed`).
+pub fn setup_sender_xwing_derand(
+    recipient: &PublicKey,
+    info: &[u8],
+    eseed: &[u8; 64],
+) -> Result<(Vec<u8>, SenderContext), SealError> {
+    let Public::XWing(pk) = &recipient.key else {
+        return Err(SealError::Encap);
+    };
     if info.len() > MAX_INFO_LEN {
         return Err(SealError::InfoTooLong);
     }
-    let (enc, ctx) =
-        backend::setup_sender(&recipient.pk, info, rng).map_err(|()| SealError::Encap)?;
+    let mut enc = vec![0u8; xwing::ENC_LEN];
+    let shared = xwing::encap_derand(pk, eseed, &mut enc).map_err(|()| SealError::Encap)?;
+    let ctx =
+        backend::Sender::new(recipient.suite, &shared, info).map_err(|()| SealError::Encap)?;
     Ok((enc, SenderContext { ctx }))
+}
+
+/// Encapsulates to `recipient`, writing `enc` into `enc_out` (exactly `Nenc` bytes).
+fn setup_sender_into(
+    recipient: &PublicKey,
+    info: &[u8],
+    rng: &mut impl CryptoRng,
+    enc_out: &mut [u8],
+) -> Result<SenderContext, SealError> {
+    if info.len() > MAX_INFO_LEN {
+        return Err(SealError::InfoTooLong);
+    }
+    let shared = match &recipient.key {
+        Public::X25519(pk) => {
+            let (enc, shared) = backend::encap(pk, rng).map_err(|()| SealError::Encap)?;
+            if enc_out.len() != enc.len() {
+                return Err(SealError::NoHeaderRoom);
+            }
+            enc_out.copy_from_slice(&enc);
+            shared
+        }
+        Public::XWing(pk) => xwing::encap(pk, rng, enc_out).map_err(|()| SealError::Encap)?,
+    };
+    let ctx =
+        backend::Sender::new(recipient.suite, &shared, info).map_err(|()| SealError::Encap)?;
+    Ok(SenderContext { ctx })
 }
 
 /// An HPKE sender context: seals messages in sequence (RFC 9180 §5.2).
@@ -410,20 +626,20 @@ pub enum OpenError {
 // def OpenBase(enc, skR, info, aad, ct):
 //   ctx = SetupBaseR(enc, skR, info)
 //   return ctx.Open(aad, ct)
-/// Opens an unprefixed envelope (`enc || ct || tag`) in place and returns the
-/// plaintext, a sub-slice of `sealed`.
+/// Opens an unprefixed envelope (`enc || ct || tag`) in place with the key's suite and
+/// returns the plaintext, a sub-slice of `sealed`.
 ///
 /// On failure `sealed` is left as it was if [`OPEN_KEEPS_INPUT_ON_FAILURE`] (the
-/// default backend's AES-GCM checks the tag before it decrypts).
+/// default backend's AEADs check the tag before they decrypt).
 pub fn open_in_place<'a>(
     key: &PrivateKey,
     info: &[u8],
     sealed: &'a mut [u8],
 ) -> Result<&'a mut [u8], OpenError> {
-    if sealed.len() < MIN_SEALED_LEN {
+    if sealed.len() < key.suite.min_sealed_len() {
         return Err(OpenError::Truncated);
     }
-    let (enc, rest) = sealed.split_at_mut(ENC_LEN);
+    let (enc, rest) = sealed.split_at_mut(key.suite.kem.enc_len());
     let mut ctx = setup_receiver(key, enc, info)?;
     ctx.open_in_place(&[], rest)
 }
@@ -433,8 +649,9 @@ pub fn open_in_place<'a>(
 //   shared_secret = Decap(enc, skR)
 //   return KeyScheduleR(mode_base, shared_secret, info,
 //                       default_psk, default_psk_id)
-/// Sets up a base-mode receiver context from an encapsulated key (RFC 9180 §5.1.1).
-/// An `enc` of small order (all-zero shared secret) is refused here, before any context exists.
+/// Sets up a base-mode receiver context from an encapsulated key (RFC 9180 §5.1.1) in
+/// the key's suite. An `enc` of the wrong length, or one whose X25519 part is of small
+/// order (an all-zero secret), is refused here, before any context exists.
 pub fn setup_receiver(
     key: &PrivateKey,
     enc: &[u8],
@@ -443,9 +660,19 @@ pub fn setup_receiver(
     if info.len() > MAX_INFO_LEN {
         return Err(OpenError::InfoTooLong);
     }
-    let enc: &[u8; ENC_LEN] = enc.try_into().map_err(|_| OpenError::Truncated)?;
-    let ctx =
-        backend::setup_receiver(&key.sk, &key.public, enc, info).map_err(|()| OpenError::Decap)?;
+    let shared = match &key.secret {
+        Secret::X25519 { sk, public } => {
+            let enc: &[u8; 32] = enc.try_into().map_err(|_| OpenError::Truncated)?;
+            backend::decap(sk, public, enc).map_err(|()| OpenError::Decap)?
+        }
+        Secret::XWing(sk) => {
+            if enc.len() != xwing::ENC_LEN {
+                return Err(OpenError::Truncated);
+            }
+            xwing::decap(sk, enc).map_err(|()| OpenError::Decap)?
+        }
+    };
+    let ctx = backend::Receiver::new(key.suite, &shared, info).map_err(|()| OpenError::Decap)?;
     Ok(ReceiverContext { ctx })
 }
 
@@ -493,16 +720,20 @@ impl fmt::Debug for ReceiverContext {
 
 /// Opens an unprefixed envelope into a new buffer.
 pub fn open(key: &PrivateKey, info: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+    let enc_len = key.suite.kem.enc_len();
     let mut buf = sealed.to_vec();
     let len = open_in_place(key, info, &mut buf)?.len();
-    buf.truncate(ENC_LEN + len);
-    buf.drain(..ENC_LEN);
+    buf.truncate(enc_len + len);
+    buf.drain(..enc_len);
     Ok(buf)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Nenc` of the default suite's KEM.
+    const ENC_LEN: usize = 32;
 
     fn pair() -> (PrivateKey, PublicKey) {
         let sk = PrivateKey::generate();
@@ -601,7 +832,10 @@ mod tests {
         assert_eq!(PublicKey::from_bytes(&one), Err(PublicKeyError::LowOrder));
         assert_eq!(
             PublicKey::from_bytes(&[9u8; 31]),
-            Err(PublicKeyError::Length(31))
+            Err(PublicKeyError::Length {
+                kem: Kem::X25519HkdfSha256,
+                len: 31
+            })
         );
         let (_, pk) = pair();
         assert!(PublicKey::from_bytes(&pk.to_bytes()).is_ok());
@@ -626,68 +860,163 @@ mod tests {
             seal_in_place(&pk, Prefix::Tink(9), b"A", &mut short),
             Err(SealError::NoHeaderRoom)
         );
-        let mut buf = vec![0u8; header_len(Prefix::Tink(9))];
+        let mut buf = vec![0u8; pk.header_len(Prefix::Tink(9))];
         buf.extend_from_slice(b"in place");
         seal_in_place(&pk, Prefix::Tink(9), b"A", &mut buf).unwrap();
         assert_eq!(&buf[..5], &[1, 0, 0, 0, 9]);
         assert_eq!(open(&sk, b"A", &buf[5..]).unwrap(), b"in place");
     }
 
-    /// rust-hpke (rozbb/rust-hpke), an implementation nobody here wrote, opens what this
-    /// backend seals and seals what it opens, across sizes, infos and derived keys.
-    #[test]
-    fn agrees_with_rust_hpke_both_ways() {
-        use hpke::aead::AesGcm256;
+    /// rust-hpke (rozbb/rust-hpke), an implementation nobody here wrote (its X-Wing is
+    /// RustCrypto's `x-wing` crate), derives the same keys from the same ikm, opens what
+    /// this crate seals and seals what it opens, in every suite, across sizes and infos.
+    fn agrees_with_rust_hpke<A: hpke::aead::Aead, K: hpke::Kem>(suite: Suite) {
         use hpke::kdf::HkdfSha256;
-        use hpke::kem::X25519HkdfSha256 as Kem;
-        use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
+        use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
 
+        let enc_len = suite.kem.enc_len();
         for (i, len) in [0usize, 1, 15, 16, 17, 1024, 70_000]
             .into_iter()
             .enumerate()
         {
             let ikm = [i as u8 + 1; 32];
-            let ours = PrivateKey::derive(&ikm);
-            let (their_sk, their_pk) = Kem::derive_keypair(&ikm);
-            assert_eq!(
-                ours.public_key().to_bytes().as_slice(),
-                their_pk.to_bytes().as_slice()
-            );
+            let ours = PrivateKey::derive_for(suite, &ikm);
+            let (their_sk, their_pk) = K::derive_keypair(&ikm);
+            assert_eq!(ours.public_key().as_bytes(), their_pk.to_bytes().as_slice());
             assert_eq!(ours.to_bytes().as_slice(), their_sk.to_bytes().as_slice());
             let info = format!("ACCT-{i}");
             let pt: Vec<u8> = (0..len).map(|j| (j * 7 + i) as u8).collect();
 
             // Ours seals, rust-hpke opens.
             let sealed = seal(&ours.public_key(), Prefix::Raw, info.as_bytes(), &pt).unwrap();
-            let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&sealed[..ENC_LEN]).unwrap();
-            let mut ctx = hpke::setup_receiver::<AesGcm256, HkdfSha256, Kem>(
+            assert_eq!(sealed.len(), enc_len + len + TAG_LEN);
+            let enc = K::EncappedKey::from_bytes(&sealed[..enc_len]).unwrap();
+            let mut ctx = hpke::setup_receiver::<A, HkdfSha256, K>(
                 &OpModeR::Base,
                 &their_sk,
                 &enc,
                 info.as_bytes(),
             )
             .unwrap();
-            assert_eq!(ctx.open(&sealed[ENC_LEN..], b"").unwrap(), pt, "len {len}");
+            assert_eq!(
+                ctx.open(&sealed[enc_len..], b"").unwrap(),
+                pt,
+                "{suite} len {len}"
+            );
 
             // rust-hpke seals, ours opens.
-            let (enc, mut ctx) = hpke::setup_sender::<AesGcm256, HkdfSha256, Kem>(
-                &OpModeS::Base,
-                &their_pk,
-                info.as_bytes(),
-            )
-            .unwrap();
+            let (enc, mut ctx) =
+                hpke::setup_sender::<A, HkdfSha256, K>(&OpModeS::Base, &their_pk, info.as_bytes())
+                    .unwrap();
             let mut theirs = enc.to_bytes().to_vec();
             theirs.extend_from_slice(&ctx.seal(&pt, b"").unwrap());
             assert_eq!(
                 open(&ours, info.as_bytes(), &theirs).unwrap(),
                 pt,
-                "len {len}"
+                "{suite} len {len}"
             );
             assert_eq!(
                 open(&ours, b"another account", &theirs),
                 Err(OpenError::Authentication)
             );
+            // The same key material with another AEAD does not open it.
+            let other = if suite.aead == Aead::Aes256Gcm {
+                Aead::ChaCha20Poly1305
+            } else {
+                Aead::Aes256Gcm
+            };
+            let wrong = ours.clone().with_suite(suite.with_aead(other)).unwrap();
+            assert!(open(&wrong, info.as_bytes(), &theirs).is_err());
         }
+    }
+
+    #[test]
+    fn agrees_with_rust_hpke_in_every_suite() {
+        use hpke::aead::{AesGcm128, AesGcm256, ChaCha20Poly1305};
+        use hpke::kem::{X25519HkdfSha256, XWing};
+        agrees_with_rust_hpke::<AesGcm256, X25519HkdfSha256>(Suite::X25519_AES_256_GCM);
+        agrees_with_rust_hpke::<AesGcm128, X25519HkdfSha256>(Suite::X25519_AES_128_GCM);
+        agrees_with_rust_hpke::<ChaCha20Poly1305, X25519HkdfSha256>(
+            Suite::X25519_CHACHA20_POLY1305,
+        );
+        agrees_with_rust_hpke::<AesGcm256, XWing>(Suite::XWING_AES_256_GCM);
+        // Not offered by name, but the published X-Wing HPKE vectors use it.
+        agrees_with_rust_hpke::<ChaCha20Poly1305, XWing>(
+            Suite::XWING_AES_256_GCM.with_aead(Aead::ChaCha20Poly1305),
+        );
+    }
+
+    #[test]
+    fn xwing_envelopes_round_trip_and_every_truncation_fails() {
+        let sk = PrivateKey::generate_for(Suite::XWING_AES_256_GCM);
+        let pk = sk.public_key();
+        assert_eq!(pk.as_bytes().len(), 1216);
+        let ct = seal(&pk, Prefix::Tink(9), b"ACCT-PQ", b"hello").unwrap();
+        // Tink's figure for a 5-byte message: 5 + 1120 + 5 + 16 = 1146 with a TINK
+        // prefix, 1141 RAW.
+        assert_eq!(ct.len(), 1146);
+        let (prefix, rest) = split_prefix(&ct);
+        assert_eq!(prefix, Prefix::Tink(9));
+        assert_eq!(open(&sk, b"ACCT-PQ", rest).unwrap(), b"hello");
+        for n in 0..rest.len() {
+            assert!(
+                open(&sk, b"ACCT-PQ", &rest[..n]).is_err(),
+                "length {n} opened"
+            );
+        }
+        // A wrong-length encapsulation: an X25519 envelope to an X-Wing key.
+        let classical = seal(
+            &PrivateKey::generate().public_key(),
+            Prefix::Raw,
+            b"ACCT-PQ",
+            b"hello",
+        )
+        .unwrap();
+        assert!(open(&sk, b"ACCT-PQ", &classical).is_err());
+        // An X-Wing envelope to an X25519 key.
+        assert!(open(&PrivateKey::generate(), b"ACCT-PQ", rest).is_err());
+        // A flipped bit in the ML-KEM half, in the X25519 half, in the body.
+        for i in [0, 500, 1087, 1088, 1119, 1121] {
+            let mut bad = rest.to_vec();
+            bad[i] ^= 1;
+            assert_eq!(
+                open(&sk, b"ACCT-PQ", &bad),
+                Err(OpenError::Authentication),
+                "byte {i}"
+            );
+        }
+        // An all-zero X25519 half is refused before the AEAD.
+        let mut zero = rest.to_vec();
+        zero[1088..1120].fill(0);
+        assert_eq!(open(&sk, b"ACCT-PQ", &zero), Err(OpenError::Decap));
+    }
+
+    #[test]
+    fn xwing_public_keys_are_checked() {
+        let pk = PrivateKey::generate_for(Suite::XWING_AES_256_GCM).public_key();
+        let s = Suite::XWING_AES_256_GCM;
+        assert!(PublicKey::from_bytes_for(s, pk.as_bytes()).is_ok());
+        assert!(matches!(
+            PublicKey::from_bytes_for(s, &pk.as_bytes()[..1215]),
+            Err(PublicKeyError::Length { len: 1215, .. })
+        ));
+        // An ML-KEM coefficient out of range (FIPS 203 §7.2 modulus check): 0xFFF > q.
+        let mut bad = pk.to_bytes();
+        bad[0] = 0xff;
+        bad[1] |= 0x0f;
+        assert_eq!(
+            PublicKey::from_bytes_for(s, &bad),
+            Err(PublicKeyError::Invalid)
+        );
+        // A small-order X25519 half.
+        let mut low = pk.to_bytes();
+        low[1184..].fill(0);
+        assert_eq!(
+            PublicKey::from_bytes_for(s, &low),
+            Err(PublicKeyError::Invalid)
+        );
+        // Keys of one KEM do not change suite to another KEM.
+        assert!(pk.with_suite(Suite::X25519_AES_256_GCM).is_err());
     }
 
     /// RFC 9180 §5.2: the receiver's sequence number advances only when a message opens.
@@ -715,6 +1044,8 @@ mod tests {
         wipes::<SenderContext>();
         wipes::<ReceiverContext>();
         wipes::<backend::SecretKey>();
+        wipes::<xwing::SecretKey>();
+        wipes::<ml_kem::ml_kem_768::DecapsulationKey>();
         wipes::<backend::Sender>();
         wipes::<backend::Receiver>();
         wipes::<schedule::Nonces>();

@@ -1,6 +1,6 @@
 //! The default backend: X25519 from x25519-dalek, HKDF-SHA256 from the `hkdf` and `sha2`
-//! crates and AES-256-GCM from `aes-gcm` (RustCrypto), under the RFC 9180 KEM and key
-//! schedule in [`super::schedule`].
+//! crates, AES-GCM from `aes-gcm` and ChaCha20-Poly1305 from `chacha20poly1305`
+//! (RustCrypto), under the RFC 9180 KEM and key schedule in [`super::schedule`].
 //!
 //! Why not rust-hpke's `setup_receiver`: its Decap recomputes the recipient's public key
 //! from the private key on every message, a fixed-base scalar multiplication that costs
@@ -9,13 +9,15 @@
 //! check this one against.
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::{Aes256Gcm, Key, Tag};
+use aes_gcm::{Aes128Gcm, Aes256Gcm, Tag};
+use chacha20poly1305::ChaCha20Poly1305;
 use rand_core::CryptoRng;
 use sha2::Sha256;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::{Zeroize as _, ZeroizeOnDrop, Zeroizing};
 
 use super::schedule::{self, Nonces};
+use crate::suite::{Aead, Suite};
 
 /// The backend's name, for benches and logs.
 pub(super) const NAME: &str = "rustcrypto";
@@ -120,22 +122,64 @@ impl schedule::Dh for SecretKey {
     }
 }
 
+/// One of the suites' AEADs, keyed.
+enum Cipher {
+    Aes128(Aes128Gcm),
+    Aes256(Aes256Gcm),
+    ChaCha(ChaCha20Poly1305),
+}
+
+impl Cipher {
+    fn new(aead: Aead, key: &[u8; 32]) -> Self {
+        // Reference conversions: the key is not copied out of its wiped wrapper.
+        match aead {
+            Aead::Aes128Gcm => {
+                let (short, _) = key.split_first_chunk::<16>().unwrap_or((&[0; 16], &[]));
+                Cipher::Aes128(Aes128Gcm::new(short.into()))
+            }
+            Aead::Aes256Gcm => Cipher::Aes256(Aes256Gcm::new(key.into())),
+            Aead::ChaCha20Poly1305 => Cipher::ChaCha(ChaCha20Poly1305::new(key.into())),
+        }
+    }
+
+    fn seal(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8]) -> Result<[u8; 16], ()> {
+        let tag = match self {
+            Cipher::Aes128(c) => c.encrypt_inout_detached(nonce.into(), aad, buf.into()),
+            Cipher::Aes256(c) => c.encrypt_inout_detached(nonce.into(), aad, buf.into()),
+            Cipher::ChaCha(c) => c.encrypt_inout_detached(nonce.into(), aad, buf.into()),
+        }
+        .map_err(drop)?;
+        Ok(tag.into())
+    }
+
+    fn open(&self, nonce: &[u8; 12], aad: &[u8], body: &mut [u8], tag: &Tag) -> Result<(), ()> {
+        match self {
+            Cipher::Aes128(c) => c.decrypt_inout_detached(nonce.into(), aad, body.into(), tag),
+            Cipher::Aes256(c) => c.decrypt_inout_detached(nonce.into(), aad, body.into(), tag),
+            Cipher::ChaCha(c) => c.decrypt_inout_detached(nonce.into(), aad, body.into(), tag),
+        }
+        .map_err(drop)
+    }
+}
+
 /// The AEAD half of a context.
 struct Context {
-    aead: Aes256Gcm,
+    cipher: Cipher,
     nonces: Nonces,
 }
 
-// `Aes256Gcm` wipes its round keys and GHASH key on drop (aes-gcm's `zeroize` feature);
-// `Nonces` wipes the base nonce.
+// `Aes128Gcm`/`Aes256Gcm` wipe their round keys and GHASH key on drop (aes-gcm's
+// `zeroize` feature), `ChaCha20Poly1305` its key (chacha20poly1305's `zeroize`
+// feature); `Nonces` wipes the base nonce.
 impl ZeroizeOnDrop for Context {}
 
 impl Context {
-    fn new(shared: &[u8; 32], info: &[u8]) -> Self {
-        let (key, nonces) = schedule::key_schedule::<RustCryptoHkdf>(shared, info);
-        // A reference conversion: the key is not copied out of its wiped wrapper.
-        let aead = Aes256Gcm::new(<&Key<Aes256Gcm>>::from(&*key));
-        Self { aead, nonces }
+    fn new(suite: Suite, shared: &[u8; 32], info: &[u8]) -> Self {
+        let (key, nonces) = schedule::key_schedule::<RustCryptoHkdf>(suite, shared, info);
+        Self {
+            cipher: Cipher::new(suite.aead, &key),
+            nonces,
+        }
     }
 }
 
@@ -149,42 +193,45 @@ impl ZeroizeOnDrop for Receiver {}
 const _: () = {
     fn wipes<T: ZeroizeOnDrop>() {}
     let _ = wipes::<StaticSecret>;
+    let _ = wipes::<Aes128Gcm>;
     let _ = wipes::<Aes256Gcm>;
+    let _ = wipes::<ChaCha20Poly1305>;
     let _ = wipes::<Nonces>;
 };
 
-pub(super) fn setup_sender(
+/// DHKEM(X25519) `Encap`: `enc` and the shared secret.
+pub(super) fn encap(
     recipient: &[u8; 32],
-    info: &[u8],
     rng: &mut impl CryptoRng,
-) -> Result<([u8; 32], Sender), ()> {
-    let (enc, shared) = schedule::encap::<RustCryptoHkdf, SecretKey>(recipient, rng)?;
-    Ok((enc, Sender(Context::new(&shared, info))))
+) -> Result<([u8; 32], Zeroizing<[u8; 32]>), ()> {
+    schedule::encap::<RustCryptoHkdf, SecretKey>(recipient, rng)
 }
 
-pub(super) fn setup_receiver(
+/// DHKEM(X25519) `Decap`.
+pub(super) fn decap(
     key: &SecretKey,
     own_public: &[u8; 32],
     enc: &[u8; 32],
-    info: &[u8],
-) -> Result<Receiver, ()> {
-    let shared = schedule::decap::<RustCryptoHkdf, SecretKey>(key, own_public, enc)?;
-    Ok(Receiver(Context::new(&shared, info)))
+) -> Result<Zeroizing<[u8; 32]>, ()> {
+    schedule::decap::<RustCryptoHkdf, SecretKey>(key, own_public, enc)
 }
 
 impl Sender {
+    pub(super) fn new(suite: Suite, shared: &[u8; 32], info: &[u8]) -> Result<Self, ()> {
+        Ok(Self(Context::new(suite, shared, info)))
+    }
+
     pub(super) fn seal_in_place(&mut self, aad: &[u8], buf: &mut [u8]) -> Result<[u8; 16], ()> {
         let nonce = self.0.nonces.next()?;
-        let tag = self
-            .0
-            .aead
-            .encrypt_inout_detached((&*nonce).into(), aad, buf.into())
-            .map_err(drop)?;
-        Ok(tag.into())
+        self.0.cipher.seal(&nonce, aad, buf)
     }
 }
 
 impl Receiver {
+    pub(super) fn new(suite: Suite, shared: &[u8; 32], info: &[u8]) -> Result<Self, ()> {
+        Ok(Self(Context::new(suite, shared, info)))
+    }
+
     pub(super) fn open_in_place(
         &mut self,
         aad: &[u8],
@@ -194,8 +241,8 @@ impl Receiver {
         let tag = Tag::try_from(tag).map_err(drop)?;
         let nonce = self.0.nonces.next()?;
         self.0
-            .aead
-            .decrypt_inout_detached((&*nonce).into(), aad, body.into(), &tag)
-            .map_err(|_| self.0.nonces.undo())
+            .cipher
+            .open(&nonce, aad, body, &tag)
+            .map_err(|()| self.0.nonces.undo())
     }
 }

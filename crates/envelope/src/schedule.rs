@@ -1,20 +1,18 @@
-//! RFC 9180's DHKEM(X25519, HKDF-SHA256) and base-mode key schedule, written once over
-//! the HKDF a backend supplies. Each step sits under the RFC's own pseudo-code.
+//! RFC 9180's DHKEM(X25519, HKDF-SHA256) and base-mode key schedule (HKDF-SHA256, for
+//! every suite's AEAD), written once over the HKDF a backend supplies. Each step sits
+//! under the RFC's own pseudo-code.
 //!
-//! The backends differ only in where X25519, HMAC-SHA256 and AES-256-GCM come from; the
-//! labels, lengths and the order of the steps live here.
+//! The backends differ only in where X25519, HMAC-SHA256 and the AEADs come from; the
+//! labels, lengths and the order of the steps live here. X-Wing's KEM is in
+//! [`crate::xwing`]; its shared secret enters the same key schedule.
 
 use rand_core::CryptoRng;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::suite::Suite;
+use crate::suite::{Kem, Suite};
 
-/// The suite this schedule implements (the backends provide its primitives).
-const SUITE: Suite = Suite::X25519_AES_256_GCM;
-/// `suite_id = concat("KEM", I2OSP(kem_id, 2))`.
-const KEM_SUITE_ID: &[u8] = &SUITE.kem.suite_id();
-/// `suite_id = concat("HPKE", I2OSP(kem_id, 2), I2OSP(kdf_id, 2), I2OSP(aead_id, 2))`.
-const HPKE_SUITE_ID: &[u8] = &SUITE.hpke_suite_id();
+/// `suite_id = concat("KEM", I2OSP(kem_id, 2))` of DHKEM(X25519, HKDF-SHA256).
+const KEM_SUITE_ID: &[u8] = &Kem::X25519HkdfSha256.suite_id();
 
 /// HKDF-SHA256 as a backend provides it. Inputs come in parts so that labels are
 /// never concatenated into a temporary buffer.
@@ -158,19 +156,30 @@ pub(super) fn decap<H: Hkdf, K: Dh>(
 //   secret = LabeledExtract(shared_secret, "secret", psk)
 //   key = LabeledExpand(secret, "key", key_schedule_context, Nk)
 //   base_nonce = LabeledExpand(secret, "base_nonce", key_schedule_context, Nn)
-/// Base mode (`mode_base` = 0, empty psk and psk_id): the AEAD key and its nonces.
+/// Base mode (`mode_base` = 0, empty psk and psk_id): the AEAD key (its first
+/// `Nk` bytes; the rest are zero) and its nonces.
 pub(super) fn key_schedule<H: Hkdf>(
+    suite: Suite,
     shared_secret: &[u8; 32],
     info: &[u8],
 ) -> (Zeroizing<[u8; 32]>, Nonces) {
-    let psk_id_hash = labeled_extract::<H>(HPKE_SUITE_ID, b"", b"psk_id_hash", b"");
-    let info_hash = labeled_extract::<H>(HPKE_SUITE_ID, b"", b"info_hash", info);
+    let suite_id = &suite.hpke_suite_id();
+    let psk_id_hash = labeled_extract::<H>(suite_id, b"", b"psk_id_hash", b"");
+    let info_hash = labeled_extract::<H>(suite_id, b"", b"info_hash", info);
     let mut ks_context = [0u8; 65];
     ks_context[1..33].copy_from_slice(&*psk_id_hash);
     ks_context[33..].copy_from_slice(&*info_hash);
-    let secret = labeled_extract::<H>(HPKE_SUITE_ID, shared_secret, b"secret", b"");
+    let secret = labeled_extract::<H>(suite_id, shared_secret, b"secret", b"");
     let mut key = Zeroizing::new([0u8; 32]);
-    labeled_expand::<H, 32>(HPKE_SUITE_ID, &secret, b"key", &ks_context, &mut key);
+    // `L` is part of the label, so each key length is its own expansion.
+    if suite.aead.key_len() == 16 {
+        let (short, _) = key.split_at_mut(16);
+        if let Ok(short) = <&mut [u8; 16]>::try_from(short) {
+            labeled_expand::<H, 16>(suite_id, &secret, b"key", &ks_context, short);
+        }
+    } else {
+        labeled_expand::<H, 32>(suite_id, &secret, b"key", &ks_context, &mut key);
+    }
     // Expanded straight into its wiped-on-drop home: no copy of the base nonce is left
     // on the stack.
     let mut nonces = Nonces {
@@ -178,7 +187,7 @@ pub(super) fn key_schedule<H: Hkdf>(
         seq: 0,
     };
     labeled_expand::<H, 12>(
-        HPKE_SUITE_ID,
+        suite_id,
         &secret,
         b"base_nonce",
         &ks_context,
@@ -252,7 +261,7 @@ mod tests {
 
     #[test]
     fn nonces_wipe_clears_the_base_nonce_and_sequence() {
-        let (_, mut nonces) = key_schedule::<Fill>(&[7u8; 32], b"info");
+        let (_, mut nonces) = key_schedule::<Fill>(Suite::X25519_AES_256_GCM, &[7u8; 32], b"info");
         assert_eq!(nonces.base, [0xAA; 12]);
         nonces.next().unwrap();
         nonces.zeroize();
@@ -262,7 +271,7 @@ mod tests {
 
     #[test]
     fn nonces_are_xor_of_base_and_sequence() {
-        let (_, mut nonces) = key_schedule::<Fill>(&[7u8; 32], b"info");
+        let (_, mut nonces) = key_schedule::<Fill>(Suite::X25519_AES_256_GCM, &[7u8; 32], b"info");
         assert_eq!(*nonces.next().unwrap(), [0xAA; 12]);
         let mut second = [0xAA; 12];
         second[11] ^= 1;

@@ -5,12 +5,16 @@
 
 use hpke_envelope::formats as keys;
 use hpke_envelope::{
-    self as envelope, ENC_LEN, OpenError, Prefix, PrivateKey, PublicKey, PublicKeyError,
-    SenderContext,
+    self as envelope, OpenError, Prefix, PrivateKey, PublicKey, PublicKeyError, SenderContext,
+    Suite,
 };
+
+/// `Nenc` of DHKEM(X25519).
+const ENC_LEN: usize = 32;
 use serde_json::Value;
 
 const RFC9180: &str = include_str!("vectors/hpke/rfc9180-x25519-sha256.json");
+const HPKE_PQ_XWING: &str = include_str!("vectors/hpke-pq-xwing.json");
 const WYCHEPROOF_X25519: &str = include_str!("vectors/wycheproof/x25519_test.json");
 const WYCHEPROOF_AES_GCM: &str = include_str!("vectors/wycheproof/aes_gcm_test.json");
 
@@ -56,31 +60,49 @@ impl hpke::rand_core::TryRng for FixedRng {
 }
 impl hpke::rand_core::TryCryptoRng for FixedRng {}
 
-/// The gateway's suite: base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM.
-fn gateway_suite_vectors() -> Vec<Value> {
+/// Base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, and the suite's AEAD.
+fn suite_vectors(suite: Suite) -> Vec<Value> {
     let all: Vec<Value> = serde_json::from_str(RFC9180).unwrap();
     assert_eq!(all.len(), 16, "the filtered file has 16 entries");
     all.into_iter()
-        .filter(|v| v["mode"] == 0 && v["kem_id"] == 32 && v["kdf_id"] == 1 && v["aead_id"] == 2)
+        .filter(|v| {
+            v["mode"] == 0
+                && v["kem_id"] == 32
+                && v["kdf_id"] == 1
+                && v["aead_id"] == u64::from(suite.aead.id())
+        })
         .collect()
 }
 
+/// The default suite's vectors.
+fn gateway_suite_vectors() -> Vec<Value> {
+    suite_vectors(Suite::X25519_AES_256_GCM)
+}
+
+/// RFC 9180 has one base-mode vector for each X25519 suite the gateway offers: every one
+/// of its 257 encryptions, both ways.
 #[test]
-fn rfc9180_base_x25519_sha256_aes256gcm_every_encryption() {
-    let vectors = gateway_suite_vectors();
-    assert_eq!(
-        vectors.len(),
-        1,
-        "RFC 9180 has one base-mode vector for this suite"
-    );
+fn rfc9180_base_x25519_every_aead_every_encryption() {
+    for suite in [
+        Suite::X25519_AES_256_GCM,
+        Suite::X25519_AES_128_GCM,
+        Suite::X25519_CHACHA20_POLY1305,
+    ] {
+        let vectors = suite_vectors(suite);
+        assert_eq!(vectors.len(), 1, "one base-mode vector for {suite}");
+        assert_eq!(check_rfc9180_vector(suite, &vectors[0]), 257, "{suite}");
+    }
+}
+
+fn check_rfc9180_vector(suite: Suite, v: &Value) -> usize {
     let mut checked = 0;
-    for v in &vectors {
+    {
         // Keys from the vector's ikm (RFC 9180 §7.1.3 DeriveKeyPair).
-        let sk_r = PrivateKey::derive(&hex(&v["ikmR"]));
+        let sk_r = PrivateKey::derive_for(suite, &hex(&v["ikmR"]));
         assert_eq!(sk_r.to_bytes().as_slice(), clamp(hex(&v["skRm"])));
         let pk_r = sk_r.public_key();
         assert_eq!(pk_r.to_bytes().to_vec(), hex(&v["pkRm"]));
-        let sk_e = PrivateKey::derive(&hex(&v["ikmE"]));
+        let sk_e = PrivateKey::derive_for(suite, &hex(&v["ikmE"]));
         assert_eq!(sk_e.to_bytes().as_slice(), clamp(hex(&v["skEm"])));
         assert_eq!(sk_e.public_key().to_bytes().to_vec(), hex(&v["pkEm"]));
         let info = hex(&v["info"]);
@@ -134,7 +156,49 @@ fn rfc9180_base_x25519_sha256_aes256gcm_every_encryption() {
             b"gateway"
         );
     }
-    assert_eq!(checked, 257);
+    checked
+}
+
+/// draft-ietf-hpke-pq's vector for X-Wing, HKDF-SHA256, ChaCha20-Poly1305 (base mode;
+/// the only X-Wing suite with HKDF-SHA256 it publishes: there is no published X-Wing +
+/// AES-256-GCM vector, which Tink and hpke-js cover instead): `ikmR` gives `skRm`
+/// (the seed) and `pkRm`; `ikmE` is the encapsulation randomness (X-Wing's 64-byte
+/// `eseed`) and gives `enc`; all 10 encryptions seal and open in sequence.
+#[test]
+fn hpke_pq_xwing_chacha20poly1305_every_encryption() {
+    let all: Vec<Value> = serde_json::from_str(HPKE_PQ_XWING).unwrap();
+    assert_eq!(all.len(), 1);
+    let v = &all[0];
+    assert_eq!(
+        (v["mode"].as_u64(), v["kem_id"].as_u64()),
+        (Some(0), Some(0x647a))
+    );
+    assert_eq!(
+        (v["kdf_id"].as_u64(), v["aead_id"].as_u64()),
+        (Some(1), Some(3))
+    );
+    let suite = Suite::XWING_AES_256_GCM.with_aead(hpke_envelope::Aead::ChaCha20Poly1305);
+    let sk_r = PrivateKey::derive_for(suite, &hex(&v["ikmR"]));
+    assert_eq!(sk_r.to_bytes().to_vec(), hex(&v["skRm"]));
+    let pk_r = sk_r.public_key();
+    assert_eq!(pk_r.to_bytes(), hex(&v["pkRm"]));
+    let info = hex(&v["info"]);
+    let eseed: [u8; 64] = hex(&v["ikmE"]).try_into().unwrap();
+    let (enc, mut sender) = envelope::setup_sender_xwing_derand(&pk_r, &info, &eseed).unwrap();
+    assert_eq!(enc, hex(&v["enc"]));
+    let encryptions = v["encryptions"].as_array().unwrap();
+    assert_eq!(encryptions.len(), 10);
+    let mut receiver = envelope::setup_receiver(&sk_r, &enc, &info).unwrap();
+    for e in encryptions {
+        let ct = sender.seal(&hex(&e["aad"]), &hex(&e["pt"])).unwrap();
+        assert_eq!(ct, hex(&e["ct"]));
+        assert_eq!(receiver.open(&hex(&e["aad"]), &ct).unwrap(), hex(&e["pt"]));
+    }
+    // The same key in the offered suite (AES-256-GCM) does not open ChaCha20 ciphertexts.
+    let aes = sk_r.with_suite(Suite::XWING_AES_256_GCM).unwrap();
+    let mut wrong = envelope::setup_receiver(&aes, &enc, &info).unwrap();
+    let e0 = &encryptions[0];
+    assert!(wrong.open(&hex(&e0["aad"]), &hex(&e0["ct"])).is_err());
 }
 
 #[test]

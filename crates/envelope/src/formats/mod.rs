@@ -1,11 +1,17 @@
 //! Key formats: parsing and writing the files operators and clients use, as bytes.
 //! No file I/O: the caller reads the file (and checks its permissions).
 //!
-//! Private keys: PKCS#8 PEM as `openssl genpkey -algorithm X25519` writes it,
-//! passphrase-encrypted PKCS#8 PEM (`-----BEGIN ENCRYPTED PRIVATE KEY-----`), or a
-//! cleartext Tink private keyset JSON.
+//! Private keys: PKCS#8 PEM as `openssl genpkey -algorithm X25519` writes it (for X-Wing:
+//! the draft's OID `1.3.6.1.4.1.62253.25722` with the 32-byte seed as the private key
+//! octets), passphrase-encrypted PKCS#8 PEM (`-----BEGIN ENCRYPTED PRIVATE KEY-----`), a
+//! cleartext Tink private keyset JSON, or (with a declared suite) the raw 32 bytes in base64.
 //!
-//! Public keys: SPKI PEM, the raw 32 bytes in base64, or a Tink public keyset JSON.
+//! Public keys: SPKI PEM, the raw bytes in base64 (32 for X25519, 1216 for X-Wing), or a
+//! Tink public keyset JSON.
+//!
+//! A Tink keyset names its suite. PEM and raw keys name only their KEM: the suite is the
+//! one declared by the caller (configuration, `--suite`), else the KEM's default
+//! (`x25519-aes-256-gcm`, `xwing-aes-256-gcm`).
 
 mod tink;
 
@@ -17,12 +23,63 @@ use pkcs8::{EncryptedPrivateKeyInfoRef, PrivateKeyInfoRef};
 use spki::{AlgorithmIdentifierRef, ObjectIdentifier, SubjectPublicKeyInfoRef};
 use zeroize::Zeroizing;
 
-pub use tink::{public_keyset_json, public_keyset_json_of};
+pub use tink::{private_keyset_json, public_keyset_json, public_keyset_json_of};
 
-use crate::{Prefix, PrivateKey, PublicKey, PublicKeyError};
+use crate::{Kem, Prefix, PrivateKey, PublicKey, PublicKeyError, Suite};
 
 /// `id-X25519` (RFC 8410).
 const X25519_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.110");
+/// X-Wing's OID (draft-connolly-cfrg-xwing-kem-06 §6).
+const XWING_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.62253.25722");
+
+impl Kem {
+    fn oid(self) -> ObjectIdentifier {
+        match self {
+            Kem::X25519HkdfSha256 => X25519_OID,
+            Kem::XWing => XWING_OID,
+        }
+    }
+
+    fn of_oid(oid: ObjectIdentifier) -> Result<Kem, FormatError> {
+        match oid {
+            X25519_OID => Ok(Kem::X25519HkdfSha256),
+            XWING_OID => Ok(Kem::XWing),
+            other => Err(FormatError::WrongAlgorithm(other.to_string())),
+        }
+    }
+
+    /// The suite a key of this KEM gets when nothing declares one.
+    fn default_suite(self) -> Suite {
+        match self {
+            Kem::X25519HkdfSha256 => Suite::X25519_AES_256_GCM,
+            Kem::XWing => Suite::XWING_AES_256_GCM,
+        }
+    }
+}
+
+/// The suite of a key of `kem` when the caller declared `declared`: it must be of the
+/// same KEM.
+fn suite_for(kem: Kem, declared: Option<Suite>) -> Result<Suite, FormatError> {
+    match declared {
+        None => Ok(kem.default_suite()),
+        Some(s) if s.kem == kem => Ok(s),
+        Some(s) => Err(FormatError::SuiteMismatch {
+            file: kem.name().into(),
+            declared: s,
+        }),
+    }
+}
+
+/// A key read with a suite declared for it: a Tink keyset's own suite must be that one.
+fn check_declared(found: Suite, declared: Option<Suite>) -> Result<(), FormatError> {
+    match declared {
+        Some(s) if s != found => Err(FormatError::SuiteMismatch {
+            file: found.name().into(),
+            declared: s,
+        }),
+        _ => Ok(()),
+    }
+}
 
 /// Why key bytes could not be used. Messages name the problem, never key bytes.
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +99,19 @@ pub enum FormatError {
         detail: String,
     },
     /// A key for another algorithm.
-    #[error("the key is not an X25519 key (algorithm {0})")]
+    #[error("the key is neither an X25519 nor an X-Wing key (algorithm {0})")]
     WrongAlgorithm(String),
+    /// The file's key is of another suite than the one declared for it.
+    #[error("the key file holds a key of {file}, but suite {declared} is declared for it")]
+    SuiteMismatch {
+        /// What the file holds (a suite for a Tink keyset, else a KEM).
+        file: String,
+        /// The suite declared by the configuration or the command line.
+        declared: Suite,
+    },
+    /// Raw key bytes without a declared suite.
+    #[error("a raw private key needs its suite declared (suite = \"...\")")]
+    SuiteRequired,
     /// An encrypted private key and no passphrase configured.
     #[error("the private key is encrypted; configure passphrase_env or passphrase_file for it")]
     PassphraseRequired,
@@ -63,8 +131,9 @@ pub enum FormatError {
     UnsupportedParameters(String),
 }
 
-const PRIVATE_FORMATS: &str = "PKCS#8 PEM, encrypted PKCS#8 PEM, or a Tink private keyset JSON";
-const PUBLIC_FORMATS: &str = "SPKI PEM, 32 raw bytes in base64, or a Tink public keyset JSON";
+const PRIVATE_FORMATS: &str = "PKCS#8 PEM, encrypted PKCS#8 PEM, a Tink private keyset JSON, or 32 raw bytes in base64 with a declared suite";
+const PUBLIC_FORMATS: &str =
+    "SPKI PEM, raw bytes in base64 (32 for X25519, 1216 for X-Wing), or a Tink public keyset JSON";
 
 // === private keys ===
 
@@ -77,15 +146,26 @@ pub struct LoadedPrivateKey {
     pub tink_prefix: Option<Prefix>,
 }
 
-/// Parses a private key in any accepted format. `passphrase` is used only for
-/// encrypted PKCS#8.
+/// Parses a private key in any accepted format, with its KEM's default suite unless it
+/// names its own. `passphrase` is used only for encrypted PKCS#8.
 pub fn parse_private_key(
     text: &[u8],
     passphrase: Option<&[u8]>,
 ) -> Result<LoadedPrivateKey, FormatError> {
+    parse_private_key_for(text, passphrase, None)
+}
+
+/// [`parse_private_key`] with a declared suite: a Tink keyset must name that suite, a
+/// PEM key must be of its KEM, and raw bytes are read as its key.
+pub fn parse_private_key_for(
+    text: &[u8],
+    passphrase: Option<&[u8]>,
+    suite: Option<Suite>,
+) -> Result<LoadedPrivateKey, FormatError> {
     let trimmed = text.trim_ascii();
     if trimmed.starts_with(b"{") {
         let (key, prefix) = tink::parse_private_keyset(trimmed)?;
+        check_declared(key.suite(), suite)?;
         return Ok(LoadedPrivateKey {
             key,
             tink_prefix: Some(prefix),
@@ -94,11 +174,26 @@ pub fn parse_private_key(
     let pem = std::str::from_utf8(trimmed).map_err(|_| FormatError::Format {
         expected: PRIVATE_FORMATS,
     })?;
+    if !pem.starts_with("-----BEGIN") {
+        // Raw base64: only with a declared suite, which says what the 32 bytes are.
+        let raw = Zeroizing::new(STANDARD.decode(pem).map_err(|_| FormatError::Format {
+            expected: PRIVATE_FORMATS,
+        })?);
+        let suite = suite.ok_or(FormatError::SuiteRequired)?;
+        let key = PrivateKey::from_bytes_for(suite, &raw).map_err(|e| FormatError::Malformed {
+            what: "raw private key",
+            detail: e.to_string(),
+        })?;
+        return Ok(LoadedPrivateKey {
+            key,
+            tink_prefix: None,
+        });
+    }
     let (label, doc) = pkcs8::SecretDocument::from_pem(pem).map_err(|_| FormatError::Format {
         expected: PRIVATE_FORMATS,
     })?;
     let key = match label {
-        "PRIVATE KEY" => private_key_from_pkcs8(doc.as_bytes())?,
+        "PRIVATE KEY" => private_key_from_pkcs8(doc.as_bytes(), suite)?,
         "ENCRYPTED PRIVATE KEY" => {
             let passphrase = passphrase.ok_or(FormatError::PassphraseRequired)?;
             let encrypted = EncryptedPrivateKeyInfoRef::try_from(doc.as_bytes()).map_err(|e| {
@@ -111,7 +206,7 @@ pub fn parse_private_key(
             let plain = encrypted
                 .decrypt(passphrase)
                 .map_err(|_| FormatError::BadPassphrase)?;
-            private_key_from_pkcs8(plain.as_bytes())?
+            private_key_from_pkcs8(plain.as_bytes(), suite)?
         }
         _ => {
             return Err(FormatError::Format {
@@ -166,23 +261,26 @@ fn check_kdf_cost(scheme: &pkcs8::pkcs5::EncryptionScheme) -> Result<(), FormatE
     }
 }
 
-fn private_key_from_pkcs8(der: &[u8]) -> Result<PrivateKey, FormatError> {
+fn private_key_from_pkcs8(der: &[u8], suite: Option<Suite>) -> Result<PrivateKey, FormatError> {
     let info = PrivateKeyInfoRef::try_from(der).map_err(|e| FormatError::Malformed {
         what: "PKCS#8",
         detail: e.to_string(),
     })?;
-    if info.algorithm.oid != X25519_OID {
-        return Err(FormatError::WrongAlgorithm(info.algorithm.oid.to_string()));
-    }
-    // RFC 8410 §7: CurvePrivateKey ::= OCTET STRING, inside the PKCS#8 privateKey OCTET STRING.
-    let inner = <&OctetStringRef>::from_der(info.private_key.as_bytes()).map_err(|e| {
-        FormatError::Malformed {
-            what: "X25519 private key",
-            detail: e.to_string(),
-        }
-    })?;
-    let key = PrivateKey::from_bytes(inner.as_bytes()).map_err(|e| FormatError::Malformed {
-        what: "X25519 private key",
+    let kem = Kem::of_oid(info.algorithm.oid)?;
+    let suite = suite_for(kem, suite)?;
+    let key_bytes = match kem {
+        // RFC 8410 §7: CurvePrivateKey ::= OCTET STRING, inside the PKCS#8 privateKey OCTET STRING.
+        Kem::X25519HkdfSha256 => <&OctetStringRef>::from_der(info.private_key.as_bytes())
+            .map_err(|e| FormatError::Malformed {
+                what: "X25519 private key",
+                detail: e.to_string(),
+            })?
+            .as_bytes(),
+        // X-Wing: the 32-byte seed itself.
+        Kem::XWing => info.private_key.as_bytes(),
+    };
+    let key = PrivateKey::from_bytes_for(suite, key_bytes).map_err(|e| FormatError::Malformed {
+        what: "private key",
         detail: e.to_string(),
     })?;
     if let Some(public) = info.public_key {
@@ -197,7 +295,8 @@ fn private_key_from_pkcs8(der: &[u8]) -> Result<PrivateKey, FormatError> {
     Ok(key)
 }
 
-/// Writes a private key as unencrypted PKCS#8 PEM, the form `openssl genpkey -algorithm X25519` writes.
+/// Writes a private key as unencrypted PKCS#8 PEM, the form `openssl genpkey -algorithm
+/// X25519` writes (X-Wing: its OID and the seed). The suite's AEAD is not recorded.
 pub fn private_key_pem(key: &PrivateKey) -> Result<Zeroizing<String>, FormatError> {
     with_private_key_info(key, |info| {
         info.to_pem(LineEnding::LF)
@@ -229,14 +328,16 @@ fn with_private_key_info<T>(
     f: impl FnOnce(PrivateKeyInfoRef<'_>) -> Result<T, FormatError>,
 ) -> Result<T, FormatError> {
     let scalar = key.to_bytes();
-    let inner = Zeroizing::new(
-        OctetStringRef::new(scalar.as_slice())
+    let kem = key.suite().kem;
+    let inner = Zeroizing::new(match kem {
+        Kem::X25519HkdfSha256 => OctetStringRef::new(scalar.as_slice())
             .and_then(|o| o.to_der())
             .map_err(der_error)?,
-    );
+        Kem::XWing => scalar.to_vec(),
+    });
     f(PrivateKeyInfoRef::new(
         AlgorithmIdentifierRef {
-            oid: X25519_OID,
+            oid: kem.oid(),
             parameters: None,
         },
         OctetStringRef::new(&inner).map_err(der_error)?,
@@ -252,12 +353,23 @@ fn der_error(e: der::Error) -> FormatError {
 
 // === public keys ===
 
-/// Parses a public key in any accepted format. The prefix is `Raw` unless the key is
-/// a Tink keyset of output prefix `TINK`.
+/// Parses a public key in any accepted format, with its KEM's default suite unless it
+/// names its own. The prefix is `Raw` unless the key is a Tink keyset of output prefix `TINK`.
 pub fn parse_public_key(text: &[u8]) -> Result<(PublicKey, Prefix), FormatError> {
+    parse_public_key_for(text, None)
+}
+
+/// [`parse_public_key`] with a declared suite: a Tink keyset must name that suite, a PEM
+/// or raw key must be of its KEM.
+pub fn parse_public_key_for(
+    text: &[u8],
+    suite: Option<Suite>,
+) -> Result<(PublicKey, Prefix), FormatError> {
     let trimmed = text.trim_ascii();
     if trimmed.starts_with(b"{") {
-        return tink::parse_public_keyset(trimmed);
+        let (key, prefix) = tink::parse_public_keyset(trimmed)?;
+        check_declared(key.suite(), suite)?;
+        return Ok((key, prefix));
     }
     if trimmed.starts_with(b"-----BEGIN") {
         let pem = std::str::from_utf8(trimmed).map_err(|_| FormatError::Format {
@@ -278,9 +390,7 @@ pub fn parse_public_key(text: &[u8]) -> Result<(PublicKey, Prefix), FormatError>
                 detail: e.to_string(),
             }
         })?;
-        if spki.algorithm.oid != X25519_OID {
-            return Err(FormatError::WrongAlgorithm(spki.algorithm.oid.to_string()));
-        }
+        let suite = suite_for(Kem::of_oid(spki.algorithm.oid)?, suite)?;
         let bytes = spki
             .subject_public_key
             .as_bytes()
@@ -288,7 +398,7 @@ pub fn parse_public_key(text: &[u8]) -> Result<(PublicKey, Prefix), FormatError>
                 what: "SPKI",
                 detail: "the public key bit string has unused bits".into(),
             })?;
-        return Ok((PublicKey::from_bytes(bytes)?, Prefix::Raw));
+        return Ok((PublicKey::from_bytes_for(suite, bytes)?, Prefix::Raw));
     }
     let text = std::str::from_utf8(trimmed).map_err(|_| FormatError::Format {
         expected: PUBLIC_FORMATS,
@@ -296,7 +406,14 @@ pub fn parse_public_key(text: &[u8]) -> Result<(PublicKey, Prefix), FormatError>
     let raw = STANDARD.decode(text).map_err(|_| FormatError::Format {
         expected: PUBLIC_FORMATS,
     })?;
-    Ok((PublicKey::from_bytes(&raw)?, Prefix::Raw))
+    // The length names the KEM; a declared suite must agree with it.
+    let kem = if raw.len() == Kem::XWing.public_key_len() {
+        Kem::XWing
+    } else {
+        Kem::X25519HkdfSha256
+    };
+    let suite = suite_for(kem, suite)?;
+    Ok((PublicKey::from_bytes_for(suite, &raw)?, Prefix::Raw))
 }
 
 /// Writes a public key as SPKI PEM.
@@ -304,7 +421,7 @@ pub fn public_key_pem(key: &PublicKey) -> Result<String, FormatError> {
     let bytes = key.to_bytes();
     let spki = SubjectPublicKeyInfoRef {
         algorithm: AlgorithmIdentifierRef {
-            oid: X25519_OID,
+            oid: key.suite().kem.oid(),
             parameters: None,
         },
         subject_public_key: BitStringRef::from_bytes(&bytes).map_err(der_error)?,
@@ -312,7 +429,7 @@ pub fn public_key_pem(key: &PublicKey) -> Result<String, FormatError> {
     spki.to_pem(LineEnding::LF).map_err(der_error)
 }
 
-/// Writes a public key as base64 of its 32 raw bytes.
+/// Writes a public key as base64 of its raw bytes.
 pub fn public_key_raw_base64(key: &PublicKey) -> String {
     STANDARD.encode(key.to_bytes())
 }
@@ -355,6 +472,43 @@ mod tests {
         );
         let raw = public_key_raw_base64(&pk);
         assert_eq!(parse_public_key(raw.as_bytes()).unwrap(), (pk, Prefix::Raw));
+    }
+
+    #[test]
+    fn every_suite_round_trips_through_pem_and_raw_with_its_suite_declared() {
+        for suite in Suite::ALL {
+            let key = PrivateKey::generate_for(*suite);
+            let pem = private_key_pem(&key).unwrap();
+            let loaded = parse_private_key_for(pem.as_bytes(), None, Some(*suite)).unwrap();
+            assert_eq!(loaded.key.public_key(), key.public_key(), "{suite}");
+            let raw = Zeroizing::new(STANDARD.encode(*key.to_bytes()));
+            let loaded = parse_private_key_for(raw.as_bytes(), None, Some(*suite)).unwrap();
+            assert_eq!(loaded.key.public_key(), key.public_key(), "{suite}");
+            assert!(matches!(
+                parse_private_key(raw.as_bytes(), None),
+                Err(FormatError::SuiteRequired)
+            ));
+            let pk = key.public_key();
+            for text in [public_key_pem(&pk).unwrap(), public_key_raw_base64(&pk)] {
+                let (got, _) = parse_public_key_for(text.as_bytes(), Some(*suite)).unwrap();
+                assert_eq!(got, pk, "{suite}");
+            }
+        }
+        // A key of one KEM declared as another's, and a Tink keyset naming another suite.
+        let xwing = PrivateKey::generate_for(Suite::XWING_AES_256_GCM);
+        let pem = private_key_pem(&xwing).unwrap();
+        let err = parse_private_key_for(pem.as_bytes(), None, Some(Suite::X25519_AES_256_GCM))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("xwing") && err.contains("x25519-aes-256-gcm"),
+            "{err}"
+        );
+        let tink = public_keyset_json(&PrivateKey::generate().public_key(), Prefix::Raw, 1);
+        let err = parse_public_key_for(tink.as_bytes(), Some(Suite::X25519_CHACHA20_POLY1305))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("x25519-aes-256-gcm"), "{err}");
     }
 
     #[test]

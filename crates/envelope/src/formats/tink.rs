@@ -1,4 +1,5 @@
-//! Google Tink keysets in Tink's JSON format, for the one HPKE suite the gateway speaks.
+//! Google Tink keysets in Tink's JSON format, for the HPKE suites the gateway speaks
+//! ([`crate::Suite::ALL`]); a key's `HpkeParams` name its suite.
 //!
 //! A keyset is `{"primaryKeyId": N, "key": [{"keyData": {"typeUrl", "value", "keyMaterialType"},
 //! "status", "keyId", "outputPrefixType"}]}` where `value` is the base64 of a serialized
@@ -11,15 +12,20 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::FormatError as KeyError;
-use crate::{Prefix, PrivateKey, PublicKey};
+use crate::{Prefix, PrivateKey, PublicKey, Suite};
 
 const PUBLIC_TYPE_URL: &str = "type.googleapis.com/google.crypto.tink.HpkePublicKey";
 const PRIVATE_TYPE_URL: &str = "type.googleapis.com/google.crypto.tink.HpkePrivateKey";
 
-// Enum values from Tink's proto/hpke.proto, for the one suite keys exist for today.
-const KEM_X25519_HKDF_SHA256: i32 = crate::SUITE.kem.tink_value();
-const KDF_HKDF_SHA256: i32 = crate::SUITE.kdf.tink_value();
-const AEAD_AES_256_GCM: i32 = crate::SUITE.aead.tink_value();
+impl HpkeParams {
+    fn of(suite: Suite) -> Self {
+        Self {
+            kem: suite.kem.tink_value(),
+            kdf: suite.kdf.tink_value(),
+            aead: suite.aead.tink_value(),
+        }
+    }
+}
 
 /// `google.crypto.tink.HpkeParams`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -115,7 +121,8 @@ pub(crate) fn parse_private_keyset(json: &[u8]) -> Result<(PrivateKey, Prefix), 
         .as_ref()
         .ok_or_else(|| tink_error("HpkePrivateKey has no public_key".into()))
         .and_then(check_public)?;
-    let private = PrivateKey::from_bytes(&private_bytes).map_err(|e| tink_error(e.to_string()))?;
+    let private = PrivateKey::from_bytes_for(public.suite(), &private_bytes)
+        .map_err(|e| tink_error(e.to_string()))?;
     if private.public_key() != public {
         return Err(tink_error(
             "the private key does not match the public key stored beside it".into(),
@@ -142,12 +149,8 @@ pub fn public_keyset_json_of(keys: &[(u32, &PublicKey, Prefix)], primary: u32) -
         .map(|(key_id, public, prefix)| {
             let proto = HpkePublicKey {
                 version: 0,
-                params: Some(HpkeParams {
-                    kem: KEM_X25519_HKDF_SHA256,
-                    kdf: KDF_HKDF_SHA256,
-                    aead: AEAD_AES_256_GCM,
-                }),
-                public_key: public.to_bytes().to_vec(),
+                params: Some(HpkeParams::of(public.suite())),
+                public_key: public.to_bytes(),
             };
             KeysetKey {
                 key_data: KeyData {
@@ -171,6 +174,46 @@ pub fn public_keyset_json_of(keys: &[(u32, &PublicKey, Prefix)], primary: u32) -
     };
     // A struct of strings and integers always serializes.
     serde_json::to_string_pretty(&keyset).unwrap_or_default()
+}
+
+/// Writes a one-key cleartext Tink private keyset for `key` (what Tink's
+/// `cleartext_keyset_handle.write` writes): `Prefix::Tink(id)` makes a `TINK` key with
+/// that id, `Prefix::Raw` a `RAW` key with `raw_key_id`. The text holds the private key:
+/// it is wiped on drop.
+pub fn private_keyset_json(key: &PrivateKey, prefix: Prefix, raw_key_id: u32) -> Zeroizing<String> {
+    let (key_id, output_prefix_type) = match prefix {
+        Prefix::Tink(id) => (id, "TINK"),
+        Prefix::Raw => (raw_key_id, "RAW"),
+    };
+    let secret = key.to_bytes();
+    let proto = HpkePrivateKey {
+        version: 0,
+        public_key: Some(HpkePublicKey {
+            version: 0,
+            params: Some(HpkeParams::of(key.suite())),
+            public_key: key.public_key().to_bytes(),
+        }),
+        private_key: secret.to_vec(),
+    };
+    let mut encoded = Zeroizing::new(proto.encode_to_vec());
+    let mut proto = proto;
+    proto.private_key.zeroize();
+    let keyset = Keyset {
+        primary_key_id: Some(i64::from(key_id)),
+        key: vec![KeysetKey {
+            key_data: KeyData {
+                type_url: PRIVATE_TYPE_URL.into(),
+                value: STANDARD.encode(encoded.as_slice()),
+                key_material_type: "ASYMMETRIC_PRIVATE".into(),
+            },
+            status: "ENABLED".into(),
+            key_id: i64::from(key_id),
+            output_prefix_type: output_prefix_type.into(),
+        }],
+    };
+    encoded.zeroize();
+    // A struct of strings and integers always serializes.
+    Zeroizing::new(serde_json::to_string_pretty(&keyset).unwrap_or_default())
 }
 
 fn primary_key(json: &[u8], type_url: &str) -> Result<(KeysetKey, Prefix), KeyError> {
@@ -236,17 +279,15 @@ fn check_public(proto: &HpkePublicKey) -> Result<PublicKey, KeyError> {
         .params
         .as_ref()
         .ok_or_else(|| tink_error("HpkePublicKey has no params".into()))?;
-    if (params.kem, params.kdf, params.aead)
-        != (KEM_X25519_HKDF_SHA256, KDF_HKDF_SHA256, AEAD_AES_256_GCM)
-    {
-        return Err(KeyError::UnsupportedParameters(format!(
-            "kem {}, kdf {}, aead {}; only DHKEM_X25519_HKDF_SHA256, HKDF_SHA256, AES_256_GCM is supported",
+    let suite = Suite::from_tink(params.kem, params.kdf, params.aead).ok_or_else(|| {
+        KeyError::UnsupportedParameters(format!(
+            "kem {}, kdf {}, aead {}; supported: DHKEM_X25519_HKDF_SHA256 with AES_128_GCM, AES_256_GCM or CHACHA20_POLY1305, and X_WING with AES_256_GCM, all with HKDF_SHA256",
             kem_name(params.kem),
             kdf_name(params.kdf),
             aead_name(params.aead)
-        )));
-    }
-    PublicKey::from_bytes(&proto.public_key).map_err(KeyError::from)
+        ))
+    })?;
+    PublicKey::from_bytes_for(suite, &proto.public_key).map_err(KeyError::from)
 }
 
 fn decode_value(value: &str) -> Result<Vec<u8>, KeyError> {
@@ -265,6 +306,9 @@ fn kem_name(v: i32) -> String {
         2 => "DHKEM_P256_HKDF_SHA256".into(),
         3 => "DHKEM_P384_HKDF_SHA384".into(),
         4 => "DHKEM_P521_HKDF_SHA512".into(),
+        5 => "X_WING".into(),
+        6 => "ML_KEM768".into(),
+        7 => "ML_KEM1024".into(),
         other => format!("KEM_UNKNOWN({other})"),
     }
 }
@@ -296,7 +340,7 @@ mod tests {
         let proto = HpkePublicKey {
             version: 0,
             params: Some(HpkeParams { kem, kdf, aead }),
-            public_key: pk.to_bytes().to_vec(),
+            public_key: pk.to_bytes(),
         };
         serde_json::json!({
             "primaryKeyId": 42,
@@ -316,9 +360,9 @@ mod tests {
 
     #[test]
     fn other_parameters_are_refused_by_name() {
-        let err = parse_public_keyset(keyset_with_params(1, 1, 1).as_bytes()).unwrap_err();
+        let err = parse_public_keyset(keyset_with_params(6, 1, 2).as_bytes()).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("AES_128_GCM"), "{msg}");
+        assert!(msg.contains("ML_KEM768"), "{msg}");
         let err = parse_public_keyset(keyset_with_params(2, 1, 2).as_bytes()).unwrap_err();
         assert!(err.to_string().contains("DHKEM_P256_HKDF_SHA256"));
         let err = parse_public_keyset(keyset_with_params(1, 3, 3).as_bytes()).unwrap_err();
@@ -327,19 +371,36 @@ mod tests {
     }
 
     #[test]
-    fn supported_parameters_parse_with_prefix() {
-        let (_, prefix) = parse_public_keyset(keyset_with_params(1, 1, 2).as_bytes()).unwrap();
-        assert_eq!(prefix, Prefix::Tink(42));
+    fn supported_parameters_parse_with_prefix_and_suite() {
+        for (aead, suite) in [
+            (1, Suite::X25519_AES_128_GCM),
+            (2, Suite::X25519_AES_256_GCM),
+            (3, Suite::X25519_CHACHA20_POLY1305),
+        ] {
+            let (pk, prefix) =
+                parse_public_keyset(keyset_with_params(1, 1, aead).as_bytes()).unwrap();
+            assert_eq!(prefix, Prefix::Tink(42));
+            assert_eq!(pk.suite(), suite);
+        }
     }
 
     #[test]
-    fn written_keyset_reads_back() {
-        let pk = PrivateKey::generate().public_key();
-        for prefix in [Prefix::Raw, Prefix::Tink(u32::MAX)] {
-            let json = public_keyset_json(&pk, prefix, 7);
-            let (got, got_prefix) = parse_public_keyset(json.as_bytes()).unwrap();
-            assert_eq!(got, pk);
-            assert_eq!(got_prefix, prefix);
+    fn written_keysets_read_back_in_every_suite() {
+        for suite in Suite::ALL {
+            let sk = PrivateKey::generate_for(*suite);
+            let pk = sk.public_key();
+            for prefix in [Prefix::Raw, Prefix::Tink(u32::MAX)] {
+                let json = public_keyset_json(&pk, prefix, 7);
+                let (got, got_prefix) = parse_public_keyset(json.as_bytes()).unwrap();
+                assert_eq!(got, pk);
+                assert_eq!(got.suite(), *suite);
+                assert_eq!(got_prefix, prefix);
+                let json = private_keyset_json(&sk, prefix, 7);
+                let (got, got_prefix) = parse_private_keyset(json.as_bytes()).unwrap();
+                assert_eq!(got.public_key(), pk);
+                assert_eq!(*got.to_bytes(), *sk.to_bytes());
+                assert_eq!(got_prefix, prefix);
+            }
         }
     }
 
@@ -359,12 +420,8 @@ mod tests {
                 version: 0,
                 public_key: Some(HpkePublicKey {
                     version: 0,
-                    params: Some(HpkeParams {
-                        kem: KEM_X25519_HKDF_SHA256,
-                        kdf: KDF_HKDF_SHA256,
-                        aead: AEAD_AES_256_GCM,
-                    }),
-                    public_key: key.public_key().to_bytes().to_vec(),
+                    params: Some(HpkeParams::of(key.suite())),
+                    public_key: key.public_key().to_bytes(),
                 }),
                 private_key: key.to_bytes().to_vec(),
             };

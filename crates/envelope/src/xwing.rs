@@ -1,0 +1,279 @@
+//! The X-Wing KEM (draft-connolly-cfrg-xwing-kem-06: ML-KEM-768 and X25519 under a
+//! SHA3-256 combiner) as HPKE's KEM `0x647a` (draft-ietf-hpke-pq), on both backends.
+//!
+//! Why not the `x-wing` crate's key type: its `decapsulate` expands the 32-byte seed
+//! again on every message (SHAKE256, an ML-KEM key generation and an X25519 base-point
+//! multiplication), which would more than double the cost of an open. Here the seed is
+//! expanded once, when the key is loaded, and the draft's few lines of combiner sit over
+//! RustCrypto's `ml-kem` and x25519-dalek. The `x-wing` crate (through rust-hpke) and the
+//! draft's own vectors check this module in the tests.
+
+use ml_kem::array::Array;
+use ml_kem::{B32, Decapsulate as _, KeyExport as _, ml_kem_768};
+use rand_core::CryptoRng;
+use sha3::Digest;
+use sha3::digest::Update as _;
+use shake::{ExtendableOutput as _, Shake256, XofReader as _};
+use x25519_dalek::{PublicKey as X25519Public, StaticSecret};
+use zeroize::{ZeroizeOnDrop, Zeroizing};
+
+use crate::suite::Kem;
+
+/// `Npk`: an ML-KEM-768 encapsulation key (1184 bytes) and an X25519 public key.
+pub(crate) const PUBLIC_LEN: usize = 1216;
+/// `Nenc`: an ML-KEM-768 ciphertext (1088 bytes) and an X25519 public key.
+pub(crate) const ENC_LEN: usize = 1120;
+const ML_KEM_PUBLIC_LEN: usize = 1184;
+const ML_KEM_CT_LEN: usize = 1088;
+/// `XWingLabel`, the draft's six ASCII bytes `\.//^\`.
+const LABEL: &[u8; 6] = br"\.//^\";
+
+/// An X-Wing private key: the draft's 32-byte seed, with what it expands to.
+#[derive(Clone)]
+pub(crate) struct SecretKey {
+    seed: Zeroizing<[u8; 32]>,
+    sk_m: ml_kem_768::DecapsulationKey,
+    sk_x: StaticSecret,
+    public: PublicKey,
+}
+
+// The seed is in `Zeroizing`, the ML-KEM key wipes itself (ml-kem's `zeroize` feature),
+// x25519-dalek's `StaticSecret` too; the public key is public.
+impl ZeroizeOnDrop for SecretKey {}
+
+/// An X-Wing public key, parsed once.
+#[derive(Clone)]
+pub(crate) struct PublicKey {
+    pk_m: ml_kem_768::EncapsulationKey,
+    bytes: Box<[u8; PUBLIC_LEN]>,
+}
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for PublicKey {}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "XWingPublicKey({:02x?}..)", &self.bytes[..8])
+    }
+}
+
+impl SecretKey {
+    // draft-connolly-cfrg-xwing-kem-06 §5.2
+    // def expandDecapsulationKey(sk):
+    //   expanded = SHAKE256(sk, 96)
+    //   (pk_M, sk_M) = ML-KEM-768.KeyGen_internal(expanded[0:32], expanded[32:64])
+    //   sk_X = expanded[64:96]
+    //   pk_X = X25519(sk_X, X25519_BASE)
+    //   return (sk_M, sk_X, pk_M, pk_X)
+    /// The key of a 32-byte seed.
+    pub(crate) fn from_seed(seed: &[u8; 32]) -> Self {
+        let mut xof = Shake256::default();
+        xof.update(seed);
+        let mut reader = xof.finalize_xof();
+        let mut d_z = Zeroizing::new([0u8; 64]);
+        reader.read(&mut *d_z);
+        let mut x = Zeroizing::new([0u8; 32]);
+        reader.read(&mut *x);
+        // `from_seed` and `StaticSecret::from` take their input by value: an argument
+        // temporary may stay on the stack (as for X25519 keys, see the backends).
+        let sk_m = ml_kem_768::DecapsulationKey::from_seed(Array(*d_z));
+        let sk_x = StaticSecret::from(*x);
+        let mut bytes = Box::new([0u8; PUBLIC_LEN]);
+        bytes[..ML_KEM_PUBLIC_LEN].copy_from_slice(&sk_m.encapsulation_key().to_bytes());
+        bytes[ML_KEM_PUBLIC_LEN..].copy_from_slice(X25519Public::from(&sk_x).as_bytes());
+        let public = PublicKey {
+            pk_m: sk_m.encapsulation_key().clone(),
+            bytes,
+        };
+        Self {
+            seed: Zeroizing::new(*seed),
+            sk_m,
+            sk_x,
+            public,
+        }
+    }
+
+    // draft-ietf-hpke-pq §4 (the KEM's DeriveKeyPair for HPKE)
+    // def DeriveKeyPair(ikm):
+    //   seed = SHAKE256.LabeledDerive(ikm, "DeriveKeyPair", "", 32)
+    //   return KEM.DeriveKeyPair(seed)
+    /// `DeriveKeyPair(ikm)`.
+    pub(crate) fn derive(ikm: &[u8]) -> Self {
+        let suite_id = Kem::XWing.suite_id();
+        let mut xof = Shake256::default();
+        xof.update(ikm);
+        xof.update(b"HPKE-v1");
+        xof.update(&suite_id);
+        xof.update(&(b"DeriveKeyPair".len() as u16).to_be_bytes());
+        xof.update(b"DeriveKeyPair");
+        xof.update(&32u16.to_be_bytes());
+        let mut seed = Zeroizing::new([0u8; 32]);
+        xof.finalize_xof().read(&mut *seed);
+        Self::from_seed(&seed)
+    }
+
+    /// The 32-byte seed, in a buffer wiped on drop.
+    pub(crate) fn seed(&self) -> Zeroizing<[u8; 32]> {
+        self.seed.clone()
+    }
+
+    pub(crate) fn public(&self) -> &PublicKey {
+        &self.public
+    }
+}
+
+impl PublicKey {
+    /// Parses an encapsulation key: 1184 bytes of ML-KEM-768 key (checked as FIPS 203
+    /// §7.2 requires) and an X25519 key that is not of small order.
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, ()> {
+        let bytes: &[u8; PUBLIC_LEN] = bytes.try_into().map_err(drop)?;
+        let m = Array::try_from(&bytes[..ML_KEM_PUBLIC_LEN]).map_err(drop)?;
+        let pk_m = ml_kem_768::EncapsulationKey::new(&m).map_err(drop)?;
+        let pk_x: [u8; 32] = bytes[ML_KEM_PUBLIC_LEN..].try_into().map_err(drop)?;
+        if crate::x25519_is_low_order(&pk_x) {
+            return Err(());
+        }
+        Ok(Self {
+            pk_m,
+            bytes: Box::new(*bytes),
+        })
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8; PUBLIC_LEN] {
+        &self.bytes
+    }
+
+    fn pk_x(&self) -> [u8; 32] {
+        let mut pk_x = [0u8; 32];
+        pk_x.copy_from_slice(&self.bytes[ML_KEM_PUBLIC_LEN..]);
+        pk_x
+    }
+}
+
+// draft-connolly-cfrg-xwing-kem-06 §5.3
+// def Combiner(ss_M, ss_X, ct_X, pk_X):
+//   return SHA3-256(concat(ss_M, ss_X, ct_X, pk_X, XWingLabel))
+fn combiner(ss_m: &[u8], ss_x: &[u8], ct_x: &[u8], pk_x: &[u8]) -> Zeroizing<[u8; 32]> {
+    let mut h = sha3::Sha3_256::new();
+    for part in [ss_m, ss_x, ct_x, pk_x, &LABEL[..]] {
+        Digest::update(&mut h, part);
+    }
+    let mut out = Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(&h.finalize());
+    out
+}
+
+/// `Encapsulate(pk)`: writes `enc` (1120 bytes) into `enc_out` and returns the shared
+/// secret.
+pub(crate) fn encap(
+    pk: &PublicKey,
+    rng: &mut impl CryptoRng,
+    enc_out: &mut [u8],
+) -> Result<Zeroizing<[u8; 32]>, ()> {
+    let mut eseed = Zeroizing::new([0u8; 64]);
+    rng.fill_bytes(&mut *eseed);
+    encap_derand(pk, &eseed, enc_out)
+}
+
+// draft-connolly-cfrg-xwing-kem-06 §5.4
+// def EncapsulateDerand(pk, eseed):
+//   pk_M = pk[0:1184]; pk_X = pk[1184:1216]
+//   ek_X = eseed[32:64]
+//   ct_X = X25519(ek_X, X25519_BASE)
+//   ss_X = X25519(ek_X, pk_X)
+//   (ss_M, ct_M) = ML-KEM-768.EncapsDerand(pk_M, eseed[0:32])
+//   ss = Combiner(ss_M, ss_X, ct_X, pk_X)
+//   ct = concat(ct_M, ct_X)
+//   return (ss, ct)
+/// `EncapsulateDerand(pk, eseed)`, for published vectors and [`encap`].
+pub(crate) fn encap_derand(
+    pk: &PublicKey,
+    eseed: &[u8; 64],
+    enc_out: &mut [u8],
+) -> Result<Zeroizing<[u8; 32]>, ()> {
+    if enc_out.len() != ENC_LEN {
+        return Err(());
+    }
+    let pk_x = pk.pk_x();
+    let mut ek_x = Zeroizing::new([0u8; 32]);
+    ek_x.copy_from_slice(&eseed[32..]);
+    let ek_x = StaticSecret::from(*ek_x);
+    let ct_x = X25519Public::from(&ek_x).to_bytes();
+    let ss_x = ek_x.diffie_hellman(&X25519Public::from(pk_x));
+    if !ss_x.was_contributory() {
+        return Err(());
+    }
+    let mut m = B32::try_from(&eseed[..32]).map_err(drop)?;
+    let (ct_m, mut ss_m) = pk.pk_m.encapsulate_deterministic(&m);
+    zeroize::Zeroize::zeroize(m.as_mut_slice());
+    enc_out[..ML_KEM_CT_LEN].copy_from_slice(&ct_m);
+    enc_out[ML_KEM_CT_LEN..].copy_from_slice(&ct_x);
+    let ss = combiner(&ss_m, ss_x.as_bytes(), &ct_x, &pk_x);
+    zeroize::Zeroize::zeroize(ss_m.as_mut_slice());
+    Ok(ss)
+}
+
+// draft-connolly-cfrg-xwing-kem-06 §5.5
+// def Decapsulate(ct, sk):
+//   (sk_M, sk_X, pk_M, pk_X) = expandDecapsulationKey(sk)
+//   ct_M = ct[0:1088]; ct_X = ct[1088:1120]
+//   ss_M = ML-KEM-768.Decapsulate(sk_M, ct_M)
+//   ss_X = X25519(sk_X, ct_X)
+//   return Combiner(ss_M, ss_X, ct_X, pk_X)
+/// `Decapsulate(ct, sk)`. An X25519 half that gives an all-zero secret (a small-order
+/// `ct_X`) is refused, as RFC 9180 refuses it in DHKEM; an honest sender never makes one.
+pub(crate) fn decap(sk: &SecretKey, enc: &[u8]) -> Result<Zeroizing<[u8; 32]>, ()> {
+    if enc.len() != ENC_LEN {
+        return Err(());
+    }
+    let ct_m = Array::try_from(&enc[..ML_KEM_CT_LEN]).map_err(drop)?;
+    let ct_x: [u8; 32] = enc[ML_KEM_CT_LEN..].try_into().map_err(drop)?;
+    let ss_x = sk.sk_x.diffie_hellman(&X25519Public::from(ct_x));
+    if !ss_x.was_contributory() {
+        return Err(());
+    }
+    let mut ss_m = sk.sk_m.decapsulate(&ct_m);
+    let ss = combiner(&ss_m, ss_x.as_bytes(), &ct_x, &sk.public.pk_x());
+    zeroize::Zeroize::zeroize(ss_m.as_mut_slice());
+    Ok(ss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &serde_json::Value) -> Vec<u8> {
+        let s = s.as_str().unwrap();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// The X-Wing draft's own vectors (spec/test-vectors.json, unchanged from draft 05 to
+    /// 10; tests/vectors/PROVENANCE-pq.md): the seed gives `pk`, `eseed` gives `ct` and
+    /// `ss`, and decapsulating `ct` gives `ss`.
+    #[test]
+    fn the_drafts_kem_vectors() {
+        let all: Vec<serde_json::Value> =
+            serde_json::from_str(include_str!("../tests/vectors/xwing-kem.json")).unwrap();
+        assert_eq!(all.len(), 3);
+        for v in &all {
+            let seed: [u8; 32] = hex(&v["seed"]).try_into().unwrap();
+            let sk = SecretKey::from_seed(&seed);
+            assert_eq!(sk.public().as_bytes().to_vec(), hex(&v["pk"]));
+            let pk = PublicKey::from_bytes(&hex(&v["pk"])).unwrap();
+            let eseed: [u8; 64] = hex(&v["eseed"]).try_into().unwrap();
+            let mut ct = vec![0u8; ENC_LEN];
+            let ss = encap_derand(&pk, &eseed, &mut ct).unwrap();
+            assert_eq!(ct, hex(&v["ct"]));
+            assert_eq!(ss.to_vec(), hex(&v["ss"]));
+            assert_eq!(decap(&sk, &ct).unwrap().to_vec(), hex(&v["ss"]));
+        }
+    }
+}
