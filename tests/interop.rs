@@ -428,3 +428,89 @@ async fn tink_pyhpke_and_hpke_js_clients_against_the_real_binary() {
     }
     assert_eq!(total, 8 * CASES.len());
 }
+
+/// Tink Python 1.16.1's eight HPKE templates (three X25519 suites and X-Wing, each with
+/// a TINK and a RAW prefix), both directions, through the gateway's key loading and
+/// envelope: Tink makes each keyset and encrypts to it, the gateway reads the keyset
+/// (with the suite its `HpkeParams` name) and opens Tink's ciphertext; the gateway seals
+/// to the keyset's public key with its prefix, and Tink decrypts that.
+#[test]
+#[ignore = "needs python3 with tink: run bash .ci/test"]
+fn tink_every_hpke_template_both_directions_through_the_envelope() {
+    use hpke_gateway::envelope::{self, Prefix, Suite};
+    assert!(
+        python_clients_ready(),
+        "the Python interop clients need their packages: pip install -r tests/interop/python/requirements.txt (bash .ci/test does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let info = "ACCT-PQ-1";
+    let plaintext =
+        br#"{"d":[{"identity":"pq","type":"event","evtName":"record now, decrypt later"}]}"#;
+    let pt_path = dir.path().join("plaintext.json");
+    std::fs::write(&pt_path, plaintext).unwrap();
+    let made = run_ok(
+        python_client("tink_suites.py")
+            .arg("make")
+            .arg(dir.path())
+            .arg(info)
+            .arg(&pt_path),
+    );
+    let names: Vec<String> = String::from_utf8(made)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(names.len(), 8, "{names:?}");
+    for name in &names {
+        let keyset = std::fs::read(dir.path().join(format!("{name}.json"))).unwrap();
+        let loaded = hpke_gateway::keys::parse_private_key(&keyset, None).unwrap();
+        let suite = loaded.key.suite();
+        let expected = Suite::ALL
+            .iter()
+            .find(|s| {
+                s.tink_templates()
+                    .is_some_and(|t| t.contains(&name.as_str()))
+            })
+            .unwrap();
+        assert_eq!(suite, *expected, "{name}");
+        let prefix = loaded.tink_prefix.unwrap();
+        assert_eq!(prefix == Prefix::Raw, name.ends_with("_RAW"), "{name}");
+        // Tink's ciphertext opens.
+        let ct = std::fs::read(dir.path().join(format!("{name}.tink"))).unwrap();
+        let body = match prefix {
+            Prefix::Raw => &ct[..],
+            Prefix::Tink(_) => {
+                let (got, rest) = envelope::split_prefix(&ct);
+                assert_eq!(got, prefix, "{name}");
+                rest
+            }
+        };
+        assert_eq!(
+            body.len(),
+            suite.kem.enc_len() + plaintext.len() + envelope::TAG_LEN,
+            "{name}"
+        );
+        assert_eq!(
+            envelope::open(&loaded.key, info.as_bytes(), body).unwrap(),
+            plaintext,
+            "{name}"
+        );
+        // Ours, for Tink to open.
+        let ours =
+            envelope::seal(&loaded.key.public_key(), prefix, info.as_bytes(), plaintext).unwrap();
+        std::fs::write(dir.path().join(format!("{name}.ours")), ours).unwrap();
+    }
+    run_ok(
+        python_client("tink_suites.py")
+            .arg("open")
+            .arg(dir.path())
+            .arg(info),
+    );
+    for name in &names {
+        assert_eq!(
+            std::fs::read(dir.path().join(format!("{name}.opened"))).unwrap(),
+            plaintext,
+            "Tink opened ours: {name}"
+        );
+    }
+}
