@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use crate::BoxError;
 use crate::config::Config;
-use crate::envelope::{self, Prefix, PrivateKey, PublicKey};
+use crate::envelope::{self, Prefix, PrivateKey, PublicKey, Suite};
 use crate::keys::{self, ServerKey, ServerKeys};
 
 /// Exit code for a bad configuration (EX_CONFIG would be 78; 64 is EX_USAGE, as linkerd does).
@@ -121,11 +121,17 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Generate an X25519 private key as PKCS#8 PEM (mode 0600).
+    /// Generate a private key as PKCS#8 PEM (mode 0600): X25519, or X-Wing's 32-byte seed
+    /// under the X-Wing draft's OID.
     Keygen {
         /// The file to create; an existing file is not overwritten.
         #[arg(long)]
         out: PathBuf,
+        /// The suite: x25519-aes-256-gcm (default), x25519-aes-128-gcm,
+        /// x25519-chacha20-poly1305 or xwing-aes-256-gcm. PEM records only the KEM:
+        /// declare the suite where the key is used.
+        #[arg(long)]
+        suite: Option<Suite>,
     },
     /// Print the public key of a private key file (or re-encode a public key file).
     PublicKey {
@@ -138,6 +144,10 @@ pub enum Command {
         /// With tink-json: write a TINK-prefixed keyset with this key id (default: RAW).
         #[arg(long)]
         key_id: Option<u32>,
+        /// The key's suite, for PEM and raw keys (a Tink keyset names its own, which must
+        /// agree).
+        #[arg(long)]
+        suite: Option<Suite>,
         /// Passphrase of an encrypted private key.
         #[command(flatten)]
         passphrase: Passphrase,
@@ -150,6 +160,9 @@ pub enum Command {
         /// The HPKE info: the account id.
         #[arg(long)]
         info: String,
+        /// The recipient key's suite, for PEM and raw keys (a Tink keyset names its own).
+        #[arg(long)]
+        suite: Option<Suite>,
     },
     /// Decrypt an envelope (RAW or TINK-prefixed) from standard input to standard output.
     #[command(
@@ -164,6 +177,9 @@ pub enum Command {
         /// The HPKE info: the account id.
         #[arg(long)]
         info: String,
+        /// The key's suite, for PEM and raw keys (a Tink keyset names its own).
+        #[arg(long)]
+        suite: Option<Suite>,
         /// Passphrase of an encrypted private key.
         #[command(flatten)]
         passphrase: Passphrase,
@@ -254,19 +270,25 @@ pub fn main(args: Args) -> ExitCode {
                     overlap_days,
                 },
         } => rotate(&config, overlap_days),
-        Command::Keygen { out } => keygen(&out),
+        Command::Keygen { out, suite } => keygen(&out, suite.unwrap_or_default()),
         Command::PublicKey {
             key,
             format,
             key_id,
+            suite,
             passphrase,
-        } => public_key(&key, format, key_id, &passphrase),
-        Command::Seal { recipient, info } => seal(&recipient, &info),
+        } => public_key(&key, format, key_id, suite, &passphrase),
+        Command::Seal {
+            recipient,
+            info,
+            suite,
+        } => seal(&recipient, &info, suite),
         Command::Open {
             key,
             info,
+            suite,
             passphrase,
-        } => open(&key, &info, &passphrase),
+        } => open(&key, &info, suite, &passphrase),
     };
     match result {
         Ok(code) => code,
@@ -341,12 +363,19 @@ fn rotate(config: &Path, overlap_days: u64) -> Result<ExitCode, BoxError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn keygen(out: &Path) -> Result<ExitCode, BoxError> {
-    let key = PrivateKey::generate();
+fn keygen(out: &Path, suite: Suite) -> Result<ExitCode, BoxError> {
+    let key = PrivateKey::generate_for(suite);
     let pem = keys::private_key_pem(&key)?;
     keys::write_secret_file(out, pem.as_bytes())
         .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    eprintln!("wrote {} (mode 0600)", out.display());
+    if suite == Suite::default() {
+        eprintln!("wrote {} (mode 0600)", out.display());
+    } else {
+        eprintln!(
+            "wrote {} (mode 0600), a key of suite {suite}: declare --suite {suite} (or suite = \"{suite}\") wherever it is used",
+            out.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -354,15 +383,17 @@ fn public_key(
     path: &Path,
     format: KeyFormat,
     key_id: Option<u32>,
+    suite: Option<Suite>,
     passphrase: &Passphrase,
 ) -> Result<ExitCode, BoxError> {
     let text = Zeroizing::new(read_file(path)?);
-    let (public, tink_prefix) = match keys::parse_public_key(&text) {
+    let (public, tink_prefix) = match keys::parse_public_key_for(&text, suite) {
         Ok((pk, prefix)) => (pk, Some(prefix)),
         Err(_) => {
             let pass = passphrase.read()?;
-            let loaded = keys::parse_private_key(&text, pass.as_deref().map(Vec::as_slice))
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let loaded =
+                keys::parse_private_key_for(&text, pass.as_deref().map(Vec::as_slice), suite)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
             (loaded.key.public_key(), loaded.tink_prefix)
         }
     };
@@ -391,20 +422,25 @@ fn raw_key_id(public: &PublicKey) -> u32 {
     u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
 }
 
-fn seal(recipient: &Path, info: &str) -> Result<ExitCode, BoxError> {
+fn seal(recipient: &Path, info: &str, suite: Option<Suite>) -> Result<ExitCode, BoxError> {
     let text = read_file(recipient)?;
-    let (public, prefix) =
-        keys::parse_public_key(&text).map_err(|e| format!("{}: {e}", recipient.display()))?;
+    let (public, prefix) = keys::parse_public_key_for(&text, suite)
+        .map_err(|e| format!("{}: {e}", recipient.display()))?;
     let plaintext = Zeroizing::new(read_stdin()?);
     let sealed = envelope::seal(&public, prefix, info.as_bytes(), &plaintext)?;
     write_stdout(&sealed)?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn open(key: &Path, info: &str, passphrase: &Passphrase) -> Result<ExitCode, BoxError> {
+fn open(
+    key: &Path,
+    info: &str,
+    suite: Option<Suite>,
+    passphrase: &Passphrase,
+) -> Result<ExitCode, BoxError> {
     let text = Zeroizing::new(read_file(key)?);
     let pass = passphrase.read()?;
-    let loaded = keys::parse_private_key(&text, pass.as_deref().map(Vec::as_slice))
+    let loaded = keys::parse_private_key_for(&text, pass.as_deref().map(Vec::as_slice), suite)
         .map_err(|e| format!("{}: {e}", key.display()))?;
     let id = match loaded.tink_prefix {
         Some(Prefix::Tink(id)) => Some(id),

@@ -882,3 +882,116 @@ async fn logs_have_one_line_per_request_and_no_secrets() {
     assert_eq!(stages(&access[1]), [true, false, false], "{}", access[1]);
     assert_eq!(stages(&access[2]), [false, true, false], "{}", access[2]);
 }
+
+/// Every suite through the command line: `keygen --suite`, `public-key --suite` in each
+/// format (a Tink keyset records the suite; PEM and raw need `--suite`), `seal` and
+/// `open`; a key declared with another KEM's suite is refused, naming both.
+#[test]
+fn every_suite_keygen_public_key_seal_and_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+    for suite in hpke_gateway::envelope::Suite::ALL {
+        let name = suite.name();
+        let key = dir.path().join(format!("{name}.pem"));
+        let key = key.to_str().unwrap();
+        ok(&["keygen", "--out", key, "--suite", name], b"");
+        let tink = dir.path().join(format!("{name}.json"));
+        std::fs::write(
+            &tink,
+            ok(
+                &[
+                    "public-key",
+                    "--key",
+                    key,
+                    "--suite",
+                    name,
+                    "--format",
+                    "tink-json",
+                    "--key-id",
+                    "77",
+                ],
+                b"",
+            ),
+        )
+        .unwrap();
+        let raw = dir.path().join(format!("{name}.b64"));
+        std::fs::write(
+            &raw,
+            ok(
+                &[
+                    "public-key",
+                    "--key",
+                    key,
+                    "--suite",
+                    name,
+                    "--format",
+                    "raw",
+                ],
+                b"",
+            ),
+        )
+        .unwrap();
+        let tink_sealed = ok(
+            &[
+                "seal",
+                "--recipient",
+                tink.to_str().unwrap(),
+                "--info",
+                "ACCT-S",
+            ],
+            &data,
+        );
+        assert_eq!(
+            tink_sealed.len(),
+            5 + suite.kem.enc_len() + data.len() + 16,
+            "{name}"
+        );
+        let raw_sealed = ok(
+            &[
+                "seal",
+                "--recipient",
+                raw.to_str().unwrap(),
+                "--suite",
+                name,
+                "--info",
+                "ACCT-S",
+            ],
+            &data,
+        );
+        assert_eq!(raw_sealed.len(), suite.kem.enc_len() + data.len() + 16);
+        for sealed in [&tink_sealed, &raw_sealed] {
+            let opened = ok(
+                &["open", "--key", key, "--suite", name, "--info", "ACCT-S"],
+                sealed,
+            );
+            assert_eq!(opened, data, "{name}");
+        }
+        // Without --suite the PEM key gets its KEM's default suite: for the suites with
+        // another AEAD, the envelope does not open.
+        let default = run(&["open", "--key", key, "--info", "ACCT-S"], &raw_sealed);
+        assert_eq!(
+            default.status.success(),
+            suite.aead == hpke_gateway::envelope::Aead::Aes256Gcm,
+            "{name}"
+        );
+    }
+    let xwing = dir.path().join("xwing-aes-256-gcm.pem");
+    let out = run(
+        &[
+            "open",
+            "--key",
+            xwing.to_str().unwrap(),
+            "--suite",
+            "x25519-aes-256-gcm",
+            "--info",
+            "A",
+        ],
+        b"x",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("xwing") && err.contains("x25519-aes-256-gcm"),
+        "{err}"
+    );
+}
