@@ -342,3 +342,69 @@ fn the_example_config_documents_every_key() {
         "deploy/gateway.example.toml lacks: {missing:?}"
     );
 }
+
+/// `[[server_keys]] suite` (default `x25519-aes-256-gcm`) and `[[accounts]]
+/// public_key_suite`: a key file must agree with the suite declared for it, a Tink
+/// keyset naming another suite is refused, an unknown name is refused with the known
+/// ones, and keys of different suites load side by side.
+#[test]
+fn key_suites_are_declared_and_must_agree_with_the_files() {
+    use hpke_gateway::envelope::Suite;
+    let dir = tempfile::tempdir().unwrap();
+    with_server_key(dir.path());
+    let pq = PrivateKey::generate_for(Suite::XWING_AES_256_GCM);
+    support::write_private(dir.path(), "pq.pem", &pq);
+    let chacha = PrivateKey::generate_for(Suite::X25519_CHACHA20_POLY1305);
+    keys::write_secret_file(
+        &dir.path().join("chacha.json"),
+        keys::private_keyset_json(&chacha, Prefix::Tink(4), 0).as_bytes(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("cust-pq.b64"),
+        keys::public_key_raw_base64(
+            &PrivateKey::generate_for(Suite::XWING_AES_256_GCM).public_key(),
+        ),
+    )
+    .unwrap();
+    let pq_key =
+        |suite: &str| format!("[[server_keys]]\nid = 3\nprivate_key = \"pq.pem\"\n{suite}");
+    // Side by side: X25519 default, X-Wing declared, a ChaCha20 Tink keyset declared.
+    let config = load(
+        dir.path(),
+        &base(&format!(
+            "{}\n[[server_keys]]\nid = 4\nprivate_key = \"chacha.json\"\nsuite = \"x25519-chacha20-poly1305\"\n\
+             [[accounts]]\nid = \"PQ\"\nencryption = true\npublic_keys = [\"cust-pq.b64\"]\npublic_key_suite = \"xwing-aes-256-gcm\"\n",
+            pq_key("suite = \"xwing-aes-256-gcm\"")
+        )),
+    )
+    .unwrap();
+    drop(config);
+    // The X-Wing PEM under the default suite; the Tink keyset without its suite declared.
+    let err = load(dir.path(), &base(&pq_key(""))).unwrap_err();
+    assert!(
+        err.contains("pq.pem") && err.contains("xwing") && err.contains("x25519-aes-256-gcm"),
+        "{err}"
+    );
+    let err = load(
+        dir.path(),
+        &base("[[server_keys]]\nid = 4\nprivate_key = \"chacha.json\"\n"),
+    )
+    .unwrap_err();
+    assert!(err.contains("x25519-chacha20-poly1305"), "{err}");
+    let err = load(dir.path(), &base(&pq_key("suite = \"kyber\""))).unwrap_err();
+    assert!(
+        err.contains("unknown suite \"kyber\"") && err.contains("xwing-aes-256-gcm"),
+        "{err}"
+    );
+    // A customer's X-Wing raw key declared as X25519.
+    let err = load(
+        dir.path(),
+        &base("[[accounts]]\nid = \"PQ\"\nencryption = true\npublic_keys = [\"cust-pq.b64\"]\npublic_key_suite = \"x25519-aes-128-gcm\"\n"),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("cust-pq.b64") && err.contains("x25519-aes-128-gcm"),
+        "{err}"
+    );
+}

@@ -1056,3 +1056,60 @@ async fn a_custom_account_header_is_named_as_configured() {
         (4001, "missing X-Tenant-ID header".to_owned())
     );
 }
+
+/// A post-quantum account beside the classical ones: a request sealed with X-Wing to
+/// server key 3 (`suite = "xwing-aes-256-gcm"`), TINK-prefixed and RAW, reaches the
+/// upstream as plaintext, and the answer is sealed with X-Wing to ACCT-PQ's Tink keyset;
+/// classical requests keep working on the same gateway; an X-Wing envelope cut short or
+/// sent to a classical key is the one `decryption failed` (4008), and the next request is fine.
+#[tokio::test]
+async fn xwing_server_key_and_account_round_trip_beside_x25519() {
+    let gw = Gateway::start_with(Options {
+        xwing: true,
+        ..Options::default()
+    })
+    .await;
+    for tink in [true, false] {
+        let sealed = gw.seal(3, tink, "ACCT-PQ", PROFILE);
+        assert_eq!(
+            sealed.len(),
+            usize::from(tink) * 5 + 1120 + PROFILE.len() + 16
+        );
+        let res = gw
+            .encrypted_post("/1/upload", "ACCT-PQ", sealed)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let body = res.bytes().await.unwrap();
+        // RAW keyset: no prefix; an X-Wing encapsulation.
+        assert_eq!(body.len(), 1120 + PROFILE.len() + 16);
+        assert_eq!(open_with(&gw.keys.acct_pq, "ACCT-PQ", &body), PROFILE);
+        assert_eq!(&gw.upstream.last().body[..], PROFILE);
+    }
+    gw.assert_good_request_works().await;
+    let before = gw.upstream.count();
+    let good = gw.seal(3, false, "ACCT-PQ", PROFILE);
+    for bad in [
+        good[..1119].to_vec(),
+        good[..1120 + 15].to_vec(),
+        // An X-Wing envelope to the X25519 key 1 (TINK prefix naming key 1).
+        [&[1u8, 0, 0, 0, 1][..], &good[..]].concat(),
+    ] {
+        let res = gw
+            .encrypted_post("/1/upload", "ACCT-PQ", bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400);
+        let (code, error) = error_code(res).await;
+        assert_eq!((code, error.as_str()), (4008, "decryption failed"));
+    }
+    assert_eq!(gw.upstream.count(), before, "nothing forwarded");
+    let res = gw
+        .encrypted_post("/1/upload", "ACCT-PQ", good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}

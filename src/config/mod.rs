@@ -215,6 +215,10 @@ pub struct RawServerKey {
     /// End of validity, RFC 3339 (`2027-12-01T00:00:00Z`).
     #[serde(default)]
     pub not_after: Option<String>,
+    /// The key's HPKE suite (default `x25519-aes-256-gcm`); a Tink keyset must name the
+    /// same one.
+    #[serde(default)]
+    pub suite: Option<String>,
 }
 
 /// One `[[accounts]]` entry.
@@ -229,6 +233,10 @@ pub struct RawAccount {
     /// The customer's public key files; the first seals responses.
     #[serde(default)]
     pub public_keys: Vec<PathBuf>,
+    /// The suite of the PEM and raw files in `public_keys` (a Tink keyset names its
+    /// own); default: the KEM's (`x25519-aes-256-gcm`, `xwing-aes-256-gcm`).
+    #[serde(default)]
+    pub public_key_suite: Option<String>,
 }
 
 /// A checked configuration with every key loaded.
@@ -862,9 +870,14 @@ pub fn parse_time(text: &str) -> Result<std::time::SystemTime, String> {
 fn load_server_key(entry: &RawServerKey, base: &Path) -> Result<ServerKey, String> {
     let path = resolve(base, &entry.private_key);
     let passphrase = read_passphrase(entry, base)?;
+    let suite = match &entry.suite {
+        None => crate::envelope::Suite::default(),
+        Some(name) => name.parse().map_err(|e| format!("suite: {e}"))?,
+    };
     let text = keys::read_secret_file(&path).map_err(|e| e.to_string())?;
-    let loaded = keys::parse_private_key(&text, passphrase.as_deref().map(Vec::as_slice))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let loaded =
+        keys::parse_private_key_for(&text, passphrase.as_deref().map(Vec::as_slice), Some(suite))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     if let Some(crate::envelope::Prefix::Tink(tink_id)) = loaded.tink_prefix
         && tink_id != entry.id
     {
@@ -915,12 +928,20 @@ fn load_accounts(raw: &[RawAccount], base: &Path) -> Result<Accounts, Vec<String
                 "accounts {id:?}: encryption is on but no public_keys are given to encrypt responses"
             ));
         }
+        let declared = match entry.public_key_suite.as_deref().map(str::parse) {
+            None => None,
+            Some(Ok(suite)) => Some(suite),
+            Some(Err(e)) => {
+                problems.push(format!("accounts {id:?}: public_key_suite: {e}"));
+                None
+            }
+        };
         let mut keys = Vec::new();
         for file in &entry.public_keys {
             let path = resolve(base, file);
             match keys::read_public_file(&path)
                 .map_err(keys::KeyError::from)
-                .and_then(|t| Ok(keys::parse_public_key(&t)?))
+                .and_then(|t| Ok(keys::parse_public_key_for(&t, declared)?))
             {
                 Ok((key, prefix)) => keys.push(RecipientKey { key, prefix }),
                 Err(e) => problems.push(format!("accounts {id:?}: {}: {e}", path.display())),

@@ -122,6 +122,9 @@ pub struct Keys {
     pub acct1: PrivateKey,
     /// ACCT-TINK's private key (its public key is given as a TINK keyset, id 77).
     pub acct_tink: PrivateKey,
+    /// ACCT-PQ's X-Wing private key (its public key is given as a RAW Tink keyset),
+    /// used with [`Options::xwing`].
+    pub acct_pq: PrivateKey,
 }
 
 /// A running gateway in front of a recording upstream.
@@ -146,6 +149,9 @@ pub struct Options {
     pub upstream_base: String,
     /// More top-level configuration lines.
     pub extra: String,
+    /// Add server key 3 of suite `xwing-aes-256-gcm` and account ACCT-PQ, whose key is
+    /// an X-Wing Tink keyset.
+    pub xwing: bool,
 }
 
 impl Default for Options {
@@ -159,6 +165,7 @@ impl Default for Options {
             upstream: None,
             upstream_base: String::new(),
             extra: String::new(),
+            xwing: false,
         }
     }
 }
@@ -216,11 +223,23 @@ impl Gateway {
             (None, false) => up_addr,
         };
         let dir = tempfile::tempdir().unwrap();
-        let keys = Keys {
+        let pq = envelope::Suite::XWING_AES_256_GCM;
+        let mut keys = Keys {
             server: vec![(1, PrivateKey::generate()), (2, PrivateKey::generate())],
             acct1: PrivateKey::generate(),
             acct_tink: PrivateKey::generate(),
+            acct_pq: PrivateKey::generate_for(pq),
         };
+        let mut pq_config = String::new();
+        if opts.xwing {
+            keys.server.push((3, PrivateKey::generate_for(pq)));
+            std::fs::write(
+                dir.path().join("acct-pq.pub.json"),
+                keys::public_keyset_json(&keys.acct_pq.public_key(), Prefix::Raw, 5),
+            )
+            .unwrap();
+            pq_config = "\n[[server_keys]]\nid = 3\nprivate_key = \"server-3.pem\"\nsuite = \"xwing-aes-256-gcm\"\n\n[[accounts]]\nid = \"ACCT-PQ\"\nencryption = true\npublic_keys = [\"acct-pq.pub.json\"]\n".to_owned();
+        }
         for (id, k) in &keys.server {
             write_private(dir.path(), &format!("server-{id}.pem"), k);
         }
@@ -271,7 +290,7 @@ public_keys = ["acct-tink.pub.json", "acct-1.pub.pem"]
 id = "ACCT-OFF"
 encryption = false
 public_keys = ["acct-off.pub.b64"]
-"#,
+{pq_config}"#,
             max_body = opts.max_encrypted_body_bytes,
             max_resp = opts.max_response_body_bytes,
             timeout = opts.upstream_timeout_ms,
