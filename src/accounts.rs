@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::envelope::{self, Prefix, PublicKey, SealError};
+use crate::envelope::{self, Prefix, PublicKey, SealError, Suite};
 
 /// The most public keys one account may register.
 pub const MAX_PUBLIC_KEYS: usize = 20;
@@ -26,6 +26,8 @@ pub struct Account {
     id: String,
     encryption: bool,
     public_keys: Vec<RecipientKey>,
+    /// The suites a request may be sealed with; `None`: any server key's.
+    request_suites: Option<Arc<[Suite]>>,
 }
 
 impl Account {
@@ -36,7 +38,14 @@ impl Account {
             id,
             encryption,
             public_keys,
+            request_suites: None,
         }
+    }
+
+    /// Restricts the suites a request may be sealed with (`request_suites`).
+    pub fn with_request_suites(mut self, suites: Vec<Suite>) -> Self {
+        self.request_suites = Some(suites.into());
+        self
     }
 
     /// The account id, which is also the HPKE `info`.
@@ -62,6 +71,7 @@ impl Account {
         self.public_keys.first().map(|k| ResponseSealer {
             recipient: k.clone(),
             info: Bytes::copy_from_slice(self.id.as_bytes()),
+            request_suites: self.request_suites.clone(),
         })
     }
 }
@@ -73,12 +83,20 @@ impl Account {
 pub struct ResponseSealer {
     recipient: RecipientKey,
     info: Bytes,
+    request_suites: Option<Arc<[Suite]>>,
 }
 
 impl ResponseSealer {
     /// The HPKE `info` (the account id bytes).
     pub fn info(&self) -> &[u8] {
         &self.info
+    }
+
+    /// Whether the account accepts requests sealed with `suite`.
+    pub fn allows_request_suite(&self, suite: Suite) -> bool {
+        self.request_suites
+            .as_deref()
+            .is_none_or(|allowed| allowed.contains(&suite))
     }
 
     /// Seals a response body.

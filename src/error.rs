@@ -119,6 +119,12 @@ pub enum Error {
     /// A published-key request for an account or key id that has none.
     #[error("no such account or key")]
     NoSuchKey,
+    /// The request opened, but with a suite the account's `request_suites` does not allow.
+    #[error("this account does not accept requests sealed with suite {suite}")]
+    SuiteNotAllowed {
+        /// The suite the request was sealed with.
+        suite: crate::envelope::Suite,
+    },
     /// A bug or an impossible state. The body says only "Something went wrong".
     #[error("Something went wrong")]
     Internal(#[source] BoxError),
@@ -174,7 +180,7 @@ impl Error {
             | Error::EncryptedBodyWithoutHeaders
             | Error::DecryptionFailed
             | Error::BadRequestBody => StatusCode::BAD_REQUEST,
-            Error::EncryptionNotEnabled => StatusCode::FORBIDDEN,
+            Error::EncryptionNotEnabled | Error::SuiteNotAllowed { .. } => StatusCode::FORBIDDEN,
             Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -216,6 +222,7 @@ impl Error {
             Error::BadConnectionHeader => 4017,
             Error::UnknownKeyFormat => 4018,
             Error::NoSuchKey => 4019,
+            Error::SuiteNotAllowed { .. } => 4020,
             Error::Overloaded => 5004,
             Error::BufferBudgetExhausted => 5005,
             Error::UpstreamUnavailable { .. } => 5001,
@@ -325,6 +332,9 @@ mod tests {
                 method: http::Method::CONNECT,
             },
             Error::UpgradeNotEncryptable,
+            Error::SuiteNotAllowed {
+                suite: crate::envelope::Suite::default(),
+            },
             Error::InvalidPath,
             Error::BadConnectionHeader,
             Error::UpstreamUnavailable {

@@ -1061,7 +1061,9 @@ async fn a_custom_account_header_is_named_as_configured() {
 /// server key 3 (`suite = "xwing-aes-256-gcm"`), TINK-prefixed and RAW, reaches the
 /// upstream as plaintext, and the answer is sealed with X-Wing to ACCT-PQ's Tink keyset;
 /// classical requests keep working on the same gateway; an X-Wing envelope cut short or
-/// sent to a classical key is the one `decryption failed` (4008), and the next request is fine.
+/// sent to a classical key is the one `decryption failed` (4008); ACCT-PQ requires
+/// X-Wing (`request_suites`), so a valid X25519 request to it is refused with 4020 and
+/// not forwarded; the next request is fine.
 #[tokio::test]
 async fn xwing_server_key_and_account_round_trip_beside_x25519() {
     let gw = Gateway::start_with(Options {
@@ -1104,6 +1106,21 @@ async fn xwing_server_key_and_account_round_trip_beside_x25519() {
         assert_eq!(res.status(), 400);
         let (code, error) = error_code(res).await;
         assert_eq!((code, error.as_str()), (4008, "decryption failed"));
+    }
+    // Policy: a classical request that opens is refused, by its own code.
+    for tink in [true, false] {
+        let res = gw
+            .encrypted_post("/1/upload", "ACCT-PQ", gw.seal(1, tink, "ACCT-PQ", PROFILE))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403);
+        let (code, error) = error_code(res).await;
+        assert_eq!(code, 4020);
+        assert_eq!(
+            error,
+            "this account does not accept requests sealed with suite x25519-aes-256-gcm"
+        );
     }
     assert_eq!(gw.upstream.count(), before, "nothing forwarded");
     let res = gw

@@ -237,6 +237,10 @@ pub struct RawAccount {
     /// own); default: the KEM's (`x25519-aes-256-gcm`, `xwing-aes-256-gcm`).
     #[serde(default)]
     pub public_key_suite: Option<String>,
+    /// The suites a request may be sealed with (default: any server key's); a request
+    /// sealed with another is refused with code 4020.
+    #[serde(default)]
+    pub request_suites: Option<Vec<String>>,
 }
 
 /// A checked configuration with every key loaded.
@@ -947,7 +951,23 @@ fn load_accounts(raw: &[RawAccount], base: &Path) -> Result<Accounts, Vec<String
                 Err(e) => problems.push(format!("accounts {id:?}: {}: {e}", path.display())),
             }
         }
-        accounts.push(Account::new(id.clone(), entry.encryption, keys));
+        let mut account = Account::new(id.clone(), entry.encryption, keys);
+        if let Some(names) = &entry.request_suites {
+            let mut suites = Vec::new();
+            for name in names {
+                match name.parse() {
+                    Ok(suite) => suites.push(suite),
+                    Err(e) => problems.push(format!("accounts {id:?}: request_suites: {e}")),
+                }
+            }
+            if names.is_empty() {
+                problems.push(format!(
+                    "accounts {id:?}: request_suites is empty (leave it out to accept any server key's suite)"
+                ));
+            }
+            account = account.with_request_suites(suites);
+        }
+        accounts.push(account);
     }
     if problems.is_empty() {
         Ok(Accounts::new(accounts))

@@ -180,6 +180,27 @@ impl ServerKeys {
         info: &[u8],
         sealed: BytesMut,
     ) -> Result<Bytes, OpenError> {
+        self.open_at_with_suite(now, info, sealed)
+            .map(|(plaintext, _)| plaintext)
+    }
+
+    /// [`ServerKeys::open`], also saying the suite of the key that opened it (for an
+    /// account's `request_suites`).
+    pub fn open_with_suite(
+        &self,
+        info: &[u8],
+        sealed: BytesMut,
+    ) -> Result<(Bytes, envelope::Suite), OpenError> {
+        self.open_at_with_suite(SystemTime::now(), info, sealed)
+    }
+
+    /// [`ServerKeys::open_with_suite`] as of `now`.
+    pub fn open_at_with_suite(
+        &self,
+        now: SystemTime,
+        info: &[u8],
+        sealed: BytesMut,
+    ) -> Result<(Bytes, envelope::Suite), OpenError> {
         // A uniquely owned `BytesMut` (as the middleware builds it) gives up its
         // allocation without a copy.
         let mut sealed = WipedOnDrop(Vec::from(sealed));
@@ -201,9 +222,10 @@ impl ServerKeys {
         for (i, (key, offset)) in attempts.iter().enumerate() {
             match envelope::open_in_place(&key.key, info, &mut sealed.0[*offset..]) {
                 Ok(pt) => {
-                    let start = offset + key.key.suite().kem.enc_len();
+                    let suite = key.key.suite();
+                    let start = offset + suite.kem.enc_len();
                     let end = start + pt.len();
-                    return Ok(Bytes::from_owner(sealed).slice(start..end));
+                    return Ok((Bytes::from_owner(sealed).slice(start..end), suite));
                 }
                 Err(e) => last = e,
             }

@@ -434,14 +434,23 @@ where
             return Err(Error::BodyNotEncrypted);
         }
         let started = Instant::now();
-        let opened = state.server_keys.open(sealer.info(), sealed).map_err(|e| {
-            tracing::debug!(reason = ?e, "request envelope did not open");
-            Error::DecryptionFailed
-        });
+        let opened = state
+            .server_keys
+            .open_with_suite(sealer.info(), sealed)
+            .map_err(|e| {
+                tracing::debug!(reason = ?e, "request envelope did not open");
+                Error::DecryptionFailed
+            });
         let took = started.elapsed();
         state.metrics.decrypted(took);
         state.clock.decrypt.record(took);
-        opened?
+        let (plaintext, suite) = opened?;
+        // The account's policy: a body sealed with another suite is refused, not
+        // forwarded (its plaintext is wiped as the `Bytes` drops).
+        if !sealer.allows_request_suite(suite) {
+            return Err(Error::SuiteNotAllowed { suite });
+        }
+        plaintext
     };
 
     parts

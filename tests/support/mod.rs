@@ -238,7 +238,7 @@ impl Gateway {
                 keys::public_keyset_json(&keys.acct_pq.public_key(), Prefix::Raw, 5),
             )
             .unwrap();
-            pq_config = "\n[[server_keys]]\nid = 3\nprivate_key = \"server-3.pem\"\nsuite = \"xwing-aes-256-gcm\"\n\n[[accounts]]\nid = \"ACCT-PQ\"\nencryption = true\npublic_keys = [\"acct-pq.pub.json\"]\n".to_owned();
+            pq_config = "\n[[server_keys]]\nid = 3\nprivate_key = \"server-3.pem\"\nsuite = \"xwing-aes-256-gcm\"\n\n[[accounts]]\nid = \"ACCT-PQ\"\nencryption = true\npublic_keys = [\"acct-pq.pub.json\"]\nrequest_suites = [\"xwing-aes-256-gcm\"]\n".to_owned();
         }
         for (id, k) in &keys.server {
             write_private(dir.path(), &format!("server-{id}.pem"), k);
