@@ -3,6 +3,9 @@
 //! then the ratios `open / (1 DH + AES-GCM)` and `seal / (2 DH + AES-GCM)`. rust-hpke
 //! (the `hpke` crate) runs beside the gateway's backend for comparison.
 //!
+//! Then a 1 KiB round trip (seal and open) in each suite, with each suite's ratio to
+//! the default `x25519-aes-256-gcm` (`-- roundtrip` runs only those).
+//!
 //! `cargo bench --bench envelope` (add `-- --quick` for a fast, rougher run).
 
 use std::hint::black_box;
@@ -131,6 +134,49 @@ fn rust_hpke_ops(c: &mut Criterion) {
     open.finish();
 }
 
+/// A 1 KiB round trip, seal then open in place, in every suite.
+fn suite_round_trips(c: &mut Criterion) {
+    let mut group = c.benchmark_group(format!("roundtrip_1KiB/{}", envelope::BACKEND));
+    let pt = vec![0x42u8; 1024];
+    for suite in envelope::Suite::ALL {
+        let sk = PrivateKey::derive_for(*suite, &[1u8; 32]);
+        let pk = sk.public_key();
+        group.bench_function(BenchmarkId::from_parameter(suite.name()), |b| {
+            b.iter(|| {
+                let mut sealed = envelope::seal(&pk, Prefix::Raw, b"ACCT-1", &pt).unwrap();
+                let n = envelope::open_in_place(&sk, b"ACCT-1", &mut sealed)
+                    .unwrap()
+                    .len();
+                black_box(n)
+            })
+        });
+    }
+    group.finish();
+}
+
+fn print_suite_ratios() {
+    for backend in ["rustcrypto", "aws-lc"] {
+        let id = |s: &str| format!("roundtrip_1KiB_{backend}/{s}");
+        let Some(base) = median_ns(&id("x25519-aes-256-gcm")) else {
+            continue;
+        };
+        println!(
+            "
+1 KiB round trip (seal + open) per suite, {backend}, against x25519-aes-256-gcm:"
+        );
+        for suite in envelope::Suite::ALL {
+            if let Some(t) = median_ns(&id(suite.name())) {
+                println!(
+                    "{:>26}  {:>8.1} µs  {:>5.2}x",
+                    suite.name(),
+                    t / 1e3,
+                    t / base
+                );
+            }
+        }
+    }
+}
+
 /// Median of a finished benchmark, in nanoseconds, from criterion's own estimates.
 fn median_ns(id: &str) -> Option<f64> {
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
@@ -189,6 +235,8 @@ fn main() {
     baselines(&mut c);
     envelope_ops(&mut c);
     rust_hpke_ops(&mut c);
+    suite_round_trips(&mut c);
     c.final_summary();
     print_ratios();
+    print_suite_ratios();
 }
