@@ -113,8 +113,11 @@ pub enum Error {
     /// encrypted response.
     #[error("invalid upstream response")]
     BadUpstreamResponse(#[source] BoxError),
-    /// `/.well-known/hpke-keys?format=` names no format the gateway publishes.
-    #[error("format must be tink-json, pem or raw")]
+    /// `/.well-known/hpke-keys?format=` names no format the gateway publishes (pem and
+    /// raw only when every published key is of its KEM's default suite).
+    #[error(
+        "format must be tink-json, pem or raw (tink-json when a key's suite is not its KEM's default)"
+    )]
     UnknownKeyFormat,
     /// A published-key request for an account or key id that has none.
     #[error("no such account or key")]

@@ -96,7 +96,7 @@ pub async fn hpke_keys(
     };
     let body = match render(format, &published, primary) {
         Ok(body) => body,
-        Err(e) => return Error::Internal(e.into()).into_response(),
+        Err(e) => return e.into_response(),
     };
     let max_age = max_age(state.keys_max_age(), &published, now);
     let mut response = body.into_response();
@@ -114,7 +114,17 @@ pub async fn hpke_keys(
     response
 }
 
-fn render(format: Format, published: &[&ServerKey], primary: &ServerKey) -> Result<String, String> {
+fn render(format: Format, published: &[&ServerKey], primary: &ServerKey) -> Result<String, Error> {
+    // PEM and raw name only the KEM: a client reading them assumes the KEM's default
+    // AEAD. A key of another suite is published in the Tink format only, which names it.
+    if format != Format::TinkJson
+        && let Some(k) = published
+            .iter()
+            .find(|k| k.public_key().suite() != default_suite_of(k.public_key().suite().kem))
+    {
+        tracing::debug!(key = k.id().unwrap_or(0), suite = %k.public_key().suite(), "only tink-json states this key's suite");
+        return Err(Error::UnknownKeyFormat);
+    }
     Ok(match format {
         Format::TinkJson => {
             let publics: Vec<_> = published.iter().map(|k| k.public_key()).collect();
@@ -130,7 +140,7 @@ fn render(format: Format, published: &[&ServerKey], primary: &ServerKey) -> Resu
         }
         Format::Pem => published
             .iter()
-            .map(|k| keys::public_key_pem(&k.public_key()).map_err(|e| e.to_string()))
+            .map(|k| keys::public_key_pem(&k.public_key()).map_err(|e| Error::Internal(e.into())))
             .collect::<Result<Vec<_>, _>>()?
             .concat(),
         Format::Raw => published
@@ -138,6 +148,14 @@ fn render(format: Format, published: &[&ServerKey], primary: &ServerKey) -> Resu
             .map(|k| keys::public_key_raw_base64(&k.public_key()) + "\n")
             .collect(),
     })
+}
+
+/// The suite a PEM or raw key of `kem` is read as.
+fn default_suite_of(kem: crate::envelope::Kem) -> crate::envelope::Suite {
+    match kem {
+        crate::envelope::Kem::X25519HkdfSha256 => crate::envelope::Suite::X25519_AES_256_GCM,
+        crate::envelope::Kem::XWing => crate::envelope::Suite::XWING_AES_256_GCM,
+    }
 }
 
 /// The configured bound, shortened to the first `not_after` among the published keys.
@@ -207,4 +225,32 @@ pub struct PgpKeysQuery {
     /// Only the key with this `keyId`.
     #[serde(rename = "keyId")]
     key_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::{PrivateKey, Suite};
+
+    /// PEM and raw name only the KEM: a key whose suite is not its KEM's default is
+    /// published in the Tink format only (which names its suite), never as a PEM a
+    /// client would read with another AEAD.
+    #[test]
+    fn pem_and_raw_refuse_a_key_they_cannot_describe() {
+        let chacha = ServerKey::new(
+            Some(1),
+            PrivateKey::generate_for(Suite::X25519_CHACHA20_POLY1305),
+        );
+        let xwing = ServerKey::new(Some(2), PrivateKey::generate_for(Suite::XWING_AES_256_GCM));
+        for format in [Format::Pem, Format::Raw] {
+            assert!(matches!(
+                render(format, &[&xwing, &chacha], &xwing),
+                Err(Error::UnknownKeyFormat)
+            ));
+            assert!(render(format, &[&xwing], &xwing).is_ok());
+        }
+        let json = render(Format::TinkJson, &[&xwing, &chacha], &xwing).unwrap();
+        let (pk, _) = keys::parse_public_key(json.as_bytes()).unwrap();
+        assert_eq!(pk.suite(), Suite::XWING_AES_256_GCM);
+    }
 }

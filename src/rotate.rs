@@ -89,6 +89,12 @@ pub fn rotate(path: &Path, overlap: Duration) -> Result<Rotation, BoxError> {
         .get("passphrase_file")
         .and_then(Item::as_str)
         .map(str::to_owned);
+    // The new key is of the old primary's suite: a rotation never changes it.
+    let suite_name = old.get("suite").and_then(Item::as_str).map(str::to_owned);
+    let suite: crate::envelope::Suite = match &suite_name {
+        Some(name) => name.parse().map_err(|e| format!("suite: {e}"))?,
+        None => crate::envelope::Suite::default(),
+    };
     let old_not_after = SystemTime::now() + overlap;
     old["state"] = value(KeyState::DecryptOnly.as_str());
     old["not_after"] = value(humantime::format_rfc3339_seconds(old_not_after).to_string());
@@ -106,7 +112,7 @@ pub fn rotate(path: &Path, overlap: Duration) -> Result<Rotation, BoxError> {
             .map(|f| resolve(base, Path::new(f)))
             .as_deref(),
     )?;
-    let key = PrivateKey::generate();
+    let key = PrivateKey::generate_for(suite);
     let pem = match &passphrase {
         Some(p) => keys::private_key_encrypted_pem(&key, p)?,
         None => keys::private_key_pem(&key)?,
@@ -121,6 +127,9 @@ pub fn rotate(path: &Path, overlap: Duration) -> Result<Rotation, BoxError> {
     let mut entry = Table::new();
     entry["id"] = value(i64::from(new_id));
     entry["private_key"] = value(relative.to_string_lossy().into_owned());
+    if let Some(name) = suite_name {
+        entry["suite"] = value(name);
+    }
     if let Some(env) = passphrase_env {
         entry["passphrase_env"] = value(env);
     }

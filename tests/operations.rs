@@ -779,3 +779,45 @@ require_encryption = false
         "{line}"
     );
 }
+
+/// `keys rotate` keeps the primary's suite: rotating an X-Wing primary makes an X-Wing
+/// key, declared `suite = "xwing-aes-256-gcm"`, and the rotated configuration loads;
+/// its published PEM form is refused only where it would lose an AEAD (not here).
+#[test]
+fn rotating_an_xwing_primary_makes_an_xwing_key() {
+    use hpke_gateway::envelope::Suite;
+    let dir = tempfile::tempdir().unwrap();
+    write_private(
+        dir.path(),
+        "server-1.pem",
+        &PrivateKey::generate_for(Suite::XWING_AES_256_GCM),
+    );
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        "listen = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:9\"\n\n\
+         [[server_keys]]\nid = 1\nprivate_key = \"server-1.pem\"\nsuite = \"xwing-aes-256-gcm\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["keys", "rotate", "--config"])
+        .arg(dir.path().join("gateway.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = std::fs::read_to_string(dir.path().join("gateway.toml")).unwrap();
+    assert_eq!(
+        config.matches("suite = \"xwing-aes-256-gcm\"").count(),
+        2,
+        "{config}"
+    );
+    let text = std::fs::read(dir.path().join("server-2.pem")).unwrap();
+    let loaded =
+        hpke_gateway::keys::parse_private_key_for(&text, None, Some(Suite::XWING_AES_256_GCM))
+            .unwrap();
+    assert_eq!(loaded.key.suite(), Suite::XWING_AES_256_GCM);
+    hpke_gateway::config::Config::load(&dir.path().join("gateway.toml")).unwrap();
+}

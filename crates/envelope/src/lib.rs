@@ -235,12 +235,7 @@ impl PrivateKey {
 
     /// The same key material for another suite of the same KEM (another AEAD).
     pub fn with_suite(mut self, suite: Suite) -> Result<Self, SuiteMismatch> {
-        if suite.kem != self.suite.kem {
-            return Err(SuiteMismatch {
-                key: self.suite,
-                wanted: suite,
-            });
-        }
+        same_kem(self.suite, suite)?;
         self.suite = suite;
         Ok(self)
     }
@@ -265,6 +260,15 @@ impl ZeroizeOnDrop for PrivateKey {}
 impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("PrivateKey(<redacted>)")
+    }
+}
+
+/// Keys change suite only within their KEM (another AEAD).
+fn same_kem(key: Suite, wanted: Suite) -> Result<(), SuiteMismatch> {
+    if key.kem == wanted.kem {
+        Ok(())
+    } else {
+        Err(SuiteMismatch { key, wanted })
     }
 }
 
@@ -347,12 +351,7 @@ impl PublicKey {
 
     /// The same key for another suite of the same KEM (another AEAD).
     pub fn with_suite(mut self, suite: Suite) -> Result<Self, SuiteMismatch> {
-        if suite.kem != self.suite.kem {
-            return Err(SuiteMismatch {
-                key: self.suite,
-                wanted: suite,
-            });
-        }
+        same_kem(self.suite, suite)?;
         self.suite = suite;
         Ok(self)
     }
@@ -522,6 +521,7 @@ pub fn setup_sender_with_rng(
 
 /// [`setup_sender_with_rng`] with X-Wing's derandomized encapsulation: `eseed` is the
 /// draft's 64 bytes (for published vectors only; never reuse an `eseed`).
+#[doc(hidden)]
 pub fn setup_sender_xwing_derand(
     recipient: &PublicKey,
     info: &[u8],

@@ -4,7 +4,8 @@
 //! Private keys: PKCS#8 PEM as `openssl genpkey -algorithm X25519` writes it (for X-Wing:
 //! the draft's OID `1.3.6.1.4.1.62253.25722` with the 32-byte seed as the private key
 //! octets), passphrase-encrypted PKCS#8 PEM (`-----BEGIN ENCRYPTED PRIVATE KEY-----`), a
-//! cleartext Tink private keyset JSON, or (with a declared suite) the raw 32 bytes in base64.
+//! cleartext Tink private keyset JSON. Never raw bytes: 32 of them are also a valid
+//! X25519 public key, and a tool that accepts both could print a private key as public.
 //!
 //! Public keys: SPKI PEM, the raw bytes in base64 (32 for X25519, 1216 for X-Wing), or a
 //! Tink public keyset JSON.
@@ -109,9 +110,6 @@ pub enum FormatError {
         /// The suite declared by the configuration or the command line.
         declared: Suite,
     },
-    /// Raw key bytes without a declared suite.
-    #[error("a raw private key needs its suite declared (suite = \"...\")")]
-    SuiteRequired,
     /// An encrypted private key and no passphrase configured.
     #[error("the private key is encrypted; configure passphrase_env or passphrase_file for it")]
     PassphraseRequired,
@@ -156,7 +154,7 @@ pub fn parse_private_key(
 }
 
 /// [`parse_private_key`] with a declared suite: a Tink keyset must name that suite, a
-/// PEM key must be of its KEM, and raw bytes are read as its key.
+/// PEM key must be of its KEM.
 pub fn parse_private_key_for(
     text: &[u8],
     passphrase: Option<&[u8]>,
@@ -174,21 +172,6 @@ pub fn parse_private_key_for(
     let pem = std::str::from_utf8(trimmed).map_err(|_| FormatError::Format {
         expected: PRIVATE_FORMATS,
     })?;
-    if !pem.starts_with("-----BEGIN") {
-        // Raw base64: only with a declared suite, which says what the 32 bytes are.
-        let raw = Zeroizing::new(STANDARD.decode(pem).map_err(|_| FormatError::Format {
-            expected: PRIVATE_FORMATS,
-        })?);
-        let suite = suite.ok_or(FormatError::SuiteRequired)?;
-        let key = PrivateKey::from_bytes_for(suite, &raw).map_err(|e| FormatError::Malformed {
-            what: "raw private key",
-            detail: e.to_string(),
-        })?;
-        return Ok(LoadedPrivateKey {
-            key,
-            tink_prefix: None,
-        });
-    }
     let (label, doc) = pkcs8::SecretDocument::from_pem(pem).map_err(|_| FormatError::Format {
         expected: PRIVATE_FORMATS,
     })?;
@@ -481,12 +464,11 @@ mod tests {
             let pem = private_key_pem(&key).unwrap();
             let loaded = parse_private_key_for(pem.as_bytes(), None, Some(*suite)).unwrap();
             assert_eq!(loaded.key.public_key(), key.public_key(), "{suite}");
+            // Raw private bytes are not a private key format (they read as a public key).
             let raw = Zeroizing::new(STANDARD.encode(*key.to_bytes()));
-            let loaded = parse_private_key_for(raw.as_bytes(), None, Some(*suite)).unwrap();
-            assert_eq!(loaded.key.public_key(), key.public_key(), "{suite}");
             assert!(matches!(
-                parse_private_key(raw.as_bytes(), None),
-                Err(FormatError::SuiteRequired)
+                parse_private_key_for(raw.as_bytes(), None, Some(*suite)),
+                Err(FormatError::Format { .. })
             ));
             let pk = key.public_key();
             for text in [public_key_pem(&pk).unwrap(), public_key_raw_base64(&pk)] {
