@@ -120,7 +120,7 @@ fn render(format: Format, published: &[&ServerKey], primary: &ServerKey) -> Resu
     if format != Format::TinkJson
         && let Some(k) = published
             .iter()
-            .find(|k| k.public_key().suite() != default_suite_of(k.public_key().suite().kem))
+            .find(|k| k.public_key().suite() != k.public_key().suite().kem.default_suite())
     {
         tracing::debug!(key = k.id().unwrap_or(0), suite = %k.public_key().suite(), "only tink-json states this key's suite");
         return Err(Error::UnknownKeyFormat);
@@ -148,14 +148,6 @@ fn render(format: Format, published: &[&ServerKey], primary: &ServerKey) -> Resu
             .map(|k| keys::public_key_raw_base64(&k.public_key()) + "\n")
             .collect(),
     })
-}
-
-/// The suite a PEM or raw key of `kem` is read as.
-fn default_suite_of(kem: crate::envelope::Kem) -> crate::envelope::Suite {
-    match kem {
-        crate::envelope::Kem::X25519HkdfSha256 => crate::envelope::Suite::X25519_AES_256_GCM,
-        crate::envelope::Kem::XWing => crate::envelope::Suite::XWING_AES_256_GCM,
-    }
 }
 
 /// The configured bound, shortened to the first `not_after` among the published keys.

@@ -158,6 +158,13 @@ impl PrivateKey {
         }
     }
 
+    fn xwing(suite: Suite, sk: xwing::SecretKey) -> Self {
+        Self {
+            suite,
+            secret: Secret::XWing(Box::new(sk)),
+        }
+    }
+
     /// Generates a fresh key of the default suite from the operating system's random source.
     pub fn generate() -> Self {
         Self::generate_for(Suite::default())
@@ -170,10 +177,7 @@ impl PrivateKey {
         match suite.kem {
             Kem::X25519HkdfSha256 => Self::derive_for(suite, &*ikm),
             // X-Wing's private key is its 32-byte random seed (draft §5.2 GenerateKeyPair).
-            Kem::XWing => Self {
-                suite,
-                secret: Secret::XWing(Box::new(xwing::SecretKey::from_seed(&ikm))),
-            },
+            Kem::XWing => Self::xwing(suite, xwing::SecretKey::from_seed(&ikm)),
         }
     }
 
@@ -187,10 +191,7 @@ impl PrivateKey {
     pub fn derive_for(suite: Suite, ikm: &[u8]) -> Self {
         match suite.kem {
             Kem::X25519HkdfSha256 => Self::x25519(suite, backend::SecretKey::derive(ikm)),
-            Kem::XWing => Self {
-                suite,
-                secret: Secret::XWing(Box::new(xwing::SecretKey::derive(ikm))),
-            },
+            Kem::XWing => Self::xwing(suite, xwing::SecretKey::derive(ikm)),
         }
     }
 
@@ -211,10 +212,7 @@ impl PrivateKey {
                 .ok_or(error),
             Kem::XWing => {
                 let seed: &[u8; 32] = bytes.try_into().map_err(|_| error)?;
-                Ok(Self {
-                    suite,
-                    secret: Secret::XWing(Box::new(xwing::SecretKey::from_seed(seed))),
-                })
+                Ok(Self::xwing(suite, xwing::SecretKey::from_seed(seed)))
             }
         }
     }

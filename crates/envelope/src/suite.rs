@@ -51,6 +51,15 @@ impl Kem {
         }
     }
 
+    /// The suite a key of this KEM has when nothing names one (PEM and raw keys, which
+    /// record only the KEM).
+    pub const fn default_suite(self) -> Suite {
+        match self {
+            Kem::X25519HkdfSha256 => Suite::X25519_AES_256_GCM,
+            Kem::XWing => Suite::XWING_AES_256_GCM,
+        }
+    }
+
     /// A short name for logs and metrics.
     pub const fn name(self) -> &'static str {
         match self {

@@ -48,14 +48,6 @@ impl Kem {
             other => Err(FormatError::WrongAlgorithm(other.to_string())),
         }
     }
-
-    /// The suite a key of this KEM gets when nothing declares one.
-    fn default_suite(self) -> Suite {
-        match self {
-            Kem::X25519HkdfSha256 => Suite::X25519_AES_256_GCM,
-            Kem::XWing => Suite::XWING_AES_256_GCM,
-        }
-    }
 }
 
 /// The suite of a key of `kem` when the caller declared `declared`: it must be of the
