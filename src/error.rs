@@ -114,9 +114,10 @@ pub enum Error {
     #[error("invalid upstream response")]
     BadUpstreamResponse(#[source] BoxError),
     /// `/.well-known/hpke-keys?format=` names no format the gateway publishes (pem and
-    /// raw only when every published key is of its KEM's default suite).
+    /// raw only when every published key is of its KEM's default suite, or with
+    /// `?suite=`), or `?suite=` names no suite.
     #[error(
-        "format must be tink-json, pem or raw (tink-json when a key's suite is not its KEM's default)"
+        "format must be tink-json, pem or raw (tink-json or ?suite= when a key's suite is not its KEM's default); suite must be a suite name"
     )]
     UnknownKeyFormat,
     /// A published-key request for an account or key id that has none.

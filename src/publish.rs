@@ -8,6 +8,14 @@
 //! | `?format=pem` or `Accept: application/x-pem-file` | SPKI PEM blocks, primary first |
 //! | `?format=raw` or `Accept: text/plain` | one base64 raw key per line, primary first |
 //!
+//! `?suite=NAME` (e.g. `xwing-aes-256-gcm`) publishes only the keys of that suite, the
+//! primary of that suite first (for Tink, its `primaryKeyId`): how a customer who must
+//! encrypt with X-Wing gets a keyset whose primary is an X-Wing key. PEM and raw name
+//! only a KEM, so without `?suite=` they are refused (4018) while a published key's
+//! suite is not its KEM's default; with it they are unambiguous. Every answer states
+//! each key's id and suite, in the body's order, in `Hpke-Key-Suites`
+//! (`1=x25519-aes-256-gcm, 3=xwing-aes-256-gcm`).
+//!
 //! `Cache-Control: public, max-age=N` where N is `keys_max_age_s` or, if sooner, the
 //! seconds until the first published key's `not_after`: a client that caches the answer
 //! never holds a key that stopped working.
@@ -19,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, header};
 use serde::Deserialize;
 
-use crate::envelope::Prefix;
+use crate::envelope::{Prefix, Suite};
 use crate::error::Error;
 use crate::keys::{self, ServerKey};
 use crate::state::SharedState;
@@ -27,11 +35,16 @@ use crate::state::SharedState;
 /// The path keys are published at.
 pub const PATH: &str = "/.well-known/hpke-keys";
 
+/// The response header naming each published key's id and suite, in the body's order.
+pub const SUITES_HEADER: &str = "hpke-key-suites";
+
 /// The query string of a key request.
 #[derive(Debug, Deserialize)]
 pub struct KeysQuery {
     /// `tink-json`, `pem` or `raw`.
     format: Option<String>,
+    /// Only the keys of this suite.
+    suite: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,14 +100,25 @@ pub async fn hpke_keys(
     let Some(format) = Format::choose(query.format.as_deref(), &headers) else {
         return Error::UnknownKeyFormat.into_response();
     };
+    let suite = match query.suite.as_deref().map(str::parse::<Suite>) {
+        None => None,
+        Some(Ok(suite)) => Some(suite),
+        Some(Err(_)) => return Error::UnknownKeyFormat.into_response(),
+    };
     let state = shared.load();
     let now = SystemTime::now();
-    let published = state.server_keys().published(now);
+    let mut published = state.server_keys().published(now);
+    if let Some(suite) = suite {
+        published.retain(|k| k.public_key().suite() == suite);
+        if published.is_empty() {
+            return Error::NoSuchKey.into_response();
+        }
+    }
     let Some(primary) = published.first() else {
         return Error::Internal("no server key is valid now: nothing to publish".into())
             .into_response();
     };
-    let body = match render(format, &published, primary) {
+    let body = match render(format, &published, primary, suite.is_some()) {
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
@@ -111,13 +135,34 @@ pub async fn hpke_keys(
             .unwrap_or(HeaderValue::from_static("no-cache")),
     );
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    if let Ok(suites) = HeaderValue::from_str(&suites_header(&published)) {
+        h.insert(SUITES_HEADER, suites);
+    }
     response
 }
 
-fn render(format: Format, published: &[&ServerKey], primary: &ServerKey) -> Result<String, Error> {
+/// `1=x25519-aes-256-gcm, 3=xwing-aes-256-gcm`: each key's id and suite, in order.
+fn suites_header(published: &[&ServerKey]) -> String {
+    published
+        .iter()
+        .map(|k| format!("{}={}", k.id().unwrap_or(0), k.public_key().suite()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The body. `one_suite`: the client asked for one suite by name, so PEM and raw (which
+/// name only the KEM) are unambiguous.
+fn render(
+    format: Format,
+    published: &[&ServerKey],
+    primary: &ServerKey,
+    one_suite: bool,
+) -> Result<String, Error> {
     // PEM and raw name only the KEM: a client reading them assumes the KEM's default
-    // AEAD. A key of another suite is published in the Tink format only, which names it.
+    // AEAD. Unless the client named the suite, a key of another suite is published in
+    // the Tink format only, which names it.
     if format != Format::TinkJson
+        && !one_suite
         && let Some(k) = published
             .iter()
             .find(|k| k.public_key().suite() != k.public_key().suite().kem.default_suite())
@@ -236,12 +281,18 @@ mod tests {
         let xwing = ServerKey::new(Some(2), PrivateKey::generate_for(Suite::XWING_AES_256_GCM));
         for format in [Format::Pem, Format::Raw] {
             assert!(matches!(
-                render(format, &[&xwing, &chacha], &xwing),
+                render(format, &[&xwing, &chacha], &xwing, false),
                 Err(Error::UnknownKeyFormat)
             ));
-            assert!(render(format, &[&xwing], &xwing).is_ok());
+            assert!(render(format, &[&xwing], &xwing, false).is_ok());
+            // Asked for by name (`?suite=`), the suite is stated.
+            assert!(render(format, &[&chacha], &chacha, true).is_ok());
         }
-        let json = render(Format::TinkJson, &[&xwing, &chacha], &xwing).unwrap();
+        assert_eq!(
+            suites_header(&[&xwing, &chacha]),
+            "2=xwing-aes-256-gcm, 1=x25519-chacha20-poly1305"
+        );
+        let json = render(Format::TinkJson, &[&xwing, &chacha], &xwing, false).unwrap();
         let (pk, _) = keys::parse_public_key(json.as_bytes()).unwrap();
         assert_eq!(pk.suite(), Suite::XWING_AES_256_GCM);
     }

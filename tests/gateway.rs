@@ -7,8 +7,10 @@ mod support;
 
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::StreamExt as _;
-use hpke_gateway::envelope::{self, Prefix, PrivateKey};
+use hpke_gateway::envelope::{self, Prefix, PrivateKey, Suite};
 use hpke_gateway::keys;
 use support::{ACCOUNT_HEADER, Gateway, MEDIA, Options, PASSCODE, error_code, open_with};
 
@@ -1092,21 +1094,44 @@ async fn xwing_server_key_and_account_round_trip_beside_x25519() {
     gw.assert_good_request_works().await;
     let before = gw.upstream.count();
     let good = gw.seal(3, false, "ACCT-PQ", PROFILE);
-    for bad in [
-        good[..1119].to_vec(),
-        good[..1120 + 15].to_vec(),
+    let tinked = gw.seal(3, true, "ACCT-PQ", PROFILE);
+    // Truncated at every length class: nothing, inside the Tink prefix, inside an
+    // X25519-sized encapsulation, inside X-Wing's 1,120 bytes, inside the tag, one short.
+    let mut bad: Vec<Vec<u8>> = [0, 1, 4, 5, 31, 32, 33, 48, 1119, 1120, 1121, 1135, 1136]
+        .into_iter()
+        .chain([good.len() - 1])
+        .map(|n| good[..n].to_vec())
+        .collect();
+    bad.extend([5 + 1119, 5 + 1120, 5 + 1135, tinked.len() - 1].map(|n| tinked[..n].to_vec()));
+    bad.extend([
+        // A wrong-length encapsulation: one byte taken out of X-Wing's 1,120, one added.
+        [&good[..1119], &good[1120..]].concat(),
+        [&good[..1120], &[0u8][..], &good[1120..]].concat(),
         // An X-Wing envelope to the X25519 key 1 (TINK prefix naming key 1).
         [&[1u8, 0, 0, 0, 1][..], &good[..]].concat(),
-    ] {
+    ]);
+    for bad in bad {
+        let len = bad.len();
+        let reads_as_text = std::str::from_utf8(&bad[..len.min(64)])
+            .is_ok_and(|t| !t.chars().any(|c| c.is_control() && !"\t\r\n".contains(c)));
+        let forwarded = gw.upstream.count();
         let res = gw
             .encrypted_post("/1/upload", "ACCT-PQ", bad)
             .send()
             .await
             .unwrap();
-        assert_eq!(res.status(), 400);
+        assert_eq!(res.status(), 400, "{len} bytes");
         let (code, error) = error_code(res).await;
-        assert_eq!((code, error.as_str()), (4008, "decryption failed"));
+        if reads_as_text {
+            // Empty, or a few random bytes that happen to be text: "not encrypted".
+            assert_eq!(code, 4006, "{len}");
+        } else {
+            assert_eq!((code, error.as_str()), (4008, "decryption failed"), "{len}");
+        }
+        assert_eq!(gw.upstream.count(), forwarded, "{len}: not forwarded");
+        gw.assert_good_request_works().await;
     }
+    let before = gw.upstream.count();
     // Policy: a classical request that opens is refused, by its own code.
     for tink in [true, false] {
         let res = gw
@@ -1129,4 +1154,41 @@ async fn xwing_server_key_and_account_round_trip_beside_x25519() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+
+    // Publication states each key's suite; `?suite=` gives a post-quantum client a
+    // keyset whose primary is the X-Wing key.
+    let keys = |query: &str| reqwest::get(format!("{}/.well-known/hpke-keys{query}", gw.url));
+    let res = keys("").await.unwrap();
+    let suites = res.headers()["hpke-key-suites"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        suites.starts_with("1=x25519-aes-256-gcm, ") && suites.contains("3=xwing-aes-256-gcm"),
+        "{suites}"
+    );
+    let res = keys("?suite=xwing-aes-256-gcm").await.unwrap();
+    assert_eq!(res.headers()["hpke-key-suites"], "3=xwing-aes-256-gcm");
+    let keyset = res.bytes().await.unwrap();
+    let (pk, prefix) = hpke_gateway::keys::parse_public_key(&keyset).unwrap();
+    assert_eq!(
+        (pk.suite(), prefix),
+        (Suite::XWING_AES_256_GCM, Prefix::Tink(3))
+    );
+    let raw = keys("?suite=xwing-aes-256-gcm&format=raw")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(raw.lines().count(), 1);
+    assert_eq!(B64.decode(raw.trim()).unwrap().len(), 1216);
+    for (query, status, code) in [
+        ("?suite=xwing-aes-128-gcm", 400, 4018),
+        ("?suite=x25519-chacha20-poly1305", 404, 4019),
+    ] {
+        let res = keys(query).await.unwrap();
+        assert_eq!(res.status(), status, "{query}");
+        assert_eq!(error_code(res).await.0, code, "{query}");
+    }
 }
