@@ -429,6 +429,157 @@ async fn tink_pyhpke_and_hpke_js_clients_against_the_real_binary() {
     assert_eq!(total, 8 * CASES.len());
 }
 
+/// Every suite (the three X25519 suites and post-quantum X-Wing) through the real binary,
+/// with the clients customers use: Tink Python's eight HPKE templates (TINK and RAW
+/// prefixes), @hpke/core with @hpke/dhkem-x25519, @hpke/chacha20poly1305 and
+/// @hpke/hybridkem-x-wing in all four suites, and pyhpke in the three X25519 suites. One
+/// gateway holds a server key of each suite side by side; each customer key is made by
+/// its client library, in the suite under test, and the account's response is sealed
+/// with it. The Tink and JavaScript runs of a suite fetch the gateway's key from
+/// `/.well-known/hpke-keys?suite=NAME`, as the docs' post-quantum snippets do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs python3 with tink and pyhpke, and node: run bash .ci/test"]
+async fn every_suite_round_trips_with_tink_hpke_js_and_pyhpke_through_the_real_binary() {
+    use hpke_gateway::envelope::Suite;
+    ensure_clients_installed();
+    let (log, upstream) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |name: &str| d.join(name).to_str().unwrap().to_owned();
+
+    let mut config = format!(
+        "listen = \"127.0.0.1:0\"\nupstream = \"http://{upstream}\"\nadmin_listen = \"off\"\n"
+    );
+    // A server key of each suite, ids 1..=4, made by the binary; each one's RAW keyset
+    // (for Tink's RAW templates) and raw base64 key (for pyhpke).
+    for (i, suite) in Suite::ALL.iter().enumerate() {
+        let (id, name) = (i + 1, suite.name());
+        let key = p(&format!("server-{id}.pem"));
+        run_ok(Command::new(bin()).args(["keygen", "--out", &key, "--suite", name]));
+        for (file, format) in [("raw.json", "tink-json"), ("b64", "raw")] {
+            let out = run_ok(Command::new(bin()).args([
+                "public-key",
+                "--key",
+                &key,
+                "--suite",
+                name,
+                "--format",
+                format,
+            ]));
+            std::fs::write(d.join(format!("server-{name}.{file}")), out).unwrap();
+        }
+        config += &format!(
+            "\n[[server_keys]]\nid = {id}\nprivate_key = \"server-{id}.pem\"\nsuite = \"{name}\"\n"
+        );
+    }
+
+    // The customers' keys, each made by its client library in the suite under test.
+    let templates: Vec<(Suite, &str)> = Suite::ALL
+        .iter()
+        .flat_map(|s| s.tink_templates().unwrap().map(|t| (*s, t)))
+        .collect();
+    assert_eq!(templates.len(), 8);
+    let mut keys = python_client("tink_client.py");
+    keys.args(["keys", "--dir", &p("")]);
+    for (_, t) in &templates {
+        keys.args(["--template", t]);
+    }
+    run_ok(&mut keys);
+    run_ok(python_client("pyhpke_client.py").args(["keys", "--dir", &p("")]));
+    run_ok(js_client().args(["keys", "--dir", &p("")]));
+    run_ok(js_client().args(["keys", "--dir", &p(""), "--suite", "xwing-aes-256-gcm"]));
+
+    let mut runs: Vec<(String, Command)> = Vec::new();
+    for (suite, template) in &templates {
+        let name = suite.name();
+        let account = format!("ACCT-TINK-{template}");
+        // A Tink keyset names its suite; an X-Wing customer also requires X-Wing.
+        config += &format!(
+            "\n[[accounts]]\nid = \"{account}\"\nencryption = true\npublic_keys = [\"tink-{template}-public.json\"]\n"
+        );
+        if suite.kem != Suite::default().kem {
+            config += &format!("request_suites = [\"{name}\"]\n");
+        }
+        let server_public = if template.ends_with("_RAW") {
+            p(&format!("server-{name}.raw.json"))
+        } else {
+            format!("published:{name}")
+        };
+        let mut c = python_client("tink_client.py");
+        c.args([
+            "run",
+            "--server-public",
+            &server_public,
+            "--customer-private",
+            &p(&format!("tink-{template}-private.json")),
+            "--account",
+            &account,
+        ]);
+        runs.push((format!("tink-{template}"), c));
+    }
+    for suite in Suite::ALL {
+        let name = suite.name();
+        let xwing = suite.kem != Suite::default().kem;
+        if !xwing {
+            let account = format!("ACCT-PYHPKE-{name}");
+            config += &format!(
+                "\n[[accounts]]\nid = \"{account}\"\nencryption = true\npublic_keys = [\"pyhpke-customer.pub.b64\"]\npublic_key_suite = \"{name}\"\n"
+            );
+            let mut c = python_client("pyhpke_client.py");
+            c.args([
+                "run",
+                "--server-public",
+                &p(&format!("server-{name}.b64")),
+                "--customer-private",
+                &p("pyhpke-customer.pem"),
+                "--account",
+                &account,
+                "--suite",
+                name,
+            ]);
+            runs.push((format!("pyhpke-{name}"), c));
+        }
+        let account = format!("ACCT-JS-{name}");
+        let customer = if xwing {
+            "js-xwing-customer"
+        } else {
+            "js-customer"
+        };
+        config += &format!(
+            "\n[[accounts]]\nid = \"{account}\"\nencryption = true\npublic_keys = [\"{customer}.pub.b64\"]\npublic_key_suite = \"{name}\"\nrequest_suites = [\"{name}\"]\n"
+        );
+        let mut c = js_client();
+        c.args([
+            "run",
+            "--server-public",
+            "published",
+            "--customer-private",
+            &p(&format!("{customer}.private.b64")),
+            "--account",
+            &account,
+            "--suite",
+            name,
+        ]);
+        runs.push((format!("hpke-js-{name}"), c));
+    }
+    config += "\n[[accounts]]\nid = \"ACCT-OFF\"\nencryption = false\n";
+    let config_path = d.join("gateway.toml");
+    std::fs::write(&config_path, &config).unwrap();
+    let server = Served::spawn(&config_path, &[], &[]);
+    let url = server.url.clone();
+
+    assert_eq!(runs.len(), 8 + 3 + 4);
+    let mut total = 0;
+    for (name, mut cmd) in runs {
+        cmd.args(["--url", &url, "--off-account", "ACCT-OFF", "--name", &name]);
+        let stdout = tokio::task::spawn_blocking(move || run_ok(&mut cmd))
+            .await
+            .unwrap();
+        total += verify(&name, &stdout, &log);
+    }
+    assert_eq!(total, 15 * CASES.len());
+}
+
 /// Tink Python 1.16.1's eight HPKE templates (three X25519 suites and X-Wing, each with
 /// a TINK and a RAW prefix), both directions, through the gateway's key loading and
 /// envelope: Tink makes each keyset and encrypts to it, the gateway reads the keyset

@@ -1,7 +1,9 @@
 //! The docs' snippets are the code the tests run: each block marked
 //! `<!-- snippet: PATH -->` in docs/clients.md (the interop clients) and
 //! docs/intake-customers.md (the customer's upload script) must equal the region of
-//! PATH between its `snippet: begin` and `snippet: end` marker lines.
+//! PATH between its `snippet: begin` and `snippet: end` marker lines;
+//! `<!-- snippet: PATH#NAME -->`, the region between `snippet: begin NAME` and
+//! `snippet: end NAME`.
 
 /// The pages that carry snippets, by name.
 const DOCS: [(&str, &str); 2] = [
@@ -12,19 +14,22 @@ const DOCS: [(&str, &str); 2] = [
     ),
 ];
 
-fn region(path: &str) -> String {
+fn region(reference: &str) -> String {
+    let (path, name) = match reference.split_once('#') {
+        Some((path, name)) => (path, format!(" {name}")),
+        None => (reference, String::new()),
+    };
     let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
         .unwrap_or_else(|e| panic!("{path}: {e}"));
     let lines: Vec<&str> = text.lines().collect();
-    let start = lines
-        .iter()
-        .position(|l| l.contains("--- snippet: begin ---"))
-        .unwrap_or_else(|| panic!("{path} has no snippet: begin marker"));
-    let end = lines
-        .iter()
-        .position(|l| l.contains("--- snippet: end ---"))
-        .unwrap_or_else(|| panic!("{path} has no snippet: end marker"));
-    lines[start + 1..end].join("\n")
+    let marker = |what: &str| {
+        let marker = format!("--- snippet: {what}{name} ---");
+        lines
+            .iter()
+            .position(|l| l.contains(&marker))
+            .unwrap_or_else(|| panic!("{path} has no `{marker}` line"))
+    };
+    lines[marker("begin") + 1..marker("end")].join("\n")
 }
 
 #[test]
@@ -54,8 +59,10 @@ fn doc_snippets_match_the_interop_clients() {
         [
             "tests/intake/customer_upload.sh",
             "tests/interop/js/client.mjs",
+            "tests/interop/js/client.mjs#pq",
             "tests/interop/python/pyhpke_client.py",
             "tests/interop/python/tink_client.py",
+            "tests/interop/python/tink_client.py#pq",
         ],
         "each interop client and the intake's customer script has its snippet in the docs"
     );

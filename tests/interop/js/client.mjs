@@ -1,20 +1,24 @@
 #!/usr/bin/env node
-// An hpke-gateway client as a customer would write it, on @hpke/core (RFC 9180):
-// DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / AES-256-GCM, base mode, empty AAD,
-// info = the account id. Envelope, both ways: enc (32 bytes) || ciphertext || tag.
+// An hpke-gateway client as a customer would write it, on @hpke/core (RFC 9180): base
+// mode, empty AAD, info = the account id, in every suite the gateway speaks (X25519 with
+// AES-256-GCM, AES-128-GCM or ChaCha20-Poly1305, and post-quantum X-Wing with
+// AES-256-GCM). Envelope, both ways: enc (32 bytes; X-Wing 1,120) || ciphertext || tag.
 //
-//   node client.mjs keys --dir DIR
-//       writes DIR/js-customer.private.b64 and DIR/js-customer.pub.b64 (raw 32 bytes, base64)
-//   node client.mjs run --url URL --server-public FILE --customer-private FILE \
-//       --account ACCT --off-account ACCT_OFF --name NAME
+//   node client.mjs keys --dir DIR [--suite NAME]
+//       writes DIR/js-customer.{private,pub}.b64 (X25519, raw 32 bytes, base64), or for
+//       an X-Wing suite DIR/js-xwing-customer.{private,pub}.b64 (32-byte seed; 1,216 bytes)
+//   node client.mjs run --url URL --server-public FILE|published --customer-private FILE \
+//       --account ACCT --off-account ACCT_OFF --name NAME [--suite NAME]
 //       runs the interop cases against a gateway, one JSON line per case on stdout;
-//       exits 1 if any expectation fails. FILE for --server-public: raw base64 or SPKI PEM.
+//       exits 1 if any expectation fails. FILE for --server-public: raw base64 or SPKI
+//       PEM; `published` fetches /.well-known/hpke-keys?suite=NAME&format=raw.
 
 // --- snippet: begin ---
 import { Aes256Gcm, CipherSuite, HkdfSha256 } from "@hpke/core";
 import { DhkemX25519HkdfSha256 } from "@hpke/dhkem-x25519";
 
 const HPKE = "application/octet-stream+hpke";
+// The gateway's default suite, x25519-aes-256-gcm (for the others, see below).
 const suite = new CipherSuite({
   kem: new DhkemX25519HkdfSha256(),
   kdf: new HkdfSha256(),
@@ -22,24 +26,24 @@ const suite = new CipherSuite({
 });
 
 // Seal a request body to the gateway's public key: enc || ciphertext || tag, raw bytes.
-async function sealRequest(serverPublicKey, account, plaintext) {
+async function sealRequest(suite, serverPublicKey, account, plaintext) {
   const info = new TextEncoder().encode(account); // HPKE info = the account id
   const { enc, ct } = await suite.seal({ recipientPublicKey: serverPublicKey, info }, plaintext);
   return Buffer.concat([new Uint8Array(enc), new Uint8Array(ct)]);
 }
 
-// Open a response envelope with the customer's private key: the first 32 bytes are enc.
-async function openResponse(customerPrivateKey, account, envelope) {
+// Open a response envelope with the customer's private key: it begins with enc.
+async function openResponse(suite, customerPrivateKey, account, envelope) {
   const info = new TextEncoder().encode(account);
-  const enc = envelope.subarray(0, 32);
-  const plaintext = await suite.open({ recipientKey: customerPrivateKey, enc, info }, envelope.subarray(32));
-  return new Uint8Array(plaintext);
+  const enc = envelope.subarray(0, suite.kem.encSize); // 32 bytes for X25519
+  const ct = envelope.subarray(suite.kem.encSize);
+  return new Uint8Array(await suite.open({ recipientKey: customerPrivateKey, enc, info }, ct));
 }
 
 // POST an encrypted body (e.g. to `${gateway}/1/upload`) and decrypt the encrypted answer.
-// serverPublicKey:    await suite.kem.importKey("raw", gatewayPublicKeyBytes, true)
+// serverPublicKey:    await suite.kem.deserializePublicKey(gatewayPublicKeyBytes)
 // customerPrivateKey: await suite.kem.deserializePrivateKey(yourPrivateKeyBytes)
-async function postEncrypted(url, { serverPublicKey, customerPrivateKey, account, passcode, headers }, plaintext) {
+async function postEncrypted(url, { suite, serverPublicKey, customerPrivateKey, account, passcode, headers }, plaintext) {
   const res = await fetch(url, {
     method: "POST",
     headers: {
@@ -49,11 +53,11 @@ async function postEncrypted(url, { serverPublicKey, customerPrivateKey, account
       "X-CleverTap-Passcode": passcode,
       ...headers,
     },
-    body: await sealRequest(serverPublicKey, account, plaintext),
+    body: await sealRequest(suite, serverPublicKey, account, plaintext),
   });
   const body = new Uint8Array(await res.arrayBuffer()); // bytes, never res.text()
   if (!isHpke(res)) return { status: res.status, error: body }; // gateway errors are plain JSON
-  const answer = await openResponse(customerPrivateKey, account, body).catch((cause) => {
+  const answer = await openResponse(suite, customerPrivateKey, account, body).catch((cause) => {
     throw Object.assign(new Error(`HTTP ${res.status}: the response does not decrypt`, { cause }), { status: res.status });
   });
   return { status: res.status, plaintext: answer };
@@ -61,6 +65,38 @@ async function postEncrypted(url, { serverPublicKey, customerPrivateKey, account
 
 const isHpke = (res) => (res.headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase() === HPKE;
 // --- snippet: end ---
+
+// --- snippet: begin pq ---
+// npm install @hpke/hybridkem-x-wing@0.7.0 (and, for ChaCha20-Poly1305 suites, @hpke/chacha20poly1305)
+import { XWing } from "@hpke/hybridkem-x-wing";
+
+// Post-quantum: X-Wing (ML-KEM-768 + X25519) with AES-256-GCM, the gateway's xwing-aes-256-gcm.
+const xwingSuite = new CipherSuite({ kem: new XWing(), kdf: new HkdfSha256(), aead: new Aes256Gcm() });
+
+// Once: your key pair. Keep the private key (a 32-byte seed); send us the public key
+// (1,216 bytes, base64) with `public_key_suite = "xwing-aes-256-gcm"`.
+async function newXWingKeyPair() {
+  const { privateKey, publicKey } = await xwingSuite.kem.generateKeyPair();
+  return {
+    privateKey: new Uint8Array(await xwingSuite.kem.serializePrivateKey(privateKey)),
+    publicKey: new Uint8Array(await xwingSuite.kem.serializePublicKey(publicKey)),
+  };
+}
+
+// Before uploading: the gateway's X-Wing key, as it publishes it (its primary first).
+async function gatewayKey(gateway, suite = xwingSuite, name = "xwing-aes-256-gcm") {
+  const res = await fetch(`${gateway}/.well-known/hpke-keys?suite=${name}&format=raw`);
+  if (!res.ok) throw new Error(`HTTP ${res.status} for the gateway's ${name} key`);
+  const line = (await res.text()).split("\n")[0];
+  return suite.kem.deserializePublicKey(new Uint8Array(Buffer.from(line, "base64")));
+}
+
+// Then, as above: postEncrypted(url, { suite: xwingSuite, serverPublicKey: await gatewayKey(gateway),
+//   customerPrivateKey: await xwingSuite.kem.deserializePrivateKey(yourPrivateKey), account, passcode }, body)
+// --- snippet: end pq ---
+
+import { Aes128Gcm } from "@hpke/core";
+import { Chacha20Poly1305 } from "@hpke/chacha20poly1305";
 
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -78,17 +114,32 @@ const utf8 = (s) => new TextEncoder().encode(s);
 const b64 = (bytes) => Buffer.from(bytes ?? []).toString("base64");
 const text = (bytes) => (bytes ? new TextDecoder().decode(bytes) : "");
 
-function decodeBase64Key(text, what) {
+// The gateway's suites by name (`--suite`), as its configuration and CLI name them.
+const SUITES = {
+  "x25519-aes-256-gcm": suite,
+  "x25519-aes-128-gcm": new CipherSuite({ kem: new DhkemX25519HkdfSha256(), kdf: new HkdfSha256(), aead: new Aes128Gcm() }),
+  "x25519-chacha20-poly1305": new CipherSuite({ kem: new DhkemX25519HkdfSha256(), kdf: new HkdfSha256(), aead: new Chacha20Poly1305() }),
+  "xwing-aes-256-gcm": xwingSuite,
+};
+
+function suiteNamed(name = "x25519-aes-256-gcm") {
+  const s = SUITES[name];
+  if (!s) throw new Error(`--suite: expected one of ${Object.keys(SUITES).join(", ")}, got ${name}`);
+  return s;
+}
+
+function decodeBase64Key(text, what, length) {
   const s = text.trim();
   const bytes = Buffer.from(s, "base64");
-  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(s) || bytes.length !== 32) {
-    throw new Error(`${what}: expected 32 bytes in standard base64, got ${JSON.stringify(s.slice(0, 60))}`);
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(s) || bytes.length !== length) {
+    throw new Error(`${what}: expected ${length} bytes in standard base64, got ${JSON.stringify(s.slice(0, 60))}`);
   }
   return new Uint8Array(bytes);
 }
 
-// The gateway's public key: raw base64 (`public-key --format raw`) or SPKI PEM (`--format pem`).
-async function loadServerPublicKey(file) {
+// The gateway's public key: raw base64 (`public-key --format raw`) or, for X25519, SPKI
+// PEM (`--format pem`).
+async function loadServerPublicKey(file, suite) {
   const text = await readFile(file, "utf8");
   let raw;
   if (text.includes("-----BEGIN")) {
@@ -100,23 +151,31 @@ async function loadServerPublicKey(file) {
     }
     raw = new Uint8Array(der.subarray(der.length - 32));
   } else {
-    raw = decodeBase64Key(text, file);
+    raw = decodeBase64Key(text, file, suite.kem.publicKeySize);
   }
-  return suite.kem.importKey("raw", raw.buffer.slice(raw.byteOffset, raw.byteOffset + 32), true);
+  return suite.kem.deserializePublicKey(raw);
 }
 
-async function loadCustomerPrivateKey(file) {
-  return suite.kem.deserializePrivateKey(decodeBase64Key(await readFile(file, "utf8"), file));
+async function loadCustomerPrivateKey(file, suite) {
+  return suite.kem.deserializePrivateKey(decodeBase64Key(await readFile(file, "utf8"), file, suite.kem.privateKeySize));
 }
 
-async function keys({ dir }) {
+async function keys({ dir, suite: name }) {
   if (!dir) throw new Error("keys: --dir DIR is required");
   await mkdir(dir, { recursive: true });
-  const { privateKey, publicKey } = await suite.kem.generateKeyPair();
-  const sk = new Uint8Array(await suite.kem.serializePrivateKey(privateKey));
-  const pk = new Uint8Array(await suite.kem.serializePublicKey(publicKey));
-  await writeFile(join(dir, "js-customer.private.b64"), b64(sk) + "\n", { mode: 0o600 });
-  await writeFile(join(dir, "js-customer.pub.b64"), b64(pk) + "\n", { mode: 0o644 });
+  const s = suiteNamed(name);
+  let sk, pk, file;
+  if (s === xwingSuite) {
+    ({ privateKey: sk, publicKey: pk } = await newXWingKeyPair());
+    file = "js-xwing-customer";
+  } else {
+    const { privateKey, publicKey } = await s.kem.generateKeyPair();
+    sk = new Uint8Array(await s.kem.serializePrivateKey(privateKey));
+    pk = new Uint8Array(await s.kem.serializePublicKey(publicKey));
+    file = "js-customer";
+  }
+  await writeFile(join(dir, `${file}.private.b64`), b64(sk) + "\n", { mode: 0o600 });
+  await writeFile(join(dir, `${file}.pub.b64`), b64(pk) + "\n", { mode: 0o644 });
 }
 
 function randomBytes(n) {
@@ -131,9 +190,14 @@ async function run(opts) {
   }
   const base = opts.url.replace(/\/+$/, "");
   const name = opts.name;
+  const suiteName = opts.suite ?? "x25519-aes-256-gcm";
+  const suite = suiteNamed(suiteName);
   const ctx = {
-    serverPublicKey: await loadServerPublicKey(opts["server-public"]),
-    customerPrivateKey: await loadCustomerPrivateKey(opts["customer-private"]),
+    suite,
+    serverPublicKey: opts["server-public"] === "published"
+      ? await gatewayKey(base, suite, suiteName)
+      : await loadServerPublicKey(opts["server-public"], suite),
+    customerPrivateKey: await loadCustomerPrivateKey(opts["customer-private"], suite),
     account: opts.account,
     passcode: PASSCODE,
   };
@@ -184,7 +248,7 @@ async function run(opts) {
     });
     const body = new Uint8Array(await res.arrayBuffer());
     if (!isHpke(res)) return { status: res.status, error: body };
-    const plaintext = await openResponse(ctx.customerPrivateKey, ctx.account, body).catch((cause) => {
+    const plaintext = await openResponse(suite, ctx.customerPrivateKey, ctx.account, body).catch((cause) => {
       throw Object.assign(new Error(`HTTP ${res.status}: the response does not decrypt`, { cause }), { status: res.status });
     });
     return { status: res.status, plaintext };
@@ -233,14 +297,14 @@ async function run(opts) {
     }],
     ["err_tampered", async () => {
       const sent = utf8(UPLOAD_JSON);
-      const envelope = await sealRequest(ctx.serverPublicKey, ctx.account, sent);
+      const envelope = await sealRequest(suite, ctx.serverPublicKey, ctx.account, sent);
       envelope[envelope.length - 1] ^= 0x01;
       await refused("err_tampered", ctx.account, envelope, sent, 400, 4008);
     }],
     ["err_encryption_off", async () => {
       const sent = utf8(UPLOAD_JSON);
       const off = opts["off-account"];
-      await refused("err_encryption_off", off, await sealRequest(ctx.serverPublicKey, off, sent), sent, 403, 4005);
+      await refused("err_encryption_off", off, await sealRequest(suite, ctx.serverPublicKey, off, sent), sent, 403, 4005);
     }],
   ];
   for (const [c, fn] of cases) {
@@ -258,14 +322,14 @@ async function run(opts) {
 }
 
 const USAGE = `usage:
-  node client.mjs keys --dir DIR
-  node client.mjs run --url URL --server-public FILE --customer-private FILE --account ACCT --off-account ACCT_OFF --name NAME`;
+  node client.mjs keys --dir DIR [--suite NAME]
+  node client.mjs run --url URL --server-public FILE|published --customer-private FILE --account ACCT --off-account ACCT_OFF --name NAME [--suite NAME]`;
 
 try {
   const { positionals, values } = parseArgs({
     allowPositionals: true,
     options: Object.fromEntries(
-      ["dir", "url", "server-public", "customer-private", "account", "off-account", "name"].map((k) => [k, { type: "string" }]),
+      ["dir", "url", "server-public", "customer-private", "account", "off-account", "name", "suite"].map((k) => [k, { type: "string" }]),
     ),
   });
   const command = { keys, run }[positionals[0]];

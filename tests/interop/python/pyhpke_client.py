@@ -7,7 +7,8 @@ HTTP is the standard library's.
       writes the customer key: pyhpke-customer.pem (PKCS#8), pyhpke-customer.pub.pem
       (SPKI) and pyhpke-customer.pub.b64 (the raw 32 bytes, base64)
   pyhpke_client.py run --url URL --server-public GATEWAY.pub.pem|GATEWAY.pub.b64 \\
-      --customer-private CUSTOMER.pem --account ACCT --off-account ACCT_OFF --name NAME
+      --customer-private CUSTOMER.pem --account ACCT --off-account ACCT_OFF --name NAME \\
+      [--suite x25519-aes-256-gcm|x25519-aes-128-gcm|x25519-chacha20-poly1305]
       runs the interop cases (see common.py), one JSON line each
 
 The gateway's public key comes from
@@ -103,7 +104,17 @@ def read_private_raw(path):
                              serialization.NoEncryption())
 
 
+# The gateway's X25519 suites by name: the AEAD is the only difference.
+AEADS = {
+    "x25519-aes-256-gcm": AEADId.AES256_GCM,
+    "x25519-aes-128-gcm": AEADId.AES128_GCM,
+    "x25519-chacha20-poly1305": AEADId.CHACHA20_POLY1305,
+}
+
+
 def run(args):
+    global SUITE
+    SUITE = CipherSuite.new(KEMId.DHKEM_X25519_HKDF_SHA256, KDFId.HKDF_SHA256, AEADS[args.suite])
     server = read_public_raw(args.server_public)
     customer = read_private_raw(args.customer_private)
     return common.run_cases(
@@ -119,7 +130,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("keys", help="write a customer key").add_argument("--dir", required=True)
-    common.add_run_arguments(sub.add_parser("run", help="run the interop cases against a gateway"))
+    run_parser = sub.add_parser("run", help="run the interop cases against a gateway")
+    common.add_run_arguments(run_parser)
+    run_parser.add_argument("--suite", choices=sorted(AEADS), default="x25519-aes-256-gcm")
     args = parser.parse_args()
     return keys(args.dir) if args.command == "keys" else run(args)
 

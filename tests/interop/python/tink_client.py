@@ -2,15 +2,17 @@
 """A Google Tink client of hpke-gateway: Tink's own HybridEncrypt/HybridDecrypt (as in
 the vendor's Java examples), same wire format, standard-library HTTP.
 
-  tink_client.py keys --dir DIR
+  tink_client.py keys --dir DIR [--template TEMPLATE ...]
       writes customer keysets made by Tink, JSON: tink-tink-{private,public}.json
-      (TINK prefix) and tink-raw-{private,public}.json (RAW prefix)
-  tink_client.py run --url URL --server-public GATEWAY_PUBLIC_KEYSET.json \\
+      (TINK prefix) and tink-raw-{private,public}.json (RAW prefix); with --template,
+      tink-TEMPLATE-{private,public}.json for each of Tink's HPKE templates named
+  tink_client.py run --url URL --server-public GATEWAY_PUBLIC_KEYSET.json|published[:SUITE] \\
       --customer-private CUSTOMER_PRIVATE_KEYSET.json --account ACCT --off-account ACCT_OFF --name NAME
       runs the interop cases (see common.py), one JSON line each
 
 The gateway's public keyset comes from
-`hpke-gateway public-key --key server-1.pem --format tink-json [--key-id N]`.
+`hpke-gateway public-key --key server-1.pem --format tink-json [--key-id N]`, or, with
+`published:SUITE`, from the gateway's /.well-known/hpke-keys?suite=SUITE.
 """
 
 import argparse
@@ -49,28 +51,48 @@ def post_encrypted(url, account, headers, plaintext, gateway_keyset_json, custom
 #     {"X-CleverTap-Passcode": passcode}, upload_json, gateway_keyset_json, customer_keyset_json)
 # --- snippet: end ---
 
+# --- snippet: begin pq ---
+def new_keyset(template="X_WING_HKDF_SHA256_HKDF_SHA256_AES_256_GCM"):
+    """Once: your keyset (post-quantum X-Wing by default). Keep the private JSON secret;
+    send us the public JSON. It names its own suite: nothing else to declare."""
+    private = tink.new_keyset_handle(getattr(hybrid.hybrid_key_templates, template))
+    return (tink.json_proto_keyset_format.serialize(private, secret_key_access.TOKEN),
+            tink.json_proto_keyset_format.serialize_without_secret(private.public_keyset_handle()))
 
-def keys(directory):
+def gateway_keyset(gateway, suite="xwing-aes-256-gcm"):
+    """Before uploading: the gateway's keys of one suite, its newest first, as a public
+    keyset whose primary Tink encrypts to."""
+    with urllib.request.urlopen(f"{gateway}/.well-known/hpke-keys?suite={suite}", timeout=60) as r:
+        return r.read().decode("utf-8")
+
+# customer_private_json, customer_public_json = new_keyset()
+# status, answer = post_encrypted("https://gateway.example.com/1/upload", "ACCT-PQ",
+#     {"X-CleverTap-Passcode": passcode}, upload_json,
+#     gateway_keyset("https://gateway.example.com"), customer_private_json)
+# --- snippet: end pq ---
+
+
+def keys(directory, templates):
     os.makedirs(directory, exist_ok=True)
-    templates = hybrid.hybrid_key_templates
-    for name, template in [
-        ("tink", templates.DHKEM_X25519_HKDF_SHA256_HKDF_SHA256_AES_256_GCM),
-        ("raw", templates.DHKEM_X25519_HKDF_SHA256_HKDF_SHA256_AES_256_GCM_RAW),
-    ]:
-        private = tink.new_keyset_handle(template)
-        public = private.public_keyset_handle()
-        common.write_private(
-            os.path.join(directory, f"tink-{name}-private.json"),
-            tink.json_proto_keyset_format.serialize(private, secret_key_access.TOKEN).encode() + b"\n")
-        common.write_public(
-            os.path.join(directory, f"tink-{name}-public.json"),
-            tink.json_proto_keyset_format.serialize_without_secret(public).encode() + b"\n")
+    named = [(t, t) for t in templates] or [
+        ("tink", "DHKEM_X25519_HKDF_SHA256_HKDF_SHA256_AES_256_GCM"),
+        ("raw", "DHKEM_X25519_HKDF_SHA256_HKDF_SHA256_AES_256_GCM_RAW"),
+    ]
+    for name, template in named:
+        private_json, public_json = new_keyset(template)
+        common.write_private(os.path.join(directory, f"tink-{name}-private.json"),
+                             private_json.encode() + b"\n")
+        common.write_public(os.path.join(directory, f"tink-{name}-public.json"),
+                            public_json.encode() + b"\n")
     return 0
 
 
 def run(args):
-    with open(args.server_public) as f:
-        gateway_json = f.read()
+    if args.server_public.startswith("published:"):
+        gateway_json = gateway_keyset(args.url.rstrip("/"), args.server_public.split(":", 1)[1])
+    else:
+        with open(args.server_public) as f:
+            gateway_json = f.read()
     with open(args.customer_private) as f:
         customer_json = f.read()
     encrypt = tink.json_proto_keyset_format.parse_without_secret(gateway_json).primitive(
@@ -89,10 +111,12 @@ def run(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("keys", help="write customer keysets").add_argument("--dir", required=True)
+    make = sub.add_parser("keys", help="write customer keysets")
+    make.add_argument("--dir", required=True)
+    make.add_argument("--template", action="append", default=[], help="a Tink HPKE template name")
     common.add_run_arguments(sub.add_parser("run", help="run the interop cases against a gateway"))
     args = parser.parse_args()
-    return keys(args.dir) if args.command == "keys" else run(args)
+    return keys(args.dir, args.template) if args.command == "keys" else run(args)
 
 
 if __name__ == "__main__":
