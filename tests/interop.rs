@@ -584,7 +584,9 @@ async fn every_suite_round_trips_with_tink_hpke_js_and_pyhpke_through_the_real_b
 /// a TINK and a RAW prefix), both directions, through the gateway's key loading and
 /// envelope: Tink makes each keyset and encrypts to it, the gateway reads the keyset
 /// (with the suite its `HpkeParams` name) and opens Tink's ciphertext; the gateway seals
-/// to the keyset's public key with its prefix, and Tink decrypts that.
+/// to the keyset's public key with its prefix, and Tink decrypts that. The same through
+/// the CLI: `hpke-gateway open --key` Tink's private keyset opens Tink's ciphertext, and
+/// Tink decrypts what `hpke-gateway seal --recipient` Tink's public keyset made.
 #[test]
 #[ignore = "needs python3 with tink: run bash .ci/test"]
 fn tink_every_hpke_template_both_directions_through_the_envelope() {
@@ -650,6 +652,45 @@ fn tink_every_hpke_template_both_directions_through_the_envelope() {
         let ours =
             envelope::seal(&loaded.key.public_key(), prefix, info.as_bytes(), plaintext).unwrap();
         std::fs::write(dir.path().join(format!("{name}.ours")), ours).unwrap();
+        // The CLI, with Tink's keysets as they are: `open` opens Tink's ciphertext, and
+        // `seal` to Tink's public keyset makes one for Tink to open.
+        let file = |ext: &str| dir.path().join(format!("{name}{ext}"));
+        let cli = |args: &[&std::ffi::OsStr], stdin: &Path| {
+            let out = Command::new(bin())
+                .args(args)
+                .stdin(std::fs::File::open(stdin).unwrap())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{name}: {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        };
+        let opened = cli(
+            &[
+                "open".as_ref(),
+                "--key".as_ref(),
+                file(".json").as_os_str(),
+                "--info".as_ref(),
+                info.as_ref(),
+            ],
+            &file(".tink"),
+        );
+        assert_eq!(opened, plaintext, "hpke-gateway open: {name}");
+        let sealed = cli(
+            &[
+                "seal".as_ref(),
+                "--recipient".as_ref(),
+                file(".public.json").as_os_str(),
+                "--info".as_ref(),
+                info.as_ref(),
+            ],
+            &pt_path,
+        );
+        assert_eq!(sealed.len(), ct.len(), "hpke-gateway seal: {name}");
+        std::fs::write(file(".cli"), sealed).unwrap();
     }
     run_ok(
         python_client("tink_suites.py")
@@ -662,6 +703,11 @@ fn tink_every_hpke_template_both_directions_through_the_envelope() {
             std::fs::read(dir.path().join(format!("{name}.opened"))).unwrap(),
             plaintext,
             "Tink opened ours: {name}"
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join(format!("{name}.cli-opened"))).unwrap(),
+            plaintext,
+            "Tink opened hpke-gateway seal's: {name}"
         );
     }
 }

@@ -4,11 +4,13 @@
 usage:
   tink_suites.py make DIR INFO PLAINTEXT_FILE
       For each template: a fresh keyset, written as DIR/<TEMPLATE>.json (cleartext
-      private keyset), and the plaintext encrypted by Tink to it as DIR/<TEMPLATE>.tink.
-      Prints the template names, one per line.
+      private keyset, mode 0600) and DIR/<TEMPLATE>.public.json, and the plaintext
+      encrypted by Tink to it as DIR/<TEMPLATE>.tink. Prints the template names, one per
+      line.
   tink_suites.py open DIR INFO
       For each DIR/<TEMPLATE>.ours (sealed by the gateway's code to that keyset's public
-      key), decrypts it with Tink and writes DIR/<TEMPLATE>.opened.
+      key) and DIR/<TEMPLATE>.cli (sealed by `hpke-gateway seal`), decrypts it with Tink
+      and writes DIR/<TEMPLATE>.opened and DIR/<TEMPLATE>.cli-opened.
 Made for Python `tink` 1.16.1.
 """
 
@@ -46,8 +48,12 @@ def main() -> int:
         for name in TEMPLATES:
             handle = tink.new_keyset_handle(getattr(T, name))
             text = tink.json_proto_keyset_format.serialize(handle, secret_key_access.TOKEN)
-            with open(os.path.join(out, name + ".json"), "w", encoding="utf-8") as f:
+            fd = os.open(os.path.join(out, name + ".json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "w", encoding="utf-8") as f:
                 f.write(text)
+            with open(os.path.join(out, name + ".public.json"), "w", encoding="utf-8") as f:
+                f.write(tink.json_proto_keyset_format.serialize_without_secret(
+                    handle.public_keyset_handle()))
             ct = handle.public_keyset_handle().primitive(hybrid.HybridEncrypt).encrypt(
                 plaintext, info
             )
@@ -59,10 +65,11 @@ def main() -> int:
         out, info = sys.argv[2], sys.argv[3].encode("utf-8")
         for name in TEMPLATES:
             dec = load(os.path.join(out, name + ".json")).primitive(hybrid.HybridDecrypt)
-            with open(os.path.join(out, name + ".ours"), "rb") as f:
-                ct = f.read()
-            with open(os.path.join(out, name + ".opened"), "wb") as f:
-                f.write(dec.decrypt(ct, info))
+            for sealed, opened in [(".ours", ".opened"), (".cli", ".cli-opened")]:
+                with open(os.path.join(out, name + sealed), "rb") as f:
+                    ct = f.read()
+                with open(os.path.join(out, name + opened), "wb") as f:
+                    f.write(dec.decrypt(ct, info))
         return 0
     print(__doc__, file=sys.stderr)
     return 2
