@@ -407,4 +407,39 @@ fn key_suites_are_declared_and_must_agree_with_the_files() {
         err.contains("cust-pq.b64") && err.contains("x25519-aes-128-gcm"),
         "{err}"
     );
+    // request_suites naming a suite no server key has: no request could use it.
+    let err = load(
+        dir.path(),
+        &base("[[accounts]]\nid = \"PQ\"\nencryption = true\npublic_keys = [\"cust-pq.b64\"]\npublic_key_suite = \"xwing-aes-256-gcm\"\nrequest_suites = [\"xwing-aes-256-gcm\"]\n"),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("request_suites names xwing-aes-256-gcm")
+            && err.contains("no live [[server_keys]] entry has that suite"),
+        "{err}"
+    );
+}
+
+/// A RAW envelope is tried against each live key of its KEM: more than eight of one
+/// KEM are refused, so that bound is a property of every accepted configuration.
+#[test]
+fn at_most_eight_live_server_keys_of_one_kem() {
+    let dir = tempfile::tempdir().unwrap();
+    with_server_key(dir.path());
+    for id in 2..10 {
+        support::write_private(dir.path(), &format!("k{id}.pem"), &PrivateKey::generate());
+    }
+    let extra = |n: u32, state: &str| -> String {
+        (2..2 + n)
+            .map(|id| format!("[[server_keys]]\nid = {id}\nprivate_key = \"k{id}.pem\"\n{state}"))
+            .collect()
+    };
+    drop(load(dir.path(), &base(&extra(7, ""))).unwrap());
+    let err = load(dir.path(), &base(&extra(8, ""))).unwrap_err();
+    assert!(
+        err.contains("9 keys of KEM") && err.contains("at most 8"),
+        "{err}"
+    );
+    // Retired keys are records, not tried.
+    drop(load(dir.path(), &base(&extra(8, "state = \"retired\"\n"))).unwrap());
 }

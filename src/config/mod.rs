@@ -545,6 +545,7 @@ impl Config {
         else {
             return Err(problems);
         };
+        problems.extend(suites_without_server_keys(&raw.accounts, &server_keys));
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -858,11 +859,48 @@ fn load_server_keys(raw: &[RawServerKey], base: &Path) -> Result<ServerKeys, Vec
             Err(p) => problems.push(format!("server_keys id {}: {p}", entry.id)),
         }
     }
+    for kem in [
+        crate::envelope::Kem::X25519HkdfSha256,
+        crate::envelope::Kem::XWing,
+    ] {
+        let live = keys
+            .iter()
+            .filter(|k| k.public_key().suite().kem == kem)
+            .count();
+        if live > keys::RAW_TRIALS_PER_KEM {
+            problems.push(format!(
+                "server_keys: {live} keys of KEM {} are not retired; at most {} may be (a RAW envelope is tried against each): retire the oldest",
+                kem.name(),
+                keys::RAW_TRIALS_PER_KEM
+            ));
+        }
+    }
     if problems.is_empty() {
         Ok(ServerKeys::new(keys))
     } else {
         Err(problems)
     }
+}
+
+/// An account's `request_suites` naming a suite no live server key has: no request
+/// could ever use it, so the entry is a mistake (a missing `suite` on a key, a typo).
+fn suites_without_server_keys(accounts: &[RawAccount], server_keys: &ServerKeys) -> Vec<String> {
+    let have: Vec<crate::envelope::Suite> =
+        server_keys.iter().map(|k| k.public_key().suite()).collect();
+    let mut problems = Vec::new();
+    for entry in accounts {
+        for name in entry.request_suites.iter().flatten() {
+            if let Ok(suite) = name.parse::<crate::envelope::Suite>()
+                && !have.contains(&suite)
+            {
+                problems.push(format!(
+                    "accounts {:?}: request_suites names {suite}, but no live [[server_keys]] entry has that suite",
+                    entry.id
+                ));
+            }
+        }
+    }
+    problems
 }
 
 /// Parses an RFC 3339 instant such as `2027-12-01T00:00:00Z`.

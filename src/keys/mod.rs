@@ -129,6 +129,11 @@ impl ServerKey {
     }
 }
 
+/// How many keys of one KEM a RAW envelope (no Tink prefix) is tried against, at most:
+/// each try costs a decapsulation, and X-Wing's is the dearer. More live keys of a KEM
+/// than this are refused by the configuration.
+pub const RAW_TRIALS_PER_KEM: usize = 8;
+
 /// The gateway's private keys, several during a rotation.
 #[derive(Debug, Default)]
 pub struct ServerKeys {
@@ -161,8 +166,10 @@ impl ServerKeys {
 
     /// Opens a request envelope, as Tink's keyset `HybridDecrypt` does: a ciphertext
     /// whose first five bytes are a Tink prefix is tried with the keys of that id; then
-    /// the whole ciphertext is tried as RAW against every key. The plaintext is
-    /// decrypted in place and returned as a slice of `sealed`'s allocation.
+    /// the whole ciphertext is tried as RAW against the keys whose KEM it is long enough
+    /// for (an X-Wing envelope is at least 1,136 bytes), the primary first, at most
+    /// [`RAW_TRIALS_PER_KEM`] keys of each KEM. The plaintext is decrypted in place and
+    /// returned as a slice of `sealed`'s allocation.
     ///
     /// That allocation is wiped (all of its capacity) when the last `Bytes` sharing it
     /// drops, and on failure before this returns: callers need not wipe anything. A copy
@@ -213,7 +220,20 @@ impl ServerKeys {
                     .map(|k| (k, TINK_PREFIX_LEN)),
             );
         }
-        attempts.extend(usable().map(|k| (k, 0)));
+        let mut raw: Vec<&ServerKey> = usable()
+            .filter(|k| sealed.0.len() >= k.key.suite().min_sealed_len())
+            .collect();
+        raw.sort_by_key(|k| k.state != KeyState::Primary);
+        for key in raw {
+            let kem = key.key.suite().kem;
+            let tried = attempts
+                .iter()
+                .filter(|(k, offset)| *offset == 0 && k.key.suite().kem == kem)
+                .count();
+            if tried < RAW_TRIALS_PER_KEM {
+                attempts.push((key, 0));
+            }
+        }
         // A backend that may write into the buffer on a failed open gets a pristine copy
         // back before the next try (only when there is a next try).
         let pristine = (!envelope::OPEN_KEEPS_INPUT_ON_FAILURE && attempts.len() > 1)
@@ -291,6 +311,47 @@ mod tests {
         let mut ct = envelope::seal(&pa, Prefix::Tink(1), b"acct", b"plain").unwrap();
         ct[4] = 2;
         assert!(ring.open(b"acct", BytesMut::from(&ct[..])).is_err());
+    }
+
+    /// RAW trials: only keys whose KEM the envelope is long enough for, the primary
+    /// first, at most [`RAW_TRIALS_PER_KEM`] of each KEM.
+    #[test]
+    fn raw_envelopes_are_tried_by_kem_primary_first_within_the_bound() {
+        use envelope::Suite;
+        let x = |i: u32, state| {
+            ServerKey::new(Some(i), PrivateKey::generate()).with_lifecycle(state, None)
+        };
+        // Nine X25519 keys, the primary last in configuration order, and an X-Wing key.
+        let mut keys: Vec<ServerKey> = (1..=8).map(|i| x(i, KeyState::DecryptOnly)).collect();
+        keys.push(x(9, KeyState::Primary));
+        keys.push(ServerKey::new(
+            Some(10),
+            PrivateKey::generate_for(Suite::XWING_AES_256_GCM),
+        ));
+        let publics: Vec<PublicKey> = keys.iter().map(ServerKey::public_key).collect();
+        let ring = ServerKeys::new(keys);
+        let opens = |pk: &PublicKey, pt: &[u8]| {
+            let ct = envelope::seal(pk, Prefix::Raw, b"acct", pt).unwrap();
+            ring.open(b"acct", BytesMut::from(&ct[..])).is_ok()
+        };
+        assert!(opens(&publics[8], b"p"), "the primary is tried first");
+        for (i, pk) in publics[..7].iter().enumerate() {
+            assert!(opens(pk, b"p"), "key {}", i + 1);
+        }
+        assert!(
+            !opens(&publics[7], b"p"),
+            "the ninth X25519 key is past the bound"
+        );
+        // A TINK prefix still reaches it.
+        let ct = envelope::seal(&publics[7], Prefix::Tink(8), b"acct", b"p").unwrap();
+        assert!(ring.open(b"acct", BytesMut::from(&ct[..])).is_ok());
+        // The X-Wing key counts apart.
+        assert!(opens(&publics[9], b""));
+        // An envelope shorter than any X-Wing one is not tried against X-Wing keys: an
+        // X25519 envelope of 1,000 bytes of plaintext is 1,048 bytes.
+        let short = envelope::seal(&publics[0], Prefix::Raw, b"acct", &[0; 1000]).unwrap();
+        assert!(short.len() < Suite::XWING_AES_256_GCM.min_sealed_len());
+        assert!(ring.open(b"acct", BytesMut::from(&short[..])).is_ok());
     }
 
     #[test]
