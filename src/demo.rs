@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use crate::BoxError;
 use crate::cli::say;
 use crate::config::Config;
-use crate::envelope::{self, Prefix, PrivateKey};
+use crate::envelope::{self, Prefix, PrivateKey, Suite};
 use crate::keys::{self, ServerKey, ServerKeys};
 
 #[cfg(feature = "intake")]
@@ -24,6 +24,8 @@ pub mod intake;
 
 /// The demo's encrypted account.
 pub const DEMO_ACCOUNT: &str = "ACCT-DEMO";
+/// The demo's post-quantum account: X-Wing keys both ways, and it requires them.
+pub const DEMO_PQ_ACCOUNT: &str = "ACCT-DEMO-PQ";
 /// The demo's passcode (the sample upstream only checks that one is sent).
 pub const DEMO_PASSCODE: &str = "demo-passcode";
 /// The seeds' profile upload payload.
@@ -57,9 +59,12 @@ pub async fn run(
         dir.path().display()
     )?;
     say!("  sample upstream   http://{upstream_addr}")?;
-    say!("  gateway           http://{listen}  (account {DEMO_ACCOUNT}, encryption on)\n")?;
+    say!("  gateway           http://{listen}  (account {DEMO_ACCOUNT}, encryption on;")?;
+    say!("                    account {DEMO_PQ_ACCOUNT}, post-quantum X-Wing only)\n")?;
 
-    round_trip(listen, &files).await?;
+    round_trip(listen, &files.classical, 1).await?;
+    say!("\nThe same for {DEMO_PQ_ACCOUNT}, with X-Wing (ML-KEM-768 + X25519) keys:")?;
+    round_trip(listen, &files.pq, 2).await?;
 
     if once {
         // The by-hand commands would name keys in a folder removed on the way out.
@@ -131,22 +136,27 @@ impl Running {
     }
 }
 
-struct DemoFiles {
+/// One account's keys: the gateway's key clients seal to and the customer's own.
+struct AccountFiles {
+    account: &'static str,
     server_public: PathBuf,
     customer_private: PathBuf,
     customer_key: PrivateKey,
     server_key: PrivateKey,
 }
 
+struct DemoFiles {
+    classical: AccountFiles,
+    pq: AccountFiles,
+}
+
 fn write_keys(dir: &Path) -> Result<DemoFiles, BoxError> {
     let server_key = PrivateKey::generate();
     let customer_key = PrivateKey::generate();
-    let server_private = dir.join("server-1.pem");
     let server_public = dir.join("server-1.tink.json");
     let customer_private = dir.join("customer.pem");
-    let customer_public = dir.join("customer.pub.pem");
     keys::write_secret_file(
-        &server_private,
+        &dir.join("server-1.pem"),
         keys::private_key_pem(&server_key)?.as_bytes(),
     )?;
     std::fs::write(
@@ -158,15 +168,47 @@ fn write_keys(dir: &Path) -> Result<DemoFiles, BoxError> {
         keys::private_key_pem(&customer_key)?.as_bytes(),
     )?;
     std::fs::write(
-        &customer_public,
+        dir.join("customer.pub.pem"),
         keys::public_key_pem(&customer_key.public_key())?,
     )?;
-    Ok(DemoFiles {
+    let classical = AccountFiles {
+        account: DEMO_ACCOUNT,
         server_public,
         customer_private,
         customer_key,
         server_key,
-    })
+    };
+
+    // Post-quantum: the gateway's X-Wing key 2 (PEM, its suite declared in the config)
+    // and the customer's X-Wing Tink keyset (which names its suite).
+    let server_key = PrivateKey::generate_for(Suite::XWING_AES_256_GCM);
+    let customer_key = PrivateKey::generate_for(Suite::XWING_AES_256_GCM);
+    let server_public = dir.join("server-2-pq.tink.json");
+    let customer_private = dir.join("customer-pq.json");
+    keys::write_secret_file(
+        &dir.join("server-2-pq.pem"),
+        keys::private_key_pem(&server_key)?.as_bytes(),
+    )?;
+    std::fs::write(
+        &server_public,
+        keys::public_keyset_json(&server_key.public_key(), Prefix::Tink(2), 2),
+    )?;
+    keys::write_secret_file(
+        &customer_private,
+        keys::private_keyset_json(&customer_key, Prefix::Raw, 7).as_bytes(),
+    )?;
+    std::fs::write(
+        dir.join("customer-pq.pub.json"),
+        keys::public_keyset_json(&customer_key.public_key(), Prefix::Raw, 7),
+    )?;
+    let pq = AccountFiles {
+        account: DEMO_PQ_ACCOUNT,
+        server_public,
+        customer_private,
+        customer_key,
+        server_key,
+    };
+    Ok(DemoFiles { classical, pq })
 }
 
 fn config_text(listen: SocketAddr, upstream: SocketAddr) -> String {
@@ -178,10 +220,21 @@ upstream = "http://{upstream}"
 id = 1
 private_key = "server-1.pem"
 
+[[server_keys]]
+id = 2
+private_key = "server-2-pq.pem"
+suite = "xwing-aes-256-gcm"
+
 [[accounts]]
 id = "{DEMO_ACCOUNT}"
 encryption = true
 public_keys = ["customer.pub.pem"]
+
+[[accounts]]
+id = "{DEMO_PQ_ACCOUNT}"
+encryption = true
+public_keys = ["customer-pq.pub.json"]
+request_suites = ["xwing-aes-256-gcm"]
 
 [[accounts]]
 id = "ACCT-PLAIN"
@@ -190,11 +243,12 @@ encryption = false
     )
 }
 
-async fn round_trip(listen: SocketAddr, files: &DemoFiles) -> Result<(), BoxError> {
+async fn round_trip(listen: SocketAddr, files: &AccountFiles, key_id: u32) -> Result<(), BoxError> {
+    let account = files.account;
     let sealed = envelope::seal(
         &files.server_key.public_key(),
-        Prefix::Tink(1),
-        DEMO_ACCOUNT.as_bytes(),
+        Prefix::Tink(key_id),
+        account.as_bytes(),
         PROFILE_PAYLOAD.as_bytes(),
     )?;
     say!(
@@ -202,14 +256,15 @@ async fn round_trip(listen: SocketAddr, files: &DemoFiles) -> Result<(), BoxErro
         PROFILE_PAYLOAD.len()
     )?;
     say!(
-        "   to the gateway's key 1 with info {DEMO_ACCOUNT}: {} bytes on the wire.",
+        "   to the gateway's key {key_id} ({}) with info {account}: {} bytes on the wire.",
+        files.server_key.suite(),
         sealed.len()
     )?;
     let response = reqwest::Client::new()
         .post(format!("http://{listen}/1/upload"))
         .header("Content-Type", crate::HPKE_MEDIA_TYPE)
         .header("Accept", crate::HPKE_MEDIA_TYPE)
-        .header("X-CleverTap-Account-Id", DEMO_ACCOUNT)
+        .header("X-CleverTap-Account-Id", account)
         .header("X-CleverTap-Passcode", DEMO_PASSCODE)
         .body(sealed)
         .send()
@@ -234,7 +289,7 @@ async fn round_trip(listen: SocketAddr, files: &DemoFiles) -> Result<(), BoxErro
         .into());
     }
     let ring = ServerKeys::new(vec![ServerKey::new(None, files.customer_key.clone())]);
-    let plaintext = ring.open(DEMO_ACCOUNT.as_bytes(), body.as_ref().into())?;
+    let plaintext = ring.open(account.as_bytes(), body.as_ref().into())?;
     say!("3. The client opens it with its own private key:")?;
     say!("   {}", String::from_utf8_lossy(&plaintext))?;
     Ok(())
@@ -244,17 +299,25 @@ fn print_walkthrough(listen: SocketAddr, files: &DemoFiles) -> Result<(), BoxErr
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "hpke-gateway".into());
+    let media = crate::HPKE_MEDIA_TYPE;
     say!("\nTry it by hand (in another terminal while the demo runs):\n")?;
-    say!(
-        "echo -n '{{\"d\":[{{\"identity\":\"1\",\"type\":\"profile\",\"profileData\":{{\"Name\":\"Ada\"}}}}]}}' \\\n  | {exe} seal --recipient {} --info {DEMO_ACCOUNT} \\\n  | curl -sS --data-binary @- \\\n      -H 'Content-Type: {media}' -H 'Accept: {media}' \\\n      -H 'X-CleverTap-Account-Id: {DEMO_ACCOUNT}' -H 'X-CleverTap-Passcode: {DEMO_PASSCODE}' \\\n      http://{listen}/1/upload \\\n  | {exe} open --key {} --info {DEMO_ACCOUNT}",
-        files.server_public.display(),
-        files.customer_private.display(),
-        media = crate::HPKE_MEDIA_TYPE,
-    )?;
+    for (title, f) in [
+        ("", &files.classical),
+        (
+            "\nPost-quantum: the same with X-Wing keys (the keysets name their suite):\n\n",
+            &files.pq,
+        ),
+    ] {
+        say!(
+            "{title}echo -n '{{\"d\":[{{\"identity\":\"1\",\"type\":\"profile\",\"profileData\":{{\"Name\":\"Ada\"}}}}]}}' \\\n  | {exe} seal --recipient {} --info {account} \\\n  | curl -sS --data-binary @- \\\n      -H 'Content-Type: {media}' -H 'Accept: {media}' \\\n      -H 'X-CleverTap-Account-Id: {account}' -H 'X-CleverTap-Passcode: {DEMO_PASSCODE}' \\\n      http://{listen}/1/upload \\\n  | {exe} open --key {} --info {account}",
+            f.server_public.display(),
+            f.customer_private.display(),
+            account = f.account,
+        )?;
+    }
     say!(
         "\nAn encrypted response to a GET (no body, only Accept):\n\ncurl -sS -H 'Content-Type: application/json' -H 'Accept: {media}' \\\n    -H 'X-CleverTap-Account-Id: {DEMO_ACCOUNT}' -H 'X-CleverTap-Passcode: {DEMO_PASSCODE}' \\\n    'http://{listen}/1/profile.json?email=jack%40gmail.com' \\\n  | {exe} open --key {} --info {DEMO_ACCOUNT}",
-        files.customer_private.display(),
-        media = crate::HPKE_MEDIA_TYPE,
+        files.classical.customer_private.display(),
     )?;
     say!(
         "\nPlaintext still works, untouched:\n\ncurl -sS -H 'Content-Type: application/json' \\\n    -H 'X-CleverTap-Account-Id: ACCT-PLAIN' -H 'X-CleverTap-Passcode: {DEMO_PASSCODE}' \\\n    --data '{{\"d\":[]}}' http://{listen}/1/upload"

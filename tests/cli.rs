@@ -438,9 +438,17 @@ fn demo_once_does_a_round_trip_and_exits() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("answered 200 OK"), "{stdout}");
+    // The classical account, then the post-quantum one, each a full round trip.
+    assert_eq!(stdout.matches("answered 200 OK").count(), 2, "{stdout}");
+    assert_eq!(
+        stdout
+            .matches(r#"{"processed":1,"status":"success","unprocessed":[]}"#)
+            .count(),
+        2,
+        "{stdout}"
+    );
     assert!(
-        stdout.contains(r#"{"processed":1,"status":"success","unprocessed":[]}"#),
+        stdout.contains("key 2 (xwing-aes-256-gcm) with info ACCT-DEMO-PQ"),
         "{stdout}"
     );
     // The by-hand commands would name keys in a folder already removed: not printed.
@@ -474,7 +482,11 @@ fn demo_that_serves_prints_commands_whose_files_exist() {
         .split_whitespace()
         .filter(|w| w.starts_with('/') && (w.ends_with(".pem") || w.ends_with(".json")))
         .collect();
-    assert!(named.len() >= 3, "{seen}");
+    assert!(named.len() >= 5, "{seen}");
+    assert!(
+        named.iter().any(|p| p.ends_with("customer-pq.json")),
+        "the post-quantum commands: {seen}"
+    );
     for path in &named {
         assert!(Path::new(path).exists(), "{path} is missing:\n{seen}");
     }
