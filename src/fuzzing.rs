@@ -45,12 +45,26 @@ pub fn envelope_keys() -> [PrivateKey; 2] {
     ]
 }
 
+/// The keys of the other suites: `[0]` X-Wing, `[1]` X25519 with ChaCha20-Poly1305,
+/// `[2]` X25519 with AES-128-GCM. Derived, as [`envelope_keys`].
+pub fn envelope_suite_keys() -> [PrivateKey; 3] {
+    use crate::envelope::Suite;
+    [
+        PrivateKey::derive_for(Suite::XWING_AES_256_GCM, b"hpke-gateway fuzz key 2"),
+        PrivateKey::derive_for(Suite::X25519_CHACHA20_POLY1305, b"hpke-gateway fuzz key 3"),
+        PrivateKey::derive_for(Suite::X25519_AES_128_GCM, b"hpke-gateway fuzz key 4"),
+    ]
+}
+
 /// The key shapes a configuration can give, one keyring each.
-fn keyrings() -> &'static [ServerKeys; 4] {
-    static RINGS: OnceLock<[ServerKeys; 4]> = OnceLock::new();
+fn keyrings() -> &'static [ServerKeys; 8] {
+    static RINGS: OnceLock<[ServerKeys; 8]> = OnceLock::new();
     RINGS.get_or_init(|| {
         let ring =
             |f: &dyn Fn([PrivateKey; 2]) -> Vec<ServerKey>| ServerKeys::new(f(envelope_keys()));
+        let suites = |f: &dyn Fn([PrivateKey; 2], [PrivateKey; 3]) -> Vec<ServerKey>| {
+            ServerKeys::new(f(envelope_keys(), envelope_suite_keys()))
+        };
         [
             // One key with a Tink id: TINK envelopes for it, and RAW envelopes.
             ring(&|[a, _]| vec![ServerKey::new(Some(ENVELOPE_TINK_ID), a)]),
@@ -70,6 +84,24 @@ fn keyrings() -> &'static [ServerKeys; 4] {
                         .with_lifecycle(KeyState::Retired, None),
                 ]
             }),
+            // An X-Wing key with a Tink id.
+            suites(&|_, [x, _, _]| vec![ServerKey::new(Some(ENVELOPE_TINK_ID), x)]),
+            // X-Wing primary beside an X25519 key (RAW tries both KEMs).
+            suites(&|[a, _], [x, _, _]| {
+                vec![
+                    ServerKey::new(Some(ENVELOPE_TINK_ID), x),
+                    ServerKey::new(Some(7), a).with_lifecycle(KeyState::DecryptOnly, None),
+                ]
+            }),
+            // An id-less X-Wing key.
+            suites(&|_, [x, _, _]| vec![ServerKey::new(None, x)]),
+            // The other AEADs: ChaCha20-Poly1305 primary, AES-128-GCM beside it.
+            suites(&|_, [_, c, g]| {
+                vec![
+                    ServerKey::new(Some(ENVELOPE_TINK_ID), c),
+                    ServerKey::new(Some(7), g).with_lifecycle(KeyState::DecryptOnly, None),
+                ]
+            }),
         ]
     })
 }
@@ -77,7 +109,9 @@ fn keyrings() -> &'static [ServerKeys; 4] {
 /// The request envelope: the Tink prefix split and `ServerKeys::open` for every key
 /// shape. The first byte picks the mode:
 ///
-/// - bits 0-1: the keyring (Tink-id key, id-less key, both, retired);
+/// - bits 0-1, and bit 4: the keyring (Tink-id key, id-less key, both, retired; with
+///   bit 4: an X-Wing key, X-Wing beside X25519, an id-less X-Wing key, ChaCha20-Poly1305
+///   beside AES-128-GCM);
 /// - bit 2 clear: the rest is a ciphertext, opened as a request body is;
 /// - bit 2 set: the rest is a plaintext, sealed to the ring's first key (TINK or RAW
 ///   by bit 3) and opened back, then opened again with one byte flipped (the byte at
@@ -88,17 +122,19 @@ pub fn envelope_open(data: &[u8]) {
         return;
     };
     let rings = keyrings();
-    let ring = &rings[usize::from(mode & 3)];
+    let index = usize::from(mode & 3 | (mode >> 2) & 4);
+    let ring = &rings[index];
+    let retired = index == 3;
     check_split_prefix(rest);
     if mode & 4 == 0 {
         let opened = ring.open(ENVELOPE_INFO, BytesMut::from(rest));
         if let Ok(plain) = opened {
-            assert!(mode & 3 != 3, "a retired key opened an envelope");
+            assert!(!retired, "a retired key opened an envelope");
             assert!(plain.len() + MIN_SEALED_LEN <= rest.len());
         }
         return;
     }
-    if mode & 3 == 3 {
+    if retired {
         return;
     }
     let (flip_at, plaintext) = rest.split_first().map_or((0, rest), |(&b, r)| (b, r));

@@ -170,6 +170,36 @@ fn envelope_seeds() {
         "roundtrip-any-id",
         &with_mode(13, &plaintext),
     );
+    // The other suites' rings (mode bit 4): X-Wing, X-Wing beside X25519, id-less
+    // X-Wing, ChaCha20-Poly1305 beside AES-128-GCM.
+    let [x, c, g] = fuzzing::envelope_suite_keys();
+    for (ring, key, prefix, name) in [
+        (16, &x, tink, "xwing-tink"),
+        (16, &x, Prefix::Raw, "xwing-raw"),
+        (17, &x, Prefix::Raw, "xwing-beside-x25519-raw"),
+        (17, &a, Prefix::Tink(7), "x25519-beside-xwing-tink"),
+        (17, &a, Prefix::Raw, "x25519-beside-xwing-raw"),
+        (18, &x, Prefix::Tink(9), "xwing-any-id"),
+        (19, &c, tink, "chacha-tink"),
+        (19, &g, Prefix::Raw, "aes128-raw"),
+    ] {
+        let sealed = seal(
+            &key.public_key(),
+            prefix,
+            fuzzing::ENVELOPE_INFO,
+            &plaintext,
+        )
+        .unwrap();
+        write_seed("envelope_open", name, &with_mode(ring, &sealed));
+    }
+    for (mode, name) in [
+        (20, "roundtrip-xwing-raw"),
+        (28, "roundtrip-xwing-tink"),
+        (29, "roundtrip-xwing-beside-x25519"),
+        (31, "roundtrip-chacha-tink"),
+    ] {
+        write_seed("envelope_open", name, &with_mode(mode, &plaintext));
+    }
 }
 
 fn classify_seeds() {
@@ -252,6 +282,40 @@ fn key_seeds() {
             &format!("{mode}-{f}"),
             &with_mode(mode, &fixture(f)),
         );
+    }
+    // The other suites' key files, as the gateway writes them: X-Wing PKCS#8 and SPKI
+    // PEM (the draft's OID), raw base64, and Tink keysets naming each suite.
+    use hpke_gateway::envelope::Prefix;
+    use hpke_gateway::keys;
+    let [x, c, g] = fuzzing::envelope_suite_keys();
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        (
+            "xwing.pem".into(),
+            keys::private_key_pem(&x).unwrap().as_bytes().to_vec(),
+        ),
+        (
+            "xwing.pub.pem".into(),
+            keys::public_key_pem(&x.public_key()).unwrap().into_bytes(),
+        ),
+        (
+            "xwing.pub.b64".into(),
+            keys::public_key_raw_base64(&x.public_key()).into_bytes(),
+        ),
+    ];
+    for (name, key) in [("xwing", &x), ("chacha", &c), ("aes128", &g)] {
+        files.push((
+            format!("{name}-tink-private.json"),
+            keys::private_keyset_json(key, Prefix::Tink(5), 0)
+                .as_bytes()
+                .to_vec(),
+        ));
+        files.push((
+            format!("{name}-raw-public.json"),
+            keys::public_keyset_json(&key.public_key(), Prefix::Raw, 6).into_bytes(),
+        ));
+    }
+    for (name, bytes) in files {
+        write_seed("key_files", &format!("0-{name}"), &with_mode(0, &bytes));
     }
 }
 
