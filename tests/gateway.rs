@@ -1092,7 +1092,6 @@ async fn xwing_server_key_and_account_round_trip_beside_x25519() {
         assert_eq!(&gw.upstream.last().body[..], PROFILE);
     }
     gw.assert_good_request_works().await;
-    let before = gw.upstream.count();
     let good = gw.seal(3, false, "ACCT-PQ", PROFILE);
     let tinked = gw.seal(3, true, "ACCT-PQ", PROFILE);
     // Truncated at every length class: nothing, inside the Tink prefix, inside an
