@@ -8,12 +8,15 @@
 //! | `?format=pem` or `Accept: application/x-pem-file` | SPKI PEM blocks, primary first |
 //! | `?format=raw` or `Accept: text/plain` | one base64 raw key per line, primary first |
 //!
-//! `?suite=NAME` (e.g. `xwing-aes-256-gcm`) publishes only the keys of that suite, the
-//! primary of that suite first (for Tink, its `primaryKeyId`): how a customer who must
-//! encrypt with X-Wing gets a keyset whose primary is an X-Wing key. PEM and raw name
-//! only a KEM, so without `?suite=` they are refused (4018) while a published key's
-//! suite is not its KEM's default; with it they are unambiguous. Every answer states
-//! each key's id and suite, in the body's order, in `Hpke-Key-Suites`
+//! Without `?suite=`, the answer lists the keys of the primary's KEM only: Tink builds a
+//! primitive for every key of a keyset it reads, so a classical client (Tink Java
+//! without Conscrypt, an older Tink) must not be handed an X-Wing key. `?suite=NAME`
+//! (e.g. `xwing-aes-256-gcm`) lists only the keys of that suite, the one to encrypt to
+//! first (for Tink, its `primaryKeyId`): how a customer who must encrypt with X-Wing
+//! gets a keyset whose primary is an X-Wing key. `?suite=all` lists every live key.
+//! PEM and raw name only a KEM, so without `?suite=NAME` they are refused (4018) while a
+//! listed key's suite is not its KEM's default; with it they are unambiguous. Every
+//! list states each key's id and suite, in the body's order, in `Hpke-Key-Suites`
 //! (`1=x25519-aes-256-gcm, 3=xwing-aes-256-gcm`).
 //!
 //! `Cache-Control: public, max-age=N` where N is `keys_max_age_s` or, if sooner, the
@@ -29,7 +32,7 @@ use serde::Deserialize;
 
 use crate::envelope::{Prefix, Suite};
 use crate::error::Error;
-use crate::keys::{self, ServerKey};
+use crate::keys::{self, KeyState, ServerKey};
 use crate::state::SharedState;
 
 /// The path keys are published at.
@@ -100,25 +103,26 @@ pub async fn hpke_keys(
     let Some(format) = Format::choose(query.format.as_deref(), &headers) else {
         return Error::UnknownKeyFormat.into_response();
     };
-    let suite = match query.suite.as_deref().map(str::parse::<Suite>) {
-        None => None,
-        Some(Ok(suite)) => Some(suite),
-        Some(Err(_)) => return Error::UnknownKeyFormat.into_response(),
+    let selection = match query.suite.as_deref() {
+        None => Selection::PrimaryKem,
+        Some("all") => Selection::All,
+        Some(name) => match name.parse::<Suite>() {
+            Ok(suite) => Selection::Suite(suite),
+            Err(_) => return Error::UnknownKeyFormat.into_response(),
+        },
     };
     let state = shared.load();
     let now = SystemTime::now();
-    let mut published = state.server_keys().published(now);
-    if let Some(suite) = suite {
-        published.retain(|k| k.public_key().suite() == suite);
-        if published.is_empty() {
-            return Error::NoSuchKey.into_response();
-        }
-    }
+    let published = select(state.server_keys().published(now), selection);
     let Some(primary) = published.first() else {
-        return Error::Internal("no server key is valid now: nothing to publish".into())
-            .into_response();
+        return match selection {
+            Selection::Suite(_) => Error::NoSuchKey.into_response(),
+            _ => Error::Internal("no server key is valid now: nothing to publish".into())
+                .into_response(),
+        };
     };
-    let body = match render(format, &published, primary, suite.is_some()) {
+    let one_suite = matches!(selection, Selection::Suite(_));
+    let body = match render(format, &published, primary, one_suite) {
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
@@ -139,6 +143,43 @@ pub async fn hpke_keys(
         h.insert(SUITES_HEADER, suites);
     }
     response
+}
+
+/// Which keys an answer lists (`?suite=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Selection {
+    /// No `?suite=`: the keys of the primary's KEM. A client that reads a whole keyset
+    /// (Tink builds every key's primitive, not only the primary's) is never handed a
+    /// key of a KEM it may not support, such as X-Wing to Tink Java without Conscrypt.
+    PrimaryKem,
+    /// `?suite=all`: every live key.
+    All,
+    /// `?suite=NAME`: the keys of that suite.
+    Suite(Suite),
+}
+
+/// The keys of `selection`, from `published` (the primary first, then configuration
+/// order). Without the primary among them, the key clients should encrypt to comes
+/// first: keys with no `not_after` before those being phased out, then the newest file.
+fn select(mut published: Vec<&ServerKey>, selection: Selection) -> Vec<&ServerKey> {
+    let suite = |k: &ServerKey| k.public_key().suite();
+    match selection {
+        Selection::All => return published,
+        Selection::PrimaryKem => {
+            let Some(kem) = published.first().map(|k| suite(k).kem) else {
+                return published;
+            };
+            published.retain(|k| suite(k).kem == kem);
+        }
+        Selection::Suite(wanted) => published.retain(|k| suite(k) == wanted),
+    }
+    if published
+        .first()
+        .is_some_and(|k| k.state() != KeyState::Primary)
+    {
+        published.sort_by_key(|k| (k.not_after().is_some(), std::cmp::Reverse(k.written_at())));
+    }
+    published
 }
 
 /// `1=x25519-aes-256-gcm, 3=xwing-aes-256-gcm`: each key's id and suite, in order.
@@ -293,6 +334,35 @@ mod tests {
             "2=xwing-aes-256-gcm, 1=x25519-chacha20-poly1305"
         );
         let json = render(Format::TinkJson, &[&xwing, &chacha], &xwing, false).unwrap();
+        // Without ?suite=, only the primary's KEM; the other selections.
+        let primary = ServerKey::new(Some(3), PrivateKey::generate());
+        let ids = |keys: Vec<&ServerKey>| keys.iter().map(|k| k.id().unwrap()).collect::<Vec<_>>();
+        let all = vec![&primary, &xwing, &chacha];
+        assert_eq!(ids(select(all.clone(), Selection::PrimaryKem)), [3, 1]);
+        assert_eq!(ids(select(all.clone(), Selection::All)), [3, 2, 1]);
+        assert_eq!(
+            ids(select(all, Selection::Suite(Suite::XWING_AES_256_GCM))),
+            [2]
+        );
+        // A suite without the primary: the key with no not_after, then the newest.
+        let now = SystemTime::now();
+        let pq = |id, not_after, age_s| {
+            ServerKey::new(Some(id), PrivateKey::generate_for(Suite::XWING_AES_256_GCM))
+                .with_lifecycle(KeyState::DecryptOnly, not_after)
+                .with_written_at(now - Duration::from_secs(age_s))
+        };
+        let (leaving, older, newer) = (
+            pq(5, Some(now + Duration::from_secs(86_400)), 0),
+            pq(6, None, 7200),
+            pq(7, None, 3600),
+        );
+        assert_eq!(
+            ids(select(
+                vec![&primary, &leaving, &older, &newer],
+                Selection::Suite(Suite::XWING_AES_256_GCM)
+            )),
+            [7, 6, 5]
+        );
         let (pk, _) = keys::parse_public_key(json.as_bytes()).unwrap();
         assert_eq!(pk.suite(), Suite::XWING_AES_256_GCM);
     }

@@ -440,6 +440,14 @@ fn at_most_eight_live_server_keys_of_one_kem() {
         err.contains("9 keys of KEM") && err.contains("at most 8"),
         "{err}"
     );
-    // Retired keys are records, not tried.
+    // Retired keys are records, and keys past their not_after are never tried again:
+    // neither counts (so `keys rotate`, which retires nothing, keeps working).
     drop(load(dir.path(), &base(&extra(8, "state = \"retired\"\n"))).unwrap());
+    drop(
+        load(
+            dir.path(),
+            &base(&extra(8, "not_after = \"2020-01-01T00:00:00Z\"\n")),
+        )
+        .unwrap(),
+    );
 }

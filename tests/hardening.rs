@@ -992,3 +992,84 @@ async fn a_streamed_body_that_stalls_is_a_408_not_an_upstream_error() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("4011"), "{text}");
 }
+
+/// The post-quantum path is a body path like any other: an X-Wing envelope (1,120
+/// bytes of encapsulation first) that trickles in within the idle timeout opens and is
+/// answered; one that stalls halfway through its encapsulation is a 408, nothing is
+/// forwarded, and the next request is answered.
+#[tokio::test]
+async fn a_slow_xwing_envelope_opens_and_a_stalled_one_is_a_408() {
+    let gw = Gateway::start_with(Options {
+        xwing: true,
+        extra: "request_buffer_bytes = 0\nrequest_body_idle_timeout_ms = 800".into(),
+        ..Options::default()
+    })
+    .await;
+    let sealed = gw.seal(3, false, "ACCT-PQ", br#"{"d":[]}"#);
+    let head = format!(
+        "POST /1/upload HTTP/1.1\r\nHost: x\r\nContent-Type: {MEDIA}\r\nAccept: {MEDIA}\r\n{ACCOUNT_HEADER}: ACCT-PQ\r\nX-CleverTap-Passcode: {PASSCODE}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    let chunk =
+        |bytes: &[u8]| [format!("{:x}\r\n", bytes.len()).as_bytes(), bytes, b"\r\n"].concat();
+    let before = gw.upstream.count();
+
+    // Slow: 12 pieces, 150 ms apart (each gap well inside the 800 ms idle timeout).
+    let mut tcp = TcpStream::connect(gw.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    for piece in sealed.chunks(sealed.len().div_ceil(12)) {
+        tcp.write_all(&chunk(piece)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    tcp.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    let split = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let text = String::from_utf8_lossy(&got[..split]).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains(&format!("content-type: {MEDIA}")), "{text}");
+    // The answer (the upstream echoes), sealed with the account's X-Wing key, opens.
+    let body = if text.contains("transfer-encoding: chunked") {
+        dechunk(&got[split..])
+    } else {
+        got[split..].to_vec()
+    };
+    assert_eq!(
+        open_with(&gw.keys.acct_pq, "ACCT-PQ", &body),
+        br#"{"d":[]}"#
+    );
+    assert_eq!(gw.upstream.count(), before + 1);
+
+    // Stalled inside the encapsulation.
+    let mut tcp = TcpStream::connect(gw.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tcp.write_all(&[head.as_bytes(), &chunk(&sealed[..560])].concat())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut got)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("4011"), "{text}");
+    assert_eq!(gw.upstream.count(), before + 1, "nothing forwarded");
+    gw.assert_good_request_works().await;
+}
+
+/// The body of an HTTP/1.1 chunked message.
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..line]).unwrap(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[line + 2..line + 2 + size]);
+        data = &data[line + 2 + size + 2..];
+    }
+}

@@ -493,13 +493,11 @@ async fn every_suite_round_trips_with_tink_hpke_js_and_pyhpke_through_the_real_b
     for (suite, template) in &templates {
         let name = suite.name();
         let account = format!("ACCT-TINK-{template}");
-        // A Tink keyset names its suite; an X-Wing customer also requires X-Wing.
+        // A Tink keyset names its suite. Each account requires its suite, so a request
+        // sealed to the wrong published key (`?suite=` ignored) would be refused.
         config += &format!(
-            "\n[[accounts]]\nid = \"{account}\"\nencryption = true\npublic_keys = [\"tink-{template}-public.json\"]\n"
+            "\n[[accounts]]\nid = \"{account}\"\nencryption = true\npublic_keys = [\"tink-{template}-public.json\"]\nrequest_suites = [\"{name}\"]\n"
         );
-        if suite.kem != Suite::default().kem {
-            config += &format!("request_suites = [\"{name}\"]\n");
-        }
         let server_public = if template.ends_with("_RAW") {
             p(&format!("server-{name}.raw.json"))
         } else {

@@ -859,17 +859,19 @@ fn load_server_keys(raw: &[RawServerKey], base: &Path) -> Result<ServerKeys, Vec
             Err(p) => problems.push(format!("server_keys id {}: {p}", entry.id)),
         }
     }
+    // Keys past their `not_after` are never tried again, so only the others count.
+    let now = std::time::SystemTime::now();
     for kem in [
         crate::envelope::Kem::X25519HkdfSha256,
         crate::envelope::Kem::XWing,
     ] {
         let live = keys
             .iter()
-            .filter(|k| k.public_key().suite().kem == kem)
+            .filter(|k| k.valid_at(now) && k.public_key().suite().kem == kem)
             .count();
         if live > keys::RAW_TRIALS_PER_KEM {
             problems.push(format!(
-                "server_keys: {live} keys of KEM {} are not retired; at most {} may be (a RAW envelope is tried against each): retire the oldest",
+                "server_keys: {live} keys of KEM {} are live (neither retired nor past not_after); at most {} may be (a RAW envelope is tried against each): retire the oldest",
                 kem.name(),
                 keys::RAW_TRIALS_PER_KEM
             ));
@@ -885,8 +887,12 @@ fn load_server_keys(raw: &[RawServerKey], base: &Path) -> Result<ServerKeys, Vec
 /// An account's `request_suites` naming a suite no live server key has: no request
 /// could ever use it, so the entry is a mistake (a missing `suite` on a key, a typo).
 fn suites_without_server_keys(accounts: &[RawAccount], server_keys: &ServerKeys) -> Vec<String> {
-    let have: Vec<crate::envelope::Suite> =
-        server_keys.iter().map(|k| k.public_key().suite()).collect();
+    let now = std::time::SystemTime::now();
+    let have: Vec<crate::envelope::Suite> = server_keys
+        .iter()
+        .filter(|k| k.valid_at(now))
+        .map(|k| k.public_key().suite())
+        .collect();
     let mut problems = Vec::new();
     for entry in accounts {
         for name in entry.request_suites.iter().flatten() {

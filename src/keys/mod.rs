@@ -211,29 +211,7 @@ impl ServerKeys {
         // A uniquely owned `BytesMut` (as the middleware builds it) gives up its
         // allocation without a copy.
         let mut sealed = WipedOnDrop(Vec::from(sealed));
-        let usable = || self.keys.iter().filter(move |k| k.valid_at(now));
-        let mut attempts: Vec<(&ServerKey, usize)> = Vec::with_capacity(self.keys.len() + 1);
-        if let (Prefix::Tink(id), _) = envelope::split_prefix(&sealed.0) {
-            attempts.extend(
-                usable()
-                    .filter(|k| k.matches(id))
-                    .map(|k| (k, TINK_PREFIX_LEN)),
-            );
-        }
-        let mut raw: Vec<&ServerKey> = usable()
-            .filter(|k| sealed.0.len() >= k.key.suite().min_sealed_len())
-            .collect();
-        raw.sort_by_key(|k| k.state != KeyState::Primary);
-        for key in raw {
-            let kem = key.key.suite().kem;
-            let tried = attempts
-                .iter()
-                .filter(|(k, offset)| *offset == 0 && k.key.suite().kem == kem)
-                .count();
-            if tried < RAW_TRIALS_PER_KEM {
-                attempts.push((key, 0));
-            }
-        }
+        let attempts = self.attempts(now, &sealed.0);
         // A backend that may write into the buffer on a failed open gets a pristine copy
         // back before the next try (only when there is a next try).
         let pristine = (!envelope::OPEN_KEEPS_INPUT_ON_FAILURE && attempts.len() > 1)
@@ -256,6 +234,39 @@ impl ServerKeys {
             }
         }
         Err(last)
+    }
+}
+
+impl ServerKeys {
+    /// The keys [`ServerKeys::open_at_with_suite`] tries on `sealed`, in order, each with
+    /// the offset of the envelope after a Tink prefix: the keys a Tink prefix names,
+    /// then the RAW trials (primary first, keys whose KEM `sealed` is long enough for, at
+    /// most [`RAW_TRIALS_PER_KEM`] per KEM).
+    fn attempts(&self, now: SystemTime, sealed: &[u8]) -> Vec<(&ServerKey, usize)> {
+        let usable = || self.keys.iter().filter(move |k| k.valid_at(now));
+        let mut attempts: Vec<(&ServerKey, usize)> = Vec::with_capacity(self.keys.len() + 1);
+        if let (Prefix::Tink(id), _) = envelope::split_prefix(sealed) {
+            attempts.extend(
+                usable()
+                    .filter(|k| k.matches(id))
+                    .map(|k| (k, TINK_PREFIX_LEN)),
+            );
+        }
+        let mut raw: Vec<&ServerKey> = usable()
+            .filter(|k| sealed.len() >= k.key.suite().min_sealed_len())
+            .collect();
+        raw.sort_by_key(|k| k.state != KeyState::Primary);
+        for key in raw {
+            let kem = key.key.suite().kem;
+            let tried = attempts
+                .iter()
+                .filter(|(k, offset)| *offset == 0 && k.key.suite().kem == kem)
+                .count();
+            if tried < RAW_TRIALS_PER_KEM {
+                attempts.push((key, 0));
+            }
+        }
+        attempts
     }
 }
 
@@ -313,6 +324,13 @@ mod tests {
         assert!(ring.open(b"acct", BytesMut::from(&ct[..])).is_err());
     }
 
+    fn tried_prefixed(ring: &ServerKeys, now: SystemTime, sealed: &[u8]) -> Vec<u32> {
+        ring.attempts(now, sealed)
+            .iter()
+            .map(|(k, _)| k.id().unwrap())
+            .collect()
+    }
+
     /// RAW trials: only keys whose KEM the envelope is long enough for, the primary
     /// first, at most [`RAW_TRIALS_PER_KEM`] of each KEM.
     #[test]
@@ -324,10 +342,10 @@ mod tests {
         // Nine X25519 keys, the primary last in configuration order, and an X-Wing key.
         let mut keys: Vec<ServerKey> = (1..=8).map(|i| x(i, KeyState::DecryptOnly)).collect();
         keys.push(x(9, KeyState::Primary));
-        keys.push(ServerKey::new(
-            Some(10),
-            PrivateKey::generate_for(Suite::XWING_AES_256_GCM),
-        ));
+        keys.push(
+            ServerKey::new(Some(10), PrivateKey::generate_for(Suite::XWING_AES_256_GCM))
+                .with_lifecycle(KeyState::DecryptOnly, None),
+        );
         let publics: Vec<PublicKey> = keys.iter().map(ServerKey::public_key).collect();
         let ring = ServerKeys::new(keys);
         let opens = |pk: &PublicKey, pt: &[u8]| {
@@ -347,11 +365,26 @@ mod tests {
         assert!(ring.open(b"acct", BytesMut::from(&ct[..])).is_ok());
         // The X-Wing key counts apart.
         assert!(opens(&publics[9], b""));
-        // An envelope shorter than any X-Wing one is not tried against X-Wing keys: an
-        // X25519 envelope of 1,000 bytes of plaintext is 1,048 bytes.
-        let short = envelope::seal(&publics[0], Prefix::Raw, b"acct", &[0; 1000]).unwrap();
-        assert!(short.len() < Suite::XWING_AES_256_GCM.min_sealed_len());
-        assert!(ring.open(b"acct", BytesMut::from(&short[..])).is_ok());
+        // What is tried: an envelope shorter than any X-Wing one (an X25519 envelope of
+        // 1,000 bytes of plaintext is 1,048 bytes) is not tried against the X-Wing key;
+        // a longer one is, after the eight X25519 keys the bound allows.
+        let now = SystemTime::now();
+        let tried = |len: usize| -> Vec<u32> {
+            ring.attempts(now, &vec![0x80; len])
+                .iter()
+                .map(|(k, _)| k.id().unwrap())
+                .collect()
+        };
+        let short = Suite::XWING_AES_256_GCM.min_sealed_len() - 1;
+        assert_eq!(tried(short), [9, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(tried(short + 1), [9, 1, 2, 3, 4, 5, 6, 7, 10]);
+        assert_eq!(tried(47), Vec::<u32>::new(), "shorter than any envelope");
+        let mut tink = vec![0x80; short];
+        tink[..5].copy_from_slice(&[1, 0, 0, 0, 8]);
+        assert_eq!(
+            tried_prefixed(&ring, now, &tink),
+            [8, 9, 1, 2, 3, 4, 5, 6, 7]
+        );
     }
 
     #[test]

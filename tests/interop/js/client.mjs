@@ -83,7 +83,7 @@ async function newXWingKeyPair() {
   };
 }
 
-// Before uploading: the gateway's X-Wing key, as it publishes it (its primary first).
+// Before uploading: the gateway's X-Wing key, as it publishes it (the one to use first).
 async function gatewayKey(gateway, suite = xwingSuite, name = "xwing-aes-256-gcm") {
   const res = await fetch(`${gateway}/.well-known/hpke-keys?suite=${name}&format=raw`);
   if (!res.ok) throw new Error(`HTTP ${res.status} for the gateway's ${name} key`);

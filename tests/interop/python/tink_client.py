@@ -60,8 +60,8 @@ def new_keyset(template="X_WING_HKDF_SHA256_HKDF_SHA256_AES_256_GCM"):
             tink.json_proto_keyset_format.serialize_without_secret(private.public_keyset_handle()))
 
 def gateway_keyset(gateway, suite="xwing-aes-256-gcm"):
-    """Before uploading: the gateway's keys of one suite, its newest first, as a public
-    keyset whose primary Tink encrypts to."""
+    """Before uploading: the gateway's keys of one suite, as a public keyset whose
+    primary (the key Tink encrypts to) is the one the gateway wants used now."""
     with urllib.request.urlopen(f"{gateway}/.well-known/hpke-keys?suite={suite}", timeout=60) as r:
         return r.read().decode("utf-8")
 
