@@ -1043,7 +1043,7 @@ mod tests {
         wipes::<ReceiverContext>();
         wipes::<backend::SecretKey>();
         wipes::<xwing::SecretKey>();
-        wipes::<ml_kem::ml_kem_768::DecapsulationKey>();
+        wipes::<xwing::MlKemSecret>();
         wipes::<backend::Sender>();
         wipes::<backend::Receiver>();
         wipes::<schedule::Nonces>();
