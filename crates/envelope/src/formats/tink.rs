@@ -198,7 +198,7 @@ pub fn private_keyset_json(key: &PrivateKey, prefix: Prefix, raw_key_id: u32) ->
     let mut encoded = Zeroizing::new(proto.encode_to_vec());
     let mut proto = proto;
     proto.private_key.zeroize();
-    let keyset = Keyset {
+    let mut keyset = Keyset {
         primary_key_id: Some(i64::from(key_id)),
         key: vec![KeysetKey {
             key_data: KeyData {
@@ -212,8 +212,15 @@ pub fn private_keyset_json(key: &PrivateKey, prefix: Prefix, raw_key_id: u32) ->
         }],
     };
     encoded.zeroize();
+    // Written into a buffer large enough from the start: a growing buffer would leave
+    // copies of the key in the memory it gives back on each reallocation.
+    let mut out = Zeroizing::new(Vec::with_capacity(
+        keyset.key[0].key_data.value.len() + 1024,
+    ));
     // A struct of strings and integers always serializes.
-    Zeroizing::new(serde_json::to_string_pretty(&keyset).unwrap_or_default())
+    let _ = serde_json::to_writer_pretty(&mut *out, &keyset);
+    keyset.key[0].key_data.value.zeroize();
+    Zeroizing::new(String::from_utf8(std::mem::take(&mut *out)).unwrap_or_default())
 }
 
 fn primary_key(json: &[u8], type_url: &str) -> Result<(KeysetKey, Prefix), KeyError> {
