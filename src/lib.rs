@@ -37,6 +37,7 @@ pub mod intake;
 pub mod keys;
 pub mod limits;
 pub mod linger;
+pub mod logging;
 pub mod metrics;
 pub mod middleware;
 pub mod proxy;

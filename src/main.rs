@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use tracing_subscriber::EnvFilter;
 
 /// mimalloc keeps freed memory for reuse: large bodies cost no fresh page faults per
 /// request, and small allocations on the request path are cheaper (see the README's
@@ -14,15 +13,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     allocator_settings();
     let args = hpke_gateway::cli::Args::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match args.log_format {
-        hpke_gateway::cli::LogFormat::Text => logs.init(),
-        hpke_gateway::cli::LogFormat::Json => logs.json().flatten_event(true).init(),
-    }
+    // Held to the end: dropping it writes out every queued log line.
+    let _logs = hpke_gateway::logging::init(args.log_format);
     hpke_gateway::cli::main(args)
 }
 

@@ -11,6 +11,7 @@
 //! | `hpke_gateway_request_bytes_total`, `hpke_gateway_response_bytes_total` | counter | (body bytes from and to clients) |
 //! | `hpke_gateway_in_flight_requests` | gauge | |
 //! | `hpke_gateway_overload_rejections_total` | counter | (503s at `max_concurrent_requests`) |
+//! | `hpke_gateway_log_lines_dropped_total` | counter | (log lines dropped because the log writer's queue was full; see `logging`) |
 //! | `hpke_gateway_server_key_age_seconds` | gauge | `key_id`, `state` (since the key file was written: for a key `keys rotate` made, its age) |
 //! | `hpke_gateway_server_key_not_after_seconds` | gauge | `key_id` (Unix time; only keys with a `not_after`) |
 //! | `hpke_gateway_reloads_total` | counter | `result` (ok / failed) |
@@ -212,6 +213,7 @@ pub struct Metrics {
     buffer_budget_rejections: Counter,
     buffered_body_bytes: Gauge,
     protocol_errors: Family<KindLabel, Counter>,
+    log_lines_dropped: Counter,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -327,6 +329,12 @@ impl Metrics {
             "Requests refused with 503 at max_concurrent_requests",
             overloaded.clone(),
         );
+        let log_lines_dropped = Counter::default();
+        r.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log writer's queue was full",
+            log_lines_dropped.clone(),
+        );
         r.register(
             "server_key_age_seconds",
             "Seconds since each server key's file was last written",
@@ -390,6 +398,7 @@ impl Metrics {
             response_bytes,
             in_flight,
             overloaded,
+            log_lines_dropped,
             key_age,
             key_not_after,
             reloads,
@@ -593,6 +602,12 @@ impl Metrics {
                     .get_or_create(&KeyIdLabel { key_id })
                     .set(i64::try_from(unix.as_secs()).unwrap_or(i64::MAX));
             }
+        }
+        let dropped = crate::logging::dropped_lines();
+        if let Some(more) = dropped.checked_sub(self.log_lines_dropped.get())
+            && more > 0
+        {
+            self.log_lines_dropped.inc_by(more);
         }
         let mut out = String::new();
         // Writing to a String cannot fail.
