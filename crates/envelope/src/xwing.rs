@@ -315,10 +315,8 @@ mod tests {
             assert_eq!(&their_ss[..], &our_ss[..]);
             let mut bad = our_ct.as_slice().to_vec();
             bad[i as usize * 7] ^= 1;
-            let ours = mlkem768::decapsulate(
-                &ours_sk,
-                &MlKem768Ciphertext::try_from(&bad[..]).unwrap(),
-            );
+            let ours =
+                mlkem768::decapsulate(&ours_sk, &MlKem768Ciphertext::try_from(&bad[..]).unwrap());
             let theirs_ss = theirs.decapsulate(&Array::try_from(&bad[..]).unwrap());
             assert_eq!(&ours[..], &theirs_ss[..], "implicit rejection");
             assert_ne!(ours, our_ss);
