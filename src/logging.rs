@@ -5,12 +5,15 @@
 //!
 //! The queue holds [`QUEUE_LINES`] lines. Under overload (lines logged faster than stderr
 //! takes them: a slow terminal, a stalled log collector) new lines are dropped, not
-//! waited for, and counted: `hpke_gateway_log_lines_dropped_total`. At a graceful stop
-//! the [`LogGuard`] that `main` holds is dropped last, and everything queued is written
-//! before the process exits (tracing-appender waits up to one second for the writer).
+//! waited for, and counted: `hpke_gateway_log_lines_dropped_total`. A line stderr refuses
+//! (a closed pipe) is counted there too and otherwise ignored, so the writer keeps
+//! answering. At a graceful stop the [`LogGuard`] that `main` holds is dropped last: the
+//! writer writes what is queued, and tracing-appender waits for it up to one second. A
+//! queue still full at that point (stderr stalled) is not written.
 
-use std::io::{BufWriter, IsTerminal as _};
+use std::io::{BufWriter, IsTerminal as _, Write};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
@@ -24,6 +27,32 @@ pub const QUEUE_LINES: usize = 65_536;
 const BUFFER_BYTES: usize = 64 * 1024;
 
 static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+/// Writes stderr refused.
+static FAILED: AtomicU64 = AtomicU64::new(0);
+
+/// Buffered stderr whose write errors are counted and swallowed: tracing-appender's
+/// writer thread ignores an error but then stops answering the shutdown handshake, which
+/// would make every stop wait its full second.
+struct Stderr(BufWriter<std::io::Stderr>);
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.0.write(buf) {
+            Ok(n) => Ok(n),
+            Err(_) => {
+                FAILED.fetch_add(1, Ordering::Relaxed);
+                Ok(buf.len())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.0.flush().is_err() {
+            FAILED.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
 
 /// Keeps the writer thread; dropping it writes out every queued line.
 #[must_use = "dropping the guard stops the log writer"]
@@ -38,7 +67,10 @@ pub fn init(format: LogFormat) -> LogGuard {
         .lossy(true)
         .buffered_lines_limit(QUEUE_LINES)
         .thread_name("hpke-gateway-log")
-        .finish(BufWriter::with_capacity(BUFFER_BYTES, std::io::stderr()));
+        .finish(Stderr(BufWriter::with_capacity(
+            BUFFER_BYTES,
+            std::io::stderr(),
+        )));
     let _ = DROPPED.set(writer.error_counter());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
@@ -52,9 +84,11 @@ pub fn init(format: LogFormat) -> LogGuard {
     LogGuard { _worker: worker }
 }
 
-/// Lines dropped so far because the queue was full (0 before [`init`]).
+/// Lines dropped so far because the queue was full, plus writes stderr refused (0 before
+/// [`init`]).
 pub fn dropped_lines() -> u64 {
     DROPPED
         .get()
         .map_or(0, |c| u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX))
+        .saturating_add(FAILED.load(Ordering::Relaxed))
 }

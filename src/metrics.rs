@@ -214,6 +214,7 @@ pub struct Metrics {
     buffered_body_bytes: Gauge,
     protocol_errors: Family<KindLabel, Counter>,
     log_lines_dropped: Counter,
+    log_lines_sync: std::sync::Mutex<()>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -399,6 +400,7 @@ impl Metrics {
             in_flight,
             overloaded,
             log_lines_dropped,
+            log_lines_sync: std::sync::Mutex::new(()),
             key_age,
             key_not_after,
             reloads,
@@ -603,11 +605,18 @@ impl Metrics {
                     .set(i64::try_from(unix.as_secs()).unwrap_or(i64::MAX));
             }
         }
-        let dropped = crate::logging::dropped_lines();
-        if let Some(more) = dropped.checked_sub(self.log_lines_dropped.get())
-            && more > 0
         {
-            self.log_lines_dropped.inc_by(more);
+            // One render at a time brings the counter up to the logger's count.
+            let _one = self
+                .log_lines_sync
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let dropped = crate::logging::dropped_lines();
+            if let Some(more) = dropped.checked_sub(self.log_lines_dropped.get())
+                && more > 0
+            {
+                self.log_lines_dropped.inc_by(more);
+            }
         }
         let mut out = String::new();
         // Writing to a String cannot fail.

@@ -868,3 +868,35 @@ async fn every_access_log_line_is_written_by_a_graceful_stop() {
     assert_eq!(gw.wait_exit(), Some(0));
     assert_eq!(gw.count_log("request_id=\"flush-test-"), 320);
 }
+
+/// A log collector that goes away (stderr's reader closed) neither fails requests nor
+/// holds up the stop; the lines it refused are counted as dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stderr_fails_no_request_and_counts_its_lines() {
+    let (_up, up_addr) = Upstream::start().await;
+    let gw = Served::start(up_addr, "").await;
+    gw.close_stderr();
+    for i in 0..200 {
+        let res = gw
+            .client
+            .get(format!("{}/echo?n={i}", gw.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let mut dropped = 0.0;
+    for _ in 0..50 {
+        dropped = sample(&gw.metrics().await, "hpke_gateway_log_lines_dropped_total");
+        if dropped > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(dropped > 0.0, "the refused lines are counted");
+    let mut gw = gw;
+    let started = Instant::now();
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

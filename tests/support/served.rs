@@ -37,6 +37,8 @@ pub struct Served {
     pub log: Arc<Mutex<Vec<String>>>,
     /// The thread that collects stderr; joined by `wait_exit` so no line is missed.
     pub reader: Option<std::thread::JoinHandle<()>>,
+    /// Set by [`Served::close_stderr`]: the reader closes the pipe at the next line.
+    close_stderr: Arc<std::sync::atomic::AtomicBool>,
     /// The public listener's address, as the gateway reported it.
     pub listen: SocketAddr,
     /// The admin listener's address; `None` with `admin_listen = "off"`.
@@ -127,16 +129,22 @@ public_keys = ["acct-1.pub.pem"]
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();
+        let close_stderr = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let closing = close_stderr.clone();
         let reader = std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 sink.lock().unwrap().push(line);
+                if closing.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
             }
         });
         Served {
             child,
             log,
             reader: Some(reader),
+            close_stderr,
             listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             admin_listen: None,
             url: String::new(),
@@ -242,6 +250,13 @@ public_keys = ["acct-1.pub.pem"]
             .iter()
             .filter(|l| l.contains(needle))
             .count()
+    }
+
+    /// Closes the read end of the child's stderr after the next line it writes: from
+    /// then on its writes to stderr fail (a log collector gone away).
+    pub fn close_stderr(&self) {
+        self.close_stderr
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn signal(&self, name: &str) {
