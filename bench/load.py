@@ -1,29 +1,40 @@
 #!/usr/bin/env python3
 """Load harness: the gateway against the crypto floor and against nginx, in one run.
 
-    python3 bench/load.py            # full run (about 2 minutes)
-    python3 bench/load.py --quick    # CI: short runs, checks 2xx and decrypted replies only
+    python3 bench/load.py                        # full run (about 3 minutes)
+    python3 bench/load.py --backend rustcrypto   # the same with the pure-Rust backend
+    python3 bench/load.py --quick                # CI: short runs, checks 2xx and decrypted replies only
 
 On 127.0.0.1 only, it starts a fast upstream (examples/bench_upstream.rs: plain hyper,
 a fixed reply that echoes nothing), nginx as a reverse proxy in front of it (keepalive to
-the upstream), a hyper-only proxy (examples/bare_proxy.rs: the gateway's hyper server,
-client and threading with nothing in between), and the gateway in front of it. It installs
-nginx and wrk from Debian if they are missing. The same wrk settings drive seven scenarios:
+the upstream) in four configurations, a hyper-only proxy (examples/bare_proxy.rs: the
+gateway's hyper server, client and threading with nothing in between), and the gateway
+twice: at its defaults (log level info, one access-log line per request, to a file) and
+with its log off (RUST_LOG=warn). It installs nginx and wrk from Debian if they are
+missing. The same wrk settings drive these scenarios:
 
-  1 upstream directly                  4 gateway, encrypted 1 KiB request and response
-  2 nginx -> upstream, plaintext       5 gateway, encrypted 1 MiB request and response
-  2b hyper-only proxy, plaintext       6 gateway, 16 concurrent 16 MiB encrypted requests
-  3 gateway -> upstream, plaintext
+  1  upstream directly
+  2  nginx, its defaults: 1 worker, access log on     3  gateway plaintext, its defaults
+  2a nginx, workers auto, access log on               3q gateway plaintext, log off
+  2b nginx, 1 worker, access log off                  4  gateway encrypted 1 KiB (defaults)
+  2c nginx, workers auto, access log off              5  gateway encrypted 1 MiB
+  2h hyper-only proxy, plaintext                      6  16 concurrent 16 MiB encrypted
+  2l hyper-only proxy with per-worker HTTP/1 upstream connections (`--pool local`)
+
+Both access logs go to a file in the run's folder, in each program's default line format.
+Every gateway/nginx ratio is printed; the target pair is defaults against defaults (3 / 2).
 
 Encrypted scenarios send a pool of pre-sealed requests (sealed before the run by
 `hpke-gateway seal`), so the load generator's own crypto is not measured. The CPU time
 of the proxy under test (nginx's workers, the hyper-only proxy, the gateway; user and
 system apart) comes from /proc/PID/stat, the gateway's peak RSS from VmHWM (reset before each scenario
-through /proc/PID/clear_refs). The crypto floor per encrypted request is read from the
-envelope bench (`cargo bench --bench envelope`; run here if its results are missing):
-3 X25519 multiplications (1 decapsulation + 1 encapsulation) + AES-256-GCM of both bodies.
+through /proc/PID/clear_refs). The crypto floor per encrypted request is measured in the
+same run by the envelope bench's baselines for the backend under test (`cargo bench -p
+hpke-envelope --bench envelope -- baseline`): 3 X25519 multiplications (1 decapsulation +
+1 encapsulation) + AES-256-GCM of both bodies, with that backend's primitives.
 
-Writes bench/results/load.json and bench/results/load.png, and prints one table.
+Writes bench/results/load.json (load-rustcrypto.json for the pure-Rust backend) and a
+.png beside it, and prints one table.
 """
 
 import argparse
@@ -59,15 +70,23 @@ def run(cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
 
-def ensure_tools(features):
+# The shipped build, and the pure-Rust backend (a feature set of its own).
+BACKENDS = {
+    "aws-lc": [],
+    "rustcrypto": ["--no-default-features", "--features", "intake"],
+}
+# The envelope bench's floor for each backend: the package's features.
+BENCH_FEATURES = {"aws-lc": ["--features", "aws-lc"], "rustcrypto": []}
+
+
+def ensure_tools(backend):
     missing = [p for p, b in (("nginx", "nginx"), ("wrk", "wrk")) if shutil.which(b) is None]
     if missing:
         log(f"installing {' '.join(missing)} from Debian")
         run(["apt-get", "update", "-qq"])
         run(["apt-get", "install", "-y", "-qq", *missing], stdout=subprocess.DEVNULL)
     log("building the gateway and the bench upstream (release)")
-    extra = ["--features", features] if features else []
-    run(["cargo", "build", "--release", "--locked", *extra, "--bin", "hpke-gateway",
+    run(["cargo", "build", "--release", "--locked", *BACKENDS[backend], "--bin", "hpke-gateway",
          "--example", "bench_upstream", "--example", "bare_proxy"], cwd=ROOT)
 
 
@@ -97,24 +116,29 @@ def start_upstream(port):
     return p
 
 
-def start_bare(port, upstream_port):
-    p = subprocess.Popen([BARE, f"127.0.0.1:{port}", f"http://127.0.0.1:{upstream_port}"],
-                         stderr=subprocess.DEVNULL)
+def start_bare(port, upstream_port, pool):
+    p = subprocess.Popen([BARE, f"127.0.0.1:{port}", f"http://127.0.0.1:{upstream_port}",
+                          "--pool", pool], stderr=subprocess.DEVNULL)
     wait_port(port, p, "hyper-only proxy")
     return p
 
 
-def start_nginx(work, port, upstream_port):
+def start_nginx(work, name, port, upstream_port, workers, access_log):
+    """nginx as a reverse proxy; `access_log` on writes nginx's default line (the
+    `combined` format) per request to a file, as its default configuration does."""
+    work = os.path.join(work, name)
+    os.makedirs(work)
     conf = os.path.join(work, "nginx.conf")
+    log_line = f"access_log {work}/access.log combined;" if access_log else "access_log off;"
     with open(conf, "w") as f:
         f.write(f"""
-worker_processes auto;
+worker_processes {workers};
 daemon off;
 pid {work}/nginx.pid;
 error_log {work}/nginx-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    {log_line}
     client_body_temp_path {work}/nginx-body;
     proxy_temp_path {work}/nginx-proxy;
     client_max_body_size 64m;
@@ -145,12 +169,14 @@ def make_keys(work):
     return server, customer
 
 
-def start_gateway(work, port, upstream_port):
-    config = os.path.join(work, "gateway.toml")
+def start_gateway(work, name, port, admin_port, upstream_port, log_level):
+    """The gateway; `log_level` None is its default (RUST_LOG unset: info, one access-log
+    line per request); its log goes to a file, like nginx's."""
+    config = os.path.join(work, f"{name}.toml")
     with open(config, "w") as f:
         f.write(f"""listen = "127.0.0.1:{port}"
 upstream = "http://127.0.0.1:{upstream_port}"
-admin_listen = "off"
+admin_listen = "127.0.0.1:{admin_port}"
 max_encrypted_body_bytes = {64 * MIB}
 max_response_body_bytes = {64 * MIB}
 # 16 requests of 16 MiB each way hold 512 MiB: the scenario measures throughput, not the
@@ -166,9 +192,11 @@ id = "{ACCOUNT}"
 encryption = true
 public_keys = ["customer.pub.pem"]
 """)
-    p = subprocess.Popen([GATEWAY, "serve", "--config", config],
-                         stderr=open(os.path.join(work, "gateway.log"), "w"),
-                         env={**os.environ, "RUST_LOG": "warn"})
+    env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
+    if log_level:
+        env["RUST_LOG"] = log_level
+    with open(os.path.join(work, f"{name}.log"), "w") as log_file:
+        p = subprocess.Popen([GATEWAY, "serve", "--config", config], stderr=log_file, env=env)
     wait_port(port, p, "gateway")
     return p
 
@@ -342,58 +370,93 @@ def criterion_median_ns(bench_id):
         return None
 
 
-def crypto_floor_us(sizes, quick):
-    ids = ["baseline_x25519_dh"] + [f"baseline_aes256gcm/{n}" for n in sizes]
-    if any(criterion_median_ns(i) is None for i in ids):
-        if quick:
-            return None
-        log("running the envelope bench for the crypto floor")
-        run(["cargo", "bench", "--locked", "--bench", "envelope", "--", "--quick", "baseline"],
+def crypto_floor(backend, sizes, quick):
+    """The shipped primitives' cost, measured now: µs per encrypted request of each size
+    (3 X25519 + AES-256-GCM of both bodies), and one core's AES-256-GCM in MB/s at 16 MiB.
+    In quick mode, only what an earlier bench left behind (None if nothing)."""
+    prefix = "baseline_aws-lc_" if backend == "aws-lc" else "baseline_"
+    ids = [f"{prefix}x25519_dh"] + [f"{prefix}aes256gcm/{n}" for n in sizes]
+    if not quick:
+        log(f"measuring the crypto floor ({backend}): the envelope bench's baselines")
+        run(["cargo", "bench", "--locked", "-p", "hpke-envelope", *BENCH_FEATURES[backend],
+             "--bench", "envelope", "--", "--quick", "baseline"],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    dh = criterion_median_ns("baseline_x25519_dh")
-    return {n: (3 * dh + 2 * criterion_median_ns(f"baseline_aes256gcm/{n}")) / 1e3 for n in sizes}
+    if any(criterion_median_ns(i) is None for i in ids):
+        return None
+    dh = criterion_median_ns(ids[0])
+    aes = {n: criterion_median_ns(f"{prefix}aes256gcm/{n}") for n in sizes}
+    return {
+        "dh_us": dh / 1e3,
+        "per_request_us": {n: (3 * dh + 2 * aes[n]) / 1e3 for n in sizes},
+        "aes256gcm_16MiB_MBps": 16 * MIB / (aes["16MiB"] / 1e3),
+    }
 
 
 # === the run ===
 
+PLAIN = "/1/upload?size=1024"
 SCENARIOS = [
-    # name, target, path, body size, encrypted, connections (full), duration (full)
-    ("1 upstream direct", "upstream", "/1/upload?size=1024", 1 * KIB, False, 64, 10),
-    ("2 nginx plaintext", "nginx", "/1/upload?size=1024", 1 * KIB, False, 64, 10),
-    ("2b hyper-only proxy plaintext", "bare", "/1/upload?size=1024", 1 * KIB, False, 64, 10),
-    ("3 gateway plaintext", "gateway", "/1/upload?size=1024", 1 * KIB, False, 64, 10),
-    ("4 gateway encrypted 1KiB", "gateway", "/1/upload?size=1024", 1 * KIB, True, 64, 10),
-    ("5 gateway encrypted 1MiB", "gateway", f"/1/upload?size={MIB}", MIB, True, 8, 10),
-    ("6 gateway 16x16MiB encrypted", "gateway", f"/1/upload?size={16 * MIB}", 16 * MIB, True, 16, 10),
+    # key, name, target, path, body size, encrypted, connections (full), duration (full)
+    ("1", "upstream direct", "upstream", PLAIN, 1 * KIB, False, 64, 10),
+    ("2", "nginx defaults (1 worker, log on)", "nginx", PLAIN, 1 * KIB, False, 64, 10),
+    ("2a", "nginx auto workers, log on", "nginx_auto", PLAIN, 1 * KIB, False, 64, 10),
+    ("2b", "nginx 1 worker, log off", "nginx_quiet", PLAIN, 1 * KIB, False, 64, 10),
+    ("2c", "nginx auto workers, log off", "nginx_auto_quiet", PLAIN, 1 * KIB, False, 64, 10),
+    ("2h", "hyper-only proxy", "bare", PLAIN, 1 * KIB, False, 64, 10),
+    ("2l", "hyper-only, per-worker http1", "bare_local", PLAIN, 1 * KIB, False, 64, 10),
+    ("3", "gateway plaintext, defaults", "gateway", PLAIN, 1 * KIB, False, 64, 10),
+    ("3q", "gateway plaintext, log off", "gateway_quiet", PLAIN, 1 * KIB, False, 64, 10),
+    ("4", "gateway encrypted 1KiB", "gateway", PLAIN, 1 * KIB, True, 64, 10),
+    ("5", "gateway encrypted 1MiB", "gateway", f"/1/upload?size={MIB}", MIB, True, 8, 10),
+    ("6", "gateway 16x16MiB encrypted", "gateway", f"/1/upload?size={16 * MIB}", 16 * MIB, True, 16, 10),
 ]
+NGINX = {  # target: (workers, access log)
+    "nginx": (1, True), "nginx_auto": ("auto", True),
+    "nginx_quiet": (1, False), "nginx_auto_quiet": ("auto", False),
+}
+GATEWAYS = {"gateway": None, "gateway_quiet": "warn"}  # target: RUST_LOG (None: unset)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short runs; check 2xx and decrypted replies only")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
-    ap.add_argument("--features", default="", help="cargo features of the gateway build, e.g. aws-lc")
+    ap.add_argument("--backend", choices=sorted(BACKENDS), default="aws-lc",
+                    help="the gateway's crypto backend: aws-lc (the shipped default) or rustcrypto")
     args = ap.parse_args()
 
-    ensure_tools(args.features)
+    ensure_tools(args.backend)
     if not args.quick:
         ensure_matplotlib()
     work = tempfile.mkdtemp(prefix="hpke-load-")
     procs = []
     try:
-        ports = {k: free_port() for k in ("upstream", "nginx", "bare", "gateway")}
+        targets = ["upstream", "bare", "bare_local", *NGINX, *GATEWAYS]
+        ports = {k: free_port() for k in targets}
+        admin_ports = {k: free_port() for k in GATEWAYS}
         upstream = start_upstream(ports["upstream"])
         procs.append(upstream)
-        nginx = start_nginx(work, ports["nginx"], ports["upstream"])
-        procs.append(nginx)
-        bare = start_bare(ports["bare"], ports["upstream"])
+        nginxes = {}
+        for name, (workers, access_log) in NGINX.items():
+            nginxes[name] = start_nginx(work, name, ports[name], ports["upstream"], workers, access_log)
+            procs.append(nginxes[name])
+        bare = start_bare(ports["bare"], ports["upstream"], "legacy")
         procs.append(bare)
+        bare_local = start_bare(ports["bare_local"], ports["upstream"], "local")
+        procs.append(bare_local)
         server_key, customer_key = make_keys(work)
-        gateway = start_gateway(work, ports["gateway"], ports["upstream"])
-        procs.append(gateway)
+        gateways = {}
+        for name, level in GATEWAYS.items():
+            gateways[name] = start_gateway(work, name, ports[name], admin_ports[name], ports["upstream"], level)
+            procs.append(gateways[name])
+        gateway = gateways["gateway"]
         # Whose CPU each scenario measures: the proxy under test (nginx: its workers).
-        proxy_pids = {"gateway": lambda: [gateway.pid], "bare": lambda: [bare.pid],
-                      "nginx": lambda: children(nginx.pid), "upstream": lambda: []}
+        proxy_pids = {"bare": lambda: [bare.pid], "bare_local": lambda: [bare_local.pid],
+                      "upstream": lambda: []}
+        for name, p in nginxes.items():
+            proxy_pids[name] = lambda p=p: children(p.pid)
+        for name, p in gateways.items():
+            proxy_pids[name] = lambda p=p: [p.pid]
         time.sleep(0.3)
         idle_rss_kib = rss_kib(gateway.pid, "VmRSS")
         server_pub = os.path.join(work, "server-1.pub.pem")
@@ -402,47 +465,49 @@ def main():
             f.write(b'{"d":[' + b'{"identity":"1"},' * 60 + b'{"identity":"2"}]}')
 
         rows = []
-        for name, target, path, size, encrypted, conns, dur in SCENARIOS:
+        for key, name, target, path, size, encrypted, conns, dur in SCENARIOS:
             if args.quick:
                 conns, dur = min(conns, 4), 1
             pool = []
             if encrypted:
                 count = 4 if size >= 16 * MIB or args.quick else 32
-                pool = seal_pool(work, f"s{name.split()[0]}", size, count, server_pub)
+                pool = seal_pool(work, f"s{key}", size, count, server_pub)
             elif path.startswith("/1/upload"):
                 pool = [plain_1k]
             pids = proxy_pids[target]()
             cpu0 = [cpu_split(p) for p in pids]
             # The rest of the machine's work: the upstream, and wrk (a child of this script).
             others0 = sum(cpu_split(upstream.pid)), children_cpu()
-            reset_peak_rss(gateway.pid)
-            log(f"{name}: wrk -c{conns} -d{dur}s")
-            r = wrk(work, f"s{name.split()[0]}", ports[target], path, conns, dur, pool, encrypted)
+            is_gateway = target in gateways
+            if is_gateway:
+                reset_peak_rss(gateways[target].pid)
+            log(f"{key} {name}: wrk -c{conns} -d{dur}s")
+            r = wrk(work, f"s{key}", ports[target], path, conns, dur, pool, encrypted)
             cpu1 = [cpu_split(p) for p in pids]
             upstream_cpu = sum(cpu_split(upstream.pid)) - others0[0]
             wrk_cpu = children_cpu() - others0[1]
             user = sum(b[0] - a[0] for a, b in zip(cpu0, cpu1))
             system = sum(b[1] - a[1] for a, b in zip(cpu0, cpu1))
-            peak = rss_kib(gateway.pid, "VmHWM")
+            peak = rss_kib(gateways[target].pid, "VmHWM") if is_gateway else None
             if r["requests"] == 0 or r["non2xx"] or r["errors"]:
                 raise SystemExit(f"{name}: {r['requests']} requests, {r['non2xx']} non-2xx, {r['errors']} errors")
             if encrypted:
-                check_decrypted_reply(ports["gateway"], path, pool[0], customer_key, size)
+                check_decrypted_reply(ports[target], path, pool[0], customer_key, size)
             secs = r["duration_us"] / 1e6
             rows.append({
-                "scenario": name, "target": target, "body_bytes": size, "encrypted": encrypted,
-                "connections": conns, "requests": r["requests"], "rps": r["requests"] / secs,
+                "key": key, "scenario": f"{key} {name}", "target": target, "body_bytes": size,
+                "encrypted": encrypted, "connections": conns, "requests": r["requests"],
+                "rps": r["requests"] / secs,
                 "p50_ms": r["p50_us"] / 1e3, "p99_ms": r["p99_us"] / 1e3, "p999_ms": r["p999_us"] / 1e3,
                 "proxy_cpu_us_per_req": (user + system) / r["requests"] * 1e6 if pids else None,
                 "proxy_user_us_per_req": user / r["requests"] * 1e6 if pids else None,
                 "proxy_sys_us_per_req": system / r["requests"] * 1e6 if pids else None,
-                "gateway_cpu_us_per_req": ((user + system) / r["requests"] * 1e6) if target == "gateway" else None,
                 "upstream_cpu_us_per_req": upstream_cpu / r["requests"] * 1e6,
                 "wrk_cpu_us_per_req": wrk_cpu / r["requests"] * 1e6,
-                "gateway_peak_rss_mib": peak / 1024 if target == "gateway" else None,
+                "gateway_peak_rss_mib": peak / 1024 if peak is not None else None,
             })
+        dropped = dropped_log_lines(admin_ports["gateway"])
         start_ms = startup_ms(work, ports["upstream"])
-        report(args, rows, idle_rss_kib, start_ms)
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -452,35 +517,61 @@ def main():
             except subprocess.TimeoutExpired:
                 p.kill()
         shutil.rmtree(work, ignore_errors=True)
+    report(args, rows, idle_rss_kib, start_ms, dropped)
 
 
-def report(args, rows, idle_rss_kib, start_ms):
-    by = {r["scenario"].split()[0]: r for r in rows}
-    floor = crypto_floor_us(["1KiB", "1MiB", "16MiB"], args.quick)
-    ratios = {
-        "gateway_plain_vs_nginx_rps": by["3"]["rps"] / by["2"]["rps"],
-        "gateway_plain_vs_nginx_p99": by["3"]["p99_ms"] / by["2"]["p99_ms"],
+def dropped_log_lines(admin_port):
+    """The default gateway's count of access-log lines dropped for a full queue."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=10) as res:
+        text = res.read().decode()
+    m = re.search(r"^hpke_gateway_log_lines_dropped_total (\d+)", text, re.M)
+    if not m:
+        raise SystemExit("the gateway's /metrics has no hpke_gateway_log_lines_dropped_total")
+    return int(m.group(1))
+
+
+def report(args, rows, idle_rss_kib, start_ms, dropped_log_lines):
+    by = {r["key"]: r for r in rows}
+    floor = crypto_floor(args.backend, ["1KiB", "1MiB", "16MiB"], args.quick)
+    ratios = {}
+    # Every gateway/nginx pair; the target is defaults against defaults (3 / 2).
+    for g, g_name in (("3", "gateway_defaults"), ("3q", "gateway_log_off")):
+        for n, n_name in (("2", "nginx_defaults_1w_log"), ("2a", "nginx_auto_log"),
+                          ("2b", "nginx_1w_log_off"), ("2c", "nginx_auto_log_off")):
+            ratios[f"{g_name}_vs_{n_name}_rps"] = by[g]["rps"] / by[n]["rps"]
+            ratios[f"{g_name}_vs_{n_name}_p99"] = by[g]["p99_ms"] / by[n]["p99_ms"]
+    ratios.update({
+        "gateway_log_off_vs_defaults_rps": by["3q"]["rps"] / by["3"]["rps"],
         "gateway_encrypted_1KiB_vs_plain_rps": by["4"]["rps"] / by["3"]["rps"],
         # The same hyper server and client with nothing in between: how much of the gap
         # to nginx is the hyper stack's, and how much the gateway's own layers'.
-        "hyper_only_vs_nginx_rps": by["2b"]["rps"] / by["2"]["rps"],
-        "gateway_plain_vs_hyper_only_rps": by["3"]["rps"] / by["2b"]["rps"],
-        "plain_cpu_us_per_req_nginx": by["2"]["proxy_cpu_us_per_req"],
-        "plain_cpu_us_per_req_hyper_only": by["2b"]["proxy_cpu_us_per_req"],
-        "plain_cpu_us_per_req_gateway": by["3"]["proxy_cpu_us_per_req"],
-    }
+        "hyper_only_vs_nginx_1w_log_off_rps": by["2h"]["rps"] / by["2b"]["rps"],
+        "gateway_log_off_vs_hyper_only_rps": by["3q"]["rps"] / by["2h"]["rps"],
+        # Issue 14's upstream experiment: per-worker hyper::client::conn::http1
+        # connections against hyper-util's pooled client, both with nothing else around.
+        "hyper_only_per_worker_http1_vs_pooled_client_rps": by["2l"]["rps"] / by["2h"]["rps"],
+        "hyper_only_per_worker_http1_vs_pooled_client_cpu": (
+            by["2l"]["proxy_cpu_us_per_req"] / by["2h"]["proxy_cpu_us_per_req"]),
+    })
+    for k in ("2", "2a", "2b", "2c", "2h", "2l", "3", "3q"):
+        ratios[f"plain_cpu_us_per_req_{by[k]['target']}"] = by[k]["proxy_cpu_us_per_req"]
     if floor:
-        ratios["cpu_per_encrypted_1KiB_vs_crypto_floor"] = by["4"]["gateway_cpu_us_per_req"] / floor["1KiB"]
-        ratios["crypto_floor_us"] = floor
+        ratios["cpu_per_encrypted_1KiB_vs_crypto_floor"] = by["4"]["proxy_cpu_us_per_req"] / floor["per_request_us"]["1KiB"]
+        ratios["crypto_floor"] = floor
     # 16 MiB each way per request: payload throughput of scenario 6, both directions.
     ratios["encrypted_16MiB_payload_MBps"] = by["6"]["rps"] * 2 * 16 * MIB / 1e6
     # The same payload per second of the gateway's own CPU, and the most this machine
     # could show with a gateway that cost nothing: wrk and the upstream also move 32 MiB
     # per request on the same cores.
     six = by["6"]
-    ratios["encrypted_16MiB_payload_MB_per_gateway_cpu_s"] = 2 * 16 * MIB / six["gateway_cpu_us_per_req"]
+    ratios["encrypted_16MiB_payload_MB_per_gateway_cpu_s"] = 2 * 16 * MIB / six["proxy_cpu_us_per_req"]
     others_us = six["upstream_cpu_us_per_req"] + six["wrk_cpu_us_per_req"]
     ratios["encrypted_16MiB_ceiling_MBps_with_a_free_gateway"] = (os.cpu_count() or 1) * 2 * 16 * MIB / others_us
+    if floor:
+        half = floor["aes256gcm_16MiB_MBps"] / 2
+        ratios["encrypted_16MiB_payload_vs_half_a_core_of_aes256gcm"] = ratios["encrypted_16MiB_payload_MBps"] / half
+        ratios["encrypted_16MiB_per_gateway_cpu_s_vs_half_a_core_of_aes256gcm"] = \
+            ratios["encrypted_16MiB_payload_MB_per_gateway_cpu_s"] / half
     in_flight_mib = 16 * 16 * 2  # 16 requests, 16 MiB each way
     ratios["peak_rss_16x16MiB_limit_mib"] = 20 + 1.5 * in_flight_mib
 
@@ -494,19 +585,23 @@ def report(args, rows, idle_rss_kib, start_ms):
         rss = f"{r['gateway_peak_rss_mib']:.1f}" if r["gateway_peak_rss_mib"] is not None else "-"
         print(f"{r['scenario']:32} {r['rps']:>10.0f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {r['p999_ms']:>9.2f} {cpu:>11} {split:>17} {rss:>13}")
     print(f"\ngateway idle RSS: {idle_rss_kib / 1024:.1f} MiB")
+    print(f"access-log lines the default gateway dropped (hpke_gateway_log_lines_dropped_total): {dropped_log_lines}")
     print(f"start-up to accepting connections, 20 accounts and 3 server keys: {start_ms:.1f} ms (median of 5)")
     for k, v in ratios.items():
         if isinstance(v, float):
             print(f"{k}: {v:.2f}")
     if floor:
-        print("crypto floor per encrypted request (3 DH + AES-GCM both ways), µs: "
-              + ", ".join(f"{k} {v:.1f}" for k, v in floor.items()))
+        print(f"crypto floor ({args.backend}) per encrypted request (3 DH + AES-GCM both ways), µs: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in floor["per_request_us"].items())
+              + f"; one DH {floor['dh_us']:.1f} µs; one core's AES-256-GCM at 16 MiB: "
+              + f"{floor['aes256gcm_16MiB_MBps']:.0f} MB/s")
     if args.quick:
         print("\nquick mode: every scenario answered 2xx and encrypted replies decrypted (timings not meaningful)")
         return
     os.makedirs(args.out, exist_ok=True)
-    result = {"machine": machine(), "features": args.features, "idle_rss_mib": idle_rss_kib / 1024, "startup_ms": start_ms, "rows": rows, "ratios": ratios}
-    stem = "load" + (f"-{args.features}" if args.features else "")
+    result = {"machine": machine(), "backend": args.backend, "idle_rss_mib": idle_rss_kib / 1024,
+              "startup_ms": start_ms, "dropped_log_lines": dropped_log_lines, "rows": rows, "ratios": ratios}
+    stem = "load" + ("" if args.backend == "aws-lc" else f"-{args.backend}")
     with open(os.path.join(args.out, f"{stem}.json"), "w") as f:
         json.dump(result, f, indent=2)
     charted = chart(rows, os.path.join(args.out, f"{stem}.png"))
