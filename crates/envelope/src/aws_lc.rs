@@ -18,35 +18,63 @@ pub(super) const NAME: &str = "aws-lc";
 /// AWS-LC may have written into the buffer when a tag does not verify.
 pub(super) const OPEN_KEEPS_INPUT_ON_FAILURE: bool = false;
 
-/// A clamped X25519 scalar, zeroized on drop.
-#[derive(Clone)]
-pub(super) struct SecretKey(Zeroizing<[u8; 32]>);
+/// A clamped X25519 scalar, zeroized on drop, and AWS-LC's key parsed from it once.
+///
+/// Parsing computes the public key (a fixed-base multiplication: AWS-LC's
+/// `x25519_set_priv_raw`), so it happens when the key is made, not per operation: an
+/// ephemeral key costs one parse and one agreement, a server key one agreement.
+pub(super) struct SecretKey {
+    scalar: Zeroizing<[u8; 32]>,
+    /// `None` only if AWS-LC refused a 32-byte scalar, which it does not; every use
+    /// then fails closed (`dh`) or falls back to x25519-dalek (`public`).
+    parsed: Option<agreement::PrivateKey>,
+}
 
+// The scalar is in `Zeroizing`; AWS-LC's key lives in memory AWS-LC allocated, and its
+// `OPENSSL_free` wipes every allocation before it frees it (crypto/mem.c).
 impl ZeroizeOnDrop for SecretKey {}
 
+impl Clone for SecretKey {
+    fn clone(&self) -> Self {
+        Self::new(self.scalar.clone())
+    }
+}
+
 impl SecretKey {
+    fn new(scalar: Zeroizing<[u8; 32]>) -> Self {
+        let parsed = agreement::PrivateKey::from_private_key(&X25519, &*scalar).ok();
+        Self { scalar, parsed }
+    }
+
     pub(super) fn from_bytes(bytes: &[u8]) -> Option<Self> {
         let mut sk = Zeroizing::new([0u8; 32]);
         sk.copy_from_slice(bytes.get(..32).filter(|_| bytes.len() == 32)?);
-        Some(Self(schedule::clamp(sk)))
+        Some(Self::new(schedule::clamp(sk)))
+    }
+
+    /// The (clamped) key of a 32-byte scalar.
+    pub(super) fn from_array(bytes: &[u8; 32]) -> Self {
+        Self::new(schedule::clamp(Zeroizing::new(*bytes)))
     }
 
     pub(super) fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
-        self.0.clone()
+        self.scalar.clone()
     }
 }
 
 /// X25519 for the shared KEM steps in [`super::schedule`].
 impl schedule::Dh for SecretKey {
     fn derive(ikm: &[u8]) -> Self {
-        Self(schedule::derive_secret::<AwsLcHkdf>(ikm))
+        Self::new(schedule::derive_secret::<AwsLcHkdf>(ikm))
     }
 
     fn public(&self) -> [u8; 32] {
-        let aws = agreement::PrivateKey::from_private_key(&X25519, &*self.0)
-            .and_then(|k| k.compute_public_key().map_err(Into::into));
+        let aws = self
+            .parsed
+            .as_ref()
+            .map(agreement::PrivateKey::compute_public_key);
         match aws {
-            Ok(pk) if pk.as_ref().len() == 32 => {
+            Some(Ok(pk)) if pk.as_ref().len() == 32 => {
                 let mut out = [0u8; 32];
                 out.copy_from_slice(pk.as_ref());
                 out
@@ -54,16 +82,16 @@ impl schedule::Dh for SecretKey {
             // Any valid scalar has a public key; x25519-dalek computes the same one.
             // (Not reached in practice. `StaticSecret` takes the scalar only by value, so
             // an argument temporary may stay on the stack; the `StaticSecret` is wiped.)
-            _ => *x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*self.0))
+            _ => *x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*self.scalar))
                 .as_bytes(),
         }
     }
 
     fn dh(&self, peer: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>, ()> {
-        let me = agreement::PrivateKey::from_private_key(&X25519, &*self.0).map_err(drop)?;
+        let me = self.parsed.as_ref().ok_or(())?;
         // The slice `agree` hands over is aws-lc-rs's own buffer, which it does not wipe
         // and this code cannot reach; the copy taken here is wiped.
-        let shared = agreement::agree(&me, UnparsedPublicKey::new(&X25519, peer), (), |z| {
+        let shared = agreement::agree(me, UnparsedPublicKey::new(&X25519, peer), (), |z| {
             let mut out = Zeroizing::new([0u8; 32]);
             out.copy_from_slice(z);
             Ok(out)

@@ -91,6 +91,11 @@ impl SecretKey {
         Some(Self::from_scalar(schedule::clamp(sk)))
     }
 
+    /// The (clamped) key of a 32-byte scalar.
+    pub(super) fn from_array(bytes: &[u8; 32]) -> Self {
+        Self::from_scalar(schedule::clamp(Zeroizing::new(*bytes)))
+    }
+
     pub(super) fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
         // Copied from a reference: `StaticSecret::to_bytes` would return an unwiped copy.
         let mut out = Zeroizing::new([0u8; 32]);

@@ -6,7 +6,8 @@
 //! multiplication), which would more than double the cost of an open. Here the seed is
 //! expanded once, when the key is loaded, and the draft's few lines of combiner sit over
 //! `libcrux-ml-kem` (Cryspen's ML-KEM, whose portable and AVX2 code is formally
-//! verified; AVX2 chosen at run time on x86-64, NEON on aarch64) and x25519-dalek. Why libcrux and not RustCrypto's `ml-kem`: an
+//! verified; AVX2 chosen at run time on x86-64, NEON on aarch64) and the backend's X25519
+//! (aws-lc's, or x25519-dalek in the pure-Rust build). Why libcrux and not RustCrypto's `ml-kem`: an
 //! encapsulation plus a decapsulation cost about 50 µs instead of about 310 µs on the
 //! project's machine (docs/performance.md). The `x-wing` crate (through rust-hpke, on
 //! RustCrypto's `ml-kem`), RustCrypto's `ml-kem` itself and the draft's own vectors
@@ -17,9 +18,10 @@ use rand_core::CryptoRng;
 use sha3::Digest;
 use sha3::digest::Update as _;
 use shake::{ExtendableOutput as _, Shake256, XofReader as _};
-use x25519_dalek::{PublicKey as X25519Public, StaticSecret};
 use zeroize::{Zeroize as _, ZeroizeOnDrop, Zeroizing};
 
+use crate::backend::SecretKey as X25519Secret;
+use crate::schedule::Dh as _;
 use crate::suite::Kem;
 
 /// `Npk`: an ML-KEM-768 encapsulation key (1184 bytes) and an X25519 public key.
@@ -49,12 +51,12 @@ impl ZeroizeOnDrop for MlKemSecret {}
 pub(crate) struct SecretKey {
     seed: Zeroizing<[u8; 32]>,
     sk_m: MlKemSecret,
-    sk_x: StaticSecret,
+    sk_x: X25519Secret,
     public: PublicKey,
 }
 
-// The seed is in `Zeroizing`, the ML-KEM key in `MlKemSecret` (wiped on drop),
-// x25519-dalek's `StaticSecret` wipes itself; the public key is public.
+// The seed is in `Zeroizing`, the ML-KEM key in `MlKemSecret` (wiped on drop), the
+// backend's X25519 key wipes itself; the public key is public.
 impl ZeroizeOnDrop for SecretKey {}
 
 /// An X-Wing public key, checked once.
@@ -95,15 +97,16 @@ impl SecretKey {
         reader.read(&mut *d_z);
         let mut x = Zeroizing::new([0u8; 32]);
         reader.read(&mut *x);
-        // `generate_key_pair` and `StaticSecret::from` take their input by value and
-        // libcrux returns the key pair by value: such temporaries may stay on the stack
-        // (as for X25519 keys, see the backends).
+        // `generate_key_pair` takes its input by value and libcrux returns the key pair
+        // by value: such temporaries may stay on the stack (as for X25519 keys, see the
+        // backends).
         let (sk_m, pk_m) = mlkem768::generate_key_pair(*d_z).into_parts();
         let sk_m = MlKemSecret(Box::new(sk_m));
-        let sk_x = StaticSecret::from(*x);
+        // X25519 clamps the scalar itself (RFC 7748 §5): the clamped key is the same key.
+        let sk_x = X25519Secret::from_array(&x);
         let mut bytes = Box::new([0u8; PUBLIC_LEN]);
         bytes[..ML_KEM_PUBLIC_LEN].copy_from_slice(pk_m.as_slice());
-        bytes[ML_KEM_PUBLIC_LEN..].copy_from_slice(X25519Public::from(&sk_x).as_bytes());
+        bytes[ML_KEM_PUBLIC_LEN..].copy_from_slice(&sk_x.public());
         let public = PublicKey {
             pk_m: Box::new(pk_m),
             bytes,
@@ -222,12 +225,10 @@ pub(crate) fn encap_derand(
     let pk_x = pk.pk_x();
     let mut ek_x = Zeroizing::new([0u8; 32]);
     ek_x.copy_from_slice(&eseed[32..]);
-    let ek_x = StaticSecret::from(*ek_x);
-    let ct_x = X25519Public::from(&ek_x).to_bytes();
-    let ss_x = ek_x.diffie_hellman(&X25519Public::from(pk_x));
-    if !ss_x.was_contributory() {
-        return Err(());
-    }
+    let ek_x = X25519Secret::from_array(&ek_x);
+    let ct_x = ek_x.public();
+    // Refuses an all-zero secret (a small-order `pk_X`), as the backends' DHKEM does.
+    let ss_x = ek_x.dh(&pk_x)?;
     let mut m = Zeroizing::new([0u8; 32]);
     m.copy_from_slice(&eseed[..32]);
     // libcrux takes `m` by value: that argument copy may stay on the stack, unwiped.
@@ -235,7 +236,7 @@ pub(crate) fn encap_derand(
     let ss_m = Zeroizing::new(ss_m);
     enc_out[..ML_KEM_CT_LEN].copy_from_slice(ct_m.as_slice());
     enc_out[ML_KEM_CT_LEN..].copy_from_slice(&ct_x);
-    Ok(combiner(&*ss_m, ss_x.as_bytes(), &ct_x, &pk_x))
+    Ok(combiner(&*ss_m, &*ss_x, &ct_x, &pk_x))
 }
 
 // draft-connolly-cfrg-xwing-kem-06 §5.5
@@ -253,12 +254,9 @@ pub(crate) fn decap(sk: &SecretKey, enc: &[u8]) -> Result<Zeroizing<[u8; 32]>, (
     }
     let ct_m = MlKem768Ciphertext::try_from(&enc[..ML_KEM_CT_LEN]).map_err(drop)?;
     let ct_x: [u8; 32] = enc[ML_KEM_CT_LEN..].try_into().map_err(drop)?;
-    let ss_x = sk.sk_x.diffie_hellman(&X25519Public::from(ct_x));
-    if !ss_x.was_contributory() {
-        return Err(());
-    }
+    let ss_x = sk.sk_x.dh(&ct_x)?;
     let ss_m = Zeroizing::new(mlkem768::decapsulate(&sk.sk_m.0, &ct_m));
-    Ok(combiner(&*ss_m, ss_x.as_bytes(), &ct_x, &sk.public.pk_x()))
+    Ok(combiner(&*ss_m, &*ss_x, &ct_x, &sk.public.pk_x()))
 }
 
 #[cfg(test)]
