@@ -57,8 +57,8 @@ mod backend;
 #[path = "rustcrypto.rs"]
 mod backend;
 
-/// The crypto backend this build uses: `rustcrypto` (default: x25519-dalek, hkdf,
-/// aes-gcm) or `aws-lc` (cargo feature).
+/// The crypto backend this build uses: `rustcrypto` (x25519-dalek, hkdf, aes-gcm; this
+/// crate's default) or `aws-lc` (cargo feature, which the gateway turns on by default).
 pub const BACKEND: &str = backend::NAME;
 /// Whether a failed open leaves the buffer as it was (so another key may be tried on it).
 pub const OPEN_KEEPS_INPUT_ON_FAILURE: bool = backend::OPEN_KEEPS_INPUT_ON_FAILURE;
