@@ -47,9 +47,7 @@ impl SecretKey {
     }
 
     pub(super) fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        let mut sk = Zeroizing::new([0u8; 32]);
-        sk.copy_from_slice(bytes.get(..32).filter(|_| bytes.len() == 32)?);
-        Some(Self::new(schedule::clamp(sk)))
+        Some(Self::from_array(bytes.try_into().ok()?))
     }
 
     /// The (clamped) key of a 32-byte scalar.
