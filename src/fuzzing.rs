@@ -380,17 +380,14 @@ pub fn upstream_uri(data: &[u8]) {
     assert!(ingress::check_path(&original).is_ok());
     if let Ok(base) = Uri::try_from(base)
         && let (Some(scheme), Some(authority)) = (base.scheme(), base.authority())
+        && let Ok(upstream) = Upstream::new(scheme, authority, base.path())
+        && let Ok(uri) = upstream.uri_for(&original)
     {
-        let upstream = Upstream {
-            scheme: scheme.clone(),
-            authority: authority.clone(),
-            base_path: base.path().trim_end_matches('/').to_owned(),
-        };
-        if let Ok(uri) = upstream.uri_for(&original) {
-            assert_eq!(uri.scheme(), Some(scheme));
-            assert_eq!(uri.authority(), Some(authority));
-            assert!(uri.path().starts_with(&upstream.base_path));
-        }
+        assert_eq!(uri.scheme(), Some(scheme));
+        assert_eq!(uri.authority(), Some(authority));
+        assert!(uri.path().starts_with(&upstream.base_path));
+        let origin_form = upstream.origin_form(&original).expect("as uri_for");
+        assert_eq!(origin_form.path_and_query(), uri.path_and_query());
     }
 }
 

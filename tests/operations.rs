@@ -732,7 +732,7 @@ async fn an_unreachable_upstream_is_logged_with_its_address_and_os_error() {
         "{line}"
     );
     assert!(
-        line.contains("cause=client error (Connect): "),
+        line.contains("cause=tcp connect error: "),
         "the whole cause chain: {line}"
     );
     assert!(line.contains("Connection refused (os error 111)"), "{line}");

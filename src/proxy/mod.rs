@@ -11,6 +11,8 @@
 //! connections are joined into a tunnel that copies bytes both ways until either side
 //! closes. A 101 to any other request is a 502: there is nothing to switch to.
 
+mod pool;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -23,13 +25,13 @@ use axum::response::IntoResponse as _;
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version, header};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tower::Service;
 
 use crate::error::{Error, StartError};
 use crate::middleware::UpgradeRequest;
+pub use pool::{IDLE_TIMEOUT, MAX_IDLE};
+use pool::{Pool, ReturnOnEnd};
 
 /// Forwards requests to one upstream. Cloning is one reference count: the router clones
 /// its services for every request.
@@ -38,7 +40,7 @@ pub struct Proxy(Arc<Inner>);
 
 #[derive(Debug, Clone)]
 struct Inner {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    pool: Arc<Pool>,
     connect_timeout: Duration,
     tls: Arc<rustls::ClientConfig>,
     upstream: Arc<Upstream>,
@@ -51,6 +53,11 @@ pub(crate) struct Upstream {
     pub(crate) authority: http::uri::Authority,
     /// The base URL's path without a trailing slash ("" for the root).
     pub(crate) base_path: String,
+    /// The `Host` of forwarded requests: host, and port unless the scheme's default
+    /// (never user info).
+    host: HeaderValue,
+    /// `scheme://host:port/`: what the connector dials.
+    target: Uri,
 }
 
 impl Proxy {
@@ -79,23 +86,21 @@ impl Proxy {
                 crate::tls::upstream_client_config_for_http().map_err(StartError::Upstream)?,
             ),
         };
+        let upstream = Arc::new(Upstream::new(scheme, authority, upstream.path())?);
         Ok(Self(Arc::new(Inner {
-            client: client(connect_timeout, &tls),
+            pool: pool(connect_timeout, &tls, &upstream),
             connect_timeout,
             tls,
-            upstream: Arc::new(Upstream {
-                scheme: scheme.clone(),
-                authority: authority.clone(),
-                base_path: upstream.path().trim_end_matches('/').to_owned(),
-            }),
+            upstream,
             timeout,
         })))
     }
 
-    /// The same proxy with a connection pool of its own (clones share one pool).
+    /// The same proxy with a connection pool of its own (clones share one pool): one
+    /// per worker thread, so that a worker's connections live on its thread.
     pub fn fresh_pool(&self) -> Self {
         Self(Arc::new(Inner {
-            client: client(self.0.connect_timeout, &self.0.tls),
+            pool: pool(self.0.connect_timeout, &self.0.tls, &self.0.upstream),
             ..(*self.0).clone()
         }))
     }
@@ -109,7 +114,7 @@ pub struct UpstreamTimeout(pub Duration);
 
 impl Inner {
     async fn forward(&self, mut req: Request<Body>) -> Result<Response<Body>, Error> {
-        *req.uri_mut() = self.upstream.uri_for(req.uri())?;
+        *req.uri_mut() = self.upstream.origin_form(req.uri())?;
         *req.version_mut() = Version::HTTP_11;
         let upgrade = req.extensions().get::<UpgradeRequest>().is_some();
         let client_side = if upgrade {
@@ -121,7 +126,7 @@ impl Inner {
         // (keeping an upgrade's two); what is left is framing and the host.
         let headers = req.headers_mut();
         headers.remove(header::TRANSFER_ENCODING);
-        headers.remove(header::HOST);
+        headers.insert(header::HOST, self.upstream.host.clone());
 
         // The live state's timeout, which the middleware put on the request: a reload
         // that changes upstream_timeout_ms applies to the next request.
@@ -129,19 +134,22 @@ impl Inner {
             .extensions()
             .get::<UpstreamTimeout>()
             .map_or(self.timeout, |t| t.0);
-        let mut response = match tokio::time::timeout(timeout, self.client.request(req)).await {
-            Err(_) => return Err(Error::UpstreamTimeout),
-            // The client's body stalled while it streamed on: the client's fault, 408.
-            Ok(Err(e)) if caused_by_request_timeout(&e) => return Err(Error::RequestTimeout),
-            Ok(Err(e)) => {
-                return Err(Error::UpstreamUnavailable {
-                    upstream: self.upstream.origin(),
-                    source: e.into(),
-                });
-            }
-            Ok(Ok(r)) => r,
-        };
+        let (mut response, connection) =
+            match tokio::time::timeout(timeout, self.pool.send(req)).await {
+                Err(_) => return Err(Error::UpstreamTimeout),
+                // The client's body stalled while it streamed on: the client's fault, 408.
+                Ok(Err(e)) if caused_by_request_timeout(&*e) => return Err(Error::RequestTimeout),
+                Ok(Err(e)) => {
+                    return Err(Error::UpstreamUnavailable {
+                        upstream: self.upstream.origin(),
+                        source: e,
+                    });
+                }
+                Ok(Ok(r)) => r,
+            };
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // The connection is the tunnel's now (or useless): it never goes back.
+            drop(connection);
             let Some(client_side) = client_side else {
                 return Err(Error::BadUpstreamResponse(
                     "101 Switching Protocols to a request that asked for no upgrade".into(),
@@ -157,6 +165,7 @@ impl Inner {
         }
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
+        let body = ReturnOnEnd::new(body, connection, self.pool.clone());
         Ok(Response::from_parts(parts, Body::new(body)))
     }
 }
@@ -232,39 +241,74 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     let _ = client_write.shutdown().await;
 }
 
-fn client(
+fn pool(
     connect_timeout: Duration,
     tls: &Arc<rustls::ClientConfig>,
-) -> Client<HttpsConnector<HttpConnector>, Body> {
+    upstream: &Upstream,
+) -> Arc<Pool> {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
     connector.enforce_http(false);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+    let connector: HttpsConnector<HttpConnector> = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config((**tls).clone())
         .https_or_http()
         .enable_http1()
         .wrap_connector(connector);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector)
+    Arc::new(Pool::new(connector, upstream.target.clone()))
 }
 
 impl Upstream {
+    pub(crate) fn new(
+        scheme: &http::uri::Scheme,
+        authority: &http::uri::Authority,
+        base_path: &str,
+    ) -> Result<Self, StartError> {
+        let host = match authority.port_u16() {
+            Some(port) if Some(port) != default_port(scheme) => {
+                format!("{}:{port}", authority.host())
+            }
+            _ => authority.host().to_owned(),
+        };
+        let mut target = http::uri::Parts::default();
+        target.scheme = Some(scheme.clone());
+        target.authority = Some(authority.clone());
+        target.path_and_query = Some(PathAndQuery::from_static("/"));
+        Ok(Self {
+            scheme: scheme.clone(),
+            authority: authority.clone(),
+            base_path: base_path.trim_end_matches('/').to_owned(),
+            target: Uri::from_parts(target).map_err(|e| StartError::Upstream(e.to_string()))?,
+            host: HeaderValue::try_from(host)
+                .map_err(|_| StartError::Upstream("the host is not a valid Host".into()))?,
+        })
+    }
+
     /// `scheme://host:port`, for the log: no user info, path or query.
     pub(crate) fn origin(&self) -> String {
-        let port =
-            self.authority
-                .port_u16()
-                .unwrap_or(if self.scheme == http::uri::Scheme::HTTPS {
-                    443
-                } else {
-                    80
-                });
+        let port = self
+            .authority
+            .port_u16()
+            .or(default_port(&self.scheme))
+            .unwrap_or(80);
         format!("{}://{}:{port}", self.scheme, self.authority.host())
     }
 
+    /// The path and query the upstream gets for `original` (origin form, RFC 9112 §3.2.1).
+    pub(crate) fn origin_form(&self, original: &Uri) -> Result<Uri, Error> {
+        Ok(Uri::from(self.path_and_query(original)?))
+    }
+
+    /// The absolute URI of `original` at the upstream.
     pub(crate) fn uri_for(&self, original: &Uri) -> Result<Uri, Error> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(self.path_and_query(original)?);
+        Uri::from_parts(parts).map_err(|e| Error::Internal(e.into()))
+    }
+
+    fn path_and_query(&self, original: &Uri) -> Result<PathAndQuery, Error> {
         // `OPTIONS *` means the server itself: under a base path there is no such thing.
         if original.path() == "*" && !self.base_path.is_empty() {
             return Err(Error::InvalidPath);
@@ -278,11 +322,15 @@ impl Upstream {
                     .map_err(|e| Error::Internal(e.into()))?
             }
         };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(path_and_query);
-        Uri::from_parts(parts).map_err(|e| Error::Internal(e.into()))
+        Ok(path_and_query)
+    }
+}
+
+fn default_port(scheme: &http::uri::Scheme) -> Option<u16> {
+    match scheme.as_str() {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
     }
 }
 
