@@ -243,6 +243,8 @@ async fn an_upstream_that_closes_idle_connections_loses_and_repeats_no_request()
     assert!(seen.iter().enumerate().all(|(i, s)| s.connection == i + 1));
 }
 
+/// The connection of an answer the client abandoned is busy (its body still unread): the
+/// next request must neither wait for it nor get its bytes.
 #[tokio::test]
 async fn an_answer_cut_short_takes_its_connection_with_it() {
     let (upstream, addr) = Scripted::start().await;

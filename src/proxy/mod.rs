@@ -432,6 +432,23 @@ mod tests {
     }
 
     #[test]
+    fn the_host_header_is_host_and_port_without_user_info_or_default_port() {
+        for (url, host) in [
+            ("http://user:secret@10.0.0.1:9000/api", "10.0.0.1:9000"),
+            ("http://[::1]:80/", "[::1]"),
+            ("http://[::1]:8080", "[::1]:8080"),
+            ("https://api.example.com:443/v1", "api.example.com"),
+            ("https://api.example.com:80/v1", "api.example.com:80"),
+            ("http://api.example.com", "api.example.com"),
+        ] {
+            let uri: Uri = url.parse().unwrap();
+            let upstream =
+                Upstream::new(uri.scheme().unwrap(), uri.authority().unwrap(), uri.path()).unwrap();
+            assert_eq!(upstream.host, host, "{url}");
+        }
+    }
+
+    #[test]
     fn drops_hop_by_hop_and_connection_named_headers() {
         let mut h = HeaderMap::new();
         h.insert(

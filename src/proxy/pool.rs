@@ -4,14 +4,18 @@
 //! Each worker thread has a pool of its own (`Proxy::fresh_pool`), so a checkout takes an
 //! uncontended lock and the connection's task runs on the thread that uses it. A
 //! connection goes back to the pool when its answer's body ends (read to the end, or
-//! known empty); an answer dropped before its end takes its connection with it. The
-//! most recently returned connection is used first; connections idle for longer than
-//! [`IDLE_TIMEOUT`] are closed at the next checkout or return, and a worker keeps at
+//! known empty); an answer dropped before its end takes its connection with it. A
+//! connection is handed out only when hyper says it is ready for a request (its last
+//! answer and request both complete). The most recently returned connection is used
+//! first; connections idle for longer than [`IDLE_TIMEOUT`] are closed (at a checkout, a
+//! return, or by the worker's reaper task every third of that time), and a worker keeps at
 //! most [`MAX_IDLE`] of them.
 //!
 //! A request that a reused connection refused before writing a byte (the upstream
-//! closed it while it sat idle) is sent again on a new connection, once, as hyper-util's
-//! pooled client does; a request on a new connection is never repeated.
+//! closed it while it sat idle) goes out again on another connection, as hyper-util's
+//! pooled client does: each stale connection costs one more try, the last on a new
+//! connection. A request refused by a new connection is not sent again, and none whose
+//! bytes went out is ever sent twice.
 //!
 //! Issue 14 measured this against hyper-util's pooled client (a pool shared by every
 //! thread, a task per request to watch the connection go idle): see docs/performance.md.
@@ -47,6 +51,8 @@ pub(crate) struct Pool {
     target: Uri,
     /// Oldest at the front, most recently returned at the back.
     idle: Mutex<VecDeque<Idle>>,
+    /// Whether the task that closes expired connections of a quiet worker runs.
+    reaping: std::sync::atomic::AtomicBool,
 }
 
 struct Idle {
@@ -58,9 +64,17 @@ impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
             .field("target", &self.target)
-            .field("idle", &self.idle.lock().map_or(0, |idle| idle.len()))
+            .field("idle", &self.lock().len())
             .finish_non_exhaustive()
     }
+}
+
+/// What a look through the idle connections found.
+enum Taken {
+    Ready(SendRequest<Body>),
+    /// Some are busy finishing their last answer.
+    NotYet,
+    None,
 }
 
 /// An upstream connection in use; [`Pool::give_back`] or drop.
@@ -72,12 +86,13 @@ impl Pool {
             connector,
             target,
             idle: Mutex::default(),
+            reaping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// Sends `req` (origin form, `Host` set) on an idle connection or a new one.
     pub(crate) async fn send(
-        &self,
+        self: &Arc<Self>,
         mut req: Request<Body>,
     ) -> Result<(Response<Incoming>, Connection), BoxError> {
         loop {
@@ -103,9 +118,7 @@ impl Pool {
             return;
         }
         let now = Instant::now();
-        let Ok(mut idle) = self.idle.lock() else {
-            return;
-        };
+        let mut idle = self.lock();
         expire(&mut idle, now);
         if idle.len() >= MAX_IDLE {
             idle.pop_front();
@@ -118,50 +131,76 @@ impl Pool {
 
     /// The most recently returned connection that is ready for a request. A connection
     /// comes back when its answer's last frame is read, a moment before its task marks it
-    /// ready: one that is not ready yet gets one turn of the scheduler, never a wait.
+    /// ready: when none is ready yet, the connections get one turn of the scheduler, never
+    /// a wait. The others stay where they are (a cancelled checkout loses none).
     async fn ready_idle(&self) -> Option<SendRequest<Body>> {
-        let mut not_yet = Vec::new();
-        {
-            let mut idle = self.idle.lock().ok()?;
-            expire(&mut idle, Instant::now());
-            while let Some(mut candidate) = idle.pop_back() {
-                match poll_ready_once(&mut candidate.sender) {
-                    Poll::Ready(Ok(())) => {
-                        idle.extend(not_yet.into_iter().rev());
-                        return Some(candidate.sender);
-                    }
-                    Poll::Ready(Err(_)) => {}
-                    Poll::Pending => not_yet.push(candidate),
+        match self.take_ready() {
+            Taken::Ready(sender) => Some(sender),
+            Taken::None => None,
+            Taken::NotYet => {
+                tokio::task::yield_now().await;
+                match self.take_ready() {
+                    Taken::Ready(sender) => Some(sender),
+                    Taken::None | Taken::NotYet => None,
                 }
             }
         }
-        if not_yet.is_empty() {
-            return None;
-        }
-        tokio::task::yield_now().await;
-        let mut found = None;
-        let mut still = Vec::new();
-        for mut candidate in not_yet {
-            if found.is_none() {
-                match poll_ready_once(&mut candidate.sender) {
-                    Poll::Ready(Ok(())) => {
-                        found = Some(candidate.sender);
-                        continue;
-                    }
-                    Poll::Ready(Err(_)) => continue,
-                    Poll::Pending => {}
-                }
-            }
-            still.push(candidate);
-        }
-        if let Ok(mut idle) = self.idle.lock() {
-            // Back in their order: the first taken (the newest) goes last.
-            idle.extend(still.into_iter().rev());
-        }
-        found
     }
 
-    async fn connect(&self) -> Result<SendRequest<Body>, BoxError> {
+    /// Takes the newest ready connection, dropping closed and expired ones on the way.
+    fn take_ready(&self) -> Taken {
+        let mut idle = self.lock();
+        expire(&mut idle, Instant::now());
+        let mut not_yet = false;
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            match poll_ready_once(&mut idle[i].sender) {
+                Poll::Ready(Ok(())) => {
+                    return idle
+                        .remove(i)
+                        .map_or(Taken::None, |c| Taken::Ready(c.sender));
+                }
+                Poll::Ready(Err(_)) => {
+                    idle.remove(i);
+                }
+                Poll::Pending => not_yet = true,
+            }
+        }
+        if not_yet { Taken::NotYet } else { Taken::None }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+        // Nothing panics under this lock; were it poisoned, the set is still whole.
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// From the first connection on, a task on this worker closes expired connections
+    /// every third of [`IDLE_TIMEOUT`], so that a worker gone quiet does not hold them
+    /// open; it ends with the pool.
+    fn start_reaping(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.reaping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let pool = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(IDLE_TIMEOUT / 3);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(pool) = pool.upgrade() else {
+                    return;
+                };
+                expire(&mut pool.lock(), Instant::now());
+            }
+        });
+    }
+
+    async fn connect(self: &Arc<Self>) -> Result<SendRequest<Body>, BoxError> {
+        self.start_reaping();
         let io = self.connector.clone().oneshot(self.target.clone()).await?;
         let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
         tokio::spawn(async move {
@@ -275,14 +314,14 @@ mod tests {
         (format!("http://{addr}/").parse().unwrap(), accepted)
     }
 
-    fn pool_for(target: Uri) -> Pool {
+    fn pool_for(target: Uri) -> Arc<Pool> {
         let tls = crate::tls::upstream_client_config_for_http().unwrap();
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(HttpConnector::new());
-        Pool::new(connector, target)
+        Arc::new(Pool::new(connector, target))
     }
 
     fn get() -> Request<Body> {
@@ -349,13 +388,49 @@ mod tests {
             keep.push(server_io);
             pool.give_back(Connection(sender));
         }
-        assert_eq!(pool.idle.lock().unwrap().len(), MAX_IDLE);
-        let long_ago = Instant::now() - IDLE_TIMEOUT - Duration::from_secs(1);
-        for idle in pool.idle.lock().unwrap().iter_mut().take(10) {
+        assert_eq!(pool.lock().len(), MAX_IDLE);
+        let Some(long_ago) = Instant::now().checked_sub(IDLE_TIMEOUT + Duration::from_secs(1))
+        else {
+            return; // a machine up for less than 91 s: nothing can be that old
+        };
+        for idle in pool.lock().iter_mut().take(10) {
             idle.since = long_ago;
         }
-        let mut idle = pool.idle.lock().unwrap();
-        expire(&mut idle, Instant::now());
-        assert_eq!(idle.len(), MAX_IDLE - 10);
+        // A checkout closes the expired ones (the rest are not ready: no task runs them).
+        assert!(matches!(pool.take_ready(), Taken::NotYet));
+        assert_eq!(pool.lock().len(), MAX_IDLE - 10);
+    }
+
+    /// Connections still finishing their last answer stay in the set, in their order,
+    /// whatever happens to the checkout that looked at them.
+    #[tokio::test]
+    async fn a_checkout_that_finds_none_ready_or_is_dropped_keeps_them_all() {
+        let (target, _) = upstream().await;
+        let pool = pool_for(target);
+        let mut keep = Vec::new();
+        for _ in 0..3 {
+            let (client_io, server_io) = tokio::io::duplex(64);
+            // The connection's task is never run, so it never becomes ready.
+            let (sender, connection) =
+                hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(client_io))
+                    .await
+                    .unwrap();
+            keep.push((server_io, connection));
+            pool.give_back(Connection(sender));
+        }
+        let before: Vec<Instant> = pool.lock().iter().map(|i| i.since).collect();
+        assert!(pool.ready_idle().await.is_none());
+        let mut checkout = Box::pin(pool.ready_idle());
+        let waker = std::task::Waker::noop();
+        // First poll: none ready, so it yields; then it is dropped mid-way.
+        assert!(
+            checkout
+                .as_mut()
+                .poll(&mut Context::from_waker(waker))
+                .is_pending()
+        );
+        drop(checkout);
+        let after: Vec<Instant> = pool.lock().iter().map(|i| i.since).collect();
+        assert_eq!(before, after);
     }
 }
