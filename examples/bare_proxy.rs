@@ -1,13 +1,14 @@
 //! The load harness's lower bound for the gateway's plaintext path: the same hyper server
-//! and hyper-util client the gateway uses, with the same threading (one current-thread
-//! runtime per core, `SO_REUSEPORT`, a connection pool per worker), and nothing in
-//! between: no router, no middleware, no metrics, no logs. What the gateway costs above
+//! the gateway uses, with hyper-util's pooled client (what the gateway used until commit
+//! 2fe3c0f), with the same threading (one current-thread runtime per core,
+//! `SO_REUSEPORT`, a connection pool per worker), and nothing in between: no router, no middleware, no metrics, no logs. What the gateway costs above
 //! this is what its own layers cost; what this costs above nginx is the hyper stack's.
 //!
-//! With `--pool local`, the upstream side is the experiment of performance issue 14
-//! instead: per worker, a set of HTTP/1 connections built on `hyper::client::conn::http1`
-//! (no pool shared across threads, no task spawned per request to watch a connection go
-//! idle), a connection going back to its worker's set when the answer's body ends.
+//! With `--pool local`, the upstream side is the one the gateway now has
+//! (`src/proxy/pool.rs`) in its simplest form: per worker, a set of HTTP/1 connections
+//! built on `hyper::client::conn::http1` (no pool shared across threads, no task spawned
+//! per request to watch a connection go idle), a connection going back to its worker's set
+//! when the answer's body ends.
 //!
 //! `cargo run --release --example bare_proxy -- 127.0.0.1:9001 http://127.0.0.1:9000 [--pool local]`
 
