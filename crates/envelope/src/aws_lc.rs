@@ -110,7 +110,10 @@ impl schedule::Dh for SecretKey {
 /// `hkdf::Prk` is wiped, but it hides the PRK bytes the shared key schedule needs and
 /// would cost an allocation per step.) The HMAC keys themselves live in AWS-LC's
 /// `HMAC_CTX`, which AWS-LC cleanses when freed.
-struct AwsLcHkdf;
+pub(super) struct AwsLcHkdf;
+
+/// The backend's HKDF-SHA256, for exports.
+pub(super) type Hkdf = AwsLcHkdf;
 
 impl schedule::Hkdf for AwsLcHkdf {
     fn extract(salt: &[u8], ikm: &[&[u8]]) -> Zeroizing<[u8; 32]> {
@@ -154,6 +157,10 @@ impl ZeroizeOnDrop for Context {}
 impl Context {
     fn new(suite: Suite, shared: &[u8; 32], info: &[u8]) -> Result<Self, ()> {
         let (key, nonces) = schedule::key_schedule::<AwsLcHkdf>(suite, shared, info);
+        Self::from_schedule(suite, &key, nonces)
+    }
+
+    fn from_schedule(suite: Suite, key: &[u8; 32], nonces: Nonces) -> Result<Self, ()> {
         let algorithm = match suite.aead {
             Aead::Aes128Gcm => &AES_128_GCM,
             Aead::Aes256Gcm => &AES_256_GCM,
@@ -202,6 +209,17 @@ pub(super) fn decap(
 }
 
 impl Sender {
+    /// A context that can also export secrets: its exporter secret comes with it.
+    pub(super) fn exporting(
+        suite: Suite,
+        shared: &[u8; 32],
+        info: &[u8],
+    ) -> Result<(Self, Zeroizing<[u8; 32]>), ()> {
+        let (key, nonces, exporter) =
+            schedule::key_schedule_exporting::<AwsLcHkdf>(suite, shared, info);
+        Ok((Self(Context::from_schedule(suite, &key, nonces)?), exporter))
+    }
+
     pub(super) fn new(suite: Suite, shared: &[u8; 32], info: &[u8]) -> Result<Self, ()> {
         Ok(Self(Context::new(suite, shared, info)?))
     }
@@ -220,6 +238,17 @@ impl Sender {
 }
 
 impl Receiver {
+    /// A context that can also export secrets: its exporter secret comes with it.
+    pub(super) fn exporting(
+        suite: Suite,
+        shared: &[u8; 32],
+        info: &[u8],
+    ) -> Result<(Self, Zeroizing<[u8; 32]>), ()> {
+        let (key, nonces, exporter) =
+            schedule::key_schedule_exporting::<AwsLcHkdf>(suite, shared, info);
+        Ok((Self(Context::from_schedule(suite, &key, nonces)?), exporter))
+    }
+
     pub(super) fn new(suite: Suite, shared: &[u8; 32], info: &[u8]) -> Result<Self, ()> {
         Ok(Self(Context::new(suite, shared, info)?))
     }

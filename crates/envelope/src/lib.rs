@@ -535,7 +535,41 @@ pub fn setup_sender_xwing_derand(
     let shared = xwing::encap_derand(pk, eseed, &mut enc).map_err(|()| SealError::Encap)?;
     let ctx =
         backend::Sender::new(recipient.suite, &shared, info).map_err(|()| SealError::Encap)?;
-    Ok((enc, SenderContext { ctx }))
+    Ok((
+        enc,
+        SenderContext {
+            ctx,
+            exporter: None,
+        },
+    ))
+}
+
+/// [`setup_sender_with_rng`] for a context that also exports secrets
+/// ([`SenderContext::export`], RFC 9180 §5.3), in `suite`: the recipient's KEM with any
+/// AEAD.
+pub fn setup_sender_exporting_with_rng(
+    recipient: &PublicKey,
+    suite: Suite,
+    info: &[u8],
+    rng: &mut impl CryptoRng,
+) -> Result<(Vec<u8>, SenderContext), SealError> {
+    if suite.kem != recipient.suite.kem {
+        return Err(SealError::Encap);
+    }
+    let mut enc = vec![0u8; suite.kem.enc_len()];
+    let shared = encapsulate(recipient, info, rng, &mut enc)?;
+    let (ctx, exporter) =
+        backend::Sender::exporting(suite, &shared, info).map_err(|()| SealError::Encap)?;
+    Ok((
+        enc,
+        SenderContext {
+            ctx,
+            exporter: Some(Exporter {
+                suite,
+                secret: exporter,
+            }),
+        },
+    ))
 }
 
 /// Encapsulates to `recipient`, writing `enc` into `enc_out` (exactly `Nenc` bytes).
@@ -545,6 +579,22 @@ fn setup_sender_into(
     rng: &mut impl CryptoRng,
     enc_out: &mut [u8],
 ) -> Result<SenderContext, SealError> {
+    let shared = encapsulate(recipient, info, rng, enc_out)?;
+    let ctx =
+        backend::Sender::new(recipient.suite, &shared, info).map_err(|()| SealError::Encap)?;
+    Ok(SenderContext {
+        ctx,
+        exporter: None,
+    })
+}
+
+/// The KEM's shared secret, writing `enc` into `enc_out` (exactly `Nenc` bytes).
+fn encapsulate(
+    recipient: &PublicKey,
+    info: &[u8],
+    rng: &mut impl CryptoRng,
+    enc_out: &mut [u8],
+) -> Result<zeroize::Zeroizing<[u8; 32]>, SealError> {
     if info.len() > MAX_INFO_LEN {
         return Err(SealError::InfoTooLong);
     }
@@ -559,17 +609,28 @@ fn setup_sender_into(
         }
         Public::XWing(pk) => xwing::encap(pk, rng, enc_out).map_err(|()| SealError::Encap)?,
     };
-    let ctx =
-        backend::Sender::new(recipient.suite, &shared, info).map_err(|()| SealError::Encap)?;
-    Ok(SenderContext { ctx })
+    Ok(shared)
 }
 
 /// An HPKE sender context: seals messages in sequence (RFC 9180 §5.2).
 pub struct SenderContext {
     ctx: backend::Sender,
+    exporter: Option<Exporter>,
 }
 
 impl SenderContext {
+    /// `Export(exporter_context, N)` (RFC 9180 §5.3), for a context from
+    /// [`setup_sender_exporting_with_rng`]; `N` at most 32 (checked when it compiles).
+    pub fn export<const N: usize>(
+        &self,
+        exporter_context: &[u8],
+    ) -> Result<zeroize::Zeroizing<[u8; N]>, ExportError> {
+        self.exporter
+            .as_ref()
+            .ok_or(ExportError)?
+            .export(exporter_context)
+    }
+
     /// Encrypts `buffer` in place with the next sequence number and returns the tag.
     pub fn seal_in_place(
         &mut self,
@@ -655,6 +716,44 @@ pub fn setup_receiver(
     enc: &[u8],
     info: &[u8],
 ) -> Result<ReceiverContext, OpenError> {
+    let shared = decapsulate(key, enc, info)?;
+    let ctx = backend::Receiver::new(key.suite, &shared, info).map_err(|()| OpenError::Decap)?;
+    Ok(ReceiverContext {
+        ctx,
+        exporter: None,
+    })
+}
+
+/// [`setup_receiver`] for a context that also exports secrets ([`ReceiverContext::export`],
+/// RFC 9180 §5.3), in `suite`: the key's KEM with any AEAD (an Oblivious HTTP request names
+/// its own).
+pub fn setup_receiver_exporting(
+    key: &PrivateKey,
+    suite: Suite,
+    enc: &[u8],
+    info: &[u8],
+) -> Result<ReceiverContext, OpenError> {
+    if suite.kem != key.suite.kem {
+        return Err(OpenError::Decap);
+    }
+    let shared = decapsulate(key, enc, info)?;
+    let (ctx, exporter) =
+        backend::Receiver::exporting(suite, &shared, info).map_err(|()| OpenError::Decap)?;
+    Ok(ReceiverContext {
+        ctx,
+        exporter: Some(Exporter {
+            suite,
+            secret: exporter,
+        }),
+    })
+}
+
+/// The KEM's shared secret for `enc`.
+fn decapsulate(
+    key: &PrivateKey,
+    enc: &[u8],
+    info: &[u8],
+) -> Result<zeroize::Zeroizing<[u8; 32]>, OpenError> {
     if info.len() > MAX_INFO_LEN {
         return Err(OpenError::InfoTooLong);
     }
@@ -670,16 +769,54 @@ pub fn setup_receiver(
             xwing::decap(sk, enc).map_err(|()| OpenError::Decap)?
         }
     };
-    let ctx = backend::Receiver::new(key.suite, &shared, info).map_err(|()| OpenError::Decap)?;
-    Ok(ReceiverContext { ctx })
+    Ok(shared)
 }
+
+/// A context's exporter secret and the suite whose KDF expands it.
+struct Exporter {
+    suite: Suite,
+    secret: zeroize::Zeroizing<[u8; 32]>,
+}
+
+impl Exporter {
+    // RFC 9180 §5.3: Context.Export(exporter_context, L)
+    fn export<const N: usize>(
+        &self,
+        exporter_context: &[u8],
+    ) -> Result<zeroize::Zeroizing<[u8; N]>, ExportError> {
+        Ok(schedule::export::<backend::Hkdf, N>(
+            self.suite,
+            &self.secret,
+            exporter_context,
+        ))
+    }
+}
+
+/// The context was set up without its exporter secret. (`L` above 32 bytes does not
+/// compile.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this context exports no secret of that length")]
+pub struct ExportError;
 
 /// An HPKE receiver context: opens messages in sequence (RFC 9180 §5.2).
 pub struct ReceiverContext {
     ctx: backend::Receiver,
+    exporter: Option<Exporter>,
 }
 
 impl ReceiverContext {
+    /// `Export(exporter_context, N)` (RFC 9180 §5.3), for a context from
+    /// [`setup_receiver_exporting`]; `N` at most 32 (checked when it compiles).
+    pub fn export<const N: usize>(
+        &self,
+        exporter_context: &[u8],
+    ) -> Result<zeroize::Zeroizing<[u8; N]>, ExportError> {
+        self.exporter
+            .as_ref()
+            .ok_or(ExportError)?
+            .export(exporter_context)
+    }
+
     /// Decrypts `ciphertext || tag` in place with the next sequence number and returns
     /// the plaintext, a sub-slice of `sealed`. On failure `sealed` is unchanged if
     /// [`OPEN_KEEPS_INPUT_ON_FAILURE`].

@@ -26,7 +26,10 @@ pub(super) const NAME: &str = "rustcrypto";
 pub(super) const OPEN_KEEPS_INPUT_ON_FAILURE: bool = true;
 
 /// HKDF-SHA256 from the `hkdf` crate.
-struct RustCryptoHkdf;
+pub(super) struct RustCryptoHkdf;
+
+/// The backend's HKDF-SHA256, for exports.
+pub(super) type Hkdf = RustCryptoHkdf;
 
 impl schedule::Hkdf for RustCryptoHkdf {
     fn extract(salt: &[u8], ikm: &[&[u8]]) -> Zeroizing<[u8; 32]> {
@@ -179,8 +182,12 @@ impl ZeroizeOnDrop for Context {}
 impl Context {
     fn new(suite: Suite, shared: &[u8; 32], info: &[u8]) -> Self {
         let (key, nonces) = schedule::key_schedule::<RustCryptoHkdf>(suite, shared, info);
+        Self::from_schedule(suite, &key, nonces)
+    }
+
+    fn from_schedule(suite: Suite, key: &[u8; 32], nonces: Nonces) -> Self {
         Self {
-            cipher: Cipher::new(suite.aead, &key),
+            cipher: Cipher::new(suite.aead, key),
             nonces,
         }
     }
@@ -220,6 +227,17 @@ pub(super) fn decap(
 }
 
 impl Sender {
+    /// A context that can also export secrets: its exporter secret comes with it.
+    pub(super) fn exporting(
+        suite: Suite,
+        shared: &[u8; 32],
+        info: &[u8],
+    ) -> Result<(Self, Zeroizing<[u8; 32]>), ()> {
+        let (key, nonces, exporter) =
+            schedule::key_schedule_exporting::<RustCryptoHkdf>(suite, shared, info);
+        Ok((Self(Context::from_schedule(suite, &key, nonces)), exporter))
+    }
+
     pub(super) fn new(suite: Suite, shared: &[u8; 32], info: &[u8]) -> Result<Self, ()> {
         Ok(Self(Context::new(suite, shared, info)))
     }
@@ -231,6 +249,17 @@ impl Sender {
 }
 
 impl Receiver {
+    /// A context that can also export secrets: its exporter secret comes with it.
+    pub(super) fn exporting(
+        suite: Suite,
+        shared: &[u8; 32],
+        info: &[u8],
+    ) -> Result<(Self, Zeroizing<[u8; 32]>), ()> {
+        let (key, nonces, exporter) =
+            schedule::key_schedule_exporting::<RustCryptoHkdf>(suite, shared, info);
+        Ok((Self(Context::from_schedule(suite, &key, nonces)), exporter))
+    }
+
     pub(super) fn new(suite: Suite, shared: &[u8; 32], info: &[u8]) -> Result<Self, ()> {
         Ok(Self(Context::new(suite, shared, info)))
     }

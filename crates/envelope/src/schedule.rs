@@ -163,6 +163,50 @@ pub(super) fn key_schedule<H: Hkdf>(
     shared_secret: &[u8; 32],
     info: &[u8],
 ) -> (Zeroizing<[u8; 32]>, Nonces) {
+    key_schedule_with::<H>(suite, shared_secret, info, None)
+}
+
+// RFC 9180 §5.1
+//   exporter_secret = LabeledExpand(secret, "exp", key_schedule_context, Nh)
+/// [`key_schedule`] and the context's exporter secret (RFC 9180 §5.3), for a context
+/// that exports (Oblivious HTTP's response key). The Tink-format envelope exports
+/// nothing, so its contexts skip this expansion.
+pub(super) fn key_schedule_exporting<H: Hkdf>(
+    suite: Suite,
+    shared_secret: &[u8; 32],
+    info: &[u8],
+) -> (Zeroizing<[u8; 32]>, Nonces, Zeroizing<[u8; 32]>) {
+    let mut exporter = Zeroizing::new([0u8; 32]);
+    let (key, nonces) = key_schedule_with::<H>(suite, shared_secret, info, Some(&mut exporter));
+    (key, nonces, exporter)
+}
+
+// RFC 9180 §5.3
+// def Context.Export(exporter_context, L):
+//   return LabeledExpand(self.exporter_secret, "sec", exporter_context, L)
+/// A secret exported from a context: `N` bytes, at most `Nh` (32; every use here).
+pub(super) fn export<H: Hkdf, const N: usize>(
+    suite: Suite,
+    exporter_secret: &[u8; 32],
+    exporter_context: &[u8],
+) -> Zeroizing<[u8; N]> {
+    let mut out = Zeroizing::new([0u8; N]);
+    labeled_expand::<H, N>(
+        &suite.hpke_suite_id(),
+        exporter_secret,
+        b"sec",
+        exporter_context,
+        &mut out,
+    );
+    out
+}
+
+fn key_schedule_with<H: Hkdf>(
+    suite: Suite,
+    shared_secret: &[u8; 32],
+    info: &[u8],
+    exporter: Option<&mut [u8; 32]>,
+) -> (Zeroizing<[u8; 32]>, Nonces) {
     let suite_id = &suite.hpke_suite_id();
     let psk_id_hash = labeled_extract::<H>(suite_id, b"", b"psk_id_hash", b"");
     let info_hash = labeled_extract::<H>(suite_id, b"", b"info_hash", info);
@@ -193,6 +237,9 @@ pub(super) fn key_schedule<H: Hkdf>(
         &ks_context,
         &mut nonces.base,
     );
+    if let Some(exporter) = exporter {
+        labeled_expand::<H, 32>(suite_id, &secret, b"exp", &ks_context, exporter);
+    }
     (key, nonces)
 }
 

@@ -201,6 +201,44 @@ fn hpke_pq_xwing_chacha20poly1305_every_encryption() {
     assert!(wrong.open(&hex(&e0["aad"]), &hex(&e0["ct"])).is_err());
 }
 
+/// RFC 9180 §5.3 exports: every exported value of every base-mode X25519 vector, from
+/// both a sender and a receiver context; a context set up without its exporter refuses.
+#[test]
+fn rfc9180_exports_from_sender_and_receiver() {
+    let mut checked = 0;
+    for suite in [
+        Suite::X25519_AES_128_GCM,
+        Suite::X25519_AES_256_GCM,
+        Suite::X25519_CHACHA20_POLY1305,
+    ] {
+        for v in suite_vectors(suite) {
+            let sk_r = PrivateKey::from_bytes_for(suite, &hex(&v["skRm"])).unwrap();
+            let pk_r = sk_r.public_key();
+            let info = hex(&v["info"]);
+            let (enc, sender) = envelope::setup_sender_exporting_with_rng(
+                &pk_r,
+                suite,
+                &info,
+                &mut FixedRng(hex(&v["ikmE"])),
+            )
+            .unwrap();
+            assert_eq!(enc, hex(&v["enc"]));
+            let receiver = envelope::setup_receiver_exporting(&sk_r, suite, &enc, &info).unwrap();
+            for e in v["exports"].as_array().unwrap() {
+                assert_eq!(e["L"], 32);
+                let context = hex(&e["exporter_context"]);
+                let expected = hex(&e["exported_value"]);
+                assert_eq!(sender.export::<32>(&context).unwrap().to_vec(), expected);
+                assert_eq!(receiver.export::<32>(&context).unwrap().to_vec(), expected);
+                checked += 1;
+            }
+            let plain = envelope::setup_receiver(&sk_r, &enc, &info).unwrap();
+            assert_eq!(plain.export::<32>(b""), Err(envelope::ExportError));
+        }
+    }
+    assert_eq!(checked, 9, "three exports in each of three vectors");
+}
+
 #[test]
 fn rfc9180_vectors_fail_with_a_wrong_info_or_order() {
     let v = &gateway_suite_vectors()[0];
