@@ -177,6 +177,89 @@ fn check_split_prefix(bytes: &[u8]) {
     }
 }
 
+// === ohttp_request ===
+
+/// The Oblivious HTTP target's keys, one per KEM, derived so seeds stay valid.
+pub fn ohttp_keys() -> &'static [PrivateKey; 2] {
+    static KEYS: OnceLock<[PrivateKey; 2]> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        [
+            PrivateKey::derive(b"hpke-gateway ohttp fuzz key"),
+            PrivateKey::derive_for(
+                envelope::Suite::XWING_AES_256_GCM,
+                b"hpke-gateway ohttp fuzz key pq",
+            ),
+        ]
+    })
+}
+
+/// Oblivious HTTP encapsulation (RFC 9458). The first byte chooses:
+/// - even: the rest is an encapsulated request, opened with the key of the KEM its header
+///   names. When it opens, the plaintext is exactly as long as the framing says, and its
+///   response seals and opens with a client that shares its secret nowhere else (the
+///   rest is also fed to a client as a response: refused, never a panic).
+/// - odd: the rest is an inner request, sealed to the key and suite the first byte's
+///   other bits name; it must open to itself, its response must round-trip, and the
+///   request with one byte flipped (at the position the second byte names) must not
+///   open.
+pub fn ohttp_request(data: &[u8]) {
+    use envelope::ohttp;
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let keys = ohttp_keys();
+    if mode & 1 == 0 {
+        let Ok(header) = ohttp::parse_header(rest) else {
+            return;
+        };
+        let key = if header.suite.kem == envelope::Kem::XWing {
+            &keys[1]
+        } else {
+            &keys[0]
+        };
+        if let Ok((plain, response_key)) = ohttp::open_request(key, rest) {
+            let framing = ohttp::HEADER_LEN + header.suite.kem.enc_len() + 16;
+            assert_eq!(plain.len() + framing, rest.len());
+            response_key
+                .seal(&plain)
+                .expect("a response to an opened request seals");
+        }
+        let (_, client) = ohttp::seal_request(
+            0,
+            &keys[0].public_key(),
+            envelope::Suite::X25519_AES_128_GCM,
+            b"",
+        )
+        .expect("sealing to a valid key");
+        assert!(
+            client.open_response(rest).is_err(),
+            "a forged response opened"
+        );
+        return;
+    }
+    let aead = [
+        envelope::Aead::Aes128Gcm,
+        envelope::Aead::Aes256Gcm,
+        envelope::Aead::ChaCha20Poly1305,
+    ][usize::from(mode >> 1) % 3];
+    let key = &keys[usize::from(mode >> 3 & 1)];
+    let suite = key.suite().with_aead(aead);
+    let (request, client) = ohttp::seal_request(mode >> 4, &key.public_key(), suite, rest)
+        .expect("sealing to a valid key");
+    let (plain, response_key) = ohttp::open_request(key, &request).expect("our own request opens");
+    assert_eq!(plain, rest);
+    let response = response_key.seal(rest).expect("seals");
+    assert_eq!(client.open_response(&response).expect("opens"), rest);
+    // Every byte counts, the key id too: the header is part of the HPKE `info`.
+    let at = usize::from(rest.first().copied().unwrap_or(0)) % request.len();
+    let mut flipped = request.clone();
+    flipped[at] ^= 0x01;
+    assert!(
+        ohttp::open_request(key, &flipped).is_err(),
+        "a flipped request opened"
+    );
+}
+
 // === classify ===
 
 /// Header negotiation and body sniffing: `Negotiation::from_headers`, `account_id`,

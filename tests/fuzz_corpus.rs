@@ -65,6 +65,7 @@ macro_rules! replay_tests {
 
 replay_tests!(
     envelope_open,
+    ohttp_request,
     classify,
     upstream_uri,
     key_files,
@@ -101,6 +102,7 @@ fn with_mode(mode: u8, data: &[u8]) -> Vec<u8> {
 #[ignore = "rewrites fuzz/corpus/*/seed-*"]
 fn write_seeds() {
     envelope_seeds();
+    ohttp_seeds();
     classify_seeds();
     upstream_seeds();
     key_seeds();
@@ -108,6 +110,23 @@ fn write_seeds() {
     intake_seeds();
     pgp_seeds();
     pull_seeds();
+}
+
+fn ohttp_seeds() {
+    use hpke_gateway::envelope::{Suite, ohttp};
+    let [x25519, xwing] = fuzzing::ohttp_keys();
+    let inner = b"\x00\x03GET\x05https\x0bexample.com\x01/";
+    for (name, key, suite) in [
+        ("x25519-aes128", x25519, Suite::X25519_AES_128_GCM),
+        ("x25519-chacha", x25519, Suite::X25519_CHACHA20_POLY1305),
+        ("xwing-aes256", xwing, Suite::XWING_AES_256_GCM),
+    ] {
+        let (request, _) = ohttp::seal_request(1, &key.public_key(), suite, inner).unwrap();
+        write_seed("ohttp_request", name, &with_mode(0, &request));
+    }
+    write_seed("ohttp_request", "roundtrip-x25519", &with_mode(0x13, inner));
+    write_seed("ohttp_request", "roundtrip-xwing", &with_mode(0x0d, inner));
+    write_seed("ohttp_request", "short", &with_mode(0, &[1, 0, 0x20, 0, 1, 0, 1]));
 }
 
 fn pull_seeds() {

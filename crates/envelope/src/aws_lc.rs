@@ -199,6 +199,14 @@ pub(super) fn encap(
     schedule::encap::<AwsLcHkdf, SecretKey>(recipient, rng)
 }
 
+/// DHKEM(X25519) `Encap` with a given ephemeral key (published examples only).
+pub(super) fn encap_with(
+    ephemeral: &SecretKey,
+    recipient: &[u8; 32],
+) -> Result<([u8; 32], Zeroizing<[u8; 32]>), ()> {
+    schedule::encap_with::<AwsLcHkdf, SecretKey>(ephemeral, recipient)
+}
+
 /// DHKEM(X25519) `Decap`.
 pub(super) fn decap(
     key: &SecretKey,
@@ -209,6 +217,16 @@ pub(super) fn decap(
 }
 
 impl Sender {
+    /// An AEAD context over a key and nonce derived outside HPKE's key schedule (Oblivious
+    /// HTTP's response, RFC 9458 §4.4): the key's first `Nk` bytes count.
+    pub(super) fn from_key(suite: Suite, key: &[u8; 32], nonce: &[u8; 12]) -> Result<Self, ()> {
+        Ok(Self(Context::from_schedule(
+            suite,
+            key,
+            Nonces::from_base(*nonce),
+        )?))
+    }
+
     /// A context that can also export secrets: its exporter secret comes with it.
     pub(super) fn exporting(
         suite: Suite,
@@ -238,6 +256,16 @@ impl Sender {
 }
 
 impl Receiver {
+    /// An AEAD context over a key and nonce derived outside HPKE's key schedule (Oblivious
+    /// HTTP's response, RFC 9458 §4.4): the key's first `Nk` bytes count.
+    pub(super) fn from_key(suite: Suite, key: &[u8; 32], nonce: &[u8; 12]) -> Result<Self, ()> {
+        Ok(Self(Context::from_schedule(
+            suite,
+            key,
+            Nonces::from_base(*nonce),
+        )?))
+    }
+
     /// A context that can also export secrets: its exporter secret comes with it.
     pub(super) fn exporting(
         suite: Suite,

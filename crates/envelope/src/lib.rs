@@ -40,6 +40,7 @@ use rand_core::CryptoRng;
 use zeroize::ZeroizeOnDrop;
 
 pub mod formats;
+pub mod ohttp;
 mod schedule;
 pub mod suite;
 mod xwing;
@@ -562,6 +563,37 @@ pub fn setup_sender_exporting_with_rng(
         backend::Sender::exporting(suite, &shared, info).map_err(|()| SealError::Encap)?;
     Ok((
         enc,
+        SenderContext {
+            ctx,
+            exporter: Some(Exporter {
+                suite,
+                secret: exporter,
+            }),
+        },
+    ))
+}
+
+/// [`setup_sender_exporting_with_rng`] with a given X25519 ephemeral key: for published
+/// examples that give `skE` (RFC 9458 Appendix A). Never use a fixed ephemeral key.
+#[doc(hidden)]
+pub fn setup_sender_exporting_with_ephemeral(
+    recipient: &PublicKey,
+    suite: Suite,
+    info: &[u8],
+    ephemeral: &PrivateKey,
+) -> Result<(Vec<u8>, SenderContext), SealError> {
+    let (Public::X25519(pk), Secret::X25519 { sk, .. }) = (&recipient.key, &ephemeral.secret)
+    else {
+        return Err(SealError::Encap);
+    };
+    if suite.kem != Kem::X25519HkdfSha256 || info.len() > MAX_INFO_LEN {
+        return Err(SealError::Encap);
+    }
+    let (enc, shared) = backend::encap_with(sk, pk).map_err(|()| SealError::Encap)?;
+    let (ctx, exporter) =
+        backend::Sender::exporting(suite, &shared, info).map_err(|()| SealError::Encap)?;
+    Ok((
+        enc.to_vec(),
         SenderContext {
             ctx,
             exporter: Some(Exporter {

@@ -132,6 +132,17 @@ pub(super) fn encap<H: Hkdf, K: Dh>(
     Ok((enc, extract_and_expand::<H>(&dh, &enc, recipient)))
 }
 
+/// [`encap`] with a given ephemeral key instead of a random one: for published examples
+/// that give `skE` rather than `ikmE` (RFC 9458 Appendix A).
+pub(super) fn encap_with<H: Hkdf, K: Dh>(
+    ephemeral: &K,
+    recipient: &[u8; 32],
+) -> Result<([u8; 32], Zeroizing<[u8; 32]>), ()> {
+    let enc = ephemeral.public();
+    let dh = ephemeral.dh(recipient)?;
+    Ok((enc, extract_and_expand::<H>(&dh, &enc, recipient)))
+}
+
 // RFC 9180 §4.1
 // def Decap(enc, skR):
 //   pkE = DeserializePublicKey(enc)
@@ -266,6 +277,12 @@ impl Drop for Nonces {
 impl ZeroizeOnDrop for Nonces {}
 
 impl Nonces {
+    /// A context's nonces from a base nonce derived elsewhere (Oblivious HTTP's response
+    /// nonce), starting at sequence number 0: the first nonce is the base nonce itself.
+    pub(super) fn from_base(base: [u8; 12]) -> Self {
+        Self { base, seq: 0 }
+    }
+
     // RFC 9180 §5.2
     // def ComputeNonce(self, seq):
     //   seq_bytes = I2OSP(seq, Nn)
