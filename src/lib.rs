@@ -40,6 +40,7 @@ pub mod linger;
 pub mod logging;
 pub mod metrics;
 pub mod middleware;
+pub mod ohttp;
 pub mod proxy;
 pub mod publish;
 pub mod reload;

@@ -237,7 +237,7 @@ fn render(
 }
 
 /// The configured bound, shortened to the first `not_after` among the published keys.
-fn max_age(bound: Duration, published: &[&ServerKey], now: SystemTime) -> Duration {
+pub(crate) fn max_age(bound: Duration, published: &[&ServerKey], now: SystemTime) -> Duration {
     published
         .iter()
         .filter_map(|k| k.not_after())

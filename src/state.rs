@@ -136,6 +136,7 @@ pub struct Fixed {
     tls: bool,
     upstream_tls: bool,
     intake: Option<String>,
+    ohttp: Option<crate::config::Ohttp>,
 }
 
 impl Fixed {
@@ -160,6 +161,7 @@ impl Fixed {
             tls: config.tls.is_some(),
             upstream_tls: config.upstream_tls.is_some(),
             intake: config.intake.as_ref().map(crate::intake::fixed_summary),
+            ohttp: config.ohttp.clone(),
         }
     }
 
@@ -189,6 +191,7 @@ impl Fixed {
             tls => "tls (on or off; a new certificate reloads)",
             upstream_tls => "upstream_tls",
             intake => "intake (state_dir, smtp, print_mail, webhook_url)",
+            ohttp => "ohttp (enabled, path)",
         );
         names
     }

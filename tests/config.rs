@@ -303,6 +303,7 @@ fn the_example_config_documents_every_key() {
         "",
         "[tls]\n",
         "[upstream_tls]\n",
+        "[ohttp]\n",
         "[[server_keys]]\n",
         "[[accounts]]\n",
         "[intake]\n",
@@ -450,4 +451,53 @@ fn at_most_eight_live_server_keys_of_one_kem() {
         )
         .unwrap(),
     );
+}
+
+#[test]
+fn ohttp_key_ids_are_unique_among_live_keys_and_the_path_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    with_server_key(dir.path());
+    support::write_private(dir.path(), "server-2.pem", &PrivateKey::generate());
+    // Tink ids 1 and 257 share the default OHTTP key id 1.
+    let clash = base("[[server_keys]]\nid = 257\nprivate_key = \"server-2.pem\"\n");
+    let err = load(dir.path(), &clash).unwrap_err();
+    assert!(
+        err.contains("ids 1 and 257 have the same ohttp_key_id 1"),
+        "{err}"
+    );
+    // Set apart, or one retired: accepted.
+    let apart =
+        base("[[server_keys]]\nid = 257\nprivate_key = \"server-2.pem\"\nohttp_key_id = 9\n");
+    let config = load(dir.path(), &apart).unwrap();
+    let now = std::time::SystemTime::now();
+    assert_eq!(
+        config.server_keys.by_ohttp_key_id(9, now).unwrap().id(),
+        Some(257)
+    );
+    assert_eq!(
+        config.server_keys.by_ohttp_key_id(1, now).unwrap().id(),
+        Some(1)
+    );
+    let retired =
+        base("[[server_keys]]\nid = 257\nprivate_key = \"server-2.pem\"\nstate = \"retired\"\n");
+    load(dir.path(), &retired).unwrap();
+    // Beyond eight bits: refused by the parser.
+    let wide =
+        base("[[server_keys]]\nid = 2\nprivate_key = \"server-2.pem\"\nohttp_key_id = 256\n");
+    assert!(load(dir.path(), &wide).is_err());
+
+    // [ohttp]: off by default, a default path when on, a bad or taken path refused.
+    assert!(load(dir.path(), &base("")).unwrap().ohttp.is_none());
+    let on = load(dir.path(), &base("[ohttp]\nenabled = true\n")).unwrap();
+    assert_eq!(on.ohttp.unwrap().path, "/.well-known/ohttp-gateway");
+    for (path, needle) in [
+        ("relative", "is not an absolute path"),
+        ("/a?b", "is not an absolute path"),
+        ("/.well-known/ohttp-keys", "is already the gateway's"),
+        ("/.well-known/hpke-keys", "is already the gateway's"),
+    ] {
+        let text = base(&format!("[ohttp]\nenabled = true\npath = \"{path}\"\n"));
+        let err = load(dir.path(), &text).unwrap_err();
+        assert!(err.contains(needle), "{path}: {err}");
+    }
 }

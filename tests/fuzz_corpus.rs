@@ -126,7 +126,11 @@ fn ohttp_seeds() {
     }
     write_seed("ohttp_request", "roundtrip-x25519", &with_mode(0x13, inner));
     write_seed("ohttp_request", "roundtrip-xwing", &with_mode(0x0d, inner));
-    write_seed("ohttp_request", "short", &with_mode(0, &[1, 0, 0x20, 0, 1, 0, 1]));
+    write_seed(
+        "ohttp_request",
+        "short",
+        &with_mode(0, &[1, 0, 0x20, 0, 1, 0, 1]),
+    );
 }
 
 fn pull_seeds() {

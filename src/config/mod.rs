@@ -19,7 +19,7 @@
 
 mod parse;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -162,6 +162,9 @@ pub struct RawConfig {
     /// The encrypted file intake.
     #[serde(default)]
     pub intake: Option<crate::intake::RawIntake>,
+    /// Oblivious HTTP (RFC 9458).
+    #[serde(default)]
+    pub ohttp: Option<RawOhttp>,
     /// The gateway's private keys.
     #[serde(default)]
     pub server_keys: Vec<RawServerKey>,
@@ -179,6 +182,28 @@ pub struct RawTls {
     /// PEM private key of the leaf certificate (owner-only file).
     pub private_key: PathBuf,
 }
+
+/// The `[ohttp]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOhttp {
+    /// Serve Oblivious HTTP: the key configurations at `/.well-known/ohttp-keys`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The gateway resource's path (default `/.well-known/ohttp-gateway`).
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// Oblivious HTTP, when `[ohttp] enabled = true`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ohttp {
+    /// The gateway resource's path.
+    pub path: String,
+}
+
+/// The default path of the Oblivious HTTP gateway resource.
+pub const DEFAULT_OHTTP_PATH: &str = "/.well-known/ohttp-gateway";
 
 /// The `[upstream_tls]` table.
 #[derive(Debug, Deserialize)]
@@ -219,6 +244,10 @@ pub struct RawServerKey {
     /// same one.
     #[serde(default)]
     pub suite: Option<String>,
+    /// The key's id in Oblivious HTTP key configurations, 0-255 (default: the low eight
+    /// bits of `id`); unique among keys that are not retired.
+    #[serde(default)]
+    pub ohttp_key_id: Option<u8>,
 }
 
 /// One `[[accounts]]` entry.
@@ -281,6 +310,8 @@ pub struct Config {
     pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
     /// The encrypted file intake, when configured.
     pub intake: Option<crate::intake::IntakeConfig>,
+    /// Oblivious HTTP, when enabled.
+    pub ohttp: Option<Ohttp>,
     /// The gateway's private keys.
     pub server_keys: ServerKeys,
     /// Accounts.
@@ -546,6 +577,7 @@ impl Config {
             return Err(problems);
         };
         problems.extend(suites_without_server_keys(&raw.accounts, &server_keys));
+        let ohttp = ohttp(raw.ohttp.as_ref(), &mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -567,11 +599,30 @@ impl Config {
             tls,
             upstream_tls,
             intake,
+            ohttp,
             server_keys,
             accounts,
             files: referenced_files(&raw, base),
         })
     }
+}
+
+/// `[ohttp]`: `None` unless enabled; the gateway path must be an absolute path of its own.
+fn ohttp(raw: Option<&RawOhttp>, problems: &mut Vec<String>) -> Option<Ohttp> {
+    let raw = raw.filter(|o| o.enabled)?;
+    let path = raw.path.as_deref().unwrap_or(DEFAULT_OHTTP_PATH);
+    let reserved = [crate::publish::PATH, crate::ohttp::KEYS_PATH];
+    if !path.starts_with('/')
+        || path.contains(['?', '#'])
+        || http::uri::PathAndQuery::try_from(path).is_err()
+    {
+        problems.push(format!("ohttp.path: {path:?} is not an absolute path"));
+    } else if reserved.contains(&path) {
+        problems.push(format!("ohttp.path: {path} is already the gateway's"));
+    }
+    Some(Ohttp {
+        path: path.to_owned(),
+    })
 }
 
 /// The buffer budget when none is set: room for two of the largest requests with their
@@ -855,8 +906,28 @@ fn load_server_keys(raw: &[RawServerKey], base: &Path) -> Result<ServerKeys, Vec
             continue;
         }
         match load_server_key(entry, base) {
-            Ok(key) => keys.push(key.with_lifecycle(state, not_after)),
+            Ok(key) => keys.push(
+                key.with_lifecycle(state, not_after).with_ohttp_key_id(
+                    entry
+                        .ohttp_key_id
+                        .unwrap_or(keys::default_ohttp_key_id(Some(entry.id))),
+                ),
+            ),
             Err(p) => problems.push(format!("server_keys id {}: {p}", entry.id)),
+        }
+    }
+    // An OHTTP request names its key by an 8-bit id: two keys that may decrypt must not
+    // share one.
+    let mut ohttp_ids: HashMap<u8, u32> = HashMap::new();
+    for entry in raw.iter().filter(|k| k.state != Some(KeyState::Retired)) {
+        let ohttp_id = entry
+            .ohttp_key_id
+            .unwrap_or(keys::default_ohttp_key_id(Some(entry.id)));
+        if let Some(other) = ohttp_ids.insert(ohttp_id, entry.id) {
+            problems.push(format!(
+                "server_keys: ids {other} and {} have the same ohttp_key_id {ohttp_id} (by default the low eight bits of id); set ohttp_key_id on one of them",
+                entry.id
+            ));
         }
     }
     // Keys past their `not_after` are never tried again, so only the others count.

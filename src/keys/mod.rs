@@ -59,6 +59,7 @@ impl KeyState {
 #[derive(Debug)]
 pub struct ServerKey {
     id: Option<u32>,
+    ohttp_key_id: u8,
     key: PrivateKey,
     state: KeyState,
     not_after: Option<SystemTime>,
@@ -71,6 +72,7 @@ impl ServerKey {
     pub fn new(id: Option<u32>, key: PrivateKey) -> Self {
         Self {
             id,
+            ohttp_key_id: default_ohttp_key_id(id),
             key,
             state: KeyState::Primary,
             not_after: None,
@@ -94,9 +96,21 @@ impl ServerKey {
         self
     }
 
+    /// The same key with its Oblivious HTTP key id (`ohttp_key_id`).
+    #[must_use]
+    pub fn with_ohttp_key_id(mut self, key_id: u8) -> Self {
+        self.ohttp_key_id = key_id;
+        self
+    }
+
     /// The Tink key id.
     pub fn id(&self) -> Option<u32> {
         self.id
+    }
+
+    /// The key's id in Oblivious HTTP key configurations (RFC 9458 §3.1).
+    pub fn ohttp_key_id(&self) -> u8 {
+        self.ohttp_key_id
     }
 
     /// The public half.
@@ -129,6 +143,12 @@ impl ServerKey {
     }
 }
 
+/// A key's Oblivious HTTP key id when `ohttp_key_id` is not set: the low eight bits of
+/// its Tink id (keys 1, 2, 3 are OHTTP keys 1, 2, 3), 0 without one.
+pub fn default_ohttp_key_id(id: Option<u32>) -> u8 {
+    id.map_or(0, |id| (id & 0xff) as u8)
+}
+
 /// How many keys of one KEM a RAW envelope (no Tink prefix) is tried against, at most:
 /// each try costs a decapsulation, and X-Wing's is the dearer. More live keys of a KEM
 /// than this are refused by the configuration.
@@ -154,6 +174,14 @@ impl ServerKeys {
     /// True if a key has this Tink key id.
     pub fn has_id(&self, id: u32) -> bool {
         self.keys.iter().any(|k| k.id == Some(id))
+    }
+
+    /// The key that decrypts at `now` with Oblivious HTTP key id `key_id` (the
+    /// configuration keeps them unique among keys that are not retired).
+    pub fn by_ohttp_key_id(&self, key_id: u8, now: SystemTime) -> Option<&ServerKey> {
+        self.keys
+            .iter()
+            .find(|k| k.ohttp_key_id == key_id && k.valid_at(now))
     }
 
     /// The keys to publish at `now`: the primary first, then the other keys that still

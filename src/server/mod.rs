@@ -50,6 +50,7 @@ pub struct Gateway {
     proxy: Proxy,
     tls: Option<Arc<CertResolver>>,
     intake: Option<SharedIntake>,
+    ohttp: Option<crate::config::Ohttp>,
 }
 
 impl Gateway {
@@ -77,6 +78,7 @@ impl Gateway {
             config.ops.buffer_wait,
             metrics.clone(),
         ));
+        let ohttp = config.ohttp.clone();
         let shared = Arc::new(ArcSwap::from_pointee(LiveState::from_config(config)));
         Ok(Self {
             shared,
@@ -86,6 +88,7 @@ impl Gateway {
             proxy,
             tls,
             intake,
+            ohttp,
         })
     }
 
@@ -134,8 +137,11 @@ impl Gateway {
                 intake: self.intake.clone(),
                 shared: self.shared.clone(),
             });
-        let routes = Router::new()
-            .route(publish::PATH, get(publish::hpke_keys))
+        let mut routes = Router::new().route(publish::PATH, get(publish::hpke_keys));
+        if self.ohttp.is_some() {
+            routes = routes.route(crate::ohttp::KEYS_PATH, get(crate::ohttp::keys));
+        }
+        let routes = routes
             .fallback_service(hpke)
             .with_state(self.shared.clone())
             .merge(pgp_keys);

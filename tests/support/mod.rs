@@ -149,6 +149,8 @@ pub struct Options {
     pub upstream_base: String,
     /// More top-level configuration lines.
     pub extra: String,
+    /// More tables, after the generated file's own (`[ohttp]`).
+    pub trailer: String,
     /// Add server key 3 of suite `xwing-aes-256-gcm` and account ACCT-PQ, whose key is
     /// an X-Wing Tink keyset.
     pub xwing: bool,
@@ -165,6 +167,7 @@ impl Default for Options {
             upstream: None,
             upstream_base: String::new(),
             extra: String::new(),
+            trailer: String::new(),
             xwing: false,
         }
     }
@@ -290,12 +293,14 @@ public_keys = ["acct-tink.pub.json", "acct-1.pub.pem"]
 id = "ACCT-OFF"
 encryption = false
 public_keys = ["acct-off.pub.b64"]
-{pq_config}"#,
+{pq_config}
+{trailer}"#,
             max_body = opts.max_encrypted_body_bytes,
             max_resp = opts.max_response_body_bytes,
             timeout = opts.upstream_timeout_ms,
             body_timeout = opts.request_body_timeout_ms,
             extra = opts.extra,
+            trailer = opts.trailer,
             base = opts.upstream_base,
         );
         let path = dir.path().join("gateway.toml");
