@@ -129,6 +129,14 @@ pub enum Error {
         /// The suite the request was sealed with.
         suite: crate::envelope::Suite,
     },
+    /// An Oblivious HTTP request's inner Binary HTTP request is malformed or not one the
+    /// gateway can forward (answered inside the encapsulation).
+    #[error("malformed inner request")]
+    BadInnerRequest,
+    /// An Oblivious HTTP request names a target outside `[ohttp] allowed_targets`
+    /// (answered inside the encapsulation, never forwarded).
+    #[error("target not allowed")]
+    TargetNotAllowed,
     /// A bug or an impossible state. The body says only "Something went wrong".
     #[error("Something went wrong")]
     Internal(#[source] BoxError),
@@ -183,8 +191,11 @@ impl Error {
             | Error::BodyNotEncrypted
             | Error::EncryptedBodyWithoutHeaders
             | Error::DecryptionFailed
-            | Error::BadRequestBody => StatusCode::BAD_REQUEST,
-            Error::EncryptionNotEnabled | Error::SuiteNotAllowed { .. } => StatusCode::FORBIDDEN,
+            | Error::BadRequestBody
+            | Error::BadInnerRequest => StatusCode::BAD_REQUEST,
+            Error::EncryptionNotEnabled
+            | Error::SuiteNotAllowed { .. }
+            | Error::TargetNotAllowed => StatusCode::FORBIDDEN,
             Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -227,6 +238,8 @@ impl Error {
             Error::UnknownKeyFormat => 4018,
             Error::NoSuchKey => 4019,
             Error::SuiteNotAllowed { .. } => 4020,
+            Error::BadInnerRequest => 4021,
+            Error::TargetNotAllowed => 4022,
             Error::Overloaded => 5004,
             Error::BufferBudgetExhausted => 5005,
             Error::UpstreamUnavailable { .. } => 5001,

@@ -133,3 +133,166 @@ async fn key_configurations_list_every_live_key_primary_first_in_every_aead() {
         }
     }
 }
+
+/// A gateway with Oblivious HTTP on, accepting inner requests for api.example.com.
+async fn ohttp_gateway() -> Gateway {
+    Gateway::start_with(Options {
+        trailer: "[ohttp]\nenabled = true\nallowed_targets = [\"https://api.example.com\"]\n"
+            .into(),
+        ..Options::default()
+    })
+    .await
+}
+
+/// An inner request in known-length Binary HTTP, built with the `bhttp` crate.
+fn inner_request(method: &str, authority: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    let mut m = bhttp::Message::request(
+        method.as_bytes().to_vec(),
+        b"https".to_vec(),
+        authority.as_bytes().to_vec(),
+        path.as_bytes().to_vec(),
+    );
+    m.put_header("x-clevertap-account-id", "ACCT-1");
+    m.put_header("content-type", "application/json");
+    m.write_content(body);
+    let mut out = Vec::new();
+    m.write_bhttp(bhttp::Mode::KnownLength, &mut out).unwrap();
+    out
+}
+
+/// Seals `inner` to server key 1 (OHTTP key id 1) and posts it; returns the HTTP status,
+/// and for a 200 the decrypted inner response.
+async fn post(gw: &Gateway, inner: &[u8]) -> (u16, Option<bhttp::Message>, Vec<u8>) {
+    let public = gw.keys.server[0].1.public_key();
+    let (request, client) =
+        ohttp::seal_request(1, &public, Suite::X25519_AES_128_GCM, inner).unwrap();
+    let res = gw
+        .client
+        .post(format!("{}/.well-known/ohttp-gateway", gw.url))
+        .header("content-type", "message/ohttp-req")
+        .body(request)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let media = res.headers().get("content-type").cloned();
+    let body = res.bytes().await.unwrap().to_vec();
+    if status != 200 {
+        return (status, None, body);
+    }
+    assert_eq!(media.unwrap(), "message/ohttp-res");
+    let plain = client.open_response(&body).unwrap();
+    let message = bhttp::Message::read_bhttp(&mut std::io::Cursor::new(&plain)).unwrap();
+    (status, Some(message), body)
+}
+
+fn json_code(message: &bhttp::Message) -> u64 {
+    let v: serde_json::Value = serde_json::from_slice(message.content()).unwrap();
+    v["code"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn an_oblivious_request_reaches_the_upstream_as_sent_and_its_answer_comes_back_sealed() {
+    let gw = ohttp_gateway().await;
+    let body = br#"{"d":[{"identity":"o"}]}"#;
+    let (status, answer, _) = post(
+        &gw,
+        &inner_request("POST", "api.example.com", "/1/upload?batch=7", body),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let answer = answer.unwrap();
+    assert_eq!(answer.control().status().unwrap().code(), 200);
+    assert_eq!(answer.content(), body, "the upstream echoes the body");
+    assert_eq!(
+        answer.header().get(b"content-type"),
+        Some(&b"application/json"[..])
+    );
+    let seen = gw.upstream.last();
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.uri, "/1/upload?batch=7");
+    assert_eq!(seen.body, &body[..]);
+    assert_eq!(seen.headers["x-clevertap-account-id"], "ACCT-1");
+    assert_eq!(seen.headers["content-type"], "application/json");
+
+    // An upstream status is the inner status; the outer answer is still 200.
+    let (status, answer, _) = post(
+        &gw,
+        &inner_request("GET", "api.example.com", "/status/404", b""),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer.unwrap().control().status().unwrap().code(), 404);
+}
+
+#[tokio::test]
+async fn bad_oblivious_requests_get_the_rfcs_answers_and_the_next_one_works() {
+    let gw = ohttp_gateway().await;
+    let url = format!("{}/.well-known/ohttp-gateway", gw.url);
+    let public = gw.keys.server[0].1.public_key();
+    let good = inner_request("POST", "api.example.com", "/1/upload", b"{}");
+    let (sealed, _) = ohttp::seal_request(1, &public, Suite::X25519_AES_128_GCM, &good).unwrap();
+
+    // Outside the encapsulation: media type, framing, key id, decryption.
+    let send = |media: &'static str, body: Vec<u8>| {
+        gw.client
+            .post(&url)
+            .header("content-type", media)
+            .body(body)
+            .send()
+    };
+    let res = send("application/octet-stream", sealed.clone())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 415);
+    for len in [0, 3, 7, 20, 7 + 32 + 15] {
+        let res = send("message/ohttp-req", sealed[..len].to_vec())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "truncated to {len}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+    }
+    let res = send("message/ohttp-req", vec![0; 10 * 1024 * 1024 + 1])
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413, "over max_encrypted_body_bytes");
+    let mut unknown_key = sealed.clone();
+    unknown_key[0] = 77;
+    let res = send("message/ohttp-req", unknown_key).await.unwrap();
+    assert_eq!(res.status(), 422);
+    let problem: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    assert_eq!(problem["type"], hpke_gateway::ohttp::KEY_PROBLEM);
+    let mut flipped = sealed.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    let res = send("message/ohttp-req", flipped).await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(gw.upstream.count(), 0, "nothing was forwarded");
+
+    // Inside: a target outside the allowlist (403, 4022) and a malformed inner request
+    // (400, 4021), both sealed to the client and never forwarded.
+    let (status, answer, _) = post(&gw, &inner_request("GET", "evil.example.net", "/", b"")).await;
+    assert_eq!(status, 200);
+    let answer = answer.unwrap();
+    assert_eq!(answer.control().status().unwrap().code(), 403);
+    assert_eq!(json_code(&answer), 4022);
+    let (_, answer, _) = post(&gw, &[0x00, 0x03, 0xff, 0xff]).await;
+    let answer = answer.unwrap();
+    assert_eq!(answer.control().status().unwrap().code(), 400);
+    assert_eq!(json_code(&answer), 4021);
+    // A Binary HTTP request whose content length (63) runs past its end. (Cutting the
+    // last bytes would not do: RFC 9292 §3.8 lets a known-length message end early.)
+    let mut impossible = good.clone();
+    let at = good.len() - 4;
+    assert_eq!(&good[at..], [0x02, b'{', b'}', 0x00]);
+    impossible[at] = 0x3f;
+    let (_, answer, _) = post(&gw, &impossible).await;
+    assert_eq!(json_code(&answer.unwrap()), 4021);
+    assert_eq!(gw.upstream.count(), 0, "nothing was forwarded");
+
+    // The next good one works.
+    let (status, answer, _) = post(&gw, &good).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer.unwrap().content(), b"{}");
+    assert_eq!(gw.upstream.count(), 1);
+}

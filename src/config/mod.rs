@@ -193,6 +193,10 @@ pub struct RawOhttp {
     /// The gateway resource's path (default `/.well-known/ohttp-gateway`).
     #[serde(default)]
     pub path: Option<String>,
+    /// The origins (`https://api.example.com`) an inner request may name (default: the
+    /// upstream's).
+    #[serde(default)]
+    pub allowed_targets: Option<Vec<String>>,
 }
 
 /// Oblivious HTTP, when `[ohttp] enabled = true`.
@@ -200,6 +204,8 @@ pub struct RawOhttp {
 pub struct Ohttp {
     /// The gateway resource's path.
     pub path: String,
+    /// The origins an inner request may name, `scheme://authority` in lower case.
+    pub allowed_targets: Vec<String>,
 }
 
 /// The default path of the Oblivious HTTP gateway resource.
@@ -577,7 +583,7 @@ impl Config {
             return Err(problems);
         };
         problems.extend(suites_without_server_keys(&raw.accounts, &server_keys));
-        let ohttp = ohttp(raw.ohttp.as_ref(), &mut problems);
+        let ohttp = ohttp(raw.ohttp.as_ref(), &upstream, &mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -607,8 +613,13 @@ impl Config {
     }
 }
 
-/// `[ohttp]`: `None` unless enabled; the gateway path must be an absolute path of its own.
-fn ohttp(raw: Option<&RawOhttp>, problems: &mut Vec<String>) -> Option<Ohttp> {
+/// `[ohttp]`: `None` unless enabled; the gateway path must be an absolute path of its own,
+/// each allowed target an origin.
+fn ohttp(
+    raw: Option<&RawOhttp>,
+    upstream: &http::Uri,
+    problems: &mut Vec<String>,
+) -> Option<Ohttp> {
     let raw = raw.filter(|o| o.enabled)?;
     let path = raw.path.as_deref().unwrap_or(DEFAULT_OHTTP_PATH);
     let reserved = [crate::publish::PATH, crate::ohttp::KEYS_PATH];
@@ -620,9 +631,42 @@ fn ohttp(raw: Option<&RawOhttp>, problems: &mut Vec<String>) -> Option<Ohttp> {
     } else if reserved.contains(&path) {
         problems.push(format!("ohttp.path: {path} is already the gateway's"));
     }
+    let allowed_targets = match &raw.allowed_targets {
+        None => origin(upstream).into_iter().collect(),
+        Some(targets) => targets
+            .iter()
+            .filter_map(|t| {
+                let parsed = http::Uri::try_from(t.as_str()).ok();
+                let origin = parsed
+                    .as_ref()
+                    .filter(|u| matches!(u.path(), "" | "/") && u.query().is_none())
+                    .and_then(origin);
+                if origin.is_none() {
+                    problems.push(format!(
+                        "ohttp.allowed_targets: {t:?} is not an origin (https://host[:port])"
+                    ));
+                }
+                origin
+            })
+            .collect(),
+    };
     Some(Ohttp {
         path: path.to_owned(),
+        allowed_targets,
     })
+}
+
+/// `scheme://host[:port]` in lower case, as an inner request's control data names it.
+fn origin(uri: &http::Uri) -> Option<String> {
+    let scheme = uri
+        .scheme_str()
+        .filter(|s| matches!(*s, "http" | "https"))?;
+    let authority = uri.authority()?;
+    let host = match authority.port() {
+        Some(port) => format!("{}:{port}", authority.host()),
+        None => authority.host().to_owned(),
+    };
+    Some(format!("{scheme}://{}", host.to_ascii_lowercase()))
 }
 
 /// The buffer budget when none is set: room for two of the largest requests with their

@@ -108,6 +108,11 @@ impl ServerKey {
         self.id
     }
 
+    /// The private key.
+    pub(crate) fn private_key(&self) -> &PrivateKey {
+        &self.key
+    }
+
     /// The key's id in Oblivious HTTP key configurations (RFC 9458 §3.1).
     pub fn ohttp_key_id(&self) -> u8 {
         self.ohttp_key_id

@@ -125,6 +125,15 @@ impl Gateway {
     }
 
     fn router_with(&self, proxy: Proxy) -> Router {
+        let ohttp_gateway = self.ohttp.as_ref().map(|ohttp| {
+            Router::new()
+                .route(&ohttp.path, axum::routing::post(crate::ohttp::gateway))
+                .with_state(crate::ohttp::Resource {
+                    shared: self.shared.clone(),
+                    proxy: proxy.clone(),
+                    allowed: ohttp.allowed_targets.clone().into(),
+                })
+        });
         let hpke = HpkeLayer::from_shared(
             self.shared.clone(),
             self.metrics.clone(),
@@ -145,6 +154,10 @@ impl Gateway {
             .fallback_service(hpke)
             .with_state(self.shared.clone())
             .merge(pgp_keys);
+        let routes = match ohttp_gateway {
+            Some(gateway) => routes.merge(gateway),
+            None => routes,
+        };
         let guarded = self.limits.layer(routes);
         Router::new().fallback_service(
             AccessLogLayer::new(self.shared.clone(), self.metrics.clone()).layer(guarded),

@@ -1,0 +1,182 @@
+//! Oblivious HTTP (RFC 9458), on the same server keys as the Tink-format envelope.
+//!
+//! With `[ohttp] enabled = true`, `GET /.well-known/ohttp-keys` serves the key
+//! configurations (RFC 9540, `application/ohttp-keys`): one per server key that decrypts
+//! now, the primary first, each under its `ohttp_key_id` and offering HKDF-SHA256 with
+//! every AEAD the envelope has (AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305), X-Wing keys
+//! included. Its `Cache-Control` follows `/.well-known/hpke-keys`'s rule: `keys_max_age_s`
+//! or, if sooner, the first published key's `not_after`, so rotation and overlap work as
+//! for the envelope. The encapsulation itself is `hpke_envelope::ohttp`.
+
+use std::time::SystemTime;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, header};
+
+mod inner;
+
+use crate::envelope::ohttp;
+use crate::error::Error;
+use crate::state::SharedState;
+
+/// The path of the key configurations (RFC 9540 §3).
+pub const KEYS_PATH: &str = "/.well-known/ohttp-keys";
+
+/// The handler for [`KEYS_PATH`].
+pub async fn keys(State(shared): State<SharedState>) -> Response {
+    let state = shared.load();
+    let now = SystemTime::now();
+    let published = state.server_keys().published(now);
+    if published.is_empty() {
+        return Error::Internal("no server key is valid now: nothing to publish".into())
+            .into_response();
+    }
+    let configs: Vec<Vec<u8>> = published
+        .iter()
+        .map(|k| ohttp::key_config(k.ohttp_key_id(), &k.public_key(), &ohttp::AEADS))
+        .collect();
+    let max_age = crate::publish::max_age(state.keys_max_age(), &published, now);
+    let mut response = ohttp::key_configs(&configs).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(ohttp::KEYS_MEDIA_TYPE),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_str(&format!("public, max-age={}", max_age.as_secs()))
+            .unwrap_or(HeaderValue::from_static("no-cache")),
+    );
+    response
+}
+
+/// What the gateway resource needs: the live state and a proxy to the upstream.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub(crate) shared: SharedState,
+    pub(crate) proxy: crate::proxy::Proxy,
+    /// `scheme://authority` origins an inner request may name (default: the upstream's).
+    pub(crate) allowed: std::sync::Arc<[String]>,
+}
+
+/// RFC 9458 §5.3's problem type for an unknown key id or unsupported algorithms.
+pub const KEY_PROBLEM: &str = "https://iana.org/assignments/http-problem-types#ohttp-key";
+
+/// An answer outside the encapsulation (the request could not be decapsulated):
+/// `application/problem+json` (RFC 9457), saying no more than RFC 9458 §5.2 asks.
+fn outer_problem(status: http::StatusCode, problem_type: Option<&str>, title: &str) -> Response {
+    let body = match problem_type {
+        Some(t) => serde_json::json!({ "type": t, "title": title }),
+        None => serde_json::json!({ "title": title }),
+    };
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+/// The gateway resource: `POST` of `message/ohttp-req`. Failures before the request is
+/// decapsulated are answered in the clear (400, 415, 413, 422 with RFC 9458's key problem
+/// type); every answer after it, the upstream's and the gateway's own (a target outside
+/// the allowlist is a 403), is a Binary HTTP response sealed to the client.
+pub async fn gateway(
+    State(resource): State<Resource>,
+    req: http::Request<axum::body::Body>,
+) -> Response {
+    use http::StatusCode;
+    use http_body_util::BodyExt as _;
+    let is_request_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case(ohttp::REQUEST_MEDIA_TYPE))
+        });
+    if !is_request_type {
+        return outer_problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+            "an encapsulated request is message/ohttp-req",
+        );
+    }
+    let state = resource.shared.load_full();
+    let limited = http_body_util::Limited::new(
+        req.into_body(),
+        usize::try_from(state.max_encrypted_body_bytes).unwrap_or(usize::MAX),
+    );
+    let body = match tokio::time::timeout(state.request_body_timeout, limited.collect()).await {
+        Err(_) => return outer_problem(StatusCode::REQUEST_TIMEOUT, None, "request body timeout"),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return outer_problem(StatusCode::PAYLOAD_TOO_LARGE, None, "request too large");
+        }
+        Ok(Err(_)) => return outer_problem(StatusCode::BAD_REQUEST, None, "request body failed"),
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    let header = match ohttp::parse_header(&body) {
+        Ok(header) => header,
+        Err(ohttp::Error::Unsupported) => {
+            return outer_problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some(KEY_PROBLEM),
+                "unsupported key or algorithms",
+            );
+        }
+        Err(_) => return outer_problem(StatusCode::BAD_REQUEST, None, "malformed encapsulation"),
+    };
+    let Some(key) = state
+        .server_keys()
+        .by_ohttp_key_id(header.key_id, SystemTime::now())
+    else {
+        return outer_problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some(KEY_PROBLEM),
+            "unsupported key or algorithms",
+        );
+    };
+    let (inner, response_key) = match ohttp::open_request(key.private_key(), &body) {
+        Ok(opened) => opened,
+        Err(ohttp::Error::Unsupported) => {
+            return outer_problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some(KEY_PROBLEM),
+                "unsupported key or algorithms",
+            );
+        }
+        Err(ohttp::Error::Malformed) => {
+            return outer_problem(StatusCode::BAD_REQUEST, None, "malformed encapsulation");
+        }
+        Err(_) => return outer_problem(StatusCode::BAD_REQUEST, None, "decryption failed"),
+    };
+    let answer = match inner::forward(&resource, &state, &inner).await {
+        Ok(answer) | Err(answer) => answer,
+    };
+    let mut encoded = Vec::new();
+    if answer
+        .write_bhttp(bhttp::Mode::KnownLength, &mut encoded)
+        .is_err()
+    {
+        return outer_problem(StatusCode::INTERNAL_SERVER_ERROR, None, "internal error");
+    }
+    match response_key.seal(&encoded) {
+        Ok(sealed) => {
+            let mut response = sealed.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(ohttp::RESPONSE_MEDIA_TYPE),
+            );
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(_) => outer_problem(StatusCode::INTERNAL_SERVER_ERROR, None, "internal error"),
+    }
+}
