@@ -146,6 +146,16 @@ async fn ohttp_gateway() -> Gateway {
 
 /// An inner request in known-length Binary HTTP, built with the `bhttp` crate.
 fn inner_request(method: &str, authority: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    inner_request_in(bhttp::Mode::KnownLength, method, authority, path, body)
+}
+
+fn inner_request_in(
+    mode: bhttp::Mode,
+    method: &str,
+    authority: &str,
+    path: &str,
+    body: &[u8],
+) -> Vec<u8> {
     let mut m = bhttp::Message::request(
         method.as_bytes().to_vec(),
         b"https".to_vec(),
@@ -156,7 +166,7 @@ fn inner_request(method: &str, authority: &str, path: &str, body: &[u8]) -> Vec<
     m.put_header("content-type", "application/json");
     m.write_content(body);
     let mut out = Vec::new();
-    m.write_bhttp(bhttp::Mode::KnownLength, &mut out).unwrap();
+    m.write_bhttp(mode, &mut out).unwrap();
     out
 }
 
@@ -214,6 +224,20 @@ async fn an_oblivious_request_reaches_the_upstream_as_sent_and_its_answer_comes_
     assert_eq!(seen.body, &body[..]);
     assert_eq!(seen.headers["x-clevertap-account-id"], "ACCT-1");
     assert_eq!(seen.headers["content-type"], "application/json");
+
+    // Indeterminate-length Binary HTTP (RFC 9292 §3.2) is read as well.
+    let inner = inner_request_in(
+        bhttp::Mode::IndeterminateLength,
+        "PUT",
+        "api.example.com",
+        "/1/profile",
+        b"indeterminate",
+    );
+    assert_eq!(inner[0], 2, "framing indicator of an indeterminate-length request");
+    let (status, answer, _) = post(&gw, &inner).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer.unwrap().content(), b"indeterminate");
+    assert_eq!(gw.upstream.last().method, "PUT");
 
     // An upstream status is the inner status; the outer answer is still 200.
     let (status, answer, _) = post(
