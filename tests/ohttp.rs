@@ -233,7 +233,10 @@ async fn an_oblivious_request_reaches_the_upstream_as_sent_and_its_answer_comes_
         "/1/profile",
         b"indeterminate",
     );
-    assert_eq!(inner[0], 2, "framing indicator of an indeterminate-length request");
+    assert_eq!(
+        inner[0], 2,
+        "framing indicator of an indeterminate-length request"
+    );
     let (status, answer, _) = post(&gw, &inner).await;
     assert_eq!(status, 200);
     assert_eq!(answer.unwrap().content(), b"indeterminate");
@@ -319,4 +322,43 @@ async fn bad_oblivious_requests_get_the_rfcs_answers_and_the_next_one_works() {
     assert_eq!(status, 200);
     assert_eq!(answer.unwrap().content(), b"{}");
     assert_eq!(gw.upstream.count(), 1);
+}
+
+/// The `ohttp` crate's own client (martinthomson/ohttp, on rust-hpke) against the
+/// published key configurations and the gateway resource: a second implementation
+/// nobody here wrote.
+#[tokio::test]
+async fn the_ohttp_crates_client_round_trips_through_the_gateway() {
+    let gw = ohttp_gateway().await;
+    let keys = gw
+        .client
+        .get(format!("{}/.well-known/ohttp-keys", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    for (i, body) in [&b"first"[..], b"second"].into_iter().enumerate() {
+        let client = ::ohttp::ClientRequest::from_encoded_config_list(&keys).unwrap();
+        let inner = inner_request("POST", "api.example.com", "/1/upload", body);
+        let (request, response_reader) = client.encapsulate(&inner).unwrap();
+        let res = gw
+            .client
+            .post(format!("{}/.well-known/ohttp-gateway", gw.url))
+            .header("content-type", "message/ohttp-req")
+            .body(request)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], "message/ohttp-res");
+        let sealed = res.bytes().await.unwrap();
+        let plain = response_reader.decapsulate(&sealed).unwrap();
+        let answer = bhttp::Message::read_bhttp(&mut std::io::Cursor::new(&plain)).unwrap();
+        assert_eq!(answer.control().status().unwrap().code(), 200);
+        assert_eq!(answer.content(), body);
+        assert_eq!(gw.upstream.count(), i + 1);
+        assert_eq!(gw.upstream.last().body, body);
+    }
 }
