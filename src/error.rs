@@ -137,6 +137,14 @@ pub enum Error {
     /// (answered inside the encapsulation, never forwarded).
     #[error("target not allowed")]
     TargetNotAllowed,
+    /// An Oblivious HTTP request answered before within the replay window (answered
+    /// inside the encapsulation, never forwarded again).
+    #[error("replayed request")]
+    Replayed,
+    /// The Oblivious HTTP replay cache is full of live entries: new requests are refused
+    /// rather than forwarded unchecked.
+    #[error("replay cache full")]
+    ReplayCacheFull,
     /// A bug or an impossible state. The body says only "Something went wrong".
     #[error("Something went wrong")]
     Internal(#[source] BoxError),
@@ -192,14 +200,17 @@ impl Error {
             | Error::EncryptedBodyWithoutHeaders
             | Error::DecryptionFailed
             | Error::BadRequestBody
-            | Error::BadInnerRequest => StatusCode::BAD_REQUEST,
+            | Error::BadInnerRequest
+            | Error::Replayed => StatusCode::BAD_REQUEST,
             Error::EncryptionNotEnabled
             | Error::SuiteNotAllowed { .. }
             | Error::TargetNotAllowed => StatusCode::FORBIDDEN,
             Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Error::Overloaded | Error::BufferBudgetExhausted => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Overloaded | Error::BufferBudgetExhausted | Error::ReplayCacheFull => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::ConnectionNamesEndToEnd { .. }
             | Error::BadConnectionHeader
             | Error::UpgradeNotEncryptable
@@ -240,6 +251,8 @@ impl Error {
             Error::SuiteNotAllowed { .. } => 4020,
             Error::BadInnerRequest => 4021,
             Error::TargetNotAllowed => 4022,
+            Error::Replayed => 4023,
+            Error::ReplayCacheFull => 5006,
             Error::Overloaded => 5004,
             Error::BufferBudgetExhausted => 5005,
             Error::UpstreamUnavailable { .. } => 5001,

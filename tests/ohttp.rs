@@ -362,3 +362,133 @@ async fn the_ohttp_crates_client_round_trips_through_the_gateway() {
         assert_eq!(gw.upstream.last().body, body);
     }
 }
+
+/// RFC 9458 §6.5: the same encapsulated request twice is answered once; a `Date` outside
+/// the window gets the §6.5.2 answer, whose `Date` lets the client retry once.
+#[tokio::test]
+async fn replays_are_refused_and_a_stale_date_is_corrected_by_one_retry() {
+    let gw = ohttp_gateway().await;
+    let url = format!("{}/.well-known/ohttp-gateway", gw.url);
+    let public = gw.keys.server[0].1.public_key();
+    let send = |request: Vec<u8>| {
+        gw.client
+            .post(&url)
+            .header("content-type", "message/ohttp-req")
+            .body(request)
+            .send()
+    };
+    let dated = |date: &str| {
+        let mut m = bhttp::Message::request(
+            b"POST".to_vec(),
+            b"https".to_vec(),
+            b"api.example.com".to_vec(),
+            b"/1/upload".to_vec(),
+        );
+        m.put_header("date", date);
+        m.write_content(b"{\"once\":true}");
+        let mut out = Vec::new();
+        m.write_bhttp(bhttp::Mode::KnownLength, &mut out).unwrap();
+        out
+    };
+    let now = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let (request, client) =
+        ohttp::seal_request(1, &public, Suite::X25519_AES_128_GCM, &dated(&now)).unwrap();
+    let first = send(request.clone()).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let inner = client.open_response(&first.bytes().await.unwrap()).unwrap();
+    let answer = bhttp::Message::read_bhttp(&mut std::io::Cursor::new(&inner)).unwrap();
+    assert_eq!(answer.control().status().unwrap().code(), 200);
+    assert_eq!(gw.upstream.count(), 1);
+
+    // The relay sends it again: refused inside the encapsulation, not forwarded.
+    let again = send(request).await.unwrap();
+    assert_eq!(again.status(), 200);
+    let inner = client.open_response(&again.bytes().await.unwrap()).unwrap();
+    let answer = bhttp::Message::read_bhttp(&mut std::io::Cursor::new(&inner)).unwrap();
+    assert_eq!(answer.control().status().unwrap().code(), 400);
+    assert_eq!(json_code(&answer), 4023);
+    assert_eq!(gw.upstream.count(), 1, "the replay was not forwarded");
+
+    // A clock five minutes slow: 400 with the date problem and the gateway's Date.
+    let slow =
+        httpdate::fmt_http_date(std::time::SystemTime::now() - std::time::Duration::from_secs(300));
+    let (request, client) =
+        ohttp::seal_request(1, &public, Suite::X25519_AES_128_GCM, &dated(&slow)).unwrap();
+    let res = send(request).await.unwrap();
+    let inner = client.open_response(&res.bytes().await.unwrap()).unwrap();
+    let answer = bhttp::Message::read_bhttp(&mut std::io::Cursor::new(&inner)).unwrap();
+    assert_eq!(answer.control().status().unwrap().code(), 400);
+    let problem: serde_json::Value = serde_json::from_slice(answer.content()).unwrap();
+    assert_eq!(problem["type"], hpke_gateway::ohttp::DATE_PROBLEM);
+    let server_date = std::str::from_utf8(answer.header().get(b"date").unwrap())
+        .unwrap()
+        .to_owned();
+    assert_eq!(gw.upstream.count(), 1);
+    // The retry: the same request with the gateway's Date, freshly encapsulated.
+    let (request, client) =
+        ohttp::seal_request(1, &public, Suite::X25519_AES_128_GCM, &dated(&server_date)).unwrap();
+    let res = send(request).await.unwrap();
+    let inner = client.open_response(&res.bytes().await.unwrap()).unwrap();
+    let answer = bhttp::Message::read_bhttp(&mut std::io::Cursor::new(&inner)).unwrap();
+    assert_eq!(answer.control().status().unwrap().code(), 200);
+    assert_eq!(gw.upstream.count(), 2);
+}
+
+/// RFC 9292 edge cases an independent client (tests/interop/python/ohttp_client.py)
+/// found: an indeterminate-length request without its empty trailer, an empty
+/// authority with `Host`, the default port written out, and `Connection`-named fields.
+#[tokio::test]
+async fn binary_http_edge_cases_are_read_as_rfc_9292_says() {
+    let gw = ohttp_gateway().await;
+    let indeterminate = |body: &[u8]| {
+        inner_request_in(
+            bhttp::Mode::IndeterminateLength,
+            "POST",
+            "api.example.com",
+            "/1/upload",
+            body,
+        )
+    };
+    // The trailer's terminator left off: the message is complete (RFC 9292 §3.8).
+    let mut no_trailer = indeterminate(b"kept");
+    assert_eq!(no_trailer.pop(), Some(0));
+    let (_, answer, _) = post(&gw, &no_trailer).await;
+    let answer = answer.unwrap();
+    assert_eq!(answer.control().status().unwrap().code(), 200);
+    assert_eq!(answer.content(), b"kept");
+    assert_eq!(gw.upstream.count(), 1);
+    // Cut inside the content (its terminator missing too): never taken for complete.
+    let mut cut = indeterminate(b"partial");
+    cut.truncate(cut.len() - 2);
+    let (_, answer, _) = post(&gw, &cut).await;
+    assert_eq!(json_code(&answer.unwrap()), 4021);
+    assert_eq!(gw.upstream.count(), 1, "not forwarded");
+
+    // An empty authority takes the Host field's; the default port may be written out.
+    for (authority, host) in [("", "api.example.com"), ("api.example.com:443", "x")] {
+        let mut m = bhttp::Message::request(
+            b"GET".to_vec(),
+            b"https".to_vec(),
+            authority.as_bytes().to_vec(),
+            b"/status/204".to_vec(),
+        );
+        m.put_header("host", host);
+        m.put_header("connection", "x-hop");
+        m.put_header("x-hop", "dropped");
+        m.put_header("x-kept", "yes");
+        let mut inner = Vec::new();
+        m.write_bhttp(bhttp::Mode::KnownLength, &mut inner).unwrap();
+        let (_, answer, _) = post(&gw, &inner).await;
+        assert_eq!(
+            answer.unwrap().control().status().unwrap().code(),
+            204,
+            "{authority:?}"
+        );
+        let seen = gw.upstream.last();
+        assert!(
+            !seen.headers.contains_key("x-hop"),
+            "Connection-named field forwarded"
+        );
+        assert_eq!(seen.headers["x-kept"], "yes");
+    }
+}

@@ -197,6 +197,14 @@ pub struct RawOhttp {
     /// upstream's).
     #[serde(default)]
     pub allowed_targets: Option<Vec<String>>,
+    /// How far an inner request's `Date` may be from the gateway's clock, each way, in
+    /// seconds (default 30, at least 2); the replay cache keeps twice this.
+    #[serde(default)]
+    pub replay_window_s: Option<u64>,
+    /// Refuse inner requests without a `Date` (default false: accepted, and their replay
+    /// caught only within twice the window).
+    #[serde(default)]
+    pub require_date: bool,
 }
 
 /// Oblivious HTTP, when `[ohttp] enabled = true`.
@@ -206,7 +214,16 @@ pub struct Ohttp {
     pub path: String,
     /// The origins an inner request may name, `scheme://authority` in lower case.
     pub allowed_targets: Vec<String>,
+    /// The replay window, each side of the gateway's clock.
+    pub replay_window: Duration,
+    /// Refuse inner requests without a `Date`.
+    pub require_date: bool,
 }
+
+/// The default replay window of Oblivious HTTP, each way.
+pub const DEFAULT_OHTTP_REPLAY_WINDOW_S: u64 = 30;
+/// The smallest replay window accepted.
+pub const MIN_OHTTP_REPLAY_WINDOW_S: u64 = 2;
 
 /// The default path of the Oblivious HTTP gateway resource.
 pub const DEFAULT_OHTTP_PATH: &str = "/.well-known/ohttp-gateway";
@@ -650,21 +667,32 @@ fn ohttp(
             })
             .collect(),
     };
+    let window = raw.replay_window_s.unwrap_or(DEFAULT_OHTTP_REPLAY_WINDOW_S);
+    if !(MIN_OHTTP_REPLAY_WINDOW_S..=86_400).contains(&window) {
+        problems.push(format!(
+            "ohttp.replay_window_s: {window} is outside {MIN_OHTTP_REPLAY_WINDOW_S}..=86400"
+        ));
+    }
     Some(Ohttp {
         path: path.to_owned(),
         allowed_targets,
+        replay_window: Duration::from_secs(window),
+        require_date: raw.require_date,
     })
 }
 
-/// `scheme://host[:port]` in lower case, as an inner request's control data names it.
-fn origin(uri: &http::Uri) -> Option<String> {
+/// `scheme://host[:port]` in lower case, the port only when not the scheme's default: how
+/// an allowed target and an inner request's target are compared.
+pub(crate) fn origin(uri: &http::Uri) -> Option<String> {
     let scheme = uri
         .scheme_str()
-        .filter(|s| matches!(*s, "http" | "https"))?;
+        .map(str::to_ascii_lowercase)
+        .filter(|s| matches!(s.as_str(), "http" | "https"))?;
     let authority = uri.authority()?;
-    let host = match authority.port() {
-        Some(port) => format!("{}:{port}", authority.host()),
-        None => authority.host().to_owned(),
+    let default = if scheme == "https" { 443 } else { 80 };
+    let host = match authority.port_u16() {
+        Some(port) if port != default => format!("{}:{port}", authority.host()),
+        _ => authority.host().to_owned(),
     };
     Some(format!("{scheme}://{}", host.to_ascii_lowercase()))
 }

@@ -16,6 +16,7 @@ use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 
 use super::Resource;
+use super::replay::Verdict;
 use crate::error::Error;
 use crate::proxy::UpstreamTimeout;
 use crate::state::LiveState;
@@ -34,8 +35,21 @@ pub(super) async fn forward(
     resource: &Resource,
     state: &LiveState,
     inner: &[u8],
+    enc: &[u8],
 ) -> Result<Message, Message> {
-    let request = to_request(resource, state, inner).map_err(error_message)?;
+    let message = read_request(inner).ok_or_else(|| error_message(Error::BadInnerRequest))?;
+    // RFC 9458 §6.5: only a request that decrypted gets here, so only it enters the cache.
+    let now = std::time::SystemTime::now();
+    match resource
+        .replay
+        .check(message.header().get(b"date"), enc, now)
+    {
+        Verdict::Fresh => {}
+        Verdict::Replayed => return Err(error_message(Error::Replayed)),
+        Verdict::Full => return Err(error_message(Error::ReplayCacheFull)),
+        Verdict::DateOutside => return Err(date_problem(now)),
+    }
+    let request = to_request(resource, state, &message).map_err(error_message)?;
     let response = match resource.proxy.clone().oneshot(request).await {
         Ok(response) => response,
         Err(never) => match never {},
@@ -43,35 +57,56 @@ pub(super) async fn forward(
     to_message(response, state).await.map_err(error_message)
 }
 
+/// Reads a Binary HTTP request. RFC 9292 §3.8 lets a message end early where its last
+/// sections are empty; the `bhttp` crate accepts that for known-length messages only. An
+/// indeterminate-length message cut short is completed with the terminators it lacks:
+/// one (the trailer's) always, as its content was terminated; two or three (content and
+/// trailer, or fields too) only when that leaves the content empty, so that a message
+/// cut inside its content is never taken for a complete one.
+fn read_request(inner: &[u8]) -> Option<Message> {
+    let read = |bytes: &[u8]| Message::read_bhttp(&mut Cursor::new(bytes)).ok();
+    if let Some(message) = read(inner) {
+        return Some(message);
+    }
+    if inner.first() != Some(&2) {
+        return None;
+    }
+    let mut completed = inner.to_vec();
+    for added in 1..=3 {
+        completed.push(0);
+        if let Some(message) = read(&completed) {
+            return (added == 1 || message.content().is_empty()).then_some(message);
+        }
+    }
+    None
+}
+
 /// The Binary HTTP request as an HTTP request to the upstream, if it is one to forward.
 fn to_request(
     resource: &Resource,
     state: &LiveState,
-    inner: &[u8],
+    message: &Message,
 ) -> Result<Request<Body>, Error> {
-    let message =
-        Message::read_bhttp(&mut Cursor::new(inner)).map_err(|_| Error::BadInnerRequest)?;
     let control = message.control();
-    let (Some(method), Some(scheme), Some(authority), Some(path)) = (
-        control.method(),
-        control.scheme(),
-        control.authority(),
-        control.path(),
-    ) else {
+    let (Some(method), Some(scheme), Some(path)) =
+        (control.method(), control.scheme(), control.path())
+    else {
         return Err(Error::BadInnerRequest);
     };
-    // The target: an empty authority means the `Host` field's, as in HTTP/1.1.
-    let host = message.header().get(b"host").unwrap_or_default();
-    let authority = if authority.is_empty() {
-        host
-    } else {
-        authority
-    };
-    let origin = format!(
-        "{}://{}",
-        String::from_utf8_lossy(scheme).to_ascii_lowercase(),
-        String::from_utf8_lossy(authority).to_ascii_lowercase()
-    );
+    // The target: an empty authority (which the `bhttp` crate reports as none) means the
+    // `Host` field's, as in HTTP/1.1 (RFC 9292 §3.5).
+    let authority = control
+        .authority()
+        .filter(|a| !a.is_empty())
+        .or_else(|| message.header().get(b"host"))
+        .unwrap_or_default();
+    let origin = std::str::from_utf8(scheme)
+        .ok()
+        .zip(std::str::from_utf8(authority).ok())
+        .and_then(|(scheme, authority)| {
+            crate::config::origin(&format!("{scheme}://{authority}").parse().ok()?)
+        })
+        .ok_or(Error::TargetNotAllowed)?;
     if !resource.allowed.contains(&origin) {
         return Err(Error::TargetNotAllowed);
     }
@@ -89,11 +124,19 @@ fn to_request(
         .version(Version::HTTP_11)
         .body(Body::from(message.content().to_vec()))
         .map_err(|_| Error::BadInnerRequest)?;
+    // Fields a `Connection` field names are the hop's too (RFC 9110 §7.6.1).
+    let named: Vec<HeaderName> = message
+        .header()
+        .get_all(b"connection")
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
     let headers = request.headers_mut();
     for field in message.header().iter() {
         let name = HeaderName::from_bytes(field.name()).map_err(|_| Error::BadInnerRequest)?;
         let value = HeaderValue::from_bytes(field.value()).map_err(|_| Error::BadInnerRequest)?;
-        if !is_hop_field(&name) {
+        if !is_hop_field(&name) && !named.contains(&name) {
             headers.append(name, value);
         }
     }
@@ -136,6 +179,26 @@ async fn to_message(response: Response<Body>, state: &LiveState) -> Result<Messa
     }
     message.write_content(&content);
     Ok(message)
+}
+
+/// RFC 9458 §6.5.2: a `Date` outside the window gets 400 with the `date` problem type
+/// and the gateway's own `Date`, so that the client can correct its clock and retry once
+/// (with a fresh encapsulation).
+fn date_problem(now: std::time::SystemTime) -> Message {
+    let mut message = match bhttp::StatusCode::try_from(400u16) {
+        Ok(status) => Message::response(status),
+        Err(_) => unreachable!("400 is a final status"),
+    };
+    message.put_header("date", httpdate::fmt_http_date(now));
+    message.put_header("content-type", "application/problem+json");
+    message.write_content(
+        serde_json::json!({
+            "type": super::DATE_PROBLEM,
+            "title": "date field in request outside of acceptable range",
+        })
+        .to_string(),
+    );
+    message
 }
 
 /// The gateway's own answer (its JSON error, as `Error` answers in the clear) as a

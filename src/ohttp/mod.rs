@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, header};
 
 mod inner;
+pub mod replay;
 
 use crate::envelope::ohttp;
 use crate::error::Error;
@@ -58,7 +59,12 @@ pub struct Resource {
     pub(crate) proxy: crate::proxy::Proxy,
     /// `scheme://authority` origins an inner request may name (default: the upstream's).
     pub(crate) allowed: std::sync::Arc<[String]>,
+    /// The replay defence all workers share.
+    pub(crate) replay: std::sync::Arc<replay::Replay>,
 }
+
+/// RFC 9458 §6.5.2's problem type for a `Date` outside the replay window.
+pub const DATE_PROBLEM: &str = "https://iana.org/assignments/http-problem-types#date";
 
 /// RFC 9458 §5.3's problem type for an unknown key id or unsupported algorithms.
 pub const KEY_PROBLEM: &str = "https://iana.org/assignments/http-problem-types#ohttp-key";
@@ -155,7 +161,7 @@ pub async fn gateway(
         }
         Err(_) => return outer_problem(StatusCode::BAD_REQUEST, None, "decryption failed"),
     };
-    let answer = match inner::forward(&resource, &state, &inner).await {
+    let answer = match inner::forward(&resource, &state, &inner, response_key.enc()).await {
         Ok(answer) | Err(answer) => answer,
     };
     let mut encoded = Vec::new();

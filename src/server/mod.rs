@@ -51,6 +51,7 @@ pub struct Gateway {
     tls: Option<Arc<CertResolver>>,
     intake: Option<SharedIntake>,
     ohttp: Option<crate::config::Ohttp>,
+    replay: Option<Arc<crate::ohttp::replay::Replay>>,
 }
 
 impl Gateway {
@@ -79,6 +80,12 @@ impl Gateway {
             metrics.clone(),
         ));
         let ohttp = config.ohttp.clone();
+        let replay = ohttp.as_ref().map(|o| {
+            Arc::new(crate::ohttp::replay::Replay::new(
+                o.replay_window,
+                o.require_date,
+            ))
+        });
         let shared = Arc::new(ArcSwap::from_pointee(LiveState::from_config(config)));
         Ok(Self {
             shared,
@@ -89,6 +96,7 @@ impl Gateway {
             tls,
             intake,
             ohttp,
+            replay,
         })
     }
 
@@ -125,15 +133,20 @@ impl Gateway {
     }
 
     fn router_with(&self, proxy: Proxy) -> Router {
-        let ohttp_gateway = self.ohttp.as_ref().map(|ohttp| {
-            Router::new()
-                .route(&ohttp.path, axum::routing::post(crate::ohttp::gateway))
-                .with_state(crate::ohttp::Resource {
-                    shared: self.shared.clone(),
-                    proxy: proxy.clone(),
-                    allowed: ohttp.allowed_targets.clone().into(),
-                })
-        });
+        let ohttp_gateway = self
+            .ohttp
+            .as_ref()
+            .zip(self.replay.as_ref())
+            .map(|(ohttp, replay)| {
+                Router::new()
+                    .route(&ohttp.path, axum::routing::post(crate::ohttp::gateway))
+                    .with_state(crate::ohttp::Resource {
+                        shared: self.shared.clone(),
+                        proxy: proxy.clone(),
+                        allowed: ohttp.allowed_targets.clone().into(),
+                        replay: replay.clone(),
+                    })
+            });
         let hpke = HpkeLayer::from_shared(
             self.shared.clone(),
             self.metrics.clone(),

@@ -252,6 +252,11 @@ fn response_keys(
 }
 
 impl ResponseKey {
+    /// The request's encapsulated key: unique to each request (a replay cache's key).
+    pub fn enc(&self) -> &[u8] {
+        &self.enc
+    }
+
     /// Encapsulates a Binary HTTP response with a fresh response nonce from the system's
     /// random source.
     pub fn seal(&self, response: &[u8]) -> Result<Vec<u8>, Error> {

@@ -8,18 +8,21 @@ is written here from the RFC; no OHTTP or BHTTP library is used.
       reproduces RFC 9458 Appendix A: the key configuration, the encapsulated request
       from skE, its decapsulation with skR, the exported secret, the encapsulated
       response from the given response nonce and its decryption, the Binary HTTP request
-      (GET https://example.com/) and response (200); plus Binary HTTP round trips in both
-      framings (informational responses, trailers, truncation, padding) and RFC 9000's
+      (GET https://example.com/) and response (200); RFC 9292 §5's four example messages
+      decoded and re-encoded byte for byte (and its truncations); Binary HTTP round trips
+      in both framings (informational responses, trailers, truncation, padding); RFC 9000's
       varint examples. One JSON line; exit 1 on any mismatch.
   ohttp_client.py keys --keys URL
       fetches and parses the key configurations (application/ohttp-keys, RFC 9540)
   ohttp_client.py run --gateway URL --keys URL [--key-id N] \\
       [--aead aes-128-gcm|aes-256-gcm|chacha20-poly1305] [--indeterminate] \\
       --method M --authority A [--scheme https] --path P [--header 'name: value' ...] \\
-      [--body-hex HEX] [--chunk-size N] [--truncate]
+      [--body-hex HEX] [--chunk-size N] [--truncate] [--padding N] [--inner-hex HEX]
       picks the first X25519 configuration (or the one --key-id names) offering
       HKDF-SHA256 with the AEAD, encodes the inner request (known-length; with
-      --indeterminate indeterminate-length, the content in --chunk-size chunks), seals it,
+      --indeterminate indeterminate-length, the content in --chunk-size chunks; --truncate
+      leaves off trailing empty sections, --padding adds zero bytes; --inner-hex sends those
+      bytes instead, for malformed inner requests), seals it,
       POSTs it as message/ohttp-req and prints
       {"outer_status": 200, "outer_content_type": "message/ohttp-res", "inner_status": 200,
        "inner_headers": [["name", "value"], ...], "inner_body_hex": "...", ...}
@@ -456,12 +459,16 @@ def cmd_run(args):
               "error": f"no X25519 configuration{'' if args.key_id is None else f' with key id {args.key_id}'} "
                        f"offers HKDF-SHA256 with {args.aead}"})
         return 1
-    inner = encode_request(
-        args.method.encode("ascii"), args.scheme.encode("ascii"),
-        args.authority.encode("ascii"), args.path.encode("ascii"),
-        headers=[parse_header_arg(h) for h in args.header],
-        content=bytes.fromhex(args.body_hex),
-        indeterminate=args.indeterminate, chunk_size=args.chunk_size, truncate=args.truncate)
+    if args.inner_hex is not None:
+        inner = bytes.fromhex(args.inner_hex)
+    else:
+        inner = encode_request(
+            args.method.encode("ascii"), args.scheme.encode("ascii"),
+            args.authority.encode("ascii"), args.path.encode("ascii"),
+            headers=[parse_header_arg(h) for h in args.header],
+            content=bytes.fromhex(args.body_hex),
+            indeterminate=args.indeterminate, chunk_size=args.chunk_size, truncate=args.truncate,
+            padding=args.padding)
     encapsulated, ctx, enc = encapsulate_request(config["key_id"], config["public_key"], aead_id,
                                                  inner)
     status, ctype, _, body = post_ohttp(args.gateway, encapsulated)
@@ -521,6 +528,35 @@ A_PRK = "979aaeae066cf211ab407b31ae49767f344e1501e475c84e8aff547cc5a683db"
 A_AEAD_KEY = "5d0172a080e428b16d298c4ea0db620d"
 A_AEAD_NONCE = "f6bf1aeb88d6df87007fa263"
 A_ENC_RESPONSE = "c789e7151fcba46158ca84b04464910d86f9013e404feea014e7be4a441f234f857fbd"
+
+# RFC 9292 §5's examples (hex dumps joined).
+R_REQUEST_KNOWN = (
+    "00034745540568747470730" "00a2f68656c6c6f2e747874406c0a757365722d61"
+    "67656e7434637572 6c2f372e31362e33206c6962 6375726c2f372e31362e3320"
+    "4f70656e53534c2f302e392e376c207a6c69622f312e322e3304686f73740f77"
+    "77772e6578616d706c652e636f6d0f61 63636570742d6c616e677561676506 65"
+    "6e2c206d690000").replace(" ", "")
+R_REQUEST_INDETERMINATE = (
+    "020347455405687474707300 0a2f68656c6c6f2e7478740a757365722d616765"
+    "6e743463 75726c2f372e31362e33206c69626375726c2f372e31362e33204f70"
+    "656e53534c2f302e392e376c207a6c69622f312e322e3304686f73740f777777"
+    "2e6578616d706c652e636f6d0f6163636570742d6c616e677561676506656e2c"
+    "206d6900000000000000000000000000").replace(" ", "")
+R_RESPONSE_INDETERMINATE = (
+    "0340660772756e6e696e670a22736c6565702031352200406704 6c696e6b233c"
+    "2f7374796c652e6373733e3b2072656c3d7072656c6f61643b2061733d737479"
+    "6c65046c696e6b243c2f7363726970742e6a733e3b2072656c3d7072656c6f61"
+    "643b2061733d7363726970740040c80464617465 1d4d6f6e2c203237204a756c"
+    "20323030392031323a32383a353320474d540673657276657206417061636865"
+    "0d6c6173742d6d6f6469666965641d5765642c203232204a756c2032303039 20"
+    "31393a31353a353620474d540465746167142233346161333837 2d642d313536"
+    "38656230302 20d6163636570742d72616e676573056279746573 0e636f6e7465"
+    "6e742d6c656e677468023531047661 72790f4163636570742d456e636f64696e"
+    "670c636f6e74656e742d747970650a746578742f706c61696e003348656c6c6f"
+    "20576f726c6421204d7920636f6e74656e7420696e636c756465732061207472"
+    "61696c696e672043524c462e0d0a0000").replace(" ", "")
+R_RESPONSE_KNOWN = ("0140c8001d5468697320636f6e74656e7420636f6e7461696e732043524c462e"
+                    "0d0a0d07747261696c65720474657874")
 
 
 def selftest():
@@ -666,6 +702,51 @@ def selftest():
         raises("framing 4", lambda: decode_message(h("04")))
         raises("empty field name, known length", lambda: decode_message(h("0140c8" "020000")))
         raises("short key config", lambda: parse_key_configs(h("0005" "0100200000")))
+
+        # RFC 9292 §5's examples, decoded and re-encoded byte for byte.
+        hello = (b"GET", b"https", b"", b"/hello.txt",
+                 [(b"user-agent", b"curl/7.16.3 libcurl/7.16.3 OpenSSL/0.9.7l zlib/1.2.3"),
+                  (b"host", b"www.example.com"), (b"accept-language", b"en, mi")], b"", [])
+        fields = lambda m: (m["method"], m["scheme"], m["authority"], m["path"], m["headers"],
+                            m["content"], m["trailers"])
+        known, indet = h(R_REQUEST_KNOWN), h(R_REQUEST_INDETERMINATE)
+        check("RFC 9292 known-length request", fields(decode_message(known)), hello)
+        check("RFC 9292 known-length request re-encoded", encode_request(*hello[:4], hello[4]), known)
+        for cut in (1, 2):
+            check(f"RFC 9292 known-length request less {cut} bytes",
+                  fields(decode_message(known[:-cut])), hello)
+        check("RFC 9292 indeterminate-length request", fields(decode_message(indet)), hello)
+        check("RFC 9292 indeterminate-length request padding", decode_message(indet)["padding"], 10)
+        check("RFC 9292 indeterminate-length request re-encoded",
+              encode_request(*hello[:4], hello[4], indeterminate=True, padding=10), indet)
+        for cut in range(1, 13):
+            check(f"RFC 9292 indeterminate-length request less {cut} bytes",
+                  fields(decode_message(indet[:-cut])), hello)
+        raises("RFC 9292 indeterminate-length request less 13 bytes",
+               lambda: decode_message(indet[:-13]))
+        res = decode_message(h(R_RESPONSE_INDETERMINATE))
+        link = [(b"link", b"</style.css>; rel=preload; as=style"),
+                (b"link", b"</script.js>; rel=preload; as=script")]
+        headers = [(b"date", b"Mon, 27 Jul 2009 12:28:53 GMT"), (b"server", b"Apache"),
+                   (b"last-modified", b"Wed, 22 Jul 2009 19:15:56 GMT"),
+                   (b"etag", b'"34aa387-d-1568eb00"'), (b"accept-ranges", b"bytes"),
+                   (b"content-length", b"51"), (b"vary", b"Accept-Encoding"),
+                   (b"content-type", b"text/plain")]
+        content = b"Hello World! My content includes a trailing CRLF.\r\n"
+        check("RFC 9292 indeterminate-length response",
+              (res["informational"], res["status"], res["headers"], res["content"], res["trailers"]),
+              ([(102, [(b"running", b'"sleep 15"')]), (103, link)], 200, headers, content, []))
+        check("RFC 9292 indeterminate-length response re-encoded",
+              encode_response(200, headers, content, [], [(102, [(b"running", b'"sleep 15"')]),
+                                                          (103, link)], indeterminate=True),
+              h(R_RESPONSE_INDETERMINATE))
+        res = decode_message(h(R_RESPONSE_KNOWN))
+        check("RFC 9292 known-length response",
+              (res["status"], res["headers"], res["content"], res["trailers"]),
+              (200, [], b"This content contains CRLF.\r\n", [(b"trailer", b"text")]))
+        check("RFC 9292 known-length response re-encoded",
+              encode_response(200, [], b"This content contains CRLF.\r\n", [(b"trailer", b"text")]),
+              h(R_RESPONSE_KNOWN))
     except Exception as e:  # a crash is a failure too
         failures.append(f"crashed: {type(e).__name__}: {e}")
     emit({"selftest": "fail" if failures else "ok", "checks": checks[0], "failures": failures})
@@ -689,12 +770,16 @@ def main():
     run.add_argument("--chunk-size", type=int, help="content chunk size with --indeterminate")
     run.add_argument("--truncate", action="store_true",
                      help="leave trailing empty sections off the inner request (RFC 9292 §3.8)")
-    run.add_argument("--method", required=True)
+    run.add_argument("--padding", type=int, default=0, help="zero bytes after the inner request")
+    run.add_argument("--method")
     run.add_argument("--scheme", default="https")
-    run.add_argument("--authority", required=True)
-    run.add_argument("--path", required=True, help="path and query")
+    run.add_argument("--authority")
+    run.add_argument("--path", help="path and query")
     run.add_argument("--header", action="append", default=[], help="'name: value', repeatable")
     run.add_argument("--body-hex", default="", help="the inner request's content, hex")
+    run.add_argument("--inner-hex",
+                     help="send these bytes as the inner request instead of encoding one "
+                          "(for hostile-input tests; --method/--authority/--path not needed)")
     raw = sub.add_parser("raw", help="POST exact bytes as message/ohttp-req")
     raw.add_argument("--gateway", required=True)
     raw.add_argument("--body-hex", required=True)
@@ -706,6 +791,8 @@ def main():
     if args.command == "run":
         if args.chunk_size is not None and args.chunk_size < 1:
             parser.error("--chunk-size must be at least 1")
+        if args.inner_hex is None and None in (args.method, args.authority, args.path):
+            parser.error("run needs --method, --authority and --path (or --inner-hex)")
         return cmd_run(args)
     return cmd_raw(args)
 
