@@ -709,3 +709,78 @@ fn tink_every_hpke_template_both_directions_through_the_envelope() {
         );
     }
 }
+
+/// Oblivious HTTP with a client nobody here wrote the library of: pyhpke, and a Binary
+/// HTTP codec written from RFC 9292 (tests/interop/python/ohttp_client.py, whose
+/// `selftest` first reproduces RFC 9458 Appendix A), through the real binary: every AEAD,
+/// both framings, the upstream seeing exactly the inner request and the client
+/// decrypting exactly the upstream's answer; a target outside the allowlist refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs python3 with pyhpke: run bash .ci/test"]
+async fn python_ohttp_client_through_the_real_binary() {
+    assert!(
+        python_clients_ready(),
+        "the Python interop clients need their packages: pip install -r tests/interop/python/requirements.txt (bash .ci/test does)"
+    );
+    let selftest = run_ok(python_client("ohttp_client.py").arg("selftest"));
+    let selftest: Value = serde_json::from_slice(&selftest).unwrap();
+    assert_eq!(selftest["selftest"], "ok", "{selftest}");
+
+    let (log, upstream) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = d.join("server-1.pem");
+    run_ok(Command::new(bin()).args(["keygen", "--out", key.to_str().unwrap()]));
+    let config = d.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nupstream = \"http://{upstream}\"\nadmin_listen = \"off\"\n\n[[server_keys]]\nid = 1\nprivate_key = \"server-1.pem\"\n\n[ohttp]\nenabled = true\nallowed_targets = [\"https://api.example.com\"]\n"
+        ),
+    )
+    .unwrap();
+    let server = Served::spawn(&config, &[], &[]);
+    let gateway = format!("{}/.well-known/ohttp-gateway", server.url);
+    let keys = format!("{}/.well-known/ohttp-keys", server.url);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let run = |authority: &str, body: &[u8], extra: &[&str]| {
+        let out = run_ok(
+            python_client("ohttp_client.py")
+                .args(["run", "--gateway", &gateway, "--keys", &keys])
+                .args(["--method", "POST", "--authority", authority])
+                .args(["--path", "/echo?via=ohttp"])
+                .args(["--header", "x-interop-case: ohttp"])
+                .args(["--header", "content-type: application/json"])
+                .args(["--body-hex", &hex(body)])
+                .args(extra),
+        );
+        serde_json::from_slice::<Value>(&out).unwrap()
+    };
+
+    let mut forwarded = 0;
+    for aead in ["aes-128-gcm", "aes-256-gcm", "chacha20-poly1305"] {
+        for framing in [&[][..], &["--indeterminate", "--chunk-size", "7"][..]] {
+            let body = format!(r#"{{"aead":"{aead}","framing":{}}}"#, framing.len());
+            let mut extra = vec!["--aead", aead];
+            extra.extend_from_slice(framing);
+            let answer = run("api.example.com", body.as_bytes(), &extra);
+            assert_eq!(answer["outer_status"], 200, "{answer}");
+            assert_eq!(answer["outer_content_type"], "message/ohttp-res");
+            assert_eq!(answer["inner_status"], 200, "{answer}");
+            assert_eq!(answer["inner_body_hex"], hex(body.as_bytes()), "{answer}");
+            forwarded += 1;
+            let log = log.lock().unwrap();
+            assert_eq!(log.len(), forwarded);
+            let seen = log.last().unwrap();
+            assert_eq!(seen.case, "ohttp");
+            assert_eq!(seen.method, "POST");
+            assert_eq!(seen.content_type.as_deref(), Some("application/json"));
+            assert_eq!(seen.request_body, body.as_bytes());
+            assert_eq!(seen.response_body, body.as_bytes());
+        }
+    }
+    let refused = run("evil.example.com", b"{}", &[]);
+    assert_eq!(refused["inner_status"], 403, "{refused}");
+    assert_eq!(log.lock().unwrap().len(), forwarded, "not forwarded");
+    drop(server);
+}
