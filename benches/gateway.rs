@@ -1,6 +1,8 @@
 //! The middleware in process (the real tower stack over an in-memory upstream service,
-//! no sockets), beside a plaintext pass-through baseline; and the cost of loading a
-//! configuration (20 accounts, 3 server keys), so a reload's cost is known.
+//! no sockets), beside a plaintext pass-through baseline; a whole 1 KiB round trip
+//! (client seal, gateway, client open) in the Tink format against the same through
+//! Oblivious HTTP's gateway resource (issue 16's target: at most 1.2x); and the cost of
+//! loading a configuration (20 accounts, 3 server keys), so a reload's cost is known.
 //!
 //! `cargo bench --bench gateway` (add `-- --quick` for a fast, rougher run).
 
@@ -90,6 +92,99 @@ fn middleware(c: &mut Criterion) {
     group.finish();
 }
 
+/// One 1 KiB exchange end to end, in process: the client's seal, the gateway (HPKE
+/// middleware, or the OHTTP resource with its Binary HTTP and replay check), an
+/// in-memory upstream echoing the body, and the client's open.
+fn roundtrip(c: &mut Criterion) {
+    use hpke_gateway::envelope::ohttp;
+    use hpke_gateway::ohttp::{Resource, replay::Replay};
+    use std::sync::Arc;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = PrivateKey::derive(&[1u8; 32]);
+    let customer = PrivateKey::derive(&[2u8; 32]);
+    let server_pk = server.public_key();
+    let state = || {
+        LiveState::new(
+            ServerKeys::new(vec![ServerKey::new(Some(1), server.clone())]),
+            Accounts::new([Account::new(
+                "ACCT-1".into(),
+                true,
+                vec![RecipientKey {
+                    key: customer.public_key(),
+                    prefix: Prefix::Raw,
+                }],
+            )]),
+        )
+    };
+    let upstream = service_fn(|req: Request<Body>| async move {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        Ok::<_, Infallible>(Response::new(Body::from(body)))
+    });
+    let tink = HpkeLayer::new(state()).layer(upstream);
+    let resource = Resource::new(
+        Arc::new(arc_swap::ArcSwap::from_pointee(state())),
+        tower::util::BoxCloneSyncService::new(upstream),
+        vec!["https://api.example.com".into()],
+        Arc::new(Replay::new(std::time::Duration::from_secs(30), false)),
+    );
+    let plain = vec![b'{'; 1024];
+
+    let mut group = c.benchmark_group("roundtrip_1KiB");
+    group.bench_function("tink", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut svc = tink.clone();
+            let sealed = envelope::seal(&server_pk, Prefix::Raw, b"ACCT-1", &plain).unwrap();
+            let customer = &customer;
+            async move {
+                let req = Request::post("/1/upload")
+                    .header("content-type", MEDIA)
+                    .header("accept", MEDIA)
+                    .header("x-clevertap-account-id", "ACCT-1")
+                    .body(Body::from(sealed))
+                    .unwrap();
+                let res = svc.ready().await.unwrap().call(req).await.unwrap();
+                let body = res.into_body().collect().await.unwrap().to_bytes();
+                black_box(envelope::open(customer, b"ACCT-1", &body).unwrap())
+            }
+        })
+    });
+    group.bench_function("ohttp", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut inner = bhttp::Message::request(
+                b"POST".to_vec(),
+                b"https".to_vec(),
+                b"api.example.com".to_vec(),
+                b"/1/upload".to_vec(),
+            );
+            inner.put_header("x-clevertap-account-id", "ACCT-1");
+            inner.write_content(&plain);
+            let mut encoded = Vec::new();
+            inner
+                .write_bhttp(bhttp::Mode::KnownLength, &mut encoded)
+                .unwrap();
+            let (sealed, client) =
+                ohttp::seal_request(1, &server_pk, envelope::Suite::X25519_AES_256_GCM, &encoded)
+                    .unwrap();
+            let resource = resource.clone();
+            async move {
+                let req = Request::post("/.well-known/ohttp-gateway")
+                    .header("content-type", "message/ohttp-req")
+                    .body(Body::from(sealed))
+                    .unwrap();
+                let res = hpke_gateway::ohttp::gateway(axum::extract::State(resource), req).await;
+                assert_eq!(res.status(), 200);
+                let body = res.into_body().collect().await.unwrap().to_bytes();
+                let answer = client.open_response(&body).unwrap();
+                black_box(bhttp::Message::read_bhttp(&mut std::io::Cursor::new(&answer)).unwrap())
+            }
+        })
+    });
+    group.finish();
+}
+
 fn config_loading(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let mut text =
@@ -132,6 +227,7 @@ fn config_loading(c: &mut Criterion) {
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     middleware(&mut c);
+    roundtrip(&mut c);
     config_loading(&mut c);
     c.final_summary();
 }

@@ -52,15 +52,49 @@ pub async fn keys(State(shared): State<SharedState>) -> Response {
     response
 }
 
+/// The service inner requests go to: the proxy to the upstream (an in-memory one in the
+/// benches).
+pub type Upstream = tower::util::BoxCloneSyncService<
+    http::Request<axum::body::Body>,
+    http::Response<axum::body::Body>,
+    std::convert::Infallible,
+>;
+
 /// What the gateway resource needs: the live state and a proxy to the upstream.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Resource {
     pub(crate) shared: SharedState,
-    pub(crate) proxy: crate::proxy::Proxy,
+    pub(crate) proxy: Upstream,
     /// `scheme://authority` origins an inner request may name (default: the upstream's).
     pub(crate) allowed: std::sync::Arc<[String]>,
     /// The replay defence all workers share.
     pub(crate) replay: std::sync::Arc<replay::Replay>,
+}
+
+impl Resource {
+    /// The resource over `upstream`, accepting inner requests for `allowed` origins
+    /// (`scheme://host[:port]`, lower case, no default port) with `replay`'s defence.
+    pub fn new(
+        shared: SharedState,
+        upstream: Upstream,
+        allowed: Vec<String>,
+        replay: std::sync::Arc<replay::Replay>,
+    ) -> Self {
+        Self {
+            shared,
+            proxy: upstream,
+            allowed: allowed.into(),
+            replay,
+        }
+    }
+}
+
+impl std::fmt::Debug for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resource")
+            .field("allowed", &self.allowed)
+            .finish_non_exhaustive()
+    }
 }
 
 /// RFC 9458 §6.5.2's problem type for a `Date` outside the replay window.

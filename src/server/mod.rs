@@ -142,7 +142,7 @@ impl Gateway {
                     .route(&ohttp.path, axum::routing::post(crate::ohttp::gateway))
                     .with_state(crate::ohttp::Resource {
                         shared: self.shared.clone(),
-                        proxy: proxy.clone(),
+                        proxy: tower::util::BoxCloneSyncService::new(proxy.clone()),
                         allowed: ohttp.allowed_targets.clone().into(),
                         replay: replay.clone(),
                     })
