@@ -213,6 +213,7 @@ pub struct Metrics {
     buffer_budget_rejections: Counter,
     buffered_body_bytes: Gauge,
     protocol_errors: Family<KindLabel, Counter>,
+    ohttp: Family<OutcomeLabel, Counter>,
     log_lines_dropped: Counter,
     log_lines_sync: std::sync::Mutex<()>,
 }
@@ -220,6 +221,11 @@ pub struct Metrics {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct KindLabel {
     kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
 }
 
 impl Default for Metrics {
@@ -254,7 +260,13 @@ impl Metrics {
             (Counter::default(), Counter::default(), Counter::default());
         let buffered_body_bytes = Gauge::default();
         let protocol_errors = Family::default();
+        let ohttp = Family::default();
         let r = &mut registry;
+        r.register(
+            "ohttp_requests",
+            "Oblivious HTTP requests by outcome: forwarded, or refused as bad_media_type, too_large, malformed, unknown_key, decryption_failed, bad_inner_request, target_not_allowed, replayed, date_outside, replay_cache_full",
+            ohttp.clone(),
+        );
         r.register(
             "upstream_bodies_dropped",
             "Bodies an upstream sent with 204, 205 or 304 to a request that asked for encryption, dropped unsent",
@@ -413,7 +425,13 @@ impl Metrics {
             buffer_budget_rejections,
             buffered_body_bytes,
             protocol_errors,
+            ohttp,
         }
+    }
+
+    /// Counts an Oblivious HTTP request's outcome.
+    pub fn ohttp(&self, outcome: &'static str) {
+        self.ohttp.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     /// Counts an upstream body dropped because its status carries none.

@@ -492,3 +492,49 @@ async fn binary_http_edge_cases_are_read_as_rfc_9292_says() {
         assert_eq!(seen.headers["x-kept"], "yes");
     }
 }
+
+/// The real binary counts each outcome in `hpke_gateway_ohttp_requests_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_are_counted_in_the_binarys_metrics() {
+    let (_upstream, up_addr) = support::Upstream::start().await;
+    let served = support::served::Served::start(
+        up_addr,
+        "[ohttp]\nenabled = true\nallowed_targets = [\"https://api.example.com\"]\n",
+    )
+    .await;
+    let keys = served
+        .client
+        .get(format!("{}/.well-known/ohttp-keys", served.url))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let url = format!("{}/.well-known/ohttp-gateway", served.url);
+    for authority in ["api.example.com", "api.example.com", "elsewhere.example"] {
+        let client = ::ohttp::ClientRequest::from_encoded_config_list(&keys).unwrap();
+        let (request, _) = client
+            .encapsulate(&inner_request("POST", authority, "/x", b"{}"))
+            .unwrap();
+        let res = served
+            .client
+            .post(&url)
+            .header("content-type", "message/ohttp-req")
+            .body(request)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let res = served.client.post(&url).body("x").send().await.unwrap();
+    assert_eq!(res.status(), 415);
+    let metrics = served.metrics().await;
+    for line in [
+        "hpke_gateway_ohttp_requests_total{outcome=\"forwarded\"} 2",
+        "hpke_gateway_ohttp_requests_total{outcome=\"target_not_allowed\"} 1",
+        "hpke_gateway_ohttp_requests_total{outcome=\"bad_media_type\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+}

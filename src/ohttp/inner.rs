@@ -29,15 +29,29 @@ fn is_hop_field(name: &HeaderName) -> bool {
         || name == header::TRANSFER_ENCODING
 }
 
-/// Forwards the inner request; `Err` is the gateway's own answer (malformed, refused
-/// target), `Ok` the upstream's or the proxy's. Both are Binary HTTP responses.
+/// Forwards the inner request: the answer (the upstream's, the proxy's, or the gateway's
+/// own: malformed, replayed, refused target) as a Binary HTTP response, and the outcome.
 pub(super) async fn forward(
     resource: &Resource,
     state: &LiveState,
     inner: &[u8],
     enc: &[u8],
-) -> Result<Message, Message> {
-    let message = read_request(inner).ok_or_else(|| error_message(Error::BadInnerRequest))?;
+) -> (Message, &'static str) {
+    match exchange(resource, state, inner, enc).await {
+        Ok(answer) => (answer, "forwarded"),
+        Err((answer, outcome)) => (answer, outcome),
+    }
+}
+
+async fn exchange(
+    resource: &Resource,
+    state: &LiveState,
+    inner: &[u8],
+    enc: &[u8],
+) -> Result<Message, (Message, &'static str)> {
+    let refused = |e: Error, outcome: &'static str| (error_message(e), outcome);
+    let message =
+        read_request(inner).ok_or_else(|| refused(Error::BadInnerRequest, "bad_inner_request"))?;
     // RFC 9458 §6.5: only a request that decrypted gets here, so only it enters the cache.
     let now = std::time::SystemTime::now();
     match resource
@@ -45,16 +59,26 @@ pub(super) async fn forward(
         .check(message.header().get(b"date"), enc, now)
     {
         Verdict::Fresh => {}
-        Verdict::Replayed => return Err(error_message(Error::Replayed)),
-        Verdict::Full => return Err(error_message(Error::ReplayCacheFull)),
-        Verdict::DateOutside => return Err(date_problem(now)),
+        Verdict::Replayed => return Err(refused(Error::Replayed, "replayed")),
+        Verdict::Full => return Err(refused(Error::ReplayCacheFull, "replay_cache_full")),
+        Verdict::DateOutside => return Err((date_problem(now), "date_outside")),
     }
-    let request = to_request(resource, state, &message).map_err(error_message)?;
+    let request = to_request(resource, state, &message).map_err(|e| {
+        let outcome = if matches!(e, Error::TargetNotAllowed) {
+            "target_not_allowed"
+        } else {
+            "bad_inner_request"
+        };
+        refused(e, outcome)
+    })?;
     let response = match resource.proxy.clone().oneshot(request).await {
         Ok(response) => response,
         Err(never) => match never {},
     };
-    to_message(response, state).await.map_err(error_message)
+    // The upstream answered (or the proxy did, for it): forwarded, whatever came back.
+    to_message(response, state)
+        .await
+        .map_err(|e| (error_message(e), "forwarded"))
 }
 
 /// Reads a Binary HTTP request. RFC 9292 §3.8 lets a message end early where its last

@@ -69,6 +69,8 @@ pub struct Resource {
     pub(crate) allowed: std::sync::Arc<[String]>,
     /// The replay defence all workers share.
     pub(crate) replay: std::sync::Arc<replay::Replay>,
+    /// Where outcomes are counted (none in benches).
+    pub(crate) metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl Resource {
@@ -85,6 +87,7 @@ impl Resource {
             proxy: upstream,
             allowed: allowed.into(),
             replay,
+            metrics: None,
         }
     }
 }
@@ -126,6 +129,18 @@ pub async fn gateway(
     State(resource): State<Resource>,
     req: http::Request<axum::body::Body>,
 ) -> Response {
+    let (response, outcome) = answer(&resource, req).await;
+    if let Some(metrics) = &resource.metrics {
+        metrics.ohttp(outcome);
+    }
+    response
+}
+
+/// The answer to one request, and its outcome for `hpke_gateway_ohttp_requests_total`.
+async fn answer(
+    resource: &Resource,
+    req: http::Request<axum::body::Body>,
+) -> (Response, &'static str) {
     use http::StatusCode;
     use http_body_util::BodyExt as _;
     let is_request_type = req
@@ -138,10 +153,13 @@ pub async fn gateway(
                 .is_some_and(|m| m.trim().eq_ignore_ascii_case(ohttp::REQUEST_MEDIA_TYPE))
         });
     if !is_request_type {
-        return outer_problem(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            None,
-            "an encapsulated request is message/ohttp-req",
+        return (
+            outer_problem(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                None,
+                "an encapsulated request is message/ohttp-req",
+            ),
+            "bad_media_type",
         );
     }
     let state = resource.shared.load_full();
@@ -150,62 +168,98 @@ pub async fn gateway(
         usize::try_from(state.max_encrypted_body_bytes).unwrap_or(usize::MAX),
     );
     let body = match tokio::time::timeout(state.request_body_timeout, limited.collect()).await {
-        Err(_) => return outer_problem(StatusCode::REQUEST_TIMEOUT, None, "request body timeout"),
+        Err(_) => {
+            return (
+                outer_problem(StatusCode::REQUEST_TIMEOUT, None, "request body timeout"),
+                "timeout",
+            );
+        }
         Ok(Err(e))
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            return outer_problem(StatusCode::PAYLOAD_TOO_LARGE, None, "request too large");
+            return (
+                outer_problem(StatusCode::PAYLOAD_TOO_LARGE, None, "request too large"),
+                "too_large",
+            );
         }
-        Ok(Err(_)) => return outer_problem(StatusCode::BAD_REQUEST, None, "request body failed"),
+        Ok(Err(_)) => {
+            return (
+                outer_problem(StatusCode::BAD_REQUEST, None, "request body failed"),
+                "malformed",
+            );
+        }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
     let header = match ohttp::parse_header(&body) {
         Ok(header) => header,
         Err(ohttp::Error::Unsupported) => {
-            return outer_problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Some(KEY_PROBLEM),
-                "unsupported key or algorithms",
+            return (
+                outer_problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Some(KEY_PROBLEM),
+                    "unsupported key or algorithms",
+                ),
+                "unknown_key",
             );
         }
-        Err(_) => return outer_problem(StatusCode::BAD_REQUEST, None, "malformed encapsulation"),
+        Err(_) => {
+            return (
+                outer_problem(StatusCode::BAD_REQUEST, None, "malformed encapsulation"),
+                "malformed",
+            );
+        }
     };
     let Some(key) = state
         .server_keys()
         .by_ohttp_key_id(header.key_id, SystemTime::now())
     else {
-        return outer_problem(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some(KEY_PROBLEM),
-            "unsupported key or algorithms",
+        return (
+            outer_problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some(KEY_PROBLEM),
+                "unsupported key or algorithms",
+            ),
+            "unknown_key",
         );
     };
     let (inner, response_key) = match ohttp::open_request(key.private_key(), &body) {
         Ok(opened) => opened,
         Err(ohttp::Error::Unsupported) => {
-            return outer_problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Some(KEY_PROBLEM),
-                "unsupported key or algorithms",
+            return (
+                outer_problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Some(KEY_PROBLEM),
+                    "unsupported key or algorithms",
+                ),
+                "unknown_key",
             );
         }
         Err(ohttp::Error::Malformed) => {
-            return outer_problem(StatusCode::BAD_REQUEST, None, "malformed encapsulation");
+            return (
+                outer_problem(StatusCode::BAD_REQUEST, None, "malformed encapsulation"),
+                "malformed",
+            );
         }
-        Err(_) => return outer_problem(StatusCode::BAD_REQUEST, None, "decryption failed"),
+        Err(_) => {
+            return (
+                outer_problem(StatusCode::BAD_REQUEST, None, "decryption failed"),
+                "decryption_failed",
+            );
+        }
     };
-    let answer = match inner::forward(&resource, &state, &inner, response_key.enc()).await {
-        Ok(answer) | Err(answer) => answer,
-    };
+    let (answer, outcome) = inner::forward(resource, &state, &inner, response_key.enc()).await;
     let mut encoded = Vec::new();
     if answer
         .write_bhttp(bhttp::Mode::KnownLength, &mut encoded)
         .is_err()
     {
-        return outer_problem(StatusCode::INTERNAL_SERVER_ERROR, None, "internal error");
+        return (
+            outer_problem(StatusCode::INTERNAL_SERVER_ERROR, None, "internal error"),
+            "internal",
+        );
     }
-    match response_key.seal(&encoded) {
+    let response = match response_key.seal(&encoded) {
         Ok(sealed) => {
             let mut response = sealed.into_response();
             response.headers_mut().insert(
@@ -217,6 +271,12 @@ pub async fn gateway(
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
-        Err(_) => outer_problem(StatusCode::INTERNAL_SERVER_ERROR, None, "internal error"),
-    }
+        Err(_) => {
+            return (
+                outer_problem(StatusCode::INTERNAL_SERVER_ERROR, None, "internal error"),
+                "internal",
+            );
+        }
+    };
+    (response, outcome)
 }

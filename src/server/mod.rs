@@ -145,6 +145,7 @@ impl Gateway {
                         proxy: tower::util::BoxCloneSyncService::new(proxy.clone()),
                         allowed: ohttp.allowed_targets.clone().into(),
                         replay: replay.clone(),
+                        metrics: Some(self.metrics.clone()),
                     })
             });
         let hpke = HpkeLayer::from_shared(
