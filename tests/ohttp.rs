@@ -538,3 +538,85 @@ async fn outcomes_are_counted_in_the_binarys_metrics() {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
 }
+
+/// What a hostile review found: inner requests pass the same ingress as outer ones
+/// (dot segments, underscored names), field names in any case, `Expect` refused, the
+/// header section bounded, and a refused request never enters the replay cache.
+#[tokio::test]
+async fn inner_requests_meet_the_same_ingress_and_bounds_as_outer_ones() {
+    let gw = Gateway::start_with(Options {
+        upstream_base: "/api".into(),
+        trailer: "[ohttp]\nenabled = true\nallowed_targets = [\"https://api.example.com\"]\n"
+            .into(),
+        ..Options::default()
+    })
+    .await;
+    let with_fields = |path: &str, fields: &[(&str, &str)]| {
+        let mut m = bhttp::Message::request(
+            b"GET".to_vec(),
+            b"https".to_vec(),
+            b"api.example.com".to_vec(),
+            path.as_bytes().to_vec(),
+        );
+        for (name, value) in fields {
+            m.put_header(*name, *value);
+        }
+        let mut out = Vec::new();
+        m.write_bhttp(bhttp::Mode::KnownLength, &mut out).unwrap();
+        out
+    };
+    let inner_status = |answer: Option<bhttp::Message>| {
+        let answer = answer.unwrap();
+        (
+            answer.control().status().unwrap().code(),
+            serde_json::from_slice::<serde_json::Value>(answer.content())
+                .ok()
+                .and_then(|v| v["code"].as_u64()),
+        )
+    };
+    // Dot segments in any spelling never reach the upstream under its base path.
+    for path in ["/../admin", "/%2e%2e/admin", "/a/./b"] {
+        let (_, answer, _) = post(&gw, &with_fields(path, &[])).await;
+        assert_eq!(inner_status(answer), (400, Some(4016)), "{path}");
+    }
+    // Expect: RFC 9458 §5.1 says the gateway answers with an error.
+    let (_, answer, _) = post(&gw, &with_fields("/x", &[("expect", "100-continue")])).await;
+    assert_eq!(inner_status(answer), (400, Some(4021)));
+    // More fields than an outer request may have.
+    let many: Vec<(String, String)> = (0..101).map(|i| (format!("x-f{i}"), "v".into())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let (_, answer, _) = post(&gw, &with_fields("/x", &many)).await;
+    assert_eq!(inner_status(answer), (400, Some(4021)));
+    assert_eq!(gw.upstream.count(), 0, "none of these was forwarded");
+
+    // Underscored names are dropped (underscores_in_headers is off); a capitalised
+    // Connection still names its fields; the request goes under the base path.
+    let (_, answer, _) = post(
+        &gw,
+        &with_fields(
+            "/x",
+            &[
+                ("x_twin", "1"),
+                ("Connection", "x-hop"),
+                ("x-hop", "1"),
+                ("x-ok", "1"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(inner_status(answer).0, 200);
+    let seen = gw.upstream.last();
+    assert_eq!(seen.uri, "/api/x");
+    assert!(!seen.headers.contains_key("x_twin"));
+    assert!(!seen.headers.contains_key("x-hop"));
+    assert_eq!(seen.headers["x-ok"], "1");
+
+    // A capitalised Date is still the Date: five minutes slow is refused.
+    let slow =
+        httpdate::fmt_http_date(std::time::SystemTime::now() - std::time::Duration::from_secs(300));
+    let (_, answer, _) = post(&gw, &with_fields("/x", &[("Date", &slow)])).await;
+    let answer = answer.unwrap();
+    assert_eq!(answer.control().status().unwrap().code(), 400);
+    let problem: serde_json::Value = serde_json::from_slice(answer.content()).unwrap();
+    assert_eq!(problem["type"], hpke_gateway::ohttp::DATE_PROBLEM);
+}

@@ -224,6 +224,9 @@ pub struct Ohttp {
 pub const DEFAULT_OHTTP_REPLAY_WINDOW_S: u64 = 30;
 /// The smallest replay window accepted.
 pub const MIN_OHTTP_REPLAY_WINDOW_S: u64 = 2;
+/// The largest replay window accepted: the cache keeps twice the window, and its bound
+/// divided by that time is the request rate it can hold.
+pub const MAX_OHTTP_REPLAY_WINDOW_S: u64 = 600;
 
 /// The default path of the Oblivious HTTP gateway resource.
 pub const DEFAULT_OHTTP_PATH: &str = "/.well-known/ohttp-gateway";
@@ -641,7 +644,7 @@ fn ohttp(
     let path = raw.path.as_deref().unwrap_or(DEFAULT_OHTTP_PATH);
     let reserved = [crate::publish::PATH, crate::ohttp::KEYS_PATH];
     if !path.starts_with('/')
-        || path.contains(['?', '#'])
+        || path.contains(['?', '#', '{', '}', '*'])
         || http::uri::PathAndQuery::try_from(path).is_err()
     {
         problems.push(format!("ohttp.path: {path:?} is not an absolute path"));
@@ -668,9 +671,9 @@ fn ohttp(
             .collect(),
     };
     let window = raw.replay_window_s.unwrap_or(DEFAULT_OHTTP_REPLAY_WINDOW_S);
-    if !(MIN_OHTTP_REPLAY_WINDOW_S..=86_400).contains(&window) {
+    if !(MIN_OHTTP_REPLAY_WINDOW_S..=MAX_OHTTP_REPLAY_WINDOW_S).contains(&window) {
         problems.push(format!(
-            "ohttp.replay_window_s: {window} is outside {MIN_OHTTP_REPLAY_WINDOW_S}..=86400"
+            "ohttp.replay_window_s: {window} is outside {MIN_OHTTP_REPLAY_WINDOW_S}..={MAX_OHTTP_REPLAY_WINDOW_S}"
         ));
     }
     Some(Ohttp {

@@ -21,6 +21,19 @@ use crate::error::Error;
 use crate::proxy::UpstreamTimeout;
 use crate::state::LiveState;
 
+/// Most fields an inner request may have (as `max_header_bytes` bounds its bytes).
+const MAX_FIELDS: usize = 100;
+
+/// A field's value by name, whatever the case the client wrote it in (the `bhttp` crate
+/// compares names byte for byte).
+fn field<'a>(message: &'a Message, name: &str) -> Option<&'a [u8]> {
+    message
+        .header()
+        .iter()
+        .find(|f| f.name().eq_ignore_ascii_case(name.as_bytes()))
+        .map(bhttp::Field::value)
+}
+
 /// Fields an inner message never carries through: the hop's own, and framing.
 fn is_hop_field(name: &HeaderName) -> bool {
     crate::middleware::ingress::HOP_BY_HOP.contains(name)
@@ -52,17 +65,6 @@ async fn exchange(
     let refused = |e: Error, outcome: &'static str| (error_message(e), outcome);
     let message =
         read_request(inner).ok_or_else(|| refused(Error::BadInnerRequest, "bad_inner_request"))?;
-    // RFC 9458 §6.5: only a request that decrypted gets here, so only it enters the cache.
-    let now = std::time::SystemTime::now();
-    match resource
-        .replay
-        .check(message.header().get(b"date"), enc, now)
-    {
-        Verdict::Fresh => {}
-        Verdict::Replayed => return Err(refused(Error::Replayed, "replayed")),
-        Verdict::Full => return Err(refused(Error::ReplayCacheFull, "replay_cache_full")),
-        Verdict::DateOutside => return Err((date_problem(now), "date_outside")),
-    }
     let request = to_request(resource, state, &message).map_err(|e| {
         let outcome = if matches!(e, Error::TargetNotAllowed) {
             "target_not_allowed"
@@ -71,6 +73,15 @@ async fn exchange(
         };
         refused(e, outcome)
     })?;
+    // RFC 9458 §6.5: only a request that decrypted, and that would be forwarded, gets
+    // here, so only it enters the cache (a refused one costs the cache nothing).
+    let now = std::time::SystemTime::now();
+    match resource.replay.check(field(&message, "date"), enc, now) {
+        Verdict::Fresh => {}
+        Verdict::Replayed => return Err(refused(Error::Replayed, "replayed")),
+        Verdict::Full => return Err(refused(Error::ReplayCacheFull, "replay_cache_full")),
+        Verdict::DateOutside => return Err((date_problem(now), "date_outside")),
+    }
     let response = match resource.proxy.clone().oneshot(request).await {
         Ok(response) => response,
         Err(never) => match never {},
@@ -99,7 +110,14 @@ fn read_request(inner: &[u8]) -> Option<Message> {
     for added in 1..=3 {
         completed.push(0);
         if let Some(message) = read(&completed) {
-            return (added == 1 || message.content().is_empty()).then_some(message);
+            // Three terminators mean the field section ended at the cut: only an empty
+            // one may have (a cut between fields would pass for a complete section).
+            let whole = match added {
+                1 => true,
+                2 => message.content().is_empty(),
+                _ => message.content().is_empty() && message.header().is_empty(),
+            };
+            return whole.then_some(message);
         }
     }
     None
@@ -122,7 +140,7 @@ fn to_request(
     let authority = control
         .authority()
         .filter(|a| !a.is_empty())
-        .or_else(|| message.header().get(b"host"))
+        .or_else(|| field(message, "host"))
         .unwrap_or_default();
     let origin = std::str::from_utf8(scheme)
         .ok()
@@ -138,7 +156,17 @@ fn to_request(
         return Err(Error::BadInnerRequest);
     }
     let method = Method::from_bytes(method).map_err(|_| Error::BadInnerRequest)?;
-    if method == Method::CONNECT {
+    // RFC 9458 §5.1: the gateway cannot forward a request that expects an interim answer.
+    if field(message, "expect").is_some() {
+        return Err(Error::BadInnerRequest);
+    }
+    // The same bounds as an outer request's head.
+    let fields = message.header().fields();
+    let bytes: usize = fields
+        .iter()
+        .map(|f| f.name().len() + f.value().len() + 4)
+        .sum();
+    if fields.len() > MAX_FIELDS || bytes > crate::config::DEFAULT_MAX_HEADER_BYTES as usize {
         return Err(Error::BadInnerRequest);
     }
     let uri = http::Uri::try_from(path).map_err(|_| Error::BadInnerRequest)?;
@@ -148,21 +176,25 @@ fn to_request(
         .version(Version::HTTP_11)
         .body(Body::from(message.content().to_vec()))
         .map_err(|_| Error::BadInnerRequest)?;
-    // Fields a `Connection` field names are the hop's too (RFC 9110 §7.6.1).
-    let named: Vec<HeaderName> = message
-        .header()
-        .get_all(b"connection")
-        .filter_map(|v| std::str::from_utf8(v).ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
     let headers = request.headers_mut();
-    for field in message.header().iter() {
+    for field in fields {
         let name = HeaderName::from_bytes(field.name()).map_err(|_| Error::BadInnerRequest)?;
         let value = HeaderValue::from_bytes(field.value()).map_err(|_| Error::BadInnerRequest)?;
-        if !is_hop_field(&name) && !named.contains(&name) {
-            headers.append(name, value);
+        if !is_hop_field(&name) || name == header::CONNECTION {
+            headers
+                .try_append(name, value)
+                .map_err(|_| Error::BadInnerRequest)?;
         }
+    }
+    // The Tink path's ingress, as for any request from outside: CONNECT, dot segments in
+    // any spelling, underscored names, hop-by-hop fields and those `Connection` names.
+    let (admitted, _) = crate::middleware::ingress::admit(
+        &mut request,
+        state.account_header(),
+        state.underscores_in_headers,
+    )?;
+    if admitted.upgrade {
+        return Err(Error::BadInnerRequest);
     }
     request
         .extensions_mut()
