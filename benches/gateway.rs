@@ -24,16 +24,10 @@ use tower::{Layer as _, Service as _, ServiceExt as _, service_fn};
 
 const MEDIA: &str = "application/octet-stream+hpke";
 
-fn middleware(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = PrivateKey::derive(&[1u8; 32]);
-    let customer = PrivateKey::derive(&[2u8; 32]);
-    let server_pk = server.public_key();
-    let state = LiveState::new(
-        ServerKeys::new(vec![ServerKey::new(Some(1), server)]),
+/// Server key 1 and account ACCT-1, whose answers are sealed to `customer`.
+fn one_account(server: &PrivateKey, customer: &PrivateKey) -> LiveState {
+    LiveState::new(
+        ServerKeys::new(vec![ServerKey::new(Some(1), server.clone())]),
         Accounts::new([Account::new(
             "ACCT-1".into(),
             true,
@@ -42,7 +36,18 @@ fn middleware(c: &mut Criterion) {
                 prefix: Prefix::Raw,
             }],
         )]),
-    );
+    )
+}
+
+fn middleware(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = PrivateKey::derive(&[1u8; 32]);
+    let customer = PrivateKey::derive(&[2u8; 32]);
+    let server_pk = server.public_key();
+    let state = one_account(&server, &customer);
     // The in-memory upstream answers with a body as large as the request's, like an echo
     // of the same size, without copying it.
     let upstream = service_fn(|req: Request<Body>| async move {
@@ -106,19 +111,7 @@ fn roundtrip(c: &mut Criterion) {
     let server = PrivateKey::derive(&[1u8; 32]);
     let customer = PrivateKey::derive(&[2u8; 32]);
     let server_pk = server.public_key();
-    let state = || {
-        LiveState::new(
-            ServerKeys::new(vec![ServerKey::new(Some(1), server.clone())]),
-            Accounts::new([Account::new(
-                "ACCT-1".into(),
-                true,
-                vec![RecipientKey {
-                    key: customer.public_key(),
-                    prefix: Prefix::Raw,
-                }],
-            )]),
-        )
-    };
+    let state = || one_account(&server, &customer);
     let upstream = service_fn(|req: Request<Body>| async move {
         let body = req.into_body().collect().await.unwrap().to_bytes();
         Ok::<_, Infallible>(Response::new(Body::from(body)))

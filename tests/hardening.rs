@@ -13,7 +13,10 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use hpke_gateway::envelope::{self, Prefix, PublicKey};
 use hpke_gateway::keys;
 use support::served::{Served, sample};
-use support::{ACCOUNT_HEADER, Gateway, MEDIA, Options, PASSCODE, Upstream, open_with};
+use support::{
+    ACCOUNT_HEADER, Gateway, MEDIA, Options, PASSCODE, Upstream, open_with,
+    read_http_message as read_message,
+};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -45,40 +48,6 @@ async fn raw_upstream(answer: fn(&str, &str) -> Vec<u8>) -> SocketAddr {
         }
     });
     addr
-}
-
-/// One HTTP/1.1 message head and its `Content-Length` body.
-async fn read_message(tcp: &mut TcpStream) -> Option<(String, Vec<u8>)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = tcp.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let length = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = buf[end..].to_vec();
-    while body.len() < length {
-        let n = tcp.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some((head, body))
 }
 
 /// Sends raw request bytes and reads one answer: its `Content-Length` body, or

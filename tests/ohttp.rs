@@ -55,6 +55,17 @@ fn parse(mut body: &[u8]) -> Vec<Config> {
     out
 }
 
+/// The published key configurations, as a client downloads them.
+async fn key_configs(client: &reqwest::Client, url: &str) -> bytes::Bytes {
+    let res = client
+        .get(format!("{url}/.well-known/ohttp-keys"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.bytes().await.unwrap()
+}
+
 #[tokio::test]
 async fn without_ohttp_the_keys_path_is_the_upstreams() {
     let gw = Gateway::start().await;
@@ -330,15 +341,7 @@ async fn bad_oblivious_requests_get_the_rfcs_answers_and_the_next_one_works() {
 #[tokio::test]
 async fn the_ohttp_crates_client_round_trips_through_the_gateway() {
     let gw = ohttp_gateway().await;
-    let keys = gw
-        .client
-        .get(format!("{}/.well-known/ohttp-keys", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let keys = key_configs(&gw.client, &gw.url).await;
     for (i, body) in [&b"first"[..], b"second"].into_iter().enumerate() {
         let client = ::ohttp::ClientRequest::from_encoded_config_list(&keys).unwrap();
         let inner = inner_request("POST", "api.example.com", "/1/upload", body);
@@ -502,15 +505,7 @@ async fn outcomes_are_counted_in_the_binarys_metrics() {
         "[ohttp]\nenabled = true\nallowed_targets = [\"https://api.example.com\"]\n",
     )
     .await;
-    let keys = served
-        .client
-        .get(format!("{}/.well-known/ohttp-keys", served.url))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let keys = key_configs(&served.client, &served.url).await;
     let url = format!("{}/.well-known/ohttp-gateway", served.url);
     for authority in ["api.example.com", "api.example.com", "elsewhere.example"] {
         let client = ::ohttp::ClientRequest::from_encoded_config_list(&keys).unwrap();

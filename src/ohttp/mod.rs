@@ -121,6 +121,18 @@ fn outer_problem(status: http::StatusCode, problem_type: Option<&str>, title: &s
     response
 }
 
+/// RFC 9458 §5.3: an unknown key id or unsupported algorithms, one answer for all.
+fn unknown_key() -> (Response, &'static str) {
+    (
+        outer_problem(
+            http::StatusCode::UNPROCESSABLE_ENTITY,
+            Some(KEY_PROBLEM),
+            "unsupported key or algorithms",
+        ),
+        "unknown_key",
+    )
+}
+
 /// The gateway resource: `POST` of `message/ohttp-req`. Failures before the request is
 /// decapsulated are answered in the clear (400, 415, 413, 422 with RFC 9458's key problem
 /// type); every answer after it, the upstream's and the gateway's own (a target outside
@@ -194,14 +206,7 @@ async fn answer(
     let header = match ohttp::parse_header(&body) {
         Ok(header) => header,
         Err(ohttp::Error::Unsupported) => {
-            return (
-                outer_problem(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    Some(KEY_PROBLEM),
-                    "unsupported key or algorithms",
-                ),
-                "unknown_key",
-            );
+            return unknown_key();
         }
         Err(_) => {
             return (
@@ -214,26 +219,12 @@ async fn answer(
         .server_keys()
         .by_ohttp_key_id(header.key_id, SystemTime::now())
     else {
-        return (
-            outer_problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Some(KEY_PROBLEM),
-                "unsupported key or algorithms",
-            ),
-            "unknown_key",
-        );
+        return unknown_key();
     };
     let (inner, response_key) = match ohttp::open_request(key.private_key(), &body) {
         Ok(opened) => opened,
         Err(ohttp::Error::Unsupported) => {
-            return (
-                outer_problem(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    Some(KEY_PROBLEM),
-                    "unsupported key or algorithms",
-                ),
-                "unknown_key",
-            );
+            return unknown_key();
         }
         Err(ohttp::Error::Malformed) => {
             return (

@@ -401,3 +401,38 @@ pub async fn error_code(res: reqwest::Response) -> (u16, String) {
         v["error"].as_str().unwrap().to_owned(),
     )
 }
+
+/// One HTTP/1.1 message head and its `Content-Length` body, read from a raw socket (the
+/// scripted upstreams); `None` at the end or when the peer closes mid-message.
+pub async fn read_http_message(tcp: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = tokio::io::AsyncReadExt::read(tcp, &mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = buf[end..].to_vec();
+    while body.len() < length {
+        let n = tokio::io::AsyncReadExt::read(tcp, &mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Some((head, body))
+}
