@@ -234,32 +234,40 @@ pub(super) fn decap(
     schedule::decap::<RustCryptoHkdf, SecretKey>(key, own_public, enc)
 }
 
+/// The constructors both roles share: from the key schedule, with its exporter secret,
+/// and from a key and nonce derived elsewhere (Oblivious HTTP's response, RFC 9458 §4.4;
+/// the key's first `Nk` bytes count).
+macro_rules! constructors {
+    ($($role:ident),*) => {$(
+        impl $role {
+            pub(super) fn new(suite: Suite, shared: &[u8; 32], info: &[u8]) -> Result<Self, ()> {
+                Ok(Self(Context::new(suite, shared, info)))
+            }
+
+            pub(super) fn exporting(
+                suite: Suite,
+                shared: &[u8; 32],
+                info: &[u8],
+            ) -> Result<(Self, Zeroizing<[u8; 32]>), ()> {
+                let (key, nonces, exporter) =
+                    schedule::key_schedule_exporting::<RustCryptoHkdf>(suite, shared, info);
+                Ok((Self(Context::from_schedule(suite, &key, nonces)), exporter))
+            }
+
+            pub(super) fn from_key(
+                suite: Suite,
+                key: &[u8; 32],
+                nonce: &[u8; 12],
+            ) -> Result<Self, ()> {
+                Ok(Self(Context::from_schedule(suite, key, Nonces::from_base(*nonce))))
+            }
+        }
+    )*};
+}
+
+constructors!(Sender, Receiver);
+
 impl Sender {
-    /// An AEAD context over a key and nonce derived outside HPKE's key schedule (Oblivious
-    /// HTTP's response, RFC 9458 §4.4): the key's first `Nk` bytes count.
-    pub(super) fn from_key(suite: Suite, key: &[u8; 32], nonce: &[u8; 12]) -> Result<Self, ()> {
-        Ok(Self(Context::from_schedule(
-            suite,
-            key,
-            Nonces::from_base(*nonce),
-        )))
-    }
-
-    /// A context that can also export secrets: its exporter secret comes with it.
-    pub(super) fn exporting(
-        suite: Suite,
-        shared: &[u8; 32],
-        info: &[u8],
-    ) -> Result<(Self, Zeroizing<[u8; 32]>), ()> {
-        let (key, nonces, exporter) =
-            schedule::key_schedule_exporting::<RustCryptoHkdf>(suite, shared, info);
-        Ok((Self(Context::from_schedule(suite, &key, nonces)), exporter))
-    }
-
-    pub(super) fn new(suite: Suite, shared: &[u8; 32], info: &[u8]) -> Result<Self, ()> {
-        Ok(Self(Context::new(suite, shared, info)))
-    }
-
     pub(super) fn seal_in_place(&mut self, aad: &[u8], buf: &mut [u8]) -> Result<[u8; 16], ()> {
         let nonce = self.0.nonces.next()?;
         self.0.cipher.seal(&nonce, aad, buf)
@@ -267,31 +275,6 @@ impl Sender {
 }
 
 impl Receiver {
-    /// An AEAD context over a key and nonce derived outside HPKE's key schedule (Oblivious
-    /// HTTP's response, RFC 9458 §4.4): the key's first `Nk` bytes count.
-    pub(super) fn from_key(suite: Suite, key: &[u8; 32], nonce: &[u8; 12]) -> Result<Self, ()> {
-        Ok(Self(Context::from_schedule(
-            suite,
-            key,
-            Nonces::from_base(*nonce),
-        )))
-    }
-
-    /// A context that can also export secrets: its exporter secret comes with it.
-    pub(super) fn exporting(
-        suite: Suite,
-        shared: &[u8; 32],
-        info: &[u8],
-    ) -> Result<(Self, Zeroizing<[u8; 32]>), ()> {
-        let (key, nonces, exporter) =
-            schedule::key_schedule_exporting::<RustCryptoHkdf>(suite, shared, info);
-        Ok((Self(Context::from_schedule(suite, &key, nonces)), exporter))
-    }
-
-    pub(super) fn new(suite: Suite, shared: &[u8; 32], info: &[u8]) -> Result<Self, ()> {
-        Ok(Self(Context::new(suite, shared, info)))
-    }
-
     pub(super) fn open_in_place(
         &mut self,
         aad: &[u8],
