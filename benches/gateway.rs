@@ -102,7 +102,8 @@ fn middleware(c: &mut Criterion) {
 /// in-memory upstream echoing the body, and the client's open.
 fn roundtrip(c: &mut Criterion) {
     use hpke_gateway::envelope::ohttp;
-    use hpke_gateway::ohttp::{Resource, replay::Replay};
+    use hpke_gateway::ohttp::Resource;
+    use hpke_gateway::replay::{Store, window::Replay};
     use std::sync::Arc;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -121,7 +122,11 @@ fn roundtrip(c: &mut Criterion) {
         Arc::new(arc_swap::ArcSwap::from_pointee(state())),
         tower::util::BoxCloneSyncService::new(upstream),
         vec!["https://api.example.com".into()],
-        Arc::new(Replay::new(std::time::Duration::from_secs(30), false)),
+        Replay::new(
+            std::time::Duration::from_secs(30),
+            false,
+            Arc::new(Store::memory()),
+        ),
     );
     let plain = vec![b'{'; 1024];
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -28,6 +29,8 @@ pub struct Account {
     public_keys: Vec<RecipientKey>,
     /// The suites a request may be sealed with; `None`: any server key's.
     request_suites: Option<Arc<[Suite]>>,
+    /// How long a request's encapsulated key is remembered to refuse its replay.
+    replay_window: Option<Duration>,
 }
 
 impl Account {
@@ -39,7 +42,15 @@ impl Account {
             encryption,
             public_keys,
             request_suites: None,
+            replay_window: None,
         }
+    }
+
+    /// Refuses a request whose encapsulated key was seen within `window`
+    /// (`replay_window_s`).
+    pub fn with_replay_window(mut self, window: Duration) -> Self {
+        self.replay_window = Some(window);
+        self
     }
 
     /// Restricts the suites a request may be sealed with (`request_suites`).
@@ -72,6 +83,7 @@ impl Account {
             recipient: k.clone(),
             info: Bytes::copy_from_slice(self.id.as_bytes()),
             request_suites: self.request_suites.clone(),
+            replay_window: self.replay_window,
         })
     }
 }
@@ -84,12 +96,18 @@ pub struct ResponseSealer {
     recipient: RecipientKey,
     info: Bytes,
     request_suites: Option<Arc<[Suite]>>,
+    replay_window: Option<Duration>,
 }
 
 impl ResponseSealer {
     /// The HPKE `info` (the account id bytes).
     pub fn info(&self) -> &[u8] {
         &self.info
+    }
+
+    /// The account's replay window, if it has one.
+    pub fn replay_window(&self) -> Option<Duration> {
+        self.replay_window
     }
 
     /// Whether the account accepts requests sealed with `suite`.

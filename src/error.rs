@@ -137,14 +137,19 @@ pub enum Error {
     /// (answered inside the encapsulation, never forwarded).
     #[error("target not allowed")]
     TargetNotAllowed,
-    /// An Oblivious HTTP request answered before within the replay window (answered
-    /// inside the encapsulation, never forwarded again).
+    /// A request answered before within the replay window: an Oblivious HTTP one
+    /// (answered inside the encapsulation), or a Tink-format one to an account with
+    /// `replay_window_s`. Never forwarded again.
     #[error("replayed request")]
     Replayed,
     /// The Oblivious HTTP replay cache is full of live entries: new requests are refused
     /// rather than forwarded unchecked.
     #[error("replay cache full")]
     ReplayCacheFull,
+    /// The shared replay store (Valkey/Redis) did not answer in time, and
+    /// `store_unavailable` refuses this request rather than forward it unchecked.
+    #[error("replay store unavailable, retry later")]
+    ReplayStoreUnavailable,
     /// A bug or an impossible state. The body says only "Something went wrong".
     #[error("Something went wrong")]
     Internal(#[source] BoxError),
@@ -208,9 +213,10 @@ impl Error {
             Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Error::Overloaded | Error::BufferBudgetExhausted | Error::ReplayCacheFull => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Error::Overloaded
+            | Error::BufferBudgetExhausted
+            | Error::ReplayCacheFull
+            | Error::ReplayStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Error::ConnectionNamesEndToEnd { .. }
             | Error::BadConnectionHeader
             | Error::UpgradeNotEncryptable
@@ -253,6 +259,7 @@ impl Error {
             Error::TargetNotAllowed => 4022,
             Error::Replayed => 4023,
             Error::ReplayCacheFull => 5006,
+            Error::ReplayStoreUnavailable => 5007,
             Error::Overloaded => 5004,
             Error::BufferBudgetExhausted => 5005,
             Error::UpstreamUnavailable { .. } => 5001,

@@ -44,6 +44,7 @@ pub mod ohttp;
 pub mod proxy;
 pub mod publish;
 pub mod reload;
+pub mod replay;
 pub mod rotate;
 pub mod sample_upstream;
 pub mod server;

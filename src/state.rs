@@ -137,6 +137,7 @@ pub struct Fixed {
     upstream_tls: bool,
     intake: Option<String>,
     ohttp: Option<crate::config::Ohttp>,
+    replay: crate::config::ReplayStore,
 }
 
 impl Fixed {
@@ -162,6 +163,7 @@ impl Fixed {
             upstream_tls: config.upstream_tls.is_some(),
             intake: config.intake.as_ref().map(crate::intake::fixed_summary),
             ohttp: config.ohttp.clone(),
+            replay: config.replay.clone(),
         }
     }
 
@@ -192,6 +194,7 @@ impl Fixed {
             upstream_tls => "upstream_tls",
             intake => "intake (state_dir, smtp, print_mail, webhook_url)",
             ohttp => "ohttp (enabled, path)",
+            replay => "replay (store, store_timeout_ms, store_unavailable, key_prefix)",
         );
         names
     }

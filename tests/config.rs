@@ -304,6 +304,7 @@ fn the_example_config_documents_every_key() {
         "[tls]\n",
         "[upstream_tls]\n",
         "[ohttp]\n",
+        "[replay]\n",
         "[[server_keys]]\n",
         "[[accounts]]\n",
         "[intake]\n",

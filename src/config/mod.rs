@@ -165,6 +165,9 @@ pub struct RawConfig {
     /// Oblivious HTTP (RFC 9458).
     #[serde(default)]
     pub ohttp: Option<RawOhttp>,
+    /// Where the replay defence keeps seen requests.
+    #[serde(default)]
+    pub replay: Option<RawReplay>,
     /// The gateway's private keys.
     #[serde(default)]
     pub server_keys: Vec<RawServerKey>,
@@ -206,6 +209,71 @@ pub struct RawOhttp {
     #[serde(default)]
     pub require_date: bool,
 }
+
+/// The `[replay]` table: where seen encapsulated keys are kept, for Oblivious HTTP and
+/// for accounts with `replay_window_s`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReplay {
+    /// `"memory"` (default: this replica only), or a `redis://[user:password@]host[:port][/db]`
+    /// (or `unix://`) URL of a Valkey or Redis server every replica shares.
+    #[serde(default)]
+    pub store: Option<String>,
+    /// How long one request waits for the shared store (default 250 ms).
+    #[serde(default)]
+    pub store_timeout_ms: Option<u64>,
+    /// When the shared store does not answer in time: `"allow_idempotent"` (default:
+    /// GET, HEAD, OPTIONS, TRACE, PUT and DELETE go on unchecked, other methods get 503
+    /// with code 5007), `"refuse"` (every request gets the 503) or `"allow"`.
+    #[serde(default)]
+    pub store_unavailable: Option<String>,
+    /// Prefix of the keys in the shared store (default `"hpke-gateway:replay:"`).
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+}
+
+/// A Valkey/Redis URL, which may hold a password: its `Debug` shows only the scheme and
+/// the host.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreUrl(pub String);
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (scheme, rest) = self.0.split_once("://").unwrap_or(("?", &self.0));
+        let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        let host = host.split('/').next().unwrap_or_default();
+        write!(f, "{scheme}://{host}")
+    }
+}
+
+/// The checked `[replay]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayStore {
+    /// The shared store; `None`: in memory.
+    pub url: Option<StoreUrl>,
+    /// How long one request waits for it.
+    pub timeout: Duration,
+    /// What happens when it does not answer.
+    pub unavailable: crate::replay::Unavailable,
+    /// Prefix of its keys.
+    pub key_prefix: String,
+}
+
+impl Default for ReplayStore {
+    fn default() -> Self {
+        Self {
+            url: None,
+            timeout: Duration::from_millis(DEFAULT_REPLAY_STORE_TIMEOUT_MS),
+            unavailable: crate::replay::Unavailable::default(),
+            key_prefix: DEFAULT_REPLAY_KEY_PREFIX.to_owned(),
+        }
+    }
+}
+
+/// The default wait for the shared replay store.
+pub const DEFAULT_REPLAY_STORE_TIMEOUT_MS: u64 = 250;
+/// The default prefix of the shared replay store's keys.
+pub const DEFAULT_REPLAY_KEY_PREFIX: &str = "hpke-gateway:replay:";
 
 /// Oblivious HTTP, when `[ohttp] enabled = true`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,6 +364,10 @@ pub struct RawAccount {
     /// sealed with another is refused with code 4020.
     #[serde(default)]
     pub request_suites: Option<Vec<String>>,
+    /// Refuse a Tink-format request whose encapsulated key was seen within this many
+    /// seconds (default: off; 2..=3600).
+    #[serde(default)]
+    pub replay_window_s: Option<u64>,
 }
 
 /// A checked configuration with every key loaded.
@@ -338,6 +410,8 @@ pub struct Config {
     pub intake: Option<crate::intake::IntakeConfig>,
     /// Oblivious HTTP, when enabled.
     pub ohttp: Option<Ohttp>,
+    /// Where the replay defence keeps seen requests.
+    pub replay: ReplayStore,
     /// The gateway's private keys.
     pub server_keys: ServerKeys,
     /// Accounts.
@@ -604,6 +678,7 @@ impl Config {
         };
         problems.extend(suites_without_server_keys(&raw.accounts, &server_keys));
         let ohttp = ohttp(raw.ohttp.as_ref(), &upstream, &mut problems);
+        let replay = replay_store(raw.replay.as_ref(), &mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -626,11 +701,60 @@ impl Config {
             upstream_tls,
             intake,
             ohttp,
+            replay,
             server_keys,
             accounts,
             files: referenced_files(&raw, base),
         })
     }
+}
+
+/// `[replay]`: the store URL must parse (no connection is made: a store down at start
+/// is handled like one down later), the policy must be one of three.
+fn replay_store(raw: Option<&RawReplay>, problems: &mut Vec<String>) -> ReplayStore {
+    let mut checked = ReplayStore::default();
+    let Some(raw) = raw else {
+        return checked;
+    };
+    match raw.store.as_deref() {
+        None | Some("memory") => {}
+        Some(url) if url.starts_with("rediss://") || url.starts_with("valkeys://") => {
+            problems.push(format!(
+                "replay.store: {:?}: TLS to the store is not built in; use redis:// on a private network or unix://",
+                StoreUrl(url.to_owned())
+            ));
+        }
+        Some(url) => {
+            use redis::IntoConnectionInfo as _;
+            match url.into_connection_info() {
+                Ok(_) => checked.url = Some(StoreUrl(url.to_owned())),
+                // The parser's message may quote the URL, password and all: not shown.
+                Err(_) => problems.push(format!(
+                    "replay.store: {:?} is neither \"memory\" nor a usable redis://, valkey:// or unix:// URL (rediss:// is not built in)",
+                    StoreUrl(url.to_owned()),
+                )),            }
+        }
+    }
+    if let Some(ms) = raw.store_timeout_ms {
+        if !(1..=10_000).contains(&ms) {
+            problems.push(format!(
+                "replay.store_timeout_ms: {ms} is outside 1..=10000"
+            ));
+        }
+        checked.timeout = Duration::from_millis(ms);
+    }
+    if let Some(policy) = raw.store_unavailable.as_deref() {
+        match crate::replay::Unavailable::parse(policy) {
+            Some(p) => checked.unavailable = p,
+            None => problems.push(format!(
+                "replay.store_unavailable: {policy:?} is not \"allow_idempotent\", \"refuse\" or \"allow\""
+            )),
+        }
+    }
+    if let Some(prefix) = &raw.key_prefix {
+        checked.key_prefix.clone_from(prefix);
+    }
+    checked
 }
 
 /// `[ohttp]`: `None` unless enabled; the gateway path must be an absolute path of its own,
@@ -1156,6 +1280,14 @@ fn load_accounts(raw: &[RawAccount], base: &Path) -> Result<Accounts, Vec<String
                 ));
             }
             account = account.with_request_suites(suites);
+        }
+        if let Some(window) = entry.replay_window_s {
+            if !(2..=3600).contains(&window) {
+                problems.push(format!(
+                    "accounts {id:?}: replay_window_s: {window} is outside 2..=3600"
+                ));
+            }
+            account = account.with_replay_window(Duration::from_secs(window));
         }
         accounts.push(account);
     }

@@ -55,13 +55,19 @@ use tower::{Layer, Service};
 use crate::HPKE_MEDIA_TYPE;
 use crate::accounts::ResponseSealer;
 use crate::config;
+use crate::envelope::{Kem, TINK_PREFIX_LEN};
 use crate::error::{Error, ErrorCode};
 use crate::limits::Admission;
 use crate::metrics::{Metrics, Mode};
+use crate::replay::{Store, Verdict};
 pub use crate::state::{KnownAccount, LiveState, SharedState};
 
 use body::{BudgetWait, Collect};
 use classify::{Negotiation, SNIFF_LEN};
+
+/// The most bytes before a Tink-format ciphertext that hold its encapsulated key: a Tink
+/// prefix and X-Wing's `enc`, the longest.
+const REPLAY_HEAD_MAX: usize = TINK_PREFIX_LEN + Kem::XWing.enc_len();
 
 impl LiveState {
     /// The sealer for an account that may use encryption.
@@ -97,6 +103,7 @@ pub struct HpkeLayer {
     state: SharedState,
     metrics: Arc<Metrics>,
     admission: Arc<Admission>,
+    replay: Arc<Store>,
 }
 
 impl HpkeLayer {
@@ -126,7 +133,16 @@ impl HpkeLayer {
             state,
             metrics,
             admission,
+            replay: Arc::new(Store::memory()),
         }
+    }
+
+    /// Keeps the encapsulated keys of accounts with `replay_window_s` in `store` (by
+    /// default: in memory, for this layer alone).
+    #[must_use]
+    pub fn with_replay_store(mut self, store: Arc<Store>) -> Self {
+        self.replay = store;
+        self
     }
 }
 
@@ -139,6 +155,7 @@ impl<S> Layer<S> for HpkeLayer {
             state: self.state.clone(),
             metrics: self.metrics.clone(),
             admission: self.admission.clone(),
+            replay: self.replay.clone(),
         }
     }
 }
@@ -152,6 +169,7 @@ pub struct Hpke<S> {
     state: SharedState,
     metrics: Arc<Metrics>,
     admission: Arc<Admission>,
+    replay: Arc<Store>,
 }
 
 impl<S> Service<Request<Body>> for Hpke<S>
@@ -231,6 +249,7 @@ where
                     state: &state,
                     metrics: &metrics,
                     admission: &admission,
+                    replay: None,
                     clock: &clock,
                 };
                 let response = plaintext_request(cx, inner, req)
@@ -239,12 +258,14 @@ where
                 Ok(labelled(response, mode, known, clock.timings()))
             });
         }
+        let replay = self.replay.clone();
         Box::pin(async move {
             let clock = StageClock::default();
             let cx = Cx {
                 state: &state,
                 metrics: &metrics,
                 admission: &admission,
+                replay: Some(&replay),
                 clock: &clock,
             };
             let response = handle(cx, negotiation, inner, req)
@@ -277,6 +298,8 @@ struct Cx<'a> {
     state: &'a LiveState,
     metrics: &'a Metrics,
     admission: &'a Admission,
+    /// The seen-key store (none on the plaintext path, which never reads it).
+    replay: Option<&'a Store>,
     clock: &'a StageClock,
 }
 
@@ -433,6 +456,11 @@ where
         if classify::looks_like_text(&sealed[..sealed.len().min(SNIFF_LEN)]) {
             return Err(Error::BodyNotEncrypted);
         }
+        // With a replay window, the encapsulated key (after a Tink prefix, if any) is in
+        // the body's first bytes; they are kept before the open consumes the body.
+        let head = sealer
+            .replay_window()
+            .map(|_| Bytes::copy_from_slice(&sealed[..sealed.len().min(REPLAY_HEAD_MAX)]));
         let started = Instant::now();
         let opened = state
             .server_keys
@@ -449,6 +477,20 @@ where
         // forwarded (its plaintext is wiped as the `Bytes` drops).
         if !sealer.allows_request_suite(suite) {
             return Err(Error::SuiteNotAllowed { suite });
+        }
+        if let (Some(window), Some(head), Some(store)) =
+            (sealer.replay_window(), head, state.replay)
+        {
+            // Only a request that opened gets here: a forgery cannot take a real
+            // request's place in the store.
+            let enc = &head[..head.len().min(TINK_PREFIX_LEN + suite.kem.enc_len())];
+            let scope = format!("tink:{}", String::from_utf8_lossy(sealer.info()));
+            match store.enter(&scope, enc, window, &parts.method).await {
+                Verdict::Fresh | Verdict::Unchecked => {}
+                Verdict::Replayed => return Err(Error::Replayed),
+                Verdict::StoreUnavailable => return Err(Error::ReplayStoreUnavailable),
+                Verdict::Full | Verdict::DateOutside => return Err(Error::ReplayCacheFull),
+            }
         }
         plaintext
     };

@@ -16,9 +16,9 @@ use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 
 use super::Resource;
-use super::replay::Verdict;
 use crate::error::Error;
 use crate::proxy::UpstreamTimeout;
+use crate::replay::Verdict;
 use crate::state::LiveState;
 
 /// Most fields an inner request may have (as `max_header_bytes` bounds its bytes).
@@ -76,10 +76,20 @@ async fn exchange(
     // RFC 9458 §6.5: only a request that decrypted, and that would be forwarded, gets
     // here, so only it enters the cache (a refused one costs the cache nothing).
     let now = std::time::SystemTime::now();
-    match resource.replay.check(field(&message, "date"), enc, now) {
-        Verdict::Fresh => {}
+    let verdict = resource
+        .replay
+        .check(field(&message, "date"), enc, request.method(), now)
+        .await;
+    match verdict {
+        Verdict::Fresh | Verdict::Unchecked => {}
         Verdict::Replayed => return Err(refused(Error::Replayed, "replayed")),
         Verdict::Full => return Err(refused(Error::ReplayCacheFull, "replay_cache_full")),
+        Verdict::StoreUnavailable => {
+            return Err(refused(
+                Error::ReplayStoreUnavailable,
+                "replay_store_unavailable",
+            ));
+        }
         Verdict::DateOutside => return Err((date_problem(now), "date_outside")),
     }
     let response = match resource.proxy.clone().oneshot(request).await {

@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, header};
 
 mod inner;
-pub mod replay;
 
 use crate::envelope::ohttp;
 use crate::error::Error;
@@ -68,7 +67,7 @@ pub struct Resource {
     /// `scheme://authority` origins an inner request may name (default: the upstream's).
     pub(crate) allowed: std::sync::Arc<[String]>,
     /// The replay defence all workers share.
-    pub(crate) replay: std::sync::Arc<replay::Replay>,
+    pub(crate) replay: crate::replay::window::Replay,
     /// Where outcomes are counted (none in benches).
     pub(crate) metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
@@ -80,7 +79,7 @@ impl Resource {
         shared: SharedState,
         upstream: Upstream,
         allowed: Vec<String>,
-        replay: std::sync::Arc<replay::Replay>,
+        replay: crate::replay::window::Replay,
     ) -> Self {
         Self {
             shared,

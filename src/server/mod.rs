@@ -51,7 +51,7 @@ pub struct Gateway {
     tls: Option<Arc<CertResolver>>,
     intake: Option<SharedIntake>,
     ohttp: Option<crate::config::Ohttp>,
-    replay: Option<Arc<crate::ohttp::replay::Replay>>,
+    replay: Arc<crate::replay::Store>,
 }
 
 impl Gateway {
@@ -80,12 +80,7 @@ impl Gateway {
             metrics.clone(),
         ));
         let ohttp = config.ohttp.clone();
-        let replay = ohttp.as_ref().map(|o| {
-            Arc::new(crate::ohttp::replay::Replay::new(
-                o.replay_window,
-                o.require_date,
-            ))
-        });
+        let replay = Arc::new(crate::replay::Store::from_config(&config.replay));
         let shared = Arc::new(ArcSwap::from_pointee(LiveState::from_config(config)));
         Ok(Self {
             shared,
@@ -133,26 +128,27 @@ impl Gateway {
     }
 
     fn router_with(&self, proxy: Proxy) -> Router {
-        let ohttp_gateway = self
-            .ohttp
-            .as_ref()
-            .zip(self.replay.as_ref())
-            .map(|(ohttp, replay)| {
-                Router::new()
-                    .route(&ohttp.path, axum::routing::post(crate::ohttp::gateway))
-                    .with_state(crate::ohttp::Resource {
-                        shared: self.shared.clone(),
-                        proxy: tower::util::BoxCloneSyncService::new(proxy.clone()),
-                        allowed: ohttp.allowed_targets.clone().into(),
-                        replay: replay.clone(),
-                        metrics: Some(self.metrics.clone()),
-                    })
-            });
+        let ohttp_gateway = self.ohttp.as_ref().map(|ohttp| {
+            Router::new()
+                .route(&ohttp.path, axum::routing::post(crate::ohttp::gateway))
+                .with_state(crate::ohttp::Resource {
+                    shared: self.shared.clone(),
+                    proxy: tower::util::BoxCloneSyncService::new(proxy.clone()),
+                    allowed: ohttp.allowed_targets.clone().into(),
+                    replay: crate::replay::window::Replay::new(
+                        ohttp.replay_window,
+                        ohttp.require_date,
+                        self.replay.clone(),
+                    ),
+                    metrics: Some(self.metrics.clone()),
+                })
+        });
         let hpke = HpkeLayer::from_shared(
             self.shared.clone(),
             self.metrics.clone(),
             self.admission.clone(),
         )
+        .with_replay_store(self.replay.clone())
         .layer(proxy);
         let pgp_keys = Router::new()
             .route(publish::PGP_PATH, get(publish::pgp_keys))
