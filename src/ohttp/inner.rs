@@ -35,7 +35,7 @@ fn field<'a>(message: &'a Message, name: &str) -> Option<&'a [u8]> {
 }
 
 /// Fields an inner message never carries through: the hop's own, and framing.
-fn is_hop_field(name: &HeaderName) -> bool {
+pub(super) fn is_hop_field(name: &HeaderName) -> bool {
     crate::middleware::ingress::HOP_BY_HOP.contains(name)
         || name == header::HOST
         || name == header::CONTENT_LENGTH
@@ -62,10 +62,30 @@ async fn exchange(
     inner: &[u8],
     enc: &[u8],
 ) -> Result<Message, (Message, &'static str)> {
+    let message = read_request(inner)
+        .ok_or_else(|| (error_message(Error::BadInnerRequest), "bad_inner_request"))?;
+    let request = admit(resource, state, &message, enc).await?;
+    let response = match resource.proxy.clone().oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    // The upstream answered (or the proxy did, for it): forwarded, whatever came back.
+    to_message(response, state)
+        .await
+        .map_err(|e| (error_message(e), "forwarded"))
+}
+
+/// The inner request as the request to forward, once it has passed the allowlist, the
+/// ingress rules and the replay defence; or the answer that refuses it, and the outcome.
+/// Its body is `message`'s content (none for a chunked request, whose content follows).
+pub(super) async fn admit(
+    resource: &Resource,
+    state: &LiveState,
+    message: &Message,
+    enc: &[u8],
+) -> Result<Request<Body>, (Message, &'static str)> {
     let refused = |e: Error, outcome: &'static str| (error_message(e), outcome);
-    let message =
-        read_request(inner).ok_or_else(|| refused(Error::BadInnerRequest, "bad_inner_request"))?;
-    let request = to_request(resource, state, &message).map_err(|e| {
+    let request = to_request(resource, state, message).map_err(|e| {
         let outcome = if matches!(e, Error::TargetNotAllowed) {
             "target_not_allowed"
         } else {
@@ -78,28 +98,18 @@ async fn exchange(
     let now = std::time::SystemTime::now();
     let verdict = resource
         .replay
-        .check(field(&message, "date"), enc, request.method(), now)
+        .check(field(message, "date"), enc, request.method(), now)
         .await;
     match verdict {
-        Verdict::Fresh | Verdict::Unchecked => {}
-        Verdict::Replayed => return Err(refused(Error::Replayed, "replayed")),
-        Verdict::Full => return Err(refused(Error::ReplayCacheFull, "replay_cache_full")),
-        Verdict::StoreUnavailable => {
-            return Err(refused(
-                Error::ReplayStoreUnavailable,
-                "replay_store_unavailable",
-            ));
-        }
-        Verdict::DateOutside => return Err((date_problem(now), "date_outside")),
+        Verdict::Fresh | Verdict::Unchecked => Ok(request),
+        Verdict::Replayed => Err(refused(Error::Replayed, "replayed")),
+        Verdict::Full => Err(refused(Error::ReplayCacheFull, "replay_cache_full")),
+        Verdict::StoreUnavailable => Err(refused(
+            Error::ReplayStoreUnavailable,
+            "replay_store_unavailable",
+        )),
+        Verdict::DateOutside => Err((date_problem(now), "date_outside")),
     }
-    let response = match resource.proxy.clone().oneshot(request).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    };
-    // The upstream answered (or the proxy did, for it): forwarded, whatever came back.
-    to_message(response, state)
-        .await
-        .map_err(|e| (error_message(e), "forwarded"))
 }
 
 /// Reads a Binary HTTP request. RFC 9292 §3.8 lets a message end early where its last
@@ -269,7 +279,7 @@ fn date_problem(now: std::time::SystemTime) -> Message {
 
 /// The gateway's own answer (its JSON error, as `Error` answers in the clear) as a
 /// Binary HTTP response.
-fn error_message(error: Error) -> Message {
+pub(super) fn error_message(error: Error) -> Message {
     let code = error.code();
     tracing::debug!(code, error = %error, "oblivious request refused");
     let status = bhttp::StatusCode::try_from(error.status().as_u16())

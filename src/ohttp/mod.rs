@@ -14,6 +14,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, header};
 
+mod chunked;
+mod incremental;
 mod inner;
 
 use crate::envelope::ohttp;
@@ -154,21 +156,22 @@ async fn answer(
 ) -> (Response, &'static str) {
     use http::StatusCode;
     use http_body_util::BodyExt as _;
-    let is_request_type = req
+    let media = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case(ohttp::REQUEST_MEDIA_TYPE))
-        });
-    if !is_request_type {
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    let is = |want: &str| media.is_some_and(|m| m.eq_ignore_ascii_case(want));
+    if is(ohttp::chunked::REQUEST_MEDIA_TYPE) {
+        return chunked::answer(resource, req).await;
+    }
+    if !is(ohttp::REQUEST_MEDIA_TYPE) {
         return (
             outer_problem(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 None,
-                "an encapsulated request is message/ohttp-req",
+                "an encapsulated request is message/ohttp-req or message/ohttp-chunked-req",
             ),
             "bad_media_type",
         );

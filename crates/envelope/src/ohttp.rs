@@ -14,6 +14,8 @@ use crate::schedule::Hkdf as _;
 use crate::suite::{Aead, Kdf, Kem, Suite};
 use crate::{OpenError, PrivateKey, PublicKey, SealError, backend};
 
+pub mod chunked;
+
 /// `"message/bhttp request"`: the request's HPKE `info` starts with it.
 pub const REQUEST_LABEL: &[u8] = b"message/bhttp request";
 /// `"message/bhttp response"`: the exporter context of the response secret.
@@ -47,6 +49,9 @@ pub enum Error {
     /// The AEAD or the KEM refused: "decryption failed".
     #[error("decryption failed")]
     Decryption,
+    /// A chunked message ended before its final chunk.
+    #[error("truncated message")]
+    Truncated,
     /// Sealing failed.
     #[error("encapsulation failed")]
     Seal,
@@ -102,8 +107,13 @@ impl Header {
 
     /// `"message/bhttp request" || 0x00 || hdr`.
     fn info(self) -> Vec<u8> {
-        let mut info = Vec::with_capacity(REQUEST_LABEL.len() + 1 + HEADER_LEN);
-        info.extend_from_slice(REQUEST_LABEL);
+        self.info_with(REQUEST_LABEL)
+    }
+
+    /// `label || 0x00 || hdr`.
+    fn info_with(self, label: &[u8]) -> Vec<u8> {
+        let mut info = Vec::with_capacity(label.len() + 1 + HEADER_LEN);
+        info.extend_from_slice(label);
         info.push(0);
         info.extend_from_slice(&self.to_bytes());
         info
@@ -180,7 +190,11 @@ pub fn open_request(key: &PrivateKey, request: &[u8]) -> Result<(Vec<u8>, Respon
     let mut context = crate::setup_receiver_exporting(key, header.suite, enc, &header.info())
         .map_err(|_: OpenError| Error::Decryption)?;
     let plaintext = context.open(&[], ct).map_err(|_| Error::Decryption)?;
-    let secret = export_secret(&Exporting::Receiver(&context), header.suite.aead)?;
+    let secret = export_secret(
+        &Exporting::Receiver(&context),
+        header.suite.aead,
+        RESPONSE_LABEL,
+    )?;
     Ok((
         plaintext,
         ResponseKey {
@@ -197,22 +211,27 @@ enum Exporting<'a> {
     Sender(&'a crate::SenderContext),
 }
 
-// RFC 9458 §4.4: secret = context.Export("message/bhttp response", max(Nn, Nk))
-fn export_secret(context: &Exporting<'_>, aead: Aead) -> Result<Zeroizing<[u8; 32]>, Error> {
+// RFC 9458 §4.4: secret = context.Export("message/bhttp response", max(Nn, Nk)) (and
+// "message/bhttp chunked response" for chunked messages)
+fn export_secret(
+    context: &Exporting<'_>,
+    aead: Aead,
+    label: &[u8],
+) -> Result<Zeroizing<[u8; 32]>, Error> {
     let mut secret = Zeroizing::new([0u8; 32]);
     match entropy_len(aead) {
         16 => {
             let s = match context {
-                Exporting::Receiver(c) => c.export::<16>(RESPONSE_LABEL),
-                Exporting::Sender(c) => c.export::<16>(RESPONSE_LABEL),
+                Exporting::Receiver(c) => c.export::<16>(label),
+                Exporting::Sender(c) => c.export::<16>(label),
             }
             .map_err(|_| Error::Decryption)?;
             secret[..16].copy_from_slice(&*s);
         }
         _ => {
             let s = match context {
-                Exporting::Receiver(c) => c.export::<32>(RESPONSE_LABEL),
-                Exporting::Sender(c) => c.export::<32>(RESPONSE_LABEL),
+                Exporting::Receiver(c) => c.export::<32>(label),
+                Exporting::Sender(c) => c.export::<32>(label),
             }
             .map_err(|_| Error::Decryption)?;
             secret.copy_from_slice(&*s);
@@ -376,7 +395,7 @@ fn finish_request(
 ) -> Result<(Vec<u8>, ClientRequest), Error> {
     let suite = header.suite;
     let ct = context.seal(&[], request).map_err(|_| Error::Seal)?;
-    let secret = export_secret(&Exporting::Sender(&context), suite.aead)?;
+    let secret = export_secret(&Exporting::Sender(&context), suite.aead, RESPONSE_LABEL)?;
     let mut out = Vec::with_capacity(HEADER_LEN + enc.len() + ct.len());
     out.extend_from_slice(&header.to_bytes());
     out.extend_from_slice(&enc);
