@@ -779,6 +779,43 @@ async fn python_ohttp_client_through_the_real_binary() {
             assert_eq!(seen.response_body, body.as_bytes());
         }
     }
+    // Chunked OHTTP (draft-ietf-ohai-chunked-ohttp), the same client: every AEAD, a
+    // small request in 7-byte chunks and 50 kB in 16 KiB chunks, the answer opened chunk
+    // by chunk (and refused by the client without its final chunk).
+    let big: Vec<u8> = (0..50_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    for aead in ["aes-128-gcm", "aes-256-gcm", "chacha20-poly1305"] {
+        for (body, chunk) in [(&br#"{"chunked":1}"#[..], "7"), (&big[..], "16384")] {
+            let answer = run(
+                "api.example.com",
+                body,
+                &["--aead", aead, "--indeterminate", "--chunked", chunk],
+            );
+            assert_eq!(answer["outer_status"], 200, "{answer}");
+            assert_eq!(answer["outer_content_type"], "message/ohttp-chunked-res");
+            assert_eq!(answer["inner_status"], 200, "{answer}");
+            assert_eq!(answer["inner_body_hex"], hex(body), "{aead} {chunk}");
+            assert!(answer["response_chunks"].as_u64().unwrap() >= 2, "{answer}");
+            forwarded += 1;
+            let log = log.lock().unwrap();
+            assert_eq!(log.len(), forwarded);
+            let seen = log.last().unwrap();
+            assert_eq!(seen.case, "ohttp");
+            assert_eq!(seen.request_body, body);
+            assert_eq!(seen.response_body, body);
+        }
+    }
+    // Without its final chunk, the request never reaches the upstream whole.
+    let cut = run(
+        "api.example.com",
+        &big,
+        &["--indeterminate", "--chunked", "1000", "--omit-final-chunk"],
+    );
+    assert!(
+        cut["outer_status"] == 400 || cut["inner_status"].as_u64().unwrap_or(0) >= 500,
+        "{cut}"
+    );
+    assert_eq!(log.lock().unwrap().len(), forwarded, "not forwarded whole");
+
     let refused = run("evil.example.com", b"{}", &[]);
     assert_eq!(refused["inner_status"], 403, "{refused}");
     assert_eq!(log.lock().unwrap().len(), forwarded, "not forwarded");

@@ -17,13 +17,16 @@ is written here from the RFC; no OHTTP or BHTTP library is used.
   ohttp_client.py run --gateway URL --keys URL [--key-id N] \\
       [--aead aes-128-gcm|aes-256-gcm|chacha20-poly1305] [--indeterminate] \\
       --method M --authority A [--scheme https] --path P [--header 'name: value' ...] \\
-      [--body-hex HEX] [--chunk-size N] [--truncate] [--padding N] [--inner-hex HEX]
+      [--body-hex HEX] [--chunk-size N] [--truncate] [--padding N] [--inner-hex HEX] \\
+      [--chunked N [--omit-final-chunk]]
       picks the first X25519 configuration (or the one --key-id names) offering
       HKDF-SHA256 with the AEAD, encodes the inner request (known-length; with
       --indeterminate indeterminate-length, the content in --chunk-size chunks; --truncate
       leaves off trailing empty sections, --padding adds zero bytes; --inner-hex sends those
-      bytes instead, for malformed inner requests), seals it,
-      POSTs it as message/ohttp-req and prints
+      bytes instead, for malformed inner requests), seals it (with --chunked N as a
+      chunked request, draft-ietf-ohai-chunked-ohttp, in N-byte chunks, POSTed as
+      message/ohttp-chunked-req, its chunked response opened chunk by chunk and refused
+      without its final chunk), POSTs it as message/ohttp-req and prints
       {"outer_status": 200, "outer_content_type": "message/ohttp-res", "inner_status": 200,
        "inner_headers": [["name", "value"], ...], "inner_body_hex": "...", ...}
       or, for an outer answer other than 200,
@@ -46,6 +49,7 @@ import sys
 import urllib.error
 import urllib.request
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId, KEMKey, KEMKeyPair
@@ -55,6 +59,12 @@ RESPONSE_MEDIA_TYPE = "message/ohttp-res"
 KEYS_MEDIA_TYPE = "application/ohttp-keys"
 REQUEST_LABEL = b"message/bhttp request"
 RESPONSE_LABEL = b"message/bhttp response"
+# Chunked Oblivious HTTP (draft-ietf-ohai-chunked-ohttp).
+CHUNKED_REQUEST_MEDIA_TYPE = "message/ohttp-chunked-req"
+CHUNKED_RESPONSE_MEDIA_TYPE = "message/ohttp-chunked-res"
+CHUNKED_REQUEST_LABEL = b"message/bhttp chunked request"
+CHUNKED_RESPONSE_LABEL = b"message/bhttp chunked response"
+FINAL_AAD = b"final"
 
 KEM_X25519 = 0x0020
 KEM_XWING = 0x647A
@@ -328,6 +338,54 @@ def decapsulate_request(sk_raw, encapsulated):
     return ctx.open(ct, aad=b""), ctx, enc, aead_id
 
 
+def encapsulate_chunked_request(key_id, public_key, aead_id, plaintext, chunk_size,
+                                omit_final=False):
+    """A chunked request: hdr || enc, then `length || sealed` per chunk of `chunk_size`
+    plaintext bytes (empty AAD), the last as `0 || sealed` with AAD "final" (left off
+    with `omit_final`, to test truncation). (bytes, HPKE sender context, enc, chunks)."""
+    hdr = request_header(key_id, aead_id)
+    cs = suite(aead_id)
+    pkr = cs.kem.deserialize_public_key(public_key)
+    enc, ctx = cs.create_sender_context(pkr, info=CHUNKED_REQUEST_LABEL + b"\x00" + hdr)
+    pieces = [plaintext[i:i + chunk_size] for i in range(0, len(plaintext), chunk_size)]
+    out = hdr + enc
+    for i, piece in enumerate(pieces):
+        if i == len(pieces) - 1:
+            if not omit_final:
+                out += varint(0) + ctx.seal(piece, aad=FINAL_AAD)
+        else:
+            sealed = ctx.seal(piece, aad=b"")
+            out += varint(len(sealed)) + sealed
+    return out, ctx, enc, len(pieces)
+
+
+def open_chunked_response(ctx, enc, aead_id, data):
+    """(plaintext, number of chunks) of a chunked response: the response nonce, then
+    chunks sealed with the key and nonce of RFC 9458 §4.4 from the "message/bhttp chunked
+    response" secret, each chunk's nonce XORed with its counter, the final one (length 0,
+    to the end) with AAD "final". Raises Malformed if the final chunk is missing."""
+    _, nk, nn, cls = AEADS[aead_id]
+    n = max(nn, nk)
+    if len(data) < n:
+        raise Malformed(f"chunked response of {len(data)} bytes, shorter than its nonce")
+    secret = ctx.export(CHUNKED_RESPONSE_LABEL, n)
+    prk = hkdf_extract(enc + data[:n], secret)
+    aead = cls(hkdf_expand(prk, b"key", nk))
+    base = hkdf_expand(prk, b"nonce", nn)
+    r = Reader(data[n:])
+    out, counter = b"", 0
+    while True:
+        if r.at_end():
+            raise Malformed(f"the response ended after {counter} chunks, without its final chunk")
+        length = r.varint()
+        nonce = bytes(a ^ b for a, b in zip(base, counter.to_bytes(nn, "big")))
+        if length == 0:
+            out += aead.decrypt(nonce, r.take(len(r.data) - r.pos), FINAL_AAD)
+            return out, counter + 1
+        out += aead.decrypt(nonce, r.take(length), b"")
+        counter += 1
+
+
 def hkdf_extract(salt, ikm):
     return hmac.new(salt, ikm, hashlib.sha256).digest()
 
@@ -469,18 +527,34 @@ def cmd_run(args):
             content=bytes.fromhex(args.body_hex),
             indeterminate=args.indeterminate, chunk_size=args.chunk_size, truncate=args.truncate,
             padding=args.padding)
-    encapsulated, ctx, enc = encapsulate_request(config["key_id"], config["public_key"], aead_id,
-                                                 inner)
-    status, ctype, _, body = post_ohttp(args.gateway, encapsulated)
+    chunks_sent = None
+    if args.chunked is not None:
+        encapsulated, ctx, enc, chunks_sent = encapsulate_chunked_request(
+            config["key_id"], config["public_key"], aead_id, inner, args.chunked,
+            omit_final=args.omit_final_chunk)
+        status, ctype, _, body = http(args.gateway, "POST", encapsulated,
+                                      {"Content-Type": CHUNKED_REQUEST_MEDIA_TYPE,
+                                       "Accept": CHUNKED_RESPONSE_MEDIA_TYPE})
+        want_type = CHUNKED_RESPONSE_MEDIA_TYPE
+    else:
+        encapsulated, ctx, enc = encapsulate_request(config["key_id"], config["public_key"],
+                                                     aead_id, inner)
+        status, ctype, _, body = post_ohttp(args.gateway, encapsulated)
+        want_type = RESPONSE_MEDIA_TYPE
     out = {"outer_status": status, "outer_content_type": ctype}
+    if chunks_sent is not None:
+        out["request_chunks"] = chunks_sent
     if status != 200:
         emit({**out, "outer_body": text(body)})
         return 0
-    if media_type(ctype) != RESPONSE_MEDIA_TYPE:
-        emit({**out, "outer_body": text(body), "error": "a 200 answer that is not message/ohttp-res"})
+    if media_type(ctype) != want_type:
+        emit({**out, "outer_body": text(body), "error": f"a 200 answer that is not {want_type}"})
         return 1
     try:
-        plaintext = open_response(ctx, enc, aead_id, body)
+        if args.chunked is not None:
+            plaintext, out["response_chunks"] = open_chunked_response(ctx, enc, aead_id, body)
+        else:
+            plaintext = open_response(ctx, enc, aead_id, body)
     except Exception as e:  # InvalidTag or Malformed
         emit({**out, "outer_body_hex": body.hex(),
               "error": f"the response does not decrypt: {type(e).__name__} {e}"})
@@ -573,7 +647,7 @@ def selftest():
         checks[0] += 1
         try:
             fn()
-        except (Malformed, ValueError):
+        except (Malformed, ValueError, InvalidTag):
             return
         failures.append(f"{name}: accepted")
 
@@ -747,6 +821,44 @@ def selftest():
         check("RFC 9292 known-length response re-encoded",
               encode_response(200, [], b"This content contains CRLF.\r\n", [(b"trailer", b"text")]),
               h(R_RESPONSE_KNOWN))
+        # Chunked OHTTP: a request sealed here opens chunk by chunk with a recipient
+        # context (the gateway's side, written from the draft), and a response sealed
+        # chunk by chunk opens, refused without its final chunk or with it moved.
+        sk = x25519.X25519PrivateKey.generate()
+        pk = sk.public_key().public_bytes_raw()
+        for aead_id in AEADS:
+            req, ctx, enc, n = encapsulate_chunked_request(1, pk, aead_id, b"0123456789" * 5, 16)
+            check("chunked request chunk count", n, 4)
+            cs = suite(aead_id)
+            rctx = cs.create_recipient_context(
+                req[7:39], cs.kem.deserialize_private_key(sk.private_bytes_raw()),
+                info=CHUNKED_REQUEST_LABEL + b"\x00" + req[:7])
+            r, got = Reader(req[39:]), b""
+            while True:
+                length = r.varint()
+                if length == 0:
+                    got += rctx.open(r.take(len(r.data) - r.pos), aad=FINAL_AAD)
+                    break
+                got += rctx.open(r.take(length), aad=b"")
+            check(f"chunked request opens ({aead_id:#x})", got, b"0123456789" * 5)
+            _, nk, nn, cls = AEADS[aead_id]
+            nonce_len = max(nn, nk)
+            response_nonce = bytes(range(nonce_len))
+            prk = hkdf_extract(enc + response_nonce, rctx.export(CHUNKED_RESPONSE_LABEL, nonce_len))
+            aead, base = cls(hkdf_expand(prk, b"key", nk)), hkdf_expand(prk, b"nonce", nn)
+            def chunk_nonce(i):
+                return bytes(a ^ b for a, b in zip(base, i.to_bytes(nn, "big")))
+            first = aead.encrypt(chunk_nonce(0), b"abc", b"")
+            final = aead.encrypt(chunk_nonce(1), b"def", FINAL_AAD)
+            whole = response_nonce + varint(len(first)) + first + varint(0) + final
+            check(f"chunked response opens ({aead_id:#x})",
+                  open_chunked_response(ctx, enc, aead_id, whole), (b"abcdef", 2))
+            raises("chunked response without its final chunk",
+                   lambda: open_chunked_response(ctx, enc, aead_id,
+                                                 response_nonce + varint(len(first)) + first))
+            raises("chunked response with a non-final chunk as final",
+                   lambda: open_chunked_response(ctx, enc, aead_id,
+                                                 response_nonce + varint(0) + first))
     except Exception as e:  # a crash is a failure too
         failures.append(f"crashed: {type(e).__name__}: {e}")
     emit({"selftest": "fail" if failures else "ok", "checks": checks[0], "failures": failures})
@@ -771,6 +883,11 @@ def main():
     run.add_argument("--truncate", action="store_true",
                      help="leave trailing empty sections off the inner request (RFC 9292 §3.8)")
     run.add_argument("--padding", type=int, default=0, help="zero bytes after the inner request")
+    run.add_argument("--chunked", type=int, metavar="N",
+                     help="send a chunked request (message/ohttp-chunked-req) of N-byte "
+                          "chunks, and open the chunked response")
+    run.add_argument("--omit-final-chunk", action="store_true",
+                     help="with --chunked: leave the final chunk off (a truncated request)")
     run.add_argument("--method")
     run.add_argument("--scheme", default="https")
     run.add_argument("--authority")
@@ -791,6 +908,8 @@ def main():
     if args.command == "run":
         if args.chunk_size is not None and args.chunk_size < 1:
             parser.error("--chunk-size must be at least 1")
+        if args.chunked is not None and args.chunked < 1:
+            parser.error("--chunked must be at least 1")
         if args.inner_hex is None and None in (args.method, args.authority, args.path):
             parser.error("run needs --method, --authority and --path (or --inner-hex)")
         return cmd_run(args)
