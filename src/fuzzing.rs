@@ -177,6 +177,55 @@ fn check_split_prefix(bytes: &[u8]) {
     }
 }
 
+// === ohttp_chunked ===
+
+/// Chunked Oblivious HTTP's two readers of arriving bytes. Byte 0 chooses the piece size
+/// (1 to 64 bytes); the rest is read twice, whole and in those pieces:
+/// - as an inner Binary HTTP request (`ohttp::incremental`): head and content, or
+///   refused, must not depend on where the bytes were split, and content is never more
+///   than the input;
+/// - as an outer chunk stream (`Deframer`): the chunks and the final chunk (or the
+///   refusal, or the truncation) must not depend on the split either, and no chunk is
+///   longer than `MAX_SEALED_CHUNK_LEN`.
+pub fn ohttp_chunked(data: &[u8]) {
+    use envelope::ohttp::chunked::{Deframer, MAX_SEALED_CHUNK_LEN};
+    let Some((&split, rest)) = data.split_first() else {
+        return;
+    };
+    let step = usize::from(split % 64) + 1;
+    let whole = crate::ohttp::incremental::read_in_pieces(rest, rest.len());
+    let pieces = crate::ohttp::incremental::read_in_pieces(rest, step);
+    assert_eq!(whole, pieces, "the Binary HTTP reader depends on the split");
+    if let Some((_, content)) = &whole {
+        assert!(content.len() <= rest.len());
+    }
+    let deframe = |step: usize| {
+        let mut d = Deframer::new();
+        let mut chunks = Vec::new();
+        for piece in rest.chunks(step.max(1)) {
+            if let Err(e) = d.push(piece) {
+                return (chunks, Err(e));
+            }
+            loop {
+                match d.next_chunk() {
+                    Ok(Some(c)) => {
+                        assert!(c.len() <= MAX_SEALED_CHUNK_LEN);
+                        chunks.push(c);
+                    }
+                    Ok(None) => break,
+                    Err(e) => return (chunks, Err(e)),
+                }
+            }
+        }
+        (chunks, d.finish())
+    };
+    assert_eq!(
+        deframe(rest.len()),
+        deframe(step),
+        "the deframer depends on the split"
+    );
+}
+
 // === ohttp_request ===
 
 /// The Oblivious HTTP target's keys, one per KEM, derived so seeds stay valid.

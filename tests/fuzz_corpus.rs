@@ -66,6 +66,7 @@ macro_rules! replay_tests {
 replay_tests!(
     envelope_open,
     ohttp_request,
+    ohttp_chunked,
     classify,
     upstream_uri,
     key_files,
@@ -103,6 +104,7 @@ fn with_mode(mode: u8, data: &[u8]) -> Vec<u8> {
 fn write_seeds() {
     envelope_seeds();
     ohttp_seeds();
+    ohttp_chunked_seeds();
     classify_seeds();
     upstream_seeds();
     key_seeds();
@@ -131,6 +133,39 @@ fn ohttp_seeds() {
         "short",
         &with_mode(0, &[1, 0, 0x20, 0, 1, 0, 1]),
     );
+}
+
+/// Inner requests in both framings (with trailers and padding), and an outer chunk
+/// stream: non-final chunks, the zero length, the final chunk.
+fn ohttp_chunked_seeds() {
+    let mut m = bhttp::Message::request(
+        b"POST".to_vec(),
+        b"https".to_vec(),
+        b"api.example.com".to_vec(),
+        b"/1/upload".to_vec(),
+    );
+    m.put_header("content-type", "application/json");
+    m.write_content(b"{\"d\":[]}");
+    m.put_trailer("x-t", "1");
+    for (name, mode) in [
+        ("known", bhttp::Mode::KnownLength),
+        ("indeterminate", bhttp::Mode::IndeterminateLength),
+    ] {
+        let mut inner = Vec::new();
+        m.write_bhttp(mode, &mut inner).unwrap();
+        inner.extend([0, 0]);
+        write_seed("ohttp_chunked", name, &with_mode(3, &inner));
+    }
+    let (start, mut client) = hpke_gateway::envelope::ohttp::chunked::seal_request_header(
+        1,
+        &fuzzing::ohttp_keys()[0].public_key(),
+        hpke_gateway::envelope::Suite::X25519_AES_128_GCM,
+    )
+    .unwrap();
+    let mut stream = client.seal_chunk(b"one", false).unwrap();
+    stream.extend(client.seal_chunk(b"two", true).unwrap());
+    let _ = start;
+    write_seed("ohttp_chunked", "chunks", &with_mode(7, &stream));
 }
 
 fn pull_seeds() {

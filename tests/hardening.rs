@@ -522,6 +522,116 @@ async fn memory_stays_under_the_budget_with_150_concurrent_10_mib_requests() {
     );
 }
 
+/// An upstream that reads each request body to its end, buffering nothing, and answers
+/// its length and the sum of its bytes (mod 2^64).
+async fn counting_upstream() -> SocketAddr {
+    let app = axum::Router::new().fallback(|req: axum::extract::Request| async move {
+        let mut body = req.into_body().into_data_stream();
+        let (mut len, mut sum) = (0u64, 0u64);
+        while let Some(chunk) = body.next().await {
+            let Ok(chunk) = chunk else {
+                return "aborted".to_owned();
+            };
+            len += chunk.len() as u64;
+            sum = chunk.iter().fold(sum, |s, &b| s.wrapping_add(u64::from(b)));
+        }
+        format!("{len} {sum}")
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "heavy: runs in a release build in bash .ci/test"]
+async fn a_1_gib_chunked_oblivious_upload_streams_in_bounded_memory() {
+    use envelope::ohttp::chunked;
+    let upstream = counting_upstream().await;
+    let gw = Served::start(
+        upstream,
+        &format!("[ohttp]\nenabled = true\nallowed_targets = [\"http://{upstream}\"]\n"),
+    )
+    .await;
+    let idle = peak_rss_mib(gw.child.id());
+    let server = server_public(&gw.path("server-1.pem"));
+    let (start, client) =
+        chunked::seal_request_header(1, &server, envelope::Suite::X25519_AES_128_GCM).unwrap();
+    let client = Arc::new(std::sync::Mutex::new(client));
+    // The inner request, indeterminate-length Binary HTTP, generated as it is sent: the
+    // head in the first chunk, one 16 KiB content chunk per sealed chunk, then the final
+    // chunk with the content's and the trailer's terminators.
+    let mut head = bhttp::Message::request(
+        b"POST".to_vec(),
+        b"http".to_vec(),
+        upstream.to_string().into_bytes(),
+        b"/upload".to_vec(),
+    );
+    head.put_header("content-type", "application/octet-stream");
+    let mut head_bytes = Vec::new();
+    head.write_bhttp(bhttp::Mode::IndeterminateLength, &mut head_bytes)
+        .unwrap();
+    head_bytes.truncate(head_bytes.len() - 2);
+    const PIECE: usize = 16 * 1024;
+    const PIECES: usize = 1 << 16; // 1 GiB
+    let piece: Vec<u8> = (0..PIECE).map(|i| (i % 251) as u8).collect();
+    let piece_sum: u64 = piece.iter().map(|&b| u64::from(b)).sum();
+    let sealing = client.clone();
+    let stream = futures_util::stream::iter(0..PIECES + 3).map(move |i| {
+        let mut c = sealing.lock().unwrap();
+        let out = match i {
+            0 => start.clone(),
+            1 => c.seal_chunk(&head_bytes, false).unwrap(),
+            i if i == PIECES + 2 => c.seal_chunk(&[0, 0], true).unwrap(),
+            _ => {
+                let mut plain = Vec::with_capacity(PIECE + 4);
+                chunked::write_varint(&mut plain, PIECE as u64);
+                plain.extend_from_slice(&piece);
+                c.seal_chunk(&plain, false).unwrap()
+            }
+        };
+        Ok::<_, std::io::Error>(out)
+    });
+    let started = Instant::now();
+    let res = reqwest::Client::new()
+        .post(format!("{}/.well-known/ohttp-gateway", gw.url))
+        .header("content-type", chunked::REQUEST_MEDIA_TYPE)
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let answer = res.bytes().await.unwrap();
+    let took = started.elapsed();
+    let peak = peak_rss_mib(gw.child.id());
+    let client = client.lock().unwrap();
+    let n = client.response_nonce_len();
+    let mut opener = client.response_opener(&answer[..n]).unwrap();
+    let mut deframer = chunked::Deframer::new();
+    deframer.push(&answer[n..]).unwrap();
+    let mut plain = Vec::new();
+    while let Some(c) = deframer.next_chunk().unwrap() {
+        plain.extend(opener.open_chunk(&c, false).unwrap());
+    }
+    plain.extend(
+        opener
+            .open_chunk(&deframer.finish().unwrap(), true)
+            .unwrap(),
+    );
+    let message = bhttp::Message::read_bhttp(&mut std::io::Cursor::new(&plain)).unwrap();
+    assert_eq!(message.control().status().unwrap().code(), 200);
+    let want = format!("{} {}", PIECE * PIECES, piece_sum * PIECES as u64);
+    assert_eq!(String::from_utf8_lossy(message.content()), want);
+    let mib_s = 1024.0 / took.as_secs_f64();
+    println!(
+        "1 GiB chunked OHTTP upload: {took:?} ({mib_s:.0} MiB/s); gateway RSS idle {idle:.1} MiB, peak {peak:.1} MiB"
+    );
+    assert!(
+        peak < idle + 32.0,
+        "peak RSS {peak:.1} MiB, idle {idle:.1} MiB"
+    );
+}
+
 // === 6. a client that writes its whole body first sees the 413 ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,7 +83,13 @@ impl<'a> Cursor<'a> {
 pub(crate) fn read_head(bytes: &[u8]) -> Result<Option<(Message, Content, usize)>, Malformed> {
     let max = MAX_HEAD_BYTES;
     let outcome = head(&mut Cursor { bytes, at: 0 }, max)?;
-    if outcome.is_none() && bytes.len() > max {
+    // Past the bound whether or not it is whole, so that where the bytes were split
+    // never changes the outcome.
+    let too_long = match &outcome {
+        Some((_, _, used)) => *used > max,
+        None => bytes.len() > max,
+    };
+    if too_long {
         return Err(Malformed);
     }
     Ok(outcome)
@@ -253,9 +259,47 @@ impl Content {
     }
 }
 
+/// Reads a whole message fed in pieces of `step` bytes, as the gateway does: its head
+/// (re-encoded, known-length, without content) and its content, or `None` if it may not
+/// end where `bytes` does. For tests and the fuzz target (the result must not depend on
+/// `step`).
+pub(crate) fn read_in_pieces(bytes: &[u8], step: usize) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut pending = Vec::new();
+    let mut head = None;
+    let mut body = Vec::new();
+    for piece in bytes.chunks(step.max(1)).chain(std::iter::once(&[][..])) {
+        pending.extend_from_slice(piece);
+        if head.is_none()
+            && let Some((m, content, used)) = read_head(&pending).ok()?
+        {
+            pending.drain(..used);
+            head = Some((m, content));
+        }
+        if let Some((_, content)) = &mut head {
+            let mut out = Vec::new();
+            let used = content.read(&pending, &mut out).ok()?;
+            pending.drain(..used);
+            out.iter().for_each(|b| body.extend_from_slice(b));
+        }
+    }
+    let (message, content) = head?;
+    content.finish(&pending).ok()?;
+    let mut encoded = Vec::new();
+    message
+        .write_bhttp(bhttp::Mode::KnownLength, &mut encoded)
+        .ok()?;
+    Some((encoded, body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn read_all(bytes: &[u8], step: usize) -> Option<(Message, Vec<u8>)> {
+        let (head, body) = read_in_pieces(bytes, step)?;
+        let message = Message::read_bhttp(&mut std::io::Cursor::new(&head)).ok()?;
+        Some((message, body))
+    }
 
     fn encoded(mode: bhttp::Mode, content: &[u8]) -> Vec<u8> {
         let mut m = Message::request(
@@ -271,32 +315,6 @@ mod tests {
         let mut out = Vec::new();
         m.write_bhttp(mode, &mut out).unwrap();
         out
-    }
-
-    /// Feeds `bytes` in pieces of `step`: the head, then the content; `None` if the
-    /// message may not end where `bytes` does.
-    fn read_all(bytes: &[u8], step: usize) -> Option<(Message, Vec<u8>)> {
-        let mut pending = Vec::new();
-        let mut head = None;
-        let mut body = Vec::new();
-        for piece in bytes.chunks(step.max(1)).chain(std::iter::once(&[][..])) {
-            pending.extend_from_slice(piece);
-            if head.is_none()
-                && let Some((m, content, used)) = read_head(&pending).ok()?
-            {
-                pending.drain(..used);
-                head = Some((m, content));
-            }
-            if let Some((_, content)) = &mut head {
-                let mut out = Vec::new();
-                let used = content.read(&pending, &mut out).ok()?;
-                pending.drain(..used);
-                out.iter().for_each(|b| body.extend_from_slice(b));
-            }
-        }
-        let (message, content) = head?;
-        content.finish(&pending).ok()?;
-        Some((message, body))
     }
 
     #[test]

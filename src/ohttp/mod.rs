@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, header};
 
 mod chunked;
-mod incremental;
+pub(crate) mod incremental;
 mod inner;
 
 use crate::envelope::ohttp;
