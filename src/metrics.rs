@@ -264,7 +264,7 @@ impl Metrics {
         let r = &mut registry;
         r.register(
             "ohttp_requests",
-            "Oblivious HTTP requests by outcome: forwarded, or refused as bad_media_type, too_large, malformed, unknown_key, decryption_failed, bad_inner_request, target_not_allowed, replayed, date_outside, replay_cache_full, replay_store_unavailable, truncated",
+            "Oblivious HTTP requests by outcome: forwarded, or refused as bad_media_type, too_large, malformed, unknown_key, decryption_failed, bad_inner_request, target_not_allowed, replayed, date_outside, replay_cache_full, replay_store_unavailable, truncated, overloaded",
             ohttp.clone(),
         );
         r.register(

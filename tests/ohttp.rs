@@ -615,3 +615,56 @@ async fn inner_requests_meet_the_same_ingress_and_bounds_as_outer_ones() {
     let problem: serde_json::Value = serde_json::from_slice(answer.content()).unwrap();
     assert_eq!(problem["type"], hpke_gateway::ohttp::DATE_PROBLEM);
 }
+
+/// Oblivious requests take a `max_concurrent_requests` slot like Tink-format ones: with
+/// one slot busy (an inner request to a slow upstream path), the next is refused in the
+/// clear (503, `Retry-After`), and once it is free the next one works.
+#[tokio::test]
+async fn oblivious_requests_take_a_concurrency_slot() {
+    let gw = Gateway::start_with(Options {
+        extra: "max_concurrent_requests = 1\n".into(),
+        trailer: "[ohttp]\nenabled = true\nallowed_targets = [\"https://api.example.com\"]\n"
+            .into(),
+        ..Options::default()
+    })
+    .await;
+    let public = gw.keys.server[0].1.public_key();
+    let (slow, _) = ohttp::seal_request(
+        1,
+        &public,
+        Suite::X25519_AES_128_GCM,
+        &inner_request("GET", "api.example.com", "/slow", b""),
+    )
+    .unwrap();
+    let url = format!("{}/.well-known/ohttp-gateway", gw.url);
+    let (client, slow_url) = (gw.client.clone(), url.clone());
+    let busy = tokio::spawn(async move {
+        client
+            .post(slow_url)
+            .header("content-type", "message/ohttp-req")
+            .body(slow)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let inner = inner_request("POST", "api.example.com", "/1/upload", b"{}");
+    let (request, _) = ohttp::seal_request(1, &public, Suite::X25519_AES_128_GCM, &inner).unwrap();
+    let res = gw
+        .client
+        .post(&url)
+        .header("content-type", "message/ohttp-req")
+        .body(request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert_eq!(busy.await.unwrap(), 200);
+    let (status, answer, _) = post(&gw, &inner).await;
+    assert_eq!(
+        (status, answer.unwrap().control().status().unwrap().code()),
+        (200, 200)
+    );
+}

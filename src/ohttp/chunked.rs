@@ -24,6 +24,7 @@ use crate::envelope::ohttp::chunked::{
     self, Deframer, RequestOpener, ResponseSealer, SEAL_CHUNK_LEN, write_varint,
 };
 use crate::envelope::ohttp::{self as envelope_ohttp, HEADER_LEN};
+use crate::limits::Slot;
 
 /// The most bytes a chunked request may take, outer framing included.
 pub(super) const MAX_REQUEST_BYTES: u64 = 1 << 34;
@@ -146,6 +147,7 @@ impl Chunks {
 pub(super) async fn answer(
     resource: &Resource,
     req: http::Request<Body>,
+    slot: Slot,
 ) -> (Response, &'static str) {
     let state = resource.shared.load_full();
     let mut outer = Outer {
@@ -248,7 +250,7 @@ pub(super) async fn answer(
         Ok(response) => response,
         Err(never) => match never {},
     };
-    (sealed_stream(sealer, response), "forwarded")
+    (sealed_stream(sealer, response, slot), "forwarded")
 }
 
 /// The content of a request whose every chunk has come.
@@ -333,6 +335,7 @@ fn sealed_whole(
 fn sealed_stream(
     (nonce, mut sealer): (Vec<u8>, ResponseSealer),
     response: http::Response<Body>,
+    slot: Slot,
 ) -> Response {
     let (parts, body) = response.into_parts();
     let status = bhttp::StatusCode::try_from(parts.status.as_u16())
@@ -364,12 +367,13 @@ fn sealed_stream(
     opening.extend_from_slice(&first);
     let data = http_body_util::BodyExt::into_data_stream(body);
     let stream = futures_util::stream::try_unfold(
-        (Some(Bytes::from(opening)), data, sealer, false),
-        |(opening, mut data, mut sealer, done)| async move {
+        (Some(Bytes::from(opening)), data, sealer, Some(slot)),
+        |(opening, mut data, mut sealer, slot)| async move {
             if let Some(opening) = opening {
-                return Ok(Some((opening, (None, data, sealer, false))));
+                return Ok(Some((opening, (None, data, sealer, slot))));
             }
-            if done {
+            // The slot is let go with the final chunk.
+            if slot.is_none() {
                 return Ok(None);
             }
             loop {
@@ -386,12 +390,12 @@ fn sealed_stream(
                                 sealer.seal_chunk(&plain, false).map_err(|_| bad("seal"))?;
                             sealed.extend_from_slice(&chunk);
                         }
-                        return Ok(Some((Bytes::from(sealed), (None, data, sealer, false))));
+                        return Ok(Some((Bytes::from(sealed), (None, data, sealer, slot))));
                     }
                     Some(Err(e)) => return Err(std::io::Error::other(e)),
                     None => {
                         let last = sealer.seal_chunk(&[0, 0], true).map_err(|_| bad("seal"))?;
-                        return Ok(Some((Bytes::from(last), (None, data, sealer, true))));
+                        return Ok(Some((Bytes::from(last), (None, data, sealer, None))));
                     }
                 }
             }

@@ -72,6 +72,9 @@ pub struct Resource {
     pub(crate) replay: crate::replay::window::Replay,
     /// Where outcomes are counted (none in benches).
     pub(crate) metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    /// The concurrency slots and buffer budget requests draw from (the gateway's, shared
+    /// with the Tink-format path).
+    pub(crate) admission: std::sync::Arc<crate::limits::Admission>,
 }
 
 impl Resource {
@@ -83,12 +86,20 @@ impl Resource {
         allowed: Vec<String>,
         replay: crate::replay::window::Replay,
     ) -> Self {
+        let ops = crate::config::Ops::default();
+        let admission = crate::limits::Admission::new(
+            ops.max_concurrent_requests,
+            ops.buffer_budget_bytes,
+            ops.buffer_wait,
+            std::sync::Arc::default(),
+        );
         Self {
             shared,
             proxy: upstream,
             allowed: allowed.into(),
             replay,
             metrics: None,
+            admission: std::sync::Arc::new(admission),
         }
     }
 }
@@ -154,8 +165,8 @@ async fn answer(
     resource: &Resource,
     req: http::Request<axum::body::Body>,
 ) -> (Response, &'static str) {
+    use crate::middleware::body::{BudgetWait, Collect, collect_limited};
     use http::StatusCode;
-    use http_body_util::BodyExt as _;
     let media = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -163,10 +174,8 @@ async fn answer(
         .and_then(|v| v.split(';').next())
         .map(str::trim);
     let is = |want: &str| media.is_some_and(|m| m.eq_ignore_ascii_case(want));
-    if is(ohttp::chunked::REQUEST_MEDIA_TYPE) {
-        return chunked::answer(resource, req).await;
-    }
-    if !is(ohttp::REQUEST_MEDIA_TYPE) {
+    let chunked = is(ohttp::chunked::REQUEST_MEDIA_TYPE);
+    if !chunked && !is(ohttp::REQUEST_MEDIA_TYPE) {
         return (
             outer_problem(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -176,34 +185,70 @@ async fn answer(
             "bad_media_type",
         );
     }
+    // A slot among `max_concurrent_requests`, as for the Tink format, held until the
+    // answer is sealed (for a chunked one, until its last chunk is sent).
+    let Ok(slot) = resource.admission.request_slot() else {
+        let mut busy = outer_problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            "too many concurrent requests, retry later",
+        );
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return (busy, "overloaded");
+    };
+    if chunked {
+        return chunked::answer(resource, req, slot).await;
+    }
     let state = resource.shared.load_full();
-    let limited = http_body_util::Limited::new(
-        req.into_body(),
-        usize::try_from(state.max_encrypted_body_bytes).unwrap_or(usize::MAX),
-    );
-    let body = match tokio::time::timeout(state.request_body_timeout, limited.collect()).await {
-        Err(_) => {
+    // The body is held whole: it draws on the buffer budget like a Tink-format body.
+    let limit = state.max_encrypted_body_bytes;
+    let mut held = resource.admission.empty_reservation();
+    let how = Collect {
+        limit,
+        headroom: 0,
+        idle: state.request_body_idle_timeout,
+        too_large: || Error::PayloadTooLarge { limit },
+        read_error: |_: axum::Error| Error::BadRequestBody,
+        timed_out: || Error::RequestTimeout,
+        budget_wait: BudgetWait::Request,
+    };
+    let read = tokio::time::timeout(
+        state.request_body_timeout,
+        collect_limited(req.into_body(), how, &resource.admission, &mut held),
+    )
+    .await
+    .unwrap_or(Err(Error::RequestTimeout));
+    let body = match read {
+        Ok(body) => body,
+        Err(Error::RequestTimeout) => {
             return (
                 outer_problem(StatusCode::REQUEST_TIMEOUT, None, "request body timeout"),
                 "timeout",
             );
         }
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
+        Err(Error::PayloadTooLarge { .. }) => {
             return (
                 outer_problem(StatusCode::PAYLOAD_TOO_LARGE, None, "request too large"),
                 "too_large",
             );
         }
-        Ok(Err(_)) => {
+        Err(Error::BufferBudgetExhausted) => {
+            let mut busy = outer_problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                "the gateway is busy buffering other requests, retry later",
+            );
+            busy.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return (busy, "overloaded");
+        }
+        Err(_) => {
             return (
                 outer_problem(StatusCode::BAD_REQUEST, None, "request body failed"),
                 "malformed",
             );
         }
-        Ok(Ok(collected)) => collected.to_bytes(),
     };
     let header = match ohttp::parse_header(&body) {
         Ok(header) => header,
@@ -271,5 +316,6 @@ async fn answer(
             );
         }
     };
+    drop((held, slot));
     (response, outcome)
 }

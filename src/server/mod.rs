@@ -141,6 +141,7 @@ impl Gateway {
                         self.replay.clone(),
                     ),
                     metrics: Some(self.metrics.clone()),
+                    admission: self.admission.clone(),
                 })
         });
         let hpke = HpkeLayer::from_shared(
