@@ -7,7 +7,9 @@
 //! gateway's error code if it answered itself, the duration to the response head (`ms`),
 //! and the stages that ran within it: `decrypt_ms`, `upstream_ms` (to the upstream's
 //! response head) and `encrypt_ms`. No body, key or header value other than the account
-//! id is ever logged.
+//! id is ever logged. For an Oblivious HTTP request, a second line at debug level names
+//! the inner request's method and path (never at info: an OHTTP client expects the
+//! gateway to keep little of what it sees).
 //!
 //! The same layer counts the request in the [`Metrics`] and the body bytes both ways.
 
@@ -144,6 +146,16 @@ where
                     upstream_ms = ms(timings.upstream),
                     encrypt_ms = ms(timings.encrypt),
                 );
+                // Oblivious HTTP: what the inner request asked for, at debug level only.
+                if let Some(inner) = response.extensions().get::<crate::ohttp::InnerTarget>() {
+                    tracing::debug!(
+                        target: "hpke_gateway::access",
+                        request_id = id.to_str().unwrap_or("-"),
+                        inner_method = %inner.method,
+                        inner_path = inner.path,
+                        "oblivious request forwarded",
+                    );
+                }
             }
             response.headers_mut().insert(REQUEST_ID, id);
             Ok(response)

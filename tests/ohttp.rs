@@ -668,3 +668,43 @@ async fn oblivious_requests_take_a_concurrency_slot() {
         (200, 200)
     );
 }
+
+/// The access log names the inner request's method and path at debug level only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inner_target_is_logged_at_debug_level_only() {
+    let (_upstream, up_addr) = support::Upstream::start().await;
+    let info = support::served::Served::start(
+        up_addr,
+        "[ohttp]\nenabled = true\nallowed_targets = [\"https://api.example.com\"]\n",
+    )
+    .await;
+    let debug = support::served::Served::spawn(&info.config_path(), &[("RUST_LOG", "debug")], &[]);
+    for served in [&info, &debug] {
+        let keys = key_configs(&served.client, &served.url).await;
+        let client = ::ohttp::ClientRequest::from_encoded_config_list(&keys).unwrap();
+        let (request, _) = client
+            .encapsulate(&inner_request(
+                "PUT",
+                "api.example.com",
+                "/inner-secret?q=1",
+                b"{}",
+            ))
+            .unwrap();
+        let res = served
+            .client
+            .post(format!("{}/.well-known/ohttp-gateway", served.url))
+            .header("content-type", "message/ohttp-req")
+            .body(request)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        served.wait_log("path=\"/.well-known/ohttp-gateway\"", 1).await;
+    }
+    assert_eq!(info.count_log("inner-secret"), 0, "at info level");
+    debug.wait_log("oblivious request forwarded", 1).await;
+    let line = debug.log_line("oblivious request forwarded");
+    assert!(line.contains("inner_method=PUT"), "{line}");
+    assert!(line.contains("inner_path=\"/inner-secret\""), "{line}");
+    assert!(!line.contains("q=1"), "never the query: {line}");
+}

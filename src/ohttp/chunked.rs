@@ -228,6 +228,7 @@ pub(super) async fn answer(
         Ok(request) => request,
         Err((refusal, outcome)) => return (sealed_whole(sealer, &refusal), outcome),
     };
+    let target = super::InnerTarget::of(&request);
     let (parts, _) = request.into_parts();
     let body = if chunks.finished {
         // The whole request came already (a small one): forwarded whole, with its length.
@@ -250,7 +251,9 @@ pub(super) async fn answer(
         Ok(response) => response,
         Err(never) => match never {},
     };
-    (sealed_stream(sealer, response, slot), "forwarded")
+    let mut response = sealed_stream(sealer, response, slot);
+    response.extensions_mut().insert(target);
+    (response, "forwarded")
 }
 
 /// The content of a request whose every chunk has come.

@@ -49,10 +49,11 @@ pub(super) async fn forward(
     state: &LiveState,
     inner: &[u8],
     enc: &[u8],
-) -> (Message, &'static str) {
-    match exchange(resource, state, inner, enc).await {
-        Ok(answer) => (answer, "forwarded"),
-        Err((answer, outcome)) => (answer, outcome),
+) -> (Message, &'static str, Option<super::InnerTarget>) {
+    let mut target = None;
+    match exchange(resource, state, inner, enc, &mut target).await {
+        Ok(answer) => (answer, "forwarded", target),
+        Err((answer, outcome)) => (answer, outcome, target),
     }
 }
 
@@ -61,10 +62,12 @@ async fn exchange(
     state: &LiveState,
     inner: &[u8],
     enc: &[u8],
+    target: &mut Option<super::InnerTarget>,
 ) -> Result<Message, (Message, &'static str)> {
     let message = read_request(inner)
         .ok_or_else(|| (error_message(Error::BadInnerRequest), "bad_inner_request"))?;
     let request = admit(resource, state, &message, enc).await?;
+    *target = Some(super::InnerTarget::of(&request));
     let response = match resource.proxy.clone().oneshot(request).await {
         Ok(response) => response,
         Err(never) => match never {},

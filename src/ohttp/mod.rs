@@ -112,6 +112,26 @@ impl std::fmt::Debug for Resource {
     }
 }
 
+/// The method and path (without its query) of a forwarded inner request, as a response
+/// extension: the access log writes them at debug level only (an OHTTP client expects
+/// the gateway to keep little of what it sees).
+#[derive(Debug, Clone)]
+pub struct InnerTarget {
+    /// The inner request's method.
+    pub method: http::Method,
+    /// Its path, without the query.
+    pub path: String,
+}
+
+impl InnerTarget {
+    fn of<B>(request: &http::Request<B>) -> Self {
+        Self {
+            method: request.method().clone(),
+            path: request.uri().path().to_owned(),
+        }
+    }
+}
+
 /// RFC 9458 §6.5.2's problem type for a `Date` outside the replay window.
 pub const DATE_PROBLEM: &str = "https://iana.org/assignments/http-problem-types#date";
 
@@ -286,7 +306,8 @@ async fn answer(
             );
         }
     };
-    let (answer, outcome) = inner::forward(resource, &state, &inner, response_key.enc()).await;
+    let (answer, outcome, target) =
+        inner::forward(resource, &state, &inner, response_key.enc()).await;
     let mut encoded = Vec::new();
     if answer
         .write_bhttp(bhttp::Mode::KnownLength, &mut encoded)
@@ -316,6 +337,10 @@ async fn answer(
             );
         }
     };
+    let mut response = response;
+    if let Some(target) = target {
+        response.extensions_mut().insert(target);
+    }
     drop((held, slot));
     (response, outcome)
 }
