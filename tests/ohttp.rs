@@ -699,7 +699,9 @@ async fn the_inner_target_is_logged_at_debug_level_only() {
             .await
             .unwrap();
         assert_eq!(res.status(), 200);
-        served.wait_log("path=\"/.well-known/ohttp-gateway\"", 1).await;
+        served
+            .wait_log("path=\"/.well-known/ohttp-gateway\"", 1)
+            .await;
     }
     assert_eq!(info.count_log("inner-secret"), 0, "at info level");
     debug.wait_log("oblivious request forwarded", 1).await;

@@ -279,3 +279,23 @@ async fn truncated_tampered_and_oversized_chunked_requests_are_never_forwarded_w
     assert_eq!(status, 200);
     assert_eq!(open_response(&client, &answer).0.content(), b"ok");
 }
+
+/// A head that trickles in (each piece within the idle timeout) is cut off at
+/// `request_body_timeout` with a 408 in the clear, and nothing is forwarded.
+#[tokio::test]
+async fn a_head_that_trickles_in_meets_the_request_body_timeout() {
+    let gw = Gateway::start_with(Options {
+        request_body_timeout_ms: 1000,
+        trailer: "[ohttp]\nenabled = true\nallowed_targets = [\"https://api.example.com\"]\n"
+            .into(),
+        ..Options::default()
+    })
+    .await;
+    let inner = inner_request("POST", "/1/upload", b"slow");
+    let (pieces, _) = sealed_pieces(&gw, &inner, 1);
+    let started = std::time::Instant::now();
+    let (status, _, _) = post_pieces(&gw, pieces, Duration::from_millis(300)).await;
+    assert_eq!(status, 408);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(gw.upstream.count(), 0);
+}

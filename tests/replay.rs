@@ -60,16 +60,33 @@ async fn a_tink_request_sent_again_within_its_accounts_window_is_refused() {
         (4023, "replayed request".into())
     );
     assert_eq!(gw.upstream.count(), 1, "a replay is never forwarded");
+    // The Tink prefix is not bound into HPKE: the same envelope without it still opens,
+    // and is the same request (a hostile review found it taken for a new one).
+    let res = gw
+        .encrypted_post("/1/upload", "ACCT-REPLAY", sealed[5..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(support::error_code(res).await.0, 4023);
+    assert_eq!(gw.upstream.count(), 1);
 
     // The same plaintext sealed again (a new encapsulated key) is a new request, and an
     // account without the window forwards a repeated ciphertext as before.
     let again = gw.seal(1, false, "ACCT-REPLAY", plaintext);
     let res = gw
-        .encrypted_post("/1/upload", "ACCT-REPLAY", again)
+        .encrypted_post("/1/upload", "ACCT-REPLAY", again.clone())
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+    // ... and a RAW one with a prefix added is the same request too.
+    let prefixed = [&[1u8, 0, 0, 0, 1][..], &again].concat();
+    let res = gw
+        .encrypted_post("/1/upload", "ACCT-REPLAY", prefixed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(support::error_code(res).await.0, 4023);
     let plain = gw.seal(1, true, "ACCT-1", plaintext);
     for _ in 0..2 {
         let res = gw
@@ -296,4 +313,41 @@ async fn replays_are_refused_across_two_replicas_sharing_redis_and_a_stopped_sto
         }
     }
     a.wait_log("replay store reachable again", 1).await;
+}
+
+/// A request the gateway itself refuses after entering it (no concurrency slot: 503,
+/// `Retry-After`) is taken back out, so the client's retry of the same bytes is not a
+/// replay (a hostile review found it refused as one).
+#[tokio::test]
+async fn a_request_refused_for_want_of_a_slot_may_be_retried_as_is() {
+    let gw = Gateway::start_with(Options {
+        extra: "max_concurrent_requests = 1\n".into(),
+        trailer: REPLAY_ACCOUNT.into(),
+        ..Options::default()
+    })
+    .await;
+    let slow = gw.seal(1, true, "ACCT-REPLAY", b"{}");
+    let busy = gw.encrypted_post("/slow", "ACCT-REPLAY", slow).send();
+    let busy = tokio::spawn(busy);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sealed = gw.seal(1, true, "ACCT-REPLAY", br#"{"d":[]}"#);
+    let res = gw
+        .encrypted_post("/1/upload", "ACCT-REPLAY", sealed.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(support::error_code(res).await.0, 5004);
+    assert_eq!(busy.await.unwrap().unwrap().status(), 200);
+    let res = gw
+        .encrypted_post("/1/upload", "ACCT-REPLAY", sealed.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = gw
+        .encrypted_post("/1/upload", "ACCT-REPLAY", sealed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(support::error_code(res).await.0, 4023);
 }

@@ -239,10 +239,17 @@ pub struct StoreUrl(pub String);
 
 impl std::fmt::Debug for StoreUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (scheme, rest) = self.0.split_once("://").unwrap_or(("?", &self.0));
-        let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-        let host = host.split('/').next().unwrap_or_default();
-        write!(f, "{scheme}://{host}")
+        let (scheme, rest) = self.0.split_once("://").unwrap_or(("?", ""));
+        // No query or fragment (a Unix socket's password goes there), no user info (up
+        // to the last `@`, as URL parsers read it), and of the rest only the host, or
+        // the socket's path when there is no host.
+        let rest = rest.split(['?', '#']).next().unwrap_or_default();
+        let rest = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
+        match rest.split_once('/') {
+            Some(("", path)) => write!(f, "{scheme}:///{path}"),
+            Some((host, _)) => write!(f, "{scheme}://{host}"),
+            None => write!(f, "{scheme}://{rest}"),
+        }
     }
 }
 

@@ -447,6 +447,9 @@ where
         .try_into_mut()
         .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
 
+    // The replay entry made for this request, if any: taken back if the gateway itself
+    // refuses the request before forwarding it.
+    let mut entered: Option<(String, Vec<u8>)> = None;
     let plaintext = if sealed.is_empty() {
         if !is_bodyless_method(&parts.method) {
             return Err(Error::BodyNotEncrypted);
@@ -458,9 +461,10 @@ where
         }
         // With a replay window, the encapsulated key (after a Tink prefix, if any) is in
         // the body's first bytes; they are kept before the open consumes the body.
+        let sealed_len = sealed.len();
         let head = sealer
             .replay_window()
-            .map(|_| Bytes::copy_from_slice(&sealed[..sealed.len().min(REPLAY_HEAD_MAX)]));
+            .map(|_| Bytes::copy_from_slice(&sealed[..sealed_len.min(REPLAY_HEAD_MAX)]));
         let started = Instant::now();
         let opened = state
             .server_keys
@@ -483,10 +487,20 @@ where
         {
             // Only a request that opened gets here: a forgery cannot take a real
             // request's place in the store.
-            let enc = &head[..head.len().min(TINK_PREFIX_LEN + suite.kem.enc_len())];
+            // Exactly `enc`, wherever the envelope started: the Tink prefix is not bound
+            // into HPKE, so a copy with the prefix added or stripped opens too and must
+            // be the same entry. The envelope is `enc || ct || tag` to the end.
+            let enc_len = suite.kem.enc_len();
+            let offset = sealed_len
+                .checked_sub(plaintext.len() + suite.aead.tag_len() + enc_len)
+                .ok_or(Error::DecryptionFailed)?;
+            let enc = head
+                .get(offset..offset + enc_len)
+                .ok_or(Error::DecryptionFailed)?;
             let scope = format!("tink:{}", String::from_utf8_lossy(sealer.info()));
             match store.enter(&scope, enc, window, &parts.method).await {
-                Verdict::Fresh | Verdict::Unchecked => {}
+                Verdict::Fresh => entered = Some((scope, enc.to_vec())),
+                Verdict::Unchecked => {}
                 Verdict::Replayed => return Err(Error::Replayed),
                 Verdict::StoreUnavailable => return Err(Error::ReplayStoreUnavailable),
                 Verdict::Full | Verdict::DateOutside => return Err(Error::ReplayCacheFull),
@@ -504,7 +518,13 @@ where
     parts.headers.remove(header::TRANSFER_ENCODING);
     parts.headers.remove(header::CONTENT_ENCODING);
     let req = Request::from_parts(parts, body::held_buffer(plaintext, held));
-    forward_for_encrypted_response(state, inner, req, sealer).await
+    let result = forward_for_encrypted_response(state, inner, req, sealer).await;
+    if let (Err(Error::Overloaded), Some((scope, enc)), Some(store)) =
+        (&result, &entered, state.replay)
+    {
+        store.forget(scope, enc).await;
+    }
+    result
 }
 
 /// Forwards a request whose answer is to be encrypted, and encrypts it.

@@ -18,7 +18,7 @@ use futures_util::StreamExt as _;
 use http::{HeaderValue, StatusCode, header};
 use tower::ServiceExt as _;
 
-use super::incremental::{Content, read_head};
+use super::incremental::{Content, HeadReader};
 use super::{Resource, inner, outer_problem, unknown_key};
 use crate::envelope::ohttp::chunked::{
     self, Deframer, RequestOpener, ResponseSealer, SEAL_CHUNK_LEN, write_varint,
@@ -87,17 +87,24 @@ impl From<envelope_ohttp::Error> for Failure {
     }
 }
 
-/// The client's body, read with an idle timeout.
+/// The client's body, read with an idle timeout, and until the inner head is whole
+/// within `request_body_timeout` too (a head sent a byte per idle period must not hold
+/// a connection and a slot for days).
 struct Outer {
     body: http_body_util::BodyDataStream<Body>,
     idle: Duration,
+    deadline: Option<tokio::time::Instant>,
     read: u64,
 }
 
 impl Outer {
     /// The next bytes, `None` at the end.
     async fn next(&mut self) -> Result<Option<Bytes>, Failure> {
-        match tokio::time::timeout(self.idle, self.body.next()).await {
+        let mut until = tokio::time::Instant::now() + self.idle;
+        if let Some(deadline) = self.deadline {
+            until = until.min(deadline);
+        }
+        match tokio::time::timeout_at(until, self.body.next()).await {
             Err(_) => Err(Failure::Timeout),
             Ok(None) => Ok(None),
             Ok(Some(Err(_))) => Err(Failure::Body),
@@ -153,6 +160,7 @@ pub(super) async fn answer(
     let mut outer = Outer {
         body: http_body_util::BodyExt::into_data_stream(req.into_body()),
         idle: state.request_body_idle_timeout,
+        deadline: Some(tokio::time::Instant::now() + state.request_body_timeout),
         read: 0,
     };
     // The header and `enc`, in the clear; whatever follows them starts the chunks.
@@ -203,6 +211,7 @@ pub(super) async fn answer(
     // The head: read until it is whole. Failures so far are answered in the clear, as
     // for a request that does not open (the RFC's answer to a bad encapsulation).
     let mut pending = Vec::new();
+    let mut head = HeadReader::default();
     let (message, content) = loop {
         match chunks.next().await {
             Ok(Some(plain)) => pending.extend_from_slice(&plain),
@@ -212,7 +221,7 @@ pub(super) async fn answer(
             }
             Err(failure) => return failure.outer(),
         }
-        match read_head(&pending) {
+        match head.read(&pending) {
             Ok(Some((message, content, used))) => {
                 pending.drain(..used);
                 break (message, content);
@@ -228,6 +237,9 @@ pub(super) async fn answer(
         Ok(request) => request,
         Err((refusal, outcome)) => return (sealed_whole(sealer, &refusal), outcome),
     };
+    // The head is whole: from here the content streams, each read within the idle
+    // timeout (a large upload may take longer than `request_body_timeout`).
+    chunks.outer.deadline = None;
     let target = super::InnerTarget::of(&request);
     let (parts, _) = request.into_parts();
     let body = if chunks.finished {
@@ -251,7 +263,7 @@ pub(super) async fn answer(
         Ok(response) => response,
         Err(never) => match never {},
     };
-    let mut response = sealed_stream(sealer, response, slot);
+    let mut response = sealed_stream(sealer, response, slot, state.upstream_timeout());
     response.extensions_mut().insert(target);
     (response, "forwarded")
 }
@@ -339,6 +351,7 @@ fn sealed_stream(
     (nonce, mut sealer): (Vec<u8>, ResponseSealer),
     response: http::Response<Body>,
     slot: Slot,
+    idle: Duration,
 ) -> Response {
     let (parts, body) = response.into_parts();
     let status = bhttp::StatusCode::try_from(parts.status.as_u16())
@@ -371,7 +384,7 @@ fn sealed_stream(
     let data = http_body_util::BodyExt::into_data_stream(body);
     let stream = futures_util::stream::try_unfold(
         (Some(Bytes::from(opening)), data, sealer, Some(slot)),
-        |(opening, mut data, mut sealer, slot)| async move {
+        move |(opening, mut data, mut sealer, slot)| async move {
             if let Some(opening) = opening {
                 return Ok(Some((opening, (None, data, sealer, slot))));
             }
@@ -380,7 +393,13 @@ fn sealed_stream(
                 return Ok(None);
             }
             loop {
-                match data.next().await {
+                // An upstream that stops sending ends the answer without its final
+                // chunk (the client sees it cut short), as `upstream_timeout` bounds a
+                // whole answer elsewhere.
+                let next = tokio::time::timeout(idle, data.next())
+                    .await
+                    .map_err(|_| bad("the upstream's body stalled"))?;
+                match next {
                     Some(Ok(bytes)) if bytes.is_empty() => {}
                     Some(Ok(bytes)) => {
                         let mut sealed = Vec::new();

@@ -78,58 +78,116 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// The request's head, if all of it has arrived: the message (without content) and the
-/// reader of its content, and how many bytes of `bytes` it took.
+/// The request's head in one call (a buffer that grows between calls goes to one
+/// [`HeadReader`]).
+#[cfg(test)]
 pub(crate) fn read_head(bytes: &[u8]) -> Result<Option<(Message, Content, usize)>, Malformed> {
-    let max = MAX_HEAD_BYTES;
-    let outcome = head(&mut Cursor { bytes, at: 0 }, max)?;
-    // Past the bound whether or not it is whole, so that where the bytes were split
-    // never changes the outcome.
-    let too_long = match &outcome {
-        Some((_, _, used)) => *used > max,
-        None => bytes.len() > max,
-    };
-    if too_long {
-        return Err(Malformed);
-    }
-    Ok(outcome)
+    HeadReader::default().read(bytes)
 }
 
-fn head(c: &mut Cursor<'_>, max: usize) -> Result<Option<(Message, Content, usize)>, Malformed> {
-    let framing = match need!(c.varint()) {
-        0 => Framing::KnownLength,
-        2 => Framing::Indeterminate,
-        _ => return Err(Malformed),
-    };
-    let method = need!(c.prefixed(max)?).to_vec();
-    let scheme = need!(c.prefixed(max)?).to_vec();
-    let authority = need!(c.prefixed(max)?).to_vec();
-    let path = need!(c.prefixed(max)?).to_vec();
-    let mut message = Message::request(method, scheme, authority, path);
-    match framing {
-        Framing::KnownLength => {
-            let section = need!(c.prefixed(max)?);
-            let mut fields = Cursor {
-                bytes: section,
-                at: 0,
-            };
-            while fields.at < section.len() {
-                // Inside a whole section, a field cut short is malformed, not "more".
-                let name = fields.prefixed(max)?.ok_or(Malformed)?;
-                let value = fields.prefixed(max)?.ok_or(Malformed)?;
-                message.put_header(name, value);
-            }
+/// Reads a request head from a buffer that grows between calls, taking each whole item
+/// (the framing, each control string, each field) once: a head that arrives a byte at a
+/// time costs time linear in its length, not quadratic.
+#[derive(Debug, Default)]
+pub(crate) struct HeadReader {
+    /// Bytes of the buffer taken so far (whole items only).
+    at: usize,
+    framing: Option<Framing>,
+    /// Method, scheme, authority, path, as they come.
+    control: Vec<Vec<u8>>,
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl HeadReader {
+    /// The head, once `bytes` (everything received so far, from the message's first
+    /// byte) holds all of it: its message (without content), the reader of its content, and
+    /// how many bytes it took.
+    pub(crate) fn read(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<Option<(Message, Content, usize)>, Malformed> {
+        let max = MAX_HEAD_BYTES;
+        let outcome = self.resume(bytes, max)?;
+        // Past the bound whether or not it is whole, so that where the bytes were split
+        // never changes the outcome.
+        let too_long = match &outcome {
+            Some((_, _, used)) => *used > max,
+            None => bytes.len() > max,
+        };
+        if too_long {
+            return Err(Malformed);
         }
-        Framing::Indeterminate => loop {
-            let name = need!(c.prefixed(max)?);
-            if name.is_empty() {
-                break;
-            }
-            let value = need!(c.prefixed(max)?);
-            message.put_header(name, value);
-        },
+        Ok(outcome)
     }
-    Ok(Some((message, Content::new(framing), c.at)))
+
+    fn resume(
+        &mut self,
+        bytes: &[u8],
+        max: usize,
+    ) -> Result<Option<(Message, Content, usize)>, Malformed> {
+        let mut c = Cursor { bytes, at: self.at };
+        let framing = match self.framing {
+            Some(framing) => framing,
+            None => {
+                let framing = match need!(c.varint()) {
+                    0 => Framing::KnownLength,
+                    2 => Framing::Indeterminate,
+                    _ => return Err(Malformed),
+                };
+                self.framing = Some(framing);
+                self.at = c.at;
+                framing
+            }
+        };
+        while self.control.len() < 4 {
+            let item = need!(c.prefixed(max)?).to_vec();
+            self.control.push(item);
+            self.at = c.at;
+        }
+        match framing {
+            Framing::KnownLength => {
+                let section = need!(c.prefixed(max)?);
+                let mut fields = Cursor {
+                    bytes: section,
+                    at: 0,
+                };
+                while fields.at < section.len() {
+                    // Inside a whole section, a field cut short is malformed, not "more".
+                    let name = fields.prefixed(max)?.ok_or(Malformed)?;
+                    let value = fields.prefixed(max)?.ok_or(Malformed)?;
+                    self.field(name, value)?;
+                }
+                self.at = c.at;
+            }
+            Framing::Indeterminate => loop {
+                let name = need!(c.prefixed(max)?);
+                if name.is_empty() {
+                    self.at = c.at;
+                    break;
+                }
+                let value = need!(c.prefixed(max)?);
+                self.field(name, value)?;
+                self.at = c.at;
+            },
+        }
+        let [method, scheme, authority, path]: [Vec<u8>; 4] = std::mem::take(&mut self.control)
+            .try_into()
+            .map_err(|_| Malformed)?;
+        let mut message = Message::request(method, scheme, authority, path);
+        for (name, value) in std::mem::take(&mut self.fields) {
+            message.put_header(name, value);
+        }
+        Ok(Some((message, Content::new(framing), self.at)))
+    }
+
+    /// Keeps a field; more than an inner request may have is refused here already.
+    fn field(&mut self, name: &[u8], value: &[u8]) -> Result<(), Malformed> {
+        if self.fields.len() >= super::inner::MAX_FIELDS {
+            return Err(Malformed);
+        }
+        self.fields.push((name.to_vec(), value.to_vec()));
+        Ok(())
+    }
 }
 
 /// Where the content reader is.
@@ -266,11 +324,12 @@ impl Content {
 pub(crate) fn read_in_pieces(bytes: &[u8], step: usize) -> Option<(Vec<u8>, Vec<u8>)> {
     let mut pending = Vec::new();
     let mut head = None;
+    let mut reader = HeadReader::default();
     let mut body = Vec::new();
     for piece in bytes.chunks(step.max(1)).chain(std::iter::once(&[][..])) {
         pending.extend_from_slice(piece);
         if head.is_none()
-            && let Some((m, content, used)) = read_head(&pending).ok()?
+            && let Some((m, content, used)) = reader.read(&pending).ok()?
         {
             pending.drain(..used);
             head = Some((m, content));

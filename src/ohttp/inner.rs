@@ -22,7 +22,7 @@ use crate::replay::Verdict;
 use crate::state::LiveState;
 
 /// Most fields an inner request may have (as `max_header_bytes` bounds its bytes).
-const MAX_FIELDS: usize = 100;
+pub(super) const MAX_FIELDS: usize = 100;
 
 /// A field's value by name, whatever the case the client wrote it in (the `bhttp` crate
 /// compares names byte for byte).

@@ -28,6 +28,17 @@ struct Seen {
 }
 
 impl Memory {
+    /// Removes `digest`'s entry under `scope` (the gateway refused the request itself
+    /// after entering it, so the client's retry is not a replay).
+    pub fn forget(&self, scope: &str, digest: &[u8; 16]) {
+        let key = scoped(scope, digest);
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .expiry
+            .remove(&key);
+    }
+
     /// Enters `digest` under `scope` for `lifetime`, unless a live entry has it.
     pub fn enter(&self, scope: &str, digest: &[u8; 16], lifetime: Duration) -> Verdict {
         self.enter_at(scope, digest, lifetime, Instant::now())
@@ -58,7 +69,14 @@ impl Memory {
             return Verdict::Replayed;
         }
         if seen.expiry.len() >= MAX_ENTRIES {
-            return Verdict::Full;
+            // Entries of a short-lived scope may be dead behind a long-lived one at the
+            // front of the queue: drop every dead entry before calling it full.
+            seen.expiry.retain(|_, e| *e > now);
+            let Seen { order, expiry } = &mut *seen;
+            order.retain(|(e, k)| expiry.get(k) == Some(e));
+            if seen.expiry.len() >= MAX_ENTRIES {
+                return Verdict::Full;
+            }
         }
         let expires = now + lifetime;
         seen.expiry.insert(key, expires);
@@ -98,6 +116,38 @@ mod tests {
         let t5 = t0 + Duration::from_secs(5);
         assert_eq!(memory.enter_at("ohttp", &a, life, t5), Verdict::Fresh);
         assert_eq!(memory.enter_at("ohttp", &a, life, t5), Verdict::Replayed);
+    }
+
+    #[test]
+    fn dead_entries_behind_a_long_lived_one_do_not_fill_the_store() {
+        let memory = Memory::default();
+        let t0 = Instant::now();
+        assert_eq!(
+            memory.enter_at("long", &[0; 16], Duration::from_secs(3600), t0),
+            Verdict::Fresh
+        );
+        for i in 1..MAX_ENTRIES as u32 {
+            let mut d = [0u8; 16];
+            d[..4].copy_from_slice(&i.to_be_bytes());
+            assert_eq!(
+                memory.enter_at("short", &d, Duration::from_secs(2), t0),
+                Verdict::Fresh
+            );
+        }
+        let t3 = t0 + Duration::from_secs(3);
+        assert_eq!(
+            memory.enter_at("short", &[9; 16], Duration::from_secs(2), t3),
+            Verdict::Fresh
+        );
+        assert_eq!(
+            memory.enter_at("long", &[0; 16], Duration::from_secs(3600), t3),
+            Verdict::Replayed
+        );
+        memory.forget("long", &[0; 16]);
+        assert_eq!(
+            memory.enter_at("long", &[0; 16], Duration::from_secs(3600), t3),
+            Verdict::Fresh
+        );
     }
 
     #[test]

@@ -165,6 +165,19 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Removes `enc`'s entry under `scope`: the gateway refused the request itself after
+    /// entering it (no concurrency slot), so the client's retry of the same bytes must not
+    /// be taken for a replay. Best effort for the shared store.
+    pub async fn forget(&self, scope: &str, enc: &[u8]) {
+        let digest = digest(enc);
+        match &self.backend {
+            Backend::Memory(m) => m.forget(scope, &digest),
+            Backend::Valkey(v) => v.forget(scope, &digest).await,
+        }
+    }
+}
+
 /// The first 16 bytes of SHA-256 of `enc`: what is kept instead of the key itself.
 fn digest(enc: &[u8]) -> [u8; 16] {
     let mut out = [0u8; 16];
@@ -189,6 +202,34 @@ mod tests {
         assert!(Unavailable::Allow.lets_through(&Method::POST));
         assert_eq!(Unavailable::parse("refuse"), Some(Unavailable::Refuse));
         assert_eq!(Unavailable::parse("open"), None);
+    }
+
+    #[test]
+    fn store_urls_never_show_a_password() {
+        use crate::config::StoreUrl;
+        for (url, shown) in [
+            (
+                "redis://:hunter2@valkey.internal:6379/0",
+                "redis://valkey.internal:6379",
+            ),
+            ("redis://user:p@ss@host/1", "redis://host"),
+            (
+                "unix:///run/valkey.sock?pass=hunter2@prod",
+                "unix:///run/valkey.sock",
+            ),
+            (
+                "valkey+unix:///run/v.sock#hunter2",
+                "valkey+unix:///run/v.sock",
+            ),
+            ("garbage-hunter2", "?://"),
+        ] {
+            let debug = format!("{:?}", StoreUrl(url.into()));
+            assert_eq!(debug, shown);
+            assert!(
+                !debug.contains("hunter2") && !debug.contains("prod"),
+                "{debug}"
+            );
+        }
     }
 
     /// The shared store's timeout path, with nothing listening: a POST is refused, a GET

@@ -52,13 +52,7 @@ impl Valkey {
         digest: &[u8; 16],
         lifetime: Duration,
     ) -> Result<bool, String> {
-        let mut key = String::with_capacity(self.prefix.len() + scope.len() + 33);
-        key.push_str(&self.prefix);
-        key.push_str(scope);
-        key.push(':');
-        for b in digest {
-            let _ = write!(key, "{b:02x}");
-        }
+        let key = self.key(scope, digest);
         let millis = u64::try_from(lifetime.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -77,6 +71,30 @@ impl Valkey {
             redis::Value::Nil => Ok(false),
             other => Err(format!("unexpected reply to SET NX: {other:?}")),
         }
+    }
+
+    /// Deletes the key (best effort, within the timeout).
+    pub async fn forget(&self, scope: &str, digest: &[u8; 16]) {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.key(scope, digest));
+        if let Ok(mut connection) = self.connection() {
+            let _ = tokio::time::timeout(
+                self.timeout,
+                cmd.query_async::<redis::Value>(&mut connection),
+            )
+            .await;
+        }
+    }
+
+    fn key(&self, scope: &str, digest: &[u8; 16]) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + scope.len() + 33);
+        key.push_str(&self.prefix);
+        key.push_str(scope);
+        key.push(':');
+        for b in digest {
+            let _ = write!(key, "{b:02x}");
+        }
+        key
     }
 
     /// This worker's connection, made (lazily: it connects on first command) if it has
