@@ -427,15 +427,22 @@ fn peak_rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
-/// An upstream that streams each request body back, buffering nothing.
-async fn echo_upstream() -> SocketAddr {
-    let app = axum::Router::new().fallback(|req: axum::extract::Request| async move {
-        axum::response::Response::new(req.into_body())
-    });
+/// Serves `app` on a free port of 127.0.0.1.
+async fn serve(app: axum::Router) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
+}
+
+/// An upstream that streams each request body back, buffering nothing.
+async fn echo_upstream() -> SocketAddr {
+    serve(
+        axum::Router::new().fallback(|req: axum::extract::Request| async move {
+            axum::response::Response::new(req.into_body())
+        }),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -537,10 +544,7 @@ async fn counting_upstream() -> SocketAddr {
         }
         format!("{len} {sum}")
     });
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    serve(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -187,14 +187,7 @@ async fn post(gw: &Gateway, inner: &[u8]) -> (u16, Option<bhttp::Message>, Vec<u
     let public = gw.keys.server[0].1.public_key();
     let (request, client) =
         ohttp::seal_request(1, &public, Suite::X25519_AES_128_GCM, inner).unwrap();
-    let res = gw
-        .client
-        .post(format!("{}/.well-known/ohttp-gateway", gw.url))
-        .header("content-type", "message/ohttp-req")
-        .body(request)
-        .send()
-        .await
-        .unwrap();
+    let res = support::post_ohttp(&gw.client, &gw.url, "message/ohttp-req", request).await;
     let status = res.status().as_u16();
     let media = res.headers().get("content-type").cloned();
     let body = res.bytes().await.unwrap().to_vec();
@@ -346,14 +339,7 @@ async fn the_ohttp_crates_client_round_trips_through_the_gateway() {
         let client = ::ohttp::ClientRequest::from_encoded_config_list(&keys).unwrap();
         let inner = inner_request("POST", "api.example.com", "/1/upload", body);
         let (request, response_reader) = client.encapsulate(&inner).unwrap();
-        let res = gw
-            .client
-            .post(format!("{}/.well-known/ohttp-gateway", gw.url))
-            .header("content-type", "message/ohttp-req")
-            .body(request)
-            .send()
-            .await
-            .unwrap();
+        let res = support::post_ohttp(&gw.client, &gw.url, "message/ohttp-req", request).await;
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["content-type"], "message/ohttp-res");
         let sealed = res.bytes().await.unwrap();
@@ -690,14 +676,8 @@ async fn the_inner_target_is_logged_at_debug_level_only() {
                 b"{}",
             ))
             .unwrap();
-        let res = served
-            .client
-            .post(format!("{}/.well-known/ohttp-gateway", served.url))
-            .header("content-type", "message/ohttp-req")
-            .body(request)
-            .send()
-            .await
-            .unwrap();
+        let res =
+            support::post_ohttp(&served.client, &served.url, "message/ohttp-req", request).await;
         assert_eq!(res.status(), 200);
         served
             .wait_log("path=\"/.well-known/ohttp-gateway\"", 1)

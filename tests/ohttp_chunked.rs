@@ -64,14 +64,13 @@ async fn post_pieces(
         tokio::time::sleep(pause).await;
         Ok::<_, std::io::Error>(p)
     });
-    let res = gw
-        .client
-        .post(format!("{}/.well-known/ohttp-gateway", gw.url))
-        .header("content-type", "message/ohttp-chunked-req")
-        .body(reqwest::Body::wrap_stream(stream))
-        .send()
-        .await
-        .unwrap();
+    let res = support::post_ohttp(
+        &gw.client,
+        &gw.url,
+        "message/ohttp-chunked-req",
+        reqwest::Body::wrap_stream(stream),
+    )
+    .await;
     let status = res.status().as_u16();
     let media = res
         .headers()
@@ -196,14 +195,7 @@ async fn the_ohttp_crates_chunked_client_round_trips_through_the_gateway() {
     writer.write_all(&inner).await.unwrap();
     writer.close().await.unwrap();
     let sealed = sealed.0.lock().unwrap().clone();
-    let res = gw
-        .client
-        .post(format!("{}/.well-known/ohttp-gateway", gw.url))
-        .header("content-type", "message/ohttp-chunked-req")
-        .body(sealed)
-        .send()
-        .await
-        .unwrap();
+    let res = support::post_ohttp(&gw.client, &gw.url, "message/ohttp-chunked-req", sealed).await;
     assert_eq!(res.status(), 200);
     let answer = res.bytes().await.unwrap();
     let mut reader = writer

@@ -16,6 +16,14 @@ use support::{Gateway, Options};
 /// An account that remembers its requests' encapsulated keys for 30 s (ACCT-1's key).
 const REPLAY_ACCOUNT: &str = "\n[[accounts]]\nid = \"ACCT-REPLAY\"\nencryption = true\npublic_keys = [\"acct-1.pub.pem\"]\nreplay_window_s = 30\n";
 
+/// POSTs a sealed body to /1/upload for ACCT-REPLAY.
+async fn post_replay(gw: &Gateway, sealed: Vec<u8>) -> reqwest::Response {
+    gw.encrypted_post("/1/upload", "ACCT-REPLAY", sealed)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_tink_request_sent_again_within_its_accounts_window_is_refused() {
     let gw = Gateway::start_with(Options {
@@ -29,18 +37,10 @@ async fn a_tink_request_sent_again_within_its_accounts_window_is_refused() {
     // decrypt, so it cannot take the real request's place in the store.
     let mut forged = sealed.clone();
     *forged.last_mut().unwrap() ^= 1;
-    let res = gw
-        .encrypted_post("/1/upload", "ACCT-REPLAY", forged)
-        .send()
-        .await
-        .unwrap();
+    let res = post_replay(&gw, forged).await;
     assert_eq!(support::error_code(res).await.0, 4008);
 
-    let res = gw
-        .encrypted_post("/1/upload", "ACCT-REPLAY", sealed.clone())
-        .send()
-        .await
-        .unwrap();
+    let res = post_replay(&gw, sealed.clone()).await;
     assert_eq!(res.status(), 200);
     let body = res.bytes().await.unwrap();
     assert_eq!(
@@ -49,11 +49,7 @@ async fn a_tink_request_sent_again_within_its_accounts_window_is_refused() {
     );
     assert_eq!(gw.upstream.count(), 1);
 
-    let res = gw
-        .encrypted_post("/1/upload", "ACCT-REPLAY", sealed.clone())
-        .send()
-        .await
-        .unwrap();
+    let res = post_replay(&gw, sealed.clone()).await;
     assert_eq!(res.status(), 400);
     assert_eq!(
         support::error_code(res).await,
@@ -62,30 +58,18 @@ async fn a_tink_request_sent_again_within_its_accounts_window_is_refused() {
     assert_eq!(gw.upstream.count(), 1, "a replay is never forwarded");
     // The Tink prefix is not bound into HPKE: the same envelope without it still opens,
     // and is the same request (a hostile review found it taken for a new one).
-    let res = gw
-        .encrypted_post("/1/upload", "ACCT-REPLAY", sealed[5..].to_vec())
-        .send()
-        .await
-        .unwrap();
+    let res = post_replay(&gw, sealed[5..].to_vec()).await;
     assert_eq!(support::error_code(res).await.0, 4023);
     assert_eq!(gw.upstream.count(), 1);
 
     // The same plaintext sealed again (a new encapsulated key) is a new request, and an
     // account without the window forwards a repeated ciphertext as before.
     let again = gw.seal(1, false, "ACCT-REPLAY", plaintext);
-    let res = gw
-        .encrypted_post("/1/upload", "ACCT-REPLAY", again.clone())
-        .send()
-        .await
-        .unwrap();
+    let res = post_replay(&gw, again.clone()).await;
     assert_eq!(res.status(), 200);
     // ... and a RAW one with a prefix added is the same request too.
     let prefixed = [&[1u8, 0, 0, 0, 1][..], &again].concat();
-    let res = gw
-        .encrypted_post("/1/upload", "ACCT-REPLAY", prefixed)
-        .send()
-        .await
-        .unwrap();
+    let res = post_replay(&gw, prefixed).await;
     assert_eq!(support::error_code(res).await.0, 4023);
     let plain = gw.seal(1, true, "ACCT-1", plaintext);
     for _ in 0..2 {
@@ -212,14 +196,13 @@ async fn post_ohttp(
     request: &[u8],
     client: &ohttp::ClientRequest,
 ) -> (u16, Vec<u8>) {
-    let res = served
-        .client
-        .post(format!("{}/.well-known/ohttp-gateway", served.url))
-        .header("content-type", "message/ohttp-req")
-        .body(request.to_vec())
-        .send()
-        .await
-        .unwrap();
+    let res = support::post_ohttp(
+        &served.client,
+        &served.url,
+        "message/ohttp-req",
+        request.to_vec(),
+    )
+    .await;
     assert_eq!(res.status(), 200);
     let plain = client.open_response(&res.bytes().await.unwrap()).unwrap();
     let message = bhttp::Message::read_bhttp(&mut std::io::Cursor::new(&plain)).unwrap();
@@ -331,23 +314,11 @@ async fn a_request_refused_for_want_of_a_slot_may_be_retried_as_is() {
     let busy = tokio::spawn(busy);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sealed = gw.seal(1, true, "ACCT-REPLAY", br#"{"d":[]}"#);
-    let res = gw
-        .encrypted_post("/1/upload", "ACCT-REPLAY", sealed.clone())
-        .send()
-        .await
-        .unwrap();
+    let res = post_replay(&gw, sealed.clone()).await;
     assert_eq!(support::error_code(res).await.0, 5004);
     assert_eq!(busy.await.unwrap().unwrap().status(), 200);
-    let res = gw
-        .encrypted_post("/1/upload", "ACCT-REPLAY", sealed.clone())
-        .send()
-        .await
-        .unwrap();
+    let res = post_replay(&gw, sealed.clone()).await;
     assert_eq!(res.status(), 200);
-    let res = gw
-        .encrypted_post("/1/upload", "ACCT-REPLAY", sealed)
-        .send()
-        .await
-        .unwrap();
+    let res = post_replay(&gw, sealed).await;
     assert_eq!(support::error_code(res).await.0, 4023);
 }

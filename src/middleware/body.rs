@@ -166,6 +166,23 @@ pub(crate) enum BudgetWait {
     Answer(Duration),
 }
 
+/// How a client's encrypted body is read whole: at most `limit` bytes (413 past it),
+/// `idle` between frames (408), waiting for budget as a new request does.
+pub(crate) fn client_body(
+    limit: u64,
+    idle: Duration,
+) -> Collect<impl Fn() -> Error, impl Fn(axum::Error) -> Error, impl Fn() -> Error> {
+    Collect {
+        limit,
+        headroom: 0,
+        idle,
+        too_large: move || Error::PayloadTooLarge { limit },
+        read_error: |_: axum::Error| Error::BadRequestBody,
+        timed_out: || Error::RequestTimeout,
+        budget_wait: BudgetWait::Request,
+    }
+}
+
 /// How much more budget a body of unknown length takes at a time.
 const BUDGET_STEP: u64 = 64 * 1024;
 

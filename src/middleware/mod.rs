@@ -430,15 +430,7 @@ where
     let (mut parts, body) = req.into_parts();
     // The budget is held from the first byte read until hyper has sent the plaintext on.
     let mut held = state.admission.empty_reservation();
-    let how = Collect {
-        limit,
-        headroom: 0,
-        idle: state.request_body_idle_timeout,
-        too_large: || Error::PayloadTooLarge { limit },
-        read_error: |_: axum::Error| Error::BadRequestBody,
-        timed_out: || Error::RequestTimeout,
-        budget_wait: BudgetWait::Request,
-    };
+    let how = body::client_body(limit, state.request_body_idle_timeout);
     let sealed = state
         .receiving(body::collect_limited(body, how, state.admission, &mut held))
         .await?;

@@ -185,7 +185,7 @@ async fn answer(
     resource: &Resource,
     req: http::Request<axum::body::Body>,
 ) -> (Response, &'static str) {
-    use crate::middleware::body::{BudgetWait, Collect, collect_limited};
+    use crate::middleware::body::{client_body, collect_limited};
     use http::StatusCode;
     let media = req
         .headers()
@@ -224,15 +224,7 @@ async fn answer(
     // The body is held whole: it draws on the buffer budget like a Tink-format body.
     let limit = state.max_encrypted_body_bytes;
     let mut held = resource.admission.empty_reservation();
-    let how = Collect {
-        limit,
-        headroom: 0,
-        idle: state.request_body_idle_timeout,
-        too_large: || Error::PayloadTooLarge { limit },
-        read_error: |_: axum::Error| Error::BadRequestBody,
-        timed_out: || Error::RequestTimeout,
-        budget_wait: BudgetWait::Request,
-    };
+    let how = client_body(limit, state.request_body_idle_timeout);
     let read = tokio::time::timeout(
         state.request_body_timeout,
         collect_limited(req.into_body(), how, &resource.admission, &mut held),

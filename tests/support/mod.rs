@@ -387,6 +387,23 @@ pub fn open_with(key: &PrivateKey, info: &str, body: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
+/// POSTs `body` as `media` (`message/ohttp-req` or `message/ohttp-chunked-req`) to the
+/// Oblivious HTTP gateway resource of the gateway at `base`.
+pub async fn post_ohttp(
+    client: &reqwest::Client,
+    base: &str,
+    media: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    client
+        .post(format!("{base}/.well-known/ohttp-gateway"))
+        .header("content-type", media)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Reads a gateway error body and returns its code, checking the shape.
 pub async fn error_code(res: reqwest::Response) -> (u16, String) {
     assert_eq!(

@@ -168,32 +168,26 @@ impl ResponseSealer {
     /// Seals the next chunk (at most [`MAX_CHUNK_LEN`] bytes; `last` for the final one)
     /// and frames it: `length || sealed`, or `0 || sealed` for the final chunk.
     pub fn seal_chunk(&mut self, plaintext: &[u8], last: bool) -> Result<Vec<u8>, Error> {
-        if self.finished || plaintext.len() > MAX_CHUNK_LEN || (!last && plaintext.is_empty()) {
-            return Err(Error::Seal);
-        }
-        let aad = if last { FINAL_AAD } else { &[] };
-        let framed = frame(
-            plaintext,
-            last,
-            |aad, buf| {
-                self.sender
-                    .seal_in_place(aad, buf)
-                    .map_err(|()| Error::Seal)
-            },
-            aad,
-        )?;
-        self.finished = last;
-        Ok(framed)
+        let sender = &mut self.sender;
+        seal_next(&mut self.finished, plaintext, last, |aad, buf| {
+            sender.seal_in_place(aad, buf).map_err(|()| Error::Seal)
+        })
     }
 }
 
-/// `length || ciphertext || tag` (length 0 for the final chunk), sealed by `seal`.
-fn frame(
+/// Seals and frames the next chunk of a message with `seal` (the sender's context):
+/// `length || ciphertext || tag`, or `0 || ciphertext || tag` with AAD `"final"` for the
+/// final one. Nothing seals after it; a non-final chunk is never empty.
+fn seal_next(
+    finished: &mut bool,
     plaintext: &[u8],
     last: bool,
     mut seal: impl FnMut(&[u8], &mut [u8]) -> Result<[u8; 16], Error>,
-    aad: &[u8],
 ) -> Result<Vec<u8>, Error> {
+    if *finished || plaintext.len() > MAX_CHUNK_LEN || (!last && plaintext.is_empty()) {
+        return Err(Error::Seal);
+    }
+    let aad = if last { FINAL_AAD } else { &[] };
     let sealed_len = plaintext.len() + 16;
     let mut out = Vec::with_capacity(8 + sealed_len);
     write_varint(&mut out, if last { 0 } else { sealed_len as u64 });
@@ -201,6 +195,7 @@ fn frame(
     out.extend_from_slice(plaintext);
     let tag = seal(aad, &mut out[start..])?;
     out.extend_from_slice(&tag);
+    *finished = last;
     Ok(out)
 }
 
@@ -265,22 +260,10 @@ pub fn seal_request_header_with_rng(
 impl ClientRequest {
     /// Seals and frames the next request chunk (`last` for the final one).
     pub fn seal_chunk(&mut self, plaintext: &[u8], last: bool) -> Result<Vec<u8>, Error> {
-        if self.finished || plaintext.len() > MAX_CHUNK_LEN || (!last && plaintext.is_empty()) {
-            return Err(Error::Seal);
-        }
-        let aad = if last { FINAL_AAD } else { &[] };
-        let framed = frame(
-            plaintext,
-            last,
-            |aad, buf| {
-                self.context
-                    .seal_in_place(aad, buf)
-                    .map_err(|_| Error::Seal)
-            },
-            aad,
-        )?;
-        self.finished = last;
-        Ok(framed)
+        let context = &mut self.context;
+        seal_next(&mut self.finished, plaintext, last, |aad, buf| {
+            context.seal_in_place(aad, buf).map_err(|_| Error::Seal)
+        })
     }
 
     /// The length of the response nonce that starts the response.
