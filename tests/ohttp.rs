@@ -690,3 +690,31 @@ async fn the_inner_target_is_logged_at_debug_level_only() {
     assert!(line.contains("inner_path=\"/inner-secret\""), "{line}");
     assert!(!line.contains("q=1"), "never the query: {line}");
 }
+
+/// An upstream answer larger than `max_response_body_bytes` is not sealed whole: the
+/// client gets the gateway's encapsulated 502, and one within the limit comes back.
+#[tokio::test]
+async fn an_answer_over_the_response_limit_is_an_encapsulated_502() {
+    let gw = Gateway::start_with(Options {
+        max_response_body_bytes: 20_000,
+        trailer: "[ohttp]\nenabled = true\nallowed_targets = [\"https://api.example.com\"]\n"
+            .into(),
+        ..Options::default()
+    })
+    .await;
+    let (status, answer, _) = post(
+        &gw,
+        &inner_request("GET", "api.example.com", "/big/30000", b""),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let answer = answer.unwrap();
+    assert_eq!(answer.control().status().unwrap().code(), 502);
+    assert_eq!(json_code(&answer), 5003, "a bad upstream answer");
+    let (_, answer, _) = post(
+        &gw,
+        &inner_request("GET", "api.example.com", "/big/10000", b""),
+    )
+    .await;
+    assert_eq!(answer.unwrap().content().len(), 10_000);
+}

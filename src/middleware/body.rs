@@ -183,6 +183,28 @@ pub(crate) fn client_body(
     }
 }
 
+/// How an upstream's answer is read whole to seal it: at most `limit` bytes (a bad
+/// upstream answer past it), `idle` between frames, after `headroom` bytes for an
+/// envelope header; it waits for budget up to `idle` at each step (the upstream has done
+/// its work, while a new request waits only `buffer_wait_ms`).
+pub(crate) fn answer_body(
+    limit: u64,
+    idle: Duration,
+    headroom: usize,
+) -> Collect<impl Fn() -> Error, impl Fn(axum::Error) -> Error, impl Fn() -> Error> {
+    Collect {
+        limit,
+        headroom,
+        idle,
+        too_large: move || {
+            Error::BadUpstreamResponse(format!("response body larger than {limit} bytes").into())
+        },
+        read_error: |e: axum::Error| Error::BadUpstreamResponse(e.into()),
+        timed_out: || Error::UpstreamTimeout,
+        budget_wait: BudgetWait::Answer(idle),
+    }
+}
+
 /// How much more budget a body of unknown length takes at a time.
 const BUDGET_STEP: u64 = 64 * 1024;
 

@@ -62,7 +62,6 @@ use crate::metrics::{Metrics, Mode};
 use crate::replay::{Store, Verdict};
 pub use crate::state::{KnownAccount, LiveState, SharedState};
 
-use body::{BudgetWait, Collect};
 use classify::{Negotiation, SNIFF_LEN};
 
 /// The most bytes before a Tink-format ciphertext that hold its encapsulated key: a Tink
@@ -627,19 +626,7 @@ async fn seal_response(
     let codings = codings?;
     let limit = state.max_response_body_bytes;
     let mut held = state.admission.empty_reservation();
-    let how = Collect {
-        limit,
-        headroom: sealer.header_len(),
-        idle: state.upstream_timeout,
-        too_large: || {
-            Error::BadUpstreamResponse(format!("response body larger than {limit} bytes").into())
-        },
-        read_error: |e: axum::Error| Error::BadUpstreamResponse(e.into()),
-        timed_out: || Error::UpstreamTimeout,
-        // The upstream has done its work: its answer waits for budget as long as it
-        // may take to arrive, while new requests wait only `buffer_wait_ms`.
-        budget_wait: BudgetWait::Answer(state.upstream_timeout),
-    };
+    let how = body::answer_body(limit, state.upstream_timeout, sealer.header_len());
     let collect = body::collect_limited(body, how, state.admission, &mut held);
     let mut sealed = tokio::time::timeout(state.upstream_timeout, collect)
         .await

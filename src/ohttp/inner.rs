@@ -12,7 +12,6 @@ use std::io::Cursor;
 use axum::body::Body;
 use bhttp::Message;
 use http::{HeaderName, HeaderValue, Method, Request, Response, Version, header};
-use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 
 use super::Resource;
@@ -73,7 +72,7 @@ async fn exchange(
         Err(never) => match never {},
     };
     // The upstream answered (or the proxy did, for it): forwarded, whatever came back.
-    to_message(response, state)
+    to_message(response, state, &resource.admission)
         .await
         .map_err(|e| (error_message(e), "forwarded"))
 }
@@ -226,28 +225,21 @@ fn to_request(
 }
 
 /// An HTTP response as a Binary HTTP response, its body read whole (up to
-/// `max_response_body_bytes`, within the upstream timeout).
-async fn to_message(response: Response<Body>, state: &LiveState) -> Result<Message, Error> {
+/// `max_response_body_bytes`, within the upstream timeout, drawing on the buffer budget
+/// while it is read, as the Tink format's answers do).
+async fn to_message(
+    response: Response<Body>,
+    state: &LiveState,
+    admission: &crate::limits::Admission,
+) -> Result<Message, Error> {
+    use crate::middleware::body::{answer_body, collect_limited};
     let (parts, body) = response.into_parts();
-    let limit = usize::try_from(state.max_response_body_bytes).unwrap_or(usize::MAX);
-    let read = tokio::time::timeout(
-        state.upstream_timeout(),
-        http_body_util::Limited::new(body, limit).collect(),
-    )
-    .await;
-    let content = match read {
-        Err(_) => return Err(Error::UpstreamTimeout),
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return Err(Error::BadUpstreamResponse(
-                format!("the answer is larger than max_response_body_bytes ({limit})").into(),
-            ));
-        }
-        Ok(Err(e)) => return Err(Error::BadUpstreamResponse(e)),
-        Ok(Ok(collected)) => collected.to_bytes(),
-    };
+    let idle = state.upstream_timeout();
+    let mut held = admission.empty_reservation();
+    let how = answer_body(state.max_response_body_bytes, idle, 0);
+    let content = tokio::time::timeout(idle, collect_limited(body, how, admission, &mut held))
+        .await
+        .map_err(|_| Error::UpstreamTimeout)??;
     let status = bhttp::StatusCode::try_from(parts.status.as_u16())
         .map_err(|_| Error::BadUpstreamResponse("an impossible status".into()))?;
     let mut message = Message::response(status);
