@@ -298,9 +298,10 @@ async fn replays_are_refused_across_two_replicas_sharing_redis_and_a_stopped_sto
     a.wait_log("replay store reachable again", 1).await;
 }
 
-/// A request the gateway itself refuses after entering it (no concurrency slot: 503,
-/// `Retry-After`) is taken back out, so the client's retry of the same bytes is not a
-/// replay (a hostile review found it refused as one).
+/// A request the gateway refuses for want of a concurrency slot (503, `Retry-After`)
+/// never enters the store (the slot is taken first), so the client's retry of the same
+/// bytes is not a replay (a hostile review found it refused as one); once answered, the
+/// same bytes are.
 #[tokio::test]
 async fn a_request_refused_for_want_of_a_slot_may_be_retried_as_is() {
     let gw = Gateway::start_with(Options {

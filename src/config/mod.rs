@@ -239,16 +239,31 @@ pub struct StoreUrl(pub String);
 
 impl std::fmt::Debug for StoreUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (scheme, rest) = self.0.split_once("://").unwrap_or(("?", ""));
-        // No query or fragment (a Unix socket's password goes there), no user info (up
-        // to the last `@`, as URL parsers read it), and of the rest only the host, or
-        // the socket's path when there is no host.
-        let rest = rest.split(['?', '#']).next().unwrap_or_default();
-        let rest = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
-        match rest.split_once('/') {
-            Some(("", path)) => write!(f, "{scheme}:///{path}"),
-            Some((host, _)) => write!(f, "{scheme}://{host}"),
-            None => write!(f, "{scheme}://{rest}"),
+        // Only what a URL parser reads as scheme and host (or, for a Unix socket, its
+        // path): never user info, query or fragment. A URL that does not parse shows its
+        // scheme alone, as where it would be cut is not known.
+        match url::Url::parse(&self.0) {
+            Ok(u) => match u.host_str().filter(|h| !h.is_empty()) {
+                Some(host) => match u.port() {
+                    Some(port) => write!(f, "{}://{host}:{port}", u.scheme()),
+                    None => write!(f, "{}://{host}", u.scheme()),
+                },
+                None => write!(f, "{}://{}", u.scheme(), u.path()),
+            },
+            Err(_) => {
+                let scheme = self
+                    .0
+                    .split_once("://")
+                    .map_or("", |(s, _)| s)
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+                    .collect::<String>();
+                if scheme.is_empty() {
+                    f.write_str("<unparsed>")
+                } else {
+                    write!(f, "{scheme}://<unparsed>")
+                }
+            }
         }
     }
 }

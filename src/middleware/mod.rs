@@ -406,7 +406,7 @@ where
                 return Err(Error::MissingContentTypeHeader);
             }
             let req = Request::from_parts(parts, peeked.body);
-            forward_for_encrypted_response(state, inner, req, sealer).await
+            forward_for_encrypted_response(state, inner, req, sealer, None).await
         }
         (false, false) => plaintext_request(state, inner, req).await,
     }
@@ -438,9 +438,10 @@ where
         .try_into_mut()
         .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
 
-    // The replay entry made for this request, if any: taken back if the gateway itself
-    // refuses the request before forwarding it.
-    let mut entered: Option<(String, Vec<u8>)> = None;
+    // With a replay window, the slot is taken before the request enters the store, so
+    // that a request the gateway refuses for want of one never enters it (its retry
+    // is not a replay, and the refused bytes stay refusable).
+    let mut slot = None;
     let plaintext = if sealed.is_empty() {
         if !is_bodyless_method(&parts.method) {
             return Err(Error::BodyNotEncrypted);
@@ -489,9 +490,9 @@ where
                 .get(offset..offset + enc_len)
                 .ok_or(Error::DecryptionFailed)?;
             let scope = format!("tink:{}", String::from_utf8_lossy(sealer.info()));
+            slot = Some(state.admission.request_slot()?);
             match store.enter(&scope, enc, window, &parts.method).await {
-                Verdict::Fresh => entered = Some((scope, enc.to_vec())),
-                Verdict::Unchecked => {}
+                Verdict::Fresh | Verdict::Unchecked => {}
                 Verdict::Replayed => return Err(Error::Replayed),
                 Verdict::StoreUnavailable => return Err(Error::ReplayStoreUnavailable),
                 Verdict::Full | Verdict::DateOutside => return Err(Error::ReplayCacheFull),
@@ -509,13 +510,7 @@ where
     parts.headers.remove(header::TRANSFER_ENCODING);
     parts.headers.remove(header::CONTENT_ENCODING);
     let req = Request::from_parts(parts, body::held_buffer(plaintext, held));
-    let result = forward_for_encrypted_response(state, inner, req, sealer).await;
-    if let (Err(Error::Overloaded), Some((scope, enc)), Some(store)) =
-        (&result, &entered, state.replay)
-    {
-        store.forget(scope, enc).await;
-    }
-    result
+    forward_for_encrypted_response(state, inner, req, sealer, slot).await
 }
 
 /// Forwards a request whose answer is to be encrypted, and encrypts it.
@@ -524,12 +519,17 @@ async fn forward_for_encrypted_response<S>(
     inner: S,
     mut req: Request<Body>,
     sealer: ResponseSealer,
+    slot: Option<crate::limits::Slot>,
 ) -> Result<Response<Body>, Error>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
 {
     // Held through sealing: the slot bounds the work in flight, not only the upstream's.
-    let _slot = state.admission.request_slot()?;
+    // (Taken already when the request had to hold it to enter the replay store.)
+    let _slot = match slot {
+        Some(slot) => slot,
+        None => state.admission.request_slot()?,
+    };
     let headers = req.headers_mut();
     headers.insert(header::ACCEPT, state.plaintext_content_type.clone());
     // The body is encrypted whole; ask for it unencoded and entire, so the client gets

@@ -263,7 +263,11 @@ pub(super) async fn answer(
         Ok(response) => response,
         Err(never) => match never {},
     };
-    let mut response = sealed_stream(sealer, response, slot, state.upstream_timeout());
+    // The slot bounds requests with the upstream: let go once its answer has begun, as
+    // for plaintext streams (a client that reads slowly, or an HTTP/2 peer that grants
+    // no window, must not hold it while the answer trickles out).
+    drop(slot);
+    let mut response = sealed_stream(sealer, response, state.upstream_timeout());
     response.extensions_mut().insert(target);
     (response, "forwarded")
 }
@@ -350,7 +354,6 @@ fn sealed_whole(
 fn sealed_stream(
     (nonce, mut sealer): (Vec<u8>, ResponseSealer),
     response: http::Response<Body>,
-    slot: Slot,
     idle: Duration,
 ) -> Response {
     let (parts, body) = response.into_parts();
@@ -383,13 +386,12 @@ fn sealed_stream(
     opening.extend_from_slice(&first);
     let data = http_body_util::BodyExt::into_data_stream(body);
     let stream = futures_util::stream::try_unfold(
-        (Some(Bytes::from(opening)), data, sealer, Some(slot)),
-        move |(opening, mut data, mut sealer, slot)| async move {
+        (Some(Bytes::from(opening)), data, sealer, false),
+        move |(opening, mut data, mut sealer, done)| async move {
             if let Some(opening) = opening {
-                return Ok(Some((opening, (None, data, sealer, slot))));
+                return Ok(Some((opening, (None, data, sealer, false))));
             }
-            // The slot is let go with the final chunk.
-            if slot.is_none() {
+            if done {
                 return Ok(None);
             }
             loop {
@@ -412,12 +414,12 @@ fn sealed_stream(
                                 sealer.seal_chunk(&plain, false).map_err(|_| bad("seal"))?;
                             sealed.extend_from_slice(&chunk);
                         }
-                        return Ok(Some((Bytes::from(sealed), (None, data, sealer, slot))));
+                        return Ok(Some((Bytes::from(sealed), (None, data, sealer, false))));
                     }
                     Some(Err(e)) => return Err(std::io::Error::other(e)),
                     None => {
                         let last = sealer.seal_chunk(&[0, 0], true).map_err(|_| bad("seal"))?;
-                        return Ok(Some((Bytes::from(last), (None, data, sealer, None))));
+                        return Ok(Some((Bytes::from(last), (None, data, sealer, true))));
                     }
                 }
             }

@@ -48,12 +48,29 @@ pub(super) async fn forward(
     state: &LiveState,
     inner: &[u8],
     enc: &[u8],
-) -> (Message, &'static str, Option<super::InnerTarget>) {
+) -> Forwarded {
     let mut target = None;
-    match exchange(resource, state, inner, enc, &mut target).await {
-        Ok(answer) => (answer, "forwarded", target),
-        Err((answer, outcome)) => (answer, outcome, target),
+    let mut held = resource.admission.empty_reservation();
+    let (answer, outcome) =
+        match exchange(resource, state, inner, enc, &mut target, &mut held).await {
+            Ok(answer) => (answer, "forwarded"),
+            Err((answer, outcome)) => (answer, outcome),
+        };
+    Forwarded {
+        answer,
+        outcome,
+        target,
+        held,
     }
+}
+
+/// What [`forward`] returns: the answer, the outcome, the inner target if it was
+/// forwarded, and the buffer budget its body holds (to keep until it is sent).
+pub(super) struct Forwarded {
+    pub(super) answer: Message,
+    pub(super) outcome: &'static str,
+    pub(super) target: Option<super::InnerTarget>,
+    pub(super) held: crate::limits::Reservation,
 }
 
 async fn exchange(
@@ -62,6 +79,7 @@ async fn exchange(
     inner: &[u8],
     enc: &[u8],
     target: &mut Option<super::InnerTarget>,
+    held: &mut crate::limits::Reservation,
 ) -> Result<Message, (Message, &'static str)> {
     let message = read_request(inner)
         .ok_or_else(|| (error_message(Error::BadInnerRequest), "bad_inner_request"))?;
@@ -72,7 +90,7 @@ async fn exchange(
         Err(never) => match never {},
     };
     // The upstream answered (or the proxy did, for it): forwarded, whatever came back.
-    to_message(response, state, &resource.admission)
+    to_message(response, state, &resource.admission, held)
         .await
         .map_err(|e| (error_message(e), "forwarded"))
 }
@@ -231,13 +249,13 @@ async fn to_message(
     response: Response<Body>,
     state: &LiveState,
     admission: &crate::limits::Admission,
+    held: &mut crate::limits::Reservation,
 ) -> Result<Message, Error> {
     use crate::middleware::body::{answer_body, collect_limited};
     let (parts, body) = response.into_parts();
     let idle = state.upstream_timeout();
-    let mut held = admission.empty_reservation();
     let how = answer_body(state.max_response_body_bytes, idle, 0);
-    let content = tokio::time::timeout(idle, collect_limited(body, how, admission, &mut held))
+    let content = tokio::time::timeout(idle, collect_limited(body, how, admission, held))
         .await
         .map_err(|_| Error::UpstreamTimeout)??;
     let status = bhttp::StatusCode::try_from(parts.status.as_u16())

@@ -298,41 +298,34 @@ async fn answer(
             );
         }
     };
-    let (answer, outcome, target) =
-        inner::forward(resource, &state, &inner, response_key.enc()).await;
+    let inner::Forwarded {
+        answer,
+        outcome,
+        target,
+        held: answer_held,
+    } = inner::forward(resource, &state, &inner, response_key.enc()).await;
+    drop((held, slot));
     let mut encoded = Vec::new();
-    if answer
+    let sealed = answer
         .write_bhttp(bhttp::Mode::KnownLength, &mut encoded)
-        .is_err()
-    {
+        .ok()
+        .and_then(|()| response_key.seal(&encoded).ok());
+    let Some(sealed) = sealed else {
         return (
             outer_problem(StatusCode::INTERNAL_SERVER_ERROR, None, "internal error"),
             "internal",
         );
-    }
-    let response = match response_key.seal(&encoded) {
-        Ok(sealed) => {
-            let mut response = sealed.into_response();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(ohttp::RESPONSE_MEDIA_TYPE),
-            );
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-        }
-        Err(_) => {
-            return (
-                outer_problem(StatusCode::INTERNAL_SERVER_ERROR, None, "internal error"),
-                "internal",
-            );
-        }
     };
-    let mut response = response;
+    // The answer's budget stays held until its sealed copy has been sent.
+    let mut response = crate::middleware::body::held_buffer(sealed, answer_held).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(ohttp::RESPONSE_MEDIA_TYPE),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(target) = target {
         response.extensions_mut().insert(target);
     }
-    drop((held, slot));
     (response, outcome)
 }

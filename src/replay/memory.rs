@@ -25,20 +25,11 @@ struct Seen {
     /// behind it, which only delays that one's removal.
     order: VecDeque<(Instant, [u8; 16])>,
     expiry: HashMap<[u8; 16], Instant>,
+    /// The earliest time the next sweep may run.
+    next_sweep: Option<Instant>,
 }
 
 impl Memory {
-    /// Removes `digest`'s entry under `scope` (the gateway refused the request itself
-    /// after entering it, so the client's retry is not a replay).
-    pub fn forget(&self, scope: &str, digest: &[u8; 16]) {
-        let key = scoped(scope, digest);
-        self.seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .expiry
-            .remove(&key);
-    }
-
     /// Enters `digest` under `scope` for `lifetime`, unless a live entry has it.
     pub fn enter(&self, scope: &str, digest: &[u8; 16], lifetime: Duration) -> Verdict {
         self.enter_at(scope, digest, lifetime, Instant::now())
@@ -68,15 +59,20 @@ impl Memory {
         if seen.expiry.get(&key).is_some_and(|&e| e > now) {
             return Verdict::Replayed;
         }
-        if seen.expiry.len() >= MAX_ENTRIES {
-            // Entries of a short-lived scope may be dead behind a long-lived one at the
-            // front of the queue: drop every dead entry before calling it full.
+        // Entries of a short-lived scope may be dead behind a long-lived one at the front
+        // of the queue, and a key entered again leaves its old place in the queue behind:
+        // when the store looks full, or the queue has grown past twice the bound, drop
+        // every dead entry, at most once a second (a store full of live entries then
+        // answers `Full` without sweeping on every request).
+        let crowded = seen.expiry.len() >= MAX_ENTRIES || seen.order.len() > 2 * MAX_ENTRIES;
+        if crowded && seen.next_sweep.is_none_or(|at| now >= at) {
+            seen.next_sweep = Some(now + Duration::from_secs(1));
             seen.expiry.retain(|_, e| *e > now);
-            let Seen { order, expiry } = &mut *seen;
+            let Seen { order, expiry, .. } = &mut *seen;
             order.retain(|(e, k)| expiry.get(k) == Some(e));
-            if seen.expiry.len() >= MAX_ENTRIES {
-                return Verdict::Full;
-            }
+        }
+        if seen.expiry.len() >= MAX_ENTRIES {
+            return Verdict::Full;
         }
         let expires = now + lifetime;
         seen.expiry.insert(key, expires);
@@ -142,11 +138,6 @@ mod tests {
         assert_eq!(
             memory.enter_at("long", &[0; 16], Duration::from_secs(3600), t3),
             Verdict::Replayed
-        );
-        memory.forget("long", &[0; 16]);
-        assert_eq!(
-            memory.enter_at("long", &[0; 16], Duration::from_secs(3600), t3),
-            Verdict::Fresh
         );
     }
 

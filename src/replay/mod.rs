@@ -165,19 +165,6 @@ impl Store {
     }
 }
 
-impl Store {
-    /// Removes `enc`'s entry under `scope`: the gateway refused the request itself after
-    /// entering it (no concurrency slot), so the client's retry of the same bytes must not
-    /// be taken for a replay. Best effort for the shared store.
-    pub async fn forget(&self, scope: &str, enc: &[u8]) {
-        let digest = digest(enc);
-        match &self.backend {
-            Backend::Memory(m) => m.forget(scope, &digest),
-            Backend::Valkey(v) => v.forget(scope, &digest).await,
-        }
-    }
-}
-
 /// The first 16 bytes of SHA-256 of `enc`: what is kept instead of the key itself.
 fn digest(enc: &[u8]) -> [u8; 16] {
     let mut out = [0u8; 16];
@@ -212,7 +199,7 @@ mod tests {
                 "redis://:hunter2@valkey.internal:6379/0",
                 "redis://valkey.internal:6379",
             ),
-            ("redis://user:p@ss@host/1", "redis://host"),
+            ("redis://user:p%40ss@host/1", "redis://host"),
             (
                 "unix:///run/valkey.sock?pass=hunter2@prod",
                 "unix:///run/valkey.sock",
@@ -221,7 +208,9 @@ mod tests {
                 "valkey+unix:///run/v.sock#hunter2",
                 "valkey+unix:///run/v.sock",
             ),
-            ("garbage-hunter2", "?://"),
+            ("redis://:hunt?er2@host", "redis://<unparsed>"),
+            ("redis://:hunter2@[::1", "redis://<unparsed>"),
+            ("garbage-hunter2", "<unparsed>"),
         ] {
             let debug = format!("{:?}", StoreUrl(url.into()));
             assert_eq!(debug, shown);

@@ -73,19 +73,6 @@ impl Valkey {
         }
     }
 
-    /// Deletes the key (best effort, within the timeout).
-    pub async fn forget(&self, scope: &str, digest: &[u8; 16]) {
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(self.key(scope, digest));
-        if let Ok(mut connection) = self.connection() {
-            let _ = tokio::time::timeout(
-                self.timeout,
-                cmd.query_async::<redis::Value>(&mut connection),
-            )
-            .await;
-        }
-    }
-
     fn key(&self, scope: &str, digest: &[u8; 16]) -> String {
         let mut key = String::with_capacity(self.prefix.len() + scope.len() + 33);
         key.push_str(&self.prefix);
