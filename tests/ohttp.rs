@@ -147,12 +147,7 @@ async fn key_configurations_list_every_live_key_primary_first_in_every_aead() {
 
 /// A gateway with Oblivious HTTP on, accepting inner requests for api.example.com.
 async fn ohttp_gateway() -> Gateway {
-    Gateway::start_with(Options {
-        trailer: "[ohttp]\nenabled = true\nallowed_targets = [\"https://api.example.com\"]\n"
-            .into(),
-        ..Options::default()
-    })
-    .await
+    Gateway::start_ohttp(Options::default()).await
 }
 
 /// An inner request in known-length Binary HTTP, built with the `bhttp` crate.
@@ -486,11 +481,7 @@ async fn binary_http_edge_cases_are_read_as_rfc_9292_says() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outcomes_are_counted_in_the_binarys_metrics() {
     let (_upstream, up_addr) = support::Upstream::start().await;
-    let served = support::served::Served::start(
-        up_addr,
-        "[ohttp]\nenabled = true\nallowed_targets = [\"https://api.example.com\"]\n",
-    )
-    .await;
+    let served = support::served::Served::start(up_addr, support::OHTTP_TABLE).await;
     let keys = key_configs(&served.client, &served.url).await;
     let url = format!("{}/.well-known/ohttp-gateway", served.url);
     for authority in ["api.example.com", "api.example.com", "elsewhere.example"] {
@@ -525,10 +516,8 @@ async fn outcomes_are_counted_in_the_binarys_metrics() {
 /// header section bounded, and a refused request never enters the replay cache.
 #[tokio::test]
 async fn inner_requests_meet_the_same_ingress_and_bounds_as_outer_ones() {
-    let gw = Gateway::start_with(Options {
+    let gw = Gateway::start_ohttp(Options {
         upstream_base: "/api".into(),
-        trailer: "[ohttp]\nenabled = true\nallowed_targets = [\"https://api.example.com\"]\n"
-            .into(),
         ..Options::default()
     })
     .await;
@@ -607,10 +596,8 @@ async fn inner_requests_meet_the_same_ingress_and_bounds_as_outer_ones() {
 /// clear (503, `Retry-After`), and once it is free the next one works.
 #[tokio::test]
 async fn oblivious_requests_take_a_concurrency_slot() {
-    let gw = Gateway::start_with(Options {
+    let gw = Gateway::start_ohttp(Options {
         extra: "max_concurrent_requests = 1\n".into(),
-        trailer: "[ohttp]\nenabled = true\nallowed_targets = [\"https://api.example.com\"]\n"
-            .into(),
         ..Options::default()
     })
     .await;
@@ -659,11 +646,7 @@ async fn oblivious_requests_take_a_concurrency_slot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inner_target_is_logged_at_debug_level_only() {
     let (_upstream, up_addr) = support::Upstream::start().await;
-    let info = support::served::Served::start(
-        up_addr,
-        "[ohttp]\nenabled = true\nallowed_targets = [\"https://api.example.com\"]\n",
-    )
-    .await;
+    let info = support::served::Served::start(up_addr, support::OHTTP_TABLE).await;
     let debug = support::served::Served::spawn(&info.config_path(), &[("RUST_LOG", "debug")], &[]);
     for served in [&info, &debug] {
         let keys = key_configs(&served.client, &served.url).await;
@@ -695,10 +678,8 @@ async fn the_inner_target_is_logged_at_debug_level_only() {
 /// client gets the gateway's encapsulated 502, and one within the limit comes back.
 #[tokio::test]
 async fn an_answer_over_the_response_limit_is_an_encapsulated_502() {
-    let gw = Gateway::start_with(Options {
+    let gw = Gateway::start_ohttp(Options {
         max_response_body_bytes: 20_000,
-        trailer: "[ohttp]\nenabled = true\nallowed_targets = [\"https://api.example.com\"]\n"
-            .into(),
         ..Options::default()
     })
     .await;

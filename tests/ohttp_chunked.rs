@@ -11,12 +11,7 @@ use hpke_gateway::envelope::ohttp::chunked::{self, Deframer, write_varint};
 use support::{Gateway, Options};
 
 async fn ohttp_gateway() -> Gateway {
-    Gateway::start_with(Options {
-        trailer: "[ohttp]\nenabled = true\nallowed_targets = [\"https://api.example.com\"]\n"
-            .into(),
-        ..Options::default()
-    })
-    .await
+    Gateway::start_ohttp(Options::default()).await
 }
 
 /// An indeterminate-length Binary HTTP request to api.example.com.
@@ -276,10 +271,8 @@ async fn truncated_tampered_and_oversized_chunked_requests_are_never_forwarded_w
 /// `request_body_timeout` with a 408 in the clear, and nothing is forwarded.
 #[tokio::test]
 async fn a_head_that_trickles_in_meets_the_request_body_timeout() {
-    let gw = Gateway::start_with(Options {
+    let gw = Gateway::start_ohttp(Options {
         request_body_timeout_ms: 1000,
-        trailer: "[ohttp]\nenabled = true\nallowed_targets = [\"https://api.example.com\"]\n"
-            .into(),
         ..Options::default()
     })
     .await;

@@ -387,6 +387,22 @@ pub fn open_with(key: &PrivateKey, info: &str, body: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
+/// The `[ohttp]` table of the Oblivious HTTP tests: on, inner requests for
+/// api.example.com.
+pub const OHTTP_TABLE: &str =
+    "[ohttp]\nenabled = true\nallowed_targets = [\"https://api.example.com\"]\n";
+
+impl Gateway {
+    /// A gateway with `opts` and [`OHTTP_TABLE`] after its tables.
+    pub async fn start_ohttp(opts: Options) -> Self {
+        Self::start_with(Options {
+            trailer: OHTTP_TABLE.into(),
+            ..opts
+        })
+        .await
+    }
+}
+
 /// POSTs `body` as `media` (`message/ohttp-req` or `message/ohttp-chunked-req`) to the
 /// Oblivious HTTP gateway resource of the gateway at `base`.
 pub async fn post_ohttp(
