@@ -489,14 +489,8 @@ async fn outcomes_are_counted_in_the_binarys_metrics() {
         let (request, _) = client
             .encapsulate(&inner_request("POST", authority, "/x", b"{}"))
             .unwrap();
-        let res = served
-            .client
-            .post(&url)
-            .header("content-type", "message/ohttp-req")
-            .body(request)
-            .send()
-            .await
-            .unwrap();
+        let res =
+            support::post_ohttp(&served.client, &served.url, "message/ohttp-req", request).await;
         assert_eq!(res.status(), 200);
     }
     let res = served.client.post(&url).body("x").send().await.unwrap();
@@ -624,14 +618,7 @@ async fn oblivious_requests_take_a_concurrency_slot() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let inner = inner_request("POST", "api.example.com", "/1/upload", b"{}");
     let (request, _) = ohttp::seal_request(1, &public, Suite::X25519_AES_128_GCM, &inner).unwrap();
-    let res = gw
-        .client
-        .post(&url)
-        .header("content-type", "message/ohttp-req")
-        .body(request)
-        .send()
-        .await
-        .unwrap();
+    let res = support::post_ohttp(&gw.client, &gw.url, "message/ohttp-req", request).await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "1");
     assert_eq!(busy.await.unwrap(), 200);
